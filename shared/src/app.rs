@@ -1,0 +1,98 @@
+//! What every handler receives, and the request checks that run before any route.
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use deadpool_postgres::Pool;
+
+use crate::config::Settings;
+use crate::db::Client;
+use crate::error::ApiError;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Pool,
+    pub settings: Arc<Settings>,
+}
+
+impl AppState {
+    pub fn new(db: Pool, settings: Settings) -> Self {
+        AppState { db, settings: Arc::new(settings) }
+    }
+
+    pub async fn client(&self) -> Result<Client, ApiError> {
+        Ok(self.db.get().await?)
+    }
+}
+
+/// The API version a client asked for, `(major, minor, patch)`; the newest when absent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ApiVersion(pub u32, pub u32, pub u32);
+
+pub const SERVER_API_VERSION: ApiVersion = ApiVersion(0, 8, 4);
+pub const SERVER_API_VERSION_STR: &str = "0.8.4";
+/// The Prefect release whose behaviour Stratus follows.
+pub const PREFECT_VERSION: &str = "2.20.27";
+
+impl ApiVersion {
+    pub fn parse(raw: &str) -> Option<Self> {
+        let mut parts = raw.trim().split('.');
+        let v = ApiVersion(
+            parts.next()?.parse().ok()?,
+            parts.next()?.parse().ok()?,
+            parts.next()?.parse().ok()?,
+        );
+        parts.next().is_none().then_some(v)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ApiVersion {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts.extensions.get::<ApiVersion>().copied().unwrap_or(SERVER_API_VERSION))
+    }
+}
+
+/// Rejects malformed or too-old `X-PREFECT-API-VERSION` headers, and records the version.
+pub async fn check_api_version(mut req: Request, next: Next) -> Response {
+    if let Some(raw) = req.headers().get("x-prefect-api-version") {
+        let raw = String::from_utf8_lossy(raw.as_bytes()).into_owned();
+        let Some(version) = ApiVersion::parse(&raw) else {
+            return ApiError::bad_request(format!(
+                "Invalid X-PREFECT-API-VERSION header format.Expected header in format 'x.y.z' but received {raw}"
+            ))
+            .into_response();
+        };
+        if version < ApiVersion(0, 8, 0) {
+            return ApiError::bad_request(format!(
+                "The request specified API version {raw} but this server requires version 0.8.0 or higher."
+            ))
+            .into_response();
+        }
+        req.extensions_mut().insert(version);
+    }
+    next.run(req).await
+}
+
+/// Answers 404 JSON for unknown routes, as FastAPI does.
+pub async fn not_found(State(_): State<AppState>) -> impl IntoResponse {
+    (StatusCode::NOT_FOUND, axum::Json(serde_json::json!({"detail": "Not Found"})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_versions_parse_and_order() {
+        assert_eq!(ApiVersion::parse("0.8.4"), Some(ApiVersion(0, 8, 4)));
+        assert!(ApiVersion::parse("abc").is_none());
+        assert!(ApiVersion::parse("0.8").is_none());
+        assert!(ApiVersion(0, 7, 0) < ApiVersion(0, 8, 0));
+    }
+}

@@ -1,0 +1,84 @@
+//! Configuration, read once from environment variables at start.
+
+use std::env;
+use std::path::PathBuf;
+
+/// Why the configuration could not be read; names the variable.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `STRATUS_DATABASE_URL`, falling back to `DATABASE_URL`.
+    pub database_url: Option<String>,
+    /// `STRATUS_DATABASE_POOL_SIZE`, default 16.
+    pub pool_size: usize,
+    /// `STRATUS_HOST`, default 127.0.0.1.
+    pub host: String,
+    /// `STRATUS_PORT`, default 4200.
+    pub port: u16,
+    /// `STRATUS_DATA_DIR`, default `$XDG_DATA_HOME/stratus` or `~/.local/share/stratus`.
+    pub data_dir: PathBuf,
+    /// `STRATUS_TASK_RUN_TAG_CONCURRENCY_SLOT_WAIT_SECONDS`, default 30 (Prefect's default).
+    pub tag_concurrency_slot_wait_seconds: i64,
+}
+
+impl Settings {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let database_url = non_empty("STRATUS_DATABASE_URL").or_else(|| non_empty("DATABASE_URL"));
+        Ok(Settings {
+            database_url,
+            pool_size: parse_var("STRATUS_DATABASE_POOL_SIZE", 16)?,
+            host: non_empty("STRATUS_HOST").unwrap_or_else(|| "127.0.0.1".to_string()),
+            port: parse_var("STRATUS_PORT", 4200)?,
+            data_dir: non_empty("STRATUS_DATA_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(default_data_dir),
+            tag_concurrency_slot_wait_seconds: parse_var(
+                "STRATUS_TASK_RUN_TAG_CONCURRENCY_SLOT_WAIT_SECONDS",
+                30,
+            )?,
+        })
+    }
+
+    /// The database URL, or an error that says which variable to set.
+    pub fn require_database_url(&self) -> Result<&str, ConfigError> {
+        self.database_url.as_deref().ok_or_else(|| {
+            ConfigError(
+                "STRATUS_DATABASE_URL is not set (nor DATABASE_URL): set it to a Postgres URL such as postgres://user@host:5432/stratus".into(),
+            )
+        })
+    }
+}
+
+fn non_empty(name: &str) -> Option<String> {
+    env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn parse_var<T: std::str::FromStr>(name: &str, default: T) -> Result<T, ConfigError> {
+    match non_empty(name) {
+        None => Ok(default),
+        Some(raw) => raw
+            .trim()
+            .parse()
+            .map_err(|_| ConfigError(format!("{name} is malformed: {raw:?} is not a valid value"))),
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    if let Some(xdg) = non_empty("XDG_DATA_HOME") {
+        return PathBuf::from(xdg).join("stratus");
+    }
+    match non_empty("HOME") {
+        Some(home) => PathBuf::from(home).join(".local/share/stratus"),
+        None => PathBuf::from(".stratus"),
+    }
+}

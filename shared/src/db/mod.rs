@@ -1,0 +1,69 @@
+//! The Postgres pool, the embedded migrations, and one SQL module per table family.
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::NoTls;
+
+mod embedded {
+    refinery::embed_migrations!("../migrations");
+}
+
+pub type Client = deadpool_postgres::Object;
+
+/// Builds a pool; connections are opened lazily.
+pub fn pool(url: &str, size: usize) -> Result<Pool, String> {
+    let config: tokio_postgres::Config =
+        url.parse().map_err(|e| format!("invalid database URL: {e}"))?;
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig { recycling_method: RecyclingMethod::Fast },
+    );
+    Pool::builder(manager)
+        .max_size(size.max(1))
+        .build()
+        .map_err(|e| format!("could not build the database pool: {e}"))
+}
+
+/// Applies pending migrations. An advisory lock keeps concurrent cold starts from racing.
+pub async fn migrate(pool: &Pool) -> Result<usize, String> {
+    let mut client = pool.get().await.map_err(|e| format!("could not connect to Postgres: {e}"))?;
+    let client: &mut tokio_postgres::Client = &mut client;
+    client
+        .execute("SELECT pg_advisory_lock(74807232)", &[])
+        .await
+        .map_err(|e| format!("could not take the migration lock: {e}"))?;
+    let report = embedded::migrations::runner().run_async(client).await;
+    let _ = client.execute("SELECT pg_advisory_unlock(74807232)", &[]).await;
+    report
+        .map(|r| r.applied_migrations().len())
+        .map_err(|e| format!("migration failed: {e}"))
+}
+
+/// Drops every Stratus object and migrates from scratch.
+pub async fn reset(pool: &Pool) -> Result<usize, String> {
+    {
+        let client = pool.get().await.map_err(|e| format!("could not connect to Postgres: {e}"))?;
+        client
+            .batch_execute(
+                "DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public; GRANT ALL ON SCHEMA public TO public;",
+            )
+            .await
+            .map_err(|e| format!("could not drop the schema: {e}"))?;
+    }
+    migrate(pool).await
+}
+
+/// Deletes every row but keeps the schema (`/admin/database/clear`).
+pub async fn clear(client: &Client) -> Result<(), tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'refinery_schema_history'",
+            &[],
+        )
+        .await?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let tables: Vec<String> = rows.iter().map(|r| format!("\"{}\"", r.get::<_, String>(0))).collect();
+    client.batch_execute(&format!("TRUNCATE {} CASCADE", tables.join(", "))).await
+}

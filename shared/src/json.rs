@@ -1,0 +1,210 @@
+//! Prefect's JSON conventions: the body extractor that answers 422 the way FastAPI does,
+//! datetimes with microseconds and `+00:00`, explicit nulls meaning "default", and limits.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serializer};
+use serde_json::{json, Value};
+
+use crate::error::ApiError;
+
+/// Default and maximum page size (`PREFECT_API_DEFAULT_LIMIT`).
+pub const DEFAULT_LIMIT: i64 = 200;
+
+/// A JSON request body. An empty body counts as `{}`, because every Prefect list route
+/// takes only optional keys. Any failure becomes Prefect's 422 with the body echoed.
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::bad_request(format!("Could not read the request body: {e}")))?;
+        parse_body(&bytes).map(Body)
+    }
+}
+
+/// Parses a request body into `T`, mapping every failure to a Prefect 422.
+pub fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let value: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        serde_json::from_slice(bytes).map_err(|e| ApiError::Validation {
+            detail: vec![json!({
+                "loc": ["body", e.column()],
+                "msg": "JSON decode error",
+                "type": "value_error.jsondecode",
+                "ctx": {"msg": e.to_string()},
+            })],
+            body: Value::String(String::from_utf8_lossy(bytes).into_owned()),
+        })?
+    };
+    from_value(value)
+}
+
+/// Deserialises an already-parsed JSON value with Prefect's 422 on failure.
+pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
+    T::deserialize(&value).map_err(|e| {
+        let msg = e.to_string();
+        let kind = if msg.starts_with("unknown field") {
+            "value_error.extra"
+        } else if msg.starts_with("missing field") {
+            "value_error.missing"
+        } else {
+            "type_error"
+        };
+        ApiError::Validation {
+            detail: vec![json!({"loc": ["body"], "msg": msg, "type": kind})],
+            body: value.clone(),
+        }
+    })
+}
+
+/// Formats a timestamp the way Prefect does: `2026-11-23T19:15:35.130000+00:00`.
+pub fn format_ts(ts: &DateTime<Utc>) -> String {
+    ts.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string()
+}
+
+/// Parses an ISO-8601 timestamp with any offset or `Z`; a naive one is taken as UTC.
+pub fn parse_ts(text: &str) -> Option<DateTime<Utc>> {
+    let text = text.trim();
+    if let Ok(ts) = DateTime::parse_from_rfc3339(text) {
+        return Some(ts.with_timezone(&Utc));
+    }
+    if let Ok(ts) = DateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f%z") {
+        return Some(ts.with_timezone(&Utc));
+    }
+    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M"] {
+        if let Ok(ts) = NaiveDateTime::parse_from_str(text, fmt) {
+            return Some(ts.and_utc());
+        }
+    }
+    if let Ok(date) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return date.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
+    }
+    None
+}
+
+/// Serde for `DateTime<Utc>` in Prefect's format, for `#[serde(with = "ts")]`.
+pub mod ts {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(ts: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_ts(ts))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_ts(&text).ok_or_else(|| serde::de::Error::custom(format!("invalid datetime: {text}")))
+    }
+}
+
+/// Serde for `Option<DateTime<Utc>>` in Prefect's format.
+pub mod ts_opt {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(ts: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+        match ts {
+            Some(ts) => s.serialize_str(&format_ts(ts)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            None => Ok(None),
+            Some(text) => parse_ts(&text)
+                .map(Some)
+                .ok_or_else(|| serde::de::Error::custom(format!("invalid datetime: {text}"))),
+        }
+    }
+}
+
+/// Deserialises `null` as the type's default, for fields the client sends as explicit null.
+pub fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// Validates `limit` and `offset` the way Prefect does and returns them with defaults.
+pub fn page(limit: Option<i64>, offset: Option<i64>) -> Result<(i64, i64), ApiError> {
+    page_with_max(limit, offset, DEFAULT_LIMIT)
+}
+
+/// Like [`page`] with another maximum (the UI history route allows 1000).
+pub fn page_with_max(
+    limit: Option<i64>,
+    offset: Option<i64>,
+    max: i64,
+) -> Result<(i64, i64), ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_LIMIT.min(max));
+    if limit < 0 {
+        return Err(ApiError::unprocessable(
+            "Invalid limit: must be greater than or equal to 0.",
+        ));
+    }
+    if limit > max {
+        return Err(ApiError::unprocessable(format!(
+            "Invalid limit: must be less than or equal to {max}."
+        )));
+    }
+    let offset = offset.unwrap_or(0);
+    if offset < 0 {
+        return Err(ApiError::invalid(
+            &["body", "offset"],
+            "ensure this value is greater than or equal to 0",
+            "value_error.number.not_ge",
+            Value::Null,
+        ));
+    }
+    Ok((limit, offset))
+}
+
+/// Seconds as Prefect's float duration.
+pub fn seconds(micros: i64) -> f64 {
+    micros as f64 / 1_000_000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_round_trip_in_prefect_format() {
+        let ts = parse_ts("2026-11-23T19:15:35.13Z").unwrap();
+        assert_eq!(format_ts(&ts), "2026-11-23T19:15:35.130000+00:00");
+        let ts = parse_ts("2026-11-23T21:15:35+02:00").unwrap();
+        assert_eq!(format_ts(&ts), "2026-11-23T19:15:35.000000+00:00");
+        assert!(parse_ts("2026-11-23T19:15:35.123456").is_some());
+        assert!(parse_ts("yesterday").is_none());
+    }
+
+    #[test]
+    fn limits_follow_prefect() {
+        assert_eq!(page(None, None).unwrap(), (200, 0));
+        assert_eq!(page(Some(5), Some(10)).unwrap(), (5, 10));
+        assert!(page(Some(201), None).is_err());
+        assert!(page(Some(-1), None).is_err());
+        assert!(page(Some(1), Some(-1)).is_err());
+    }
+
+    #[test]
+    fn empty_body_is_an_empty_object() {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct F {
+            limit: Option<i64>,
+        }
+        let f: F = parse_body(b"").unwrap();
+        assert!(f.limit.is_none());
+        assert!(parse_body::<F>(b"{\"nope\": 1}").is_err());
+        assert!(parse_body::<F>(b"{oops").is_err());
+    }
+}

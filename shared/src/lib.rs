@@ -1,0 +1,14 @@
+//! The library every Stratus function links.
+
+pub mod app;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod json;
+pub mod serve;
+
+pub use app::{ApiVersion, AppState};
+pub use error::{ApiError, ApiResult};
+pub use json::Body;
+pub mod orchestration;
+pub mod states;

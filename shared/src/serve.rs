@@ -1,0 +1,47 @@
+//! Serving a family's router: under `/api`, on Lambda or locally, with Prefect's
+//! request conventions (trailing slashes, version header, permissive CORS).
+
+use axum::Router;
+use tower::Layer;
+use tower_http::cors::CorsLayer;
+use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
+
+use crate::app::{check_api_version, AppState};
+use crate::config::Settings;
+
+/// Mounts family routers under `/api` with the shared middleware and state.
+pub fn api(routes: Router<AppState>, state: AppState) -> Router {
+    Router::new()
+        .nest("/api", routes.fallback(crate::app::not_found))
+        .layer(axum::middleware::from_fn(check_api_version))
+        .layer(CorsLayer::permissive())
+        .with_state(state)
+}
+
+/// Accepts `/flows/` and `/flows` alike: the client uses the slash form for creates.
+pub fn normalize(router: Router) -> NormalizePath<Router> {
+    NormalizePathLayer::trim_trailing_slash().layer(router)
+}
+
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STRATUS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+}
+
+/// Builds the state a function needs from the environment: settings and the pool.
+/// Migrations run once per cold start (guarded by an advisory lock).
+pub async fn state_from_env() -> Result<AppState, Box<dyn std::error::Error + Send + Sync>> {
+    let settings = Settings::from_env()?;
+    let url = settings.require_database_url()?.to_string();
+    let pool = crate::db::pool(&url, settings.pool_size)?;
+    crate::db::migrate(&pool).await?;
+    Ok(AppState::new(pool, settings))
+}
+
+/// Runs one route family as an AWS Lambda function behind API Gateway.
+pub async fn lambda(routes: Router<AppState>) -> Result<(), lambda_http::Error> {
+    init_tracing();
+    let state = state_from_env().await?;
+    lambda_http::run(normalize(api(routes, state))).await
+}

@@ -1,0 +1,25 @@
+//! Stratus as one process: every route family merged under `/api`.
+
+use axum::Router;
+use stratus_shared::serve;
+use stratus_shared::AppState;
+
+pub mod cli;
+
+/// Every API route family, relative to `/api`.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .merge(stratus_root::router())
+        .merge(stratus_flows::router())
+        .merge(stratus_flow_runs::router())
+        .merge(stratus_task_runs::router())
+        .merge(stratus_logs::router())
+        .merge(stratus_blocks::router())
+        .merge(stratus_concurrency::router())
+        .merge(stratus_admin::router())
+}
+
+/// The whole app, as `stratus server start` serves it.
+pub fn app(state: AppState) -> Router {
+    serve::api(routes(), state)
+}

@@ -1,0 +1,163 @@
+//! Integration-test harness: the real app over a fresh Postgres database cloned from a
+//! migrated template (one template per migration set, one database per test).
+
+#![allow(dead_code)]
+
+use axum::body::Body;
+use axum::Router;
+use http::{Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use stratus_shared::config::Settings;
+use stratus_shared::AppState;
+use tower::ServiceExt;
+use tower_http::normalize_path::NormalizePath;
+
+/// The server Postgres the tests create databases on.
+pub fn admin_url() -> String {
+    std::env::var("STRATUS_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
+}
+
+fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (url, String::new()),
+    };
+    let base = match base.rfind('/') {
+        Some(i) if i > "postgres://".len() => &base[..i],
+        _ => base,
+    };
+    format!("{base}/{db}{query}")
+}
+
+async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to test Postgres at {url}: {e}"));
+    tokio::spawn(conn);
+    client
+}
+
+fn migrations_digest() -> String {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    let mut names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    names.sort();
+    let mut hash = Sha256::new();
+    for path in names {
+        hash.update(path.file_name().unwrap().to_string_lossy().as_bytes());
+        hash.update(std::fs::read(&path).unwrap());
+    }
+    hex::encode(&hash.finalize()[..6])
+}
+
+/// Creates (once per migration set, across processes) the migrated template database.
+async fn template() -> String {
+    let name = format!("stratus_template_{}", migrations_digest());
+    let admin = connect(&admin_url()).await;
+    admin.execute("SELECT pg_advisory_lock(74807233)", &[]).await.unwrap();
+    let exists = admin
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .await
+        .unwrap()
+        .is_some();
+    if !exists {
+        let building = format!("{name}_building");
+        admin.execute(&format!("DROP DATABASE IF EXISTS {building}"), &[]).await.unwrap();
+        admin.execute(&format!("CREATE DATABASE {building}"), &[]).await.unwrap();
+        {
+            let pool = stratus_shared::db::pool(&with_database(&admin_url(), &building), 1).unwrap();
+            stratus_shared::db::migrate(&pool).await.unwrap();
+            pool.close();
+        }
+        admin
+            .execute(&format!("ALTER DATABASE {building} RENAME TO {name}"), &[])
+            .await
+            .unwrap();
+    }
+    admin.execute("SELECT pg_advisory_unlock(74807233)", &[]).await.unwrap();
+    name
+}
+
+pub struct TestApp {
+    pub service: NormalizePath<Router>,
+    pub state: AppState,
+    pub database_url: String,
+}
+
+pub struct Response {
+    pub status: StatusCode,
+    pub body: Value,
+    pub text: String,
+    pub headers: http::HeaderMap,
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        let template = template().await;
+        let db = format!("stratus_test_{}", uuid::Uuid::new_v4().simple());
+        let admin = connect(&admin_url()).await;
+        admin
+            .execute(&format!("CREATE DATABASE {db} TEMPLATE {template}"), &[])
+            .await
+            .unwrap();
+        let database_url = with_database(&admin_url(), &db);
+        let mut settings = Settings::from_env().unwrap();
+        settings.database_url = Some(database_url.clone());
+        settings.tag_concurrency_slot_wait_seconds = 1;
+        let pool = stratus_shared::db::pool(&database_url, 8).unwrap();
+        let state = AppState::new(pool, settings);
+        let service = stratus_shared::serve::normalize(stratus::app(state.clone()));
+        TestApp { service, state, database_url }
+    }
+
+    pub async fn request(&self, method: Method, path: &str, body: Option<Value>) -> Response {
+        self.raw(method, path, body.map(|b| b.to_string()), &[]).await
+    }
+
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<String>,
+        headers: &[(&str, &str)],
+    ) -> Response {
+        let mut req = Request::builder().method(method).uri(path);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
+        let req = req.body(Body::from(body.unwrap_or_default())).unwrap();
+        let res = self.service.clone().oneshot(req).await.unwrap();
+        let status = res.status();
+        let headers = res.headers().clone();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Response { status, body, text, headers }
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.request(Method::GET, path, None).await
+    }
+    pub async fn post(&self, path: &str, body: Value) -> Response {
+        self.request(Method::POST, path, Some(body)).await
+    }
+    pub async fn patch(&self, path: &str, body: Value) -> Response {
+        self.request(Method::PATCH, path, Some(body)).await
+    }
+    pub async fn delete(&self, path: &str) -> Response {
+        self.request(Method::DELETE, path, None).await
+    }
+    pub async fn put(&self, path: &str, body: Value) -> Response {
+        self.request(Method::PUT, path, Some(body)).await
+    }
+
+    /// A direct connection to this test's database, for assertions on rows.
+    pub async fn db(&self) -> tokio_postgres::Client {
+        connect(&self.database_url).await
+    }
+}
