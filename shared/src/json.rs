@@ -167,6 +167,14 @@ pub fn page_with_max(
     Ok((limit, offset))
 }
 
+/// Parses an id from a URL path segment; a malformed one is Prefect's 422.
+pub fn path_id(raw: &str) -> Result<uuid::Uuid, ApiError> {
+    uuid::Uuid::parse_str(raw).map_err(|_| ApiError::Validation {
+        detail: vec![json!({"loc": ["path", "id"], "msg": "value is not a valid uuid", "type": "type_error.uuid"})],
+        body: Value::Null,
+    })
+}
+
 /// Seconds as Prefect's float duration.
 pub fn seconds(micros: i64) -> f64 {
     micros as f64 / 1_000_000.0

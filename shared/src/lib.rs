@@ -4,7 +4,10 @@ pub mod app;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod filters;
 pub mod json;
+pub mod names;
+pub mod run_routes;
 pub mod serve;
 
 pub use app::{ApiVersion, AppState};

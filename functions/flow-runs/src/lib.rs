@@ -1,8 +1,349 @@
-//! The `flow-runs` route family.
+//! The `/flow_runs` and `/flow_run_states` route families.
 
-use axum::Router;
-use stratus_shared::AppState;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use stratus_shared::db::flow_runs::{self, FlowRunChanges, FlowRunSort, NewFlowRun};
+use stratus_shared::db::runs::{self, RunTable};
+use stratus_shared::db::transitions::{self, OrchestrationResult, Options, Outcome};
+use stratus_shared::filters::RunFilterBody;
+use stratus_shared::json::{null_default, page, path_id};
+use stratus_shared::run_routes::{missing_query, state_json};
+use stratus_shared::orchestration::{Details, FlowRunPolicy, Status};
+use stratus_shared::states::{State as RunState, StateCreate, StateType};
+use stratus_shared::{ApiError, ApiResult, ApiVersion, AppState, Body};
+use uuid::Uuid;
 
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/flow_runs", post(create))
+        .route("/flow_runs/filter", post(filter))
+        .route("/flow_runs/count", post(count))
+        .route("/flow_runs/lateness", post(lateness))
+        .route("/flow_runs/history", post(history))
+        .route("/flow_runs/{id}", get(read).patch(update).delete(delete))
+        .route("/flow_runs/{id}/set_state", post(set_state))
+        .route("/flow_runs/{id}/resume", post(resume))
+        .route("/flow_runs/{id}/graph", get(graph))
+        .route("/flow_run_states", get(list_states))
+        .route("/flow_run_states/{id}", get(read_state))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FlowRunCreate {
+    #[serde(default)]
+    state: Option<StateCreate>,
+    #[serde(default)]
+    name: Option<String>,
+    flow_id: Uuid,
+    #[serde(default)]
+    deployment_id: Option<Uuid>,
+    #[serde(default)]
+    flow_version: Option<String>,
+    #[serde(default, deserialize_with = "null_default")]
+    parameters: Map<String, Value>,
+    #[serde(default, deserialize_with = "null_default")]
+    context: Map<String, Value>,
+    #[serde(default)]
+    parent_task_run_id: Option<Uuid>,
+    #[serde(default)]
+    infrastructure_document_id: Option<Uuid>,
+    #[serde(default, deserialize_with = "null_default")]
+    empirical_policy: FlowRunPolicy,
+    #[serde(default, deserialize_with = "null_default")]
+    tags: Vec<String>,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+    // Keys newer clients and the server-side schema also accept.
+    #[serde(default)]
+    work_queue_name: Option<String>,
+    #[serde(default)]
+    work_pool_name: Option<String>,
+    #[serde(default)]
+    job_variables: Option<Map<String, Value>>,
+    #[serde(default)]
+    created_by: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FlowRunUpdate {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    flow_version: Option<String>,
+    #[serde(default)]
+    parameters: Option<Map<String, Value>>,
+    #[serde(default)]
+    empirical_policy: Option<FlowRunPolicy>,
+    #[serde(default)]
+    tags: Option<Vec<String>>,
+    #[serde(default)]
+    infrastructure_pid: Option<String>,
+    #[serde(default)]
+    job_variables: Option<Map<String, Value>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetState {
+    state: StateCreate,
+    #[serde(default, deserialize_with = "null_default")]
+    force: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Resume {
+    #[serde(default)]
+    run_input: Option<Map<String, Value>>,
+}
+
+fn run_not_found(id: Uuid) -> ApiError {
+    ApiError::ObjectNotFound(format!("Flow run with id {id} not found"))
+}
+
+fn options(app: &AppState, version: ApiVersion, force: bool) -> Options {
+    Options {
+        force,
+        api_version: version,
+        tag_slot_wait_seconds: app.settings.tag_concurrency_slot_wait_seconds,
+    }
+}
+
+async fn create(
+    State(app): State<AppState>,
+    version: ApiVersion,
+    Body(body): Body<FlowRunCreate>,
+) -> ApiResult<Response> {
+    let now = Utc::now();
+    let initial = match body.state {
+        Some(state) => state.into_state(now),
+        None => RunState::new(StateType::Pending, now),
+    };
+    let new = NewFlowRun {
+        name: body.name.filter(|n| !n.is_empty()).unwrap_or_else(stratus_shared::names::run_name),
+        flow_id: body.flow_id,
+        deployment_id: body.deployment_id,
+        flow_version: body.flow_version,
+        parameters: Value::Object(body.parameters),
+        context: Value::Object(body.context),
+        parent_task_run_id: body.parent_task_run_id,
+        infrastructure_document_id: body.infrastructure_document_id,
+        empirical_policy: body.empirical_policy.normalized(),
+        tags: Value::from(body.tags),
+        idempotency_key: body.idempotency_key,
+        work_queue_name: body.work_queue_name,
+        job_variables: body.job_variables.map(Value::Object),
+    };
+    let _ = (body.work_pool_name, body.created_by);
+    let mut client = app.client().await?;
+    let tx = client.transaction().await?;
+    if stratus_shared::db::flows::read(&tx, new.flow_id).await?.is_none() {
+        return Err(ApiError::not_found("Flow not found"));
+    }
+    let (id, created) = flow_runs::insert(&tx, &new).await?;
+    if created {
+        transitions::set_flow_run_state(&tx, id, initial, options(&app, version, true)).await?;
+    }
+    let run = flow_runs::read(&tx, id).await?.ok_or_else(|| run_not_found(id))?;
+    tx.commit().await?;
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(run)).into_response())
+}
+
+async fn read(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    let id = path_id(&id)?;
+    let client = app.client().await?;
+    let run = flow_runs::read(&client, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("Flow run not found"))?;
+    Ok(Json(run).into_response())
+}
+
+async fn update(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Body(body): Body<FlowRunUpdate>,
+) -> ApiResult<StatusCode> {
+    let id = path_id(&id)?;
+    let client = app.client().await?;
+    let Some(run) = flow_runs::read(&client, id).await? else {
+        return Err(ApiError::not_found("Flow run not found"));
+    };
+    if body.job_variables.is_some() {
+        if run.deployment_id.is_none() {
+            return Err(ApiError::bad_request(
+                "Job variables for a flow run can only be updated for flow runs created from a deployment.",
+            ));
+        }
+        if run.state_type != Some(StateType::Scheduled) {
+            return Err(ApiError::bad_request(format!(
+                "Job variables for a flow run in state {} cannot be updated",
+                run.state_type.map(|t| t.as_str()).unwrap_or("None")
+            )));
+        }
+    }
+    let changes = FlowRunChanges {
+        name: body.name,
+        flow_version: body.flow_version,
+        parameters: body.parameters.map(Value::Object),
+        empirical_policy: body.empirical_policy.map(FlowRunPolicy::normalized),
+        tags: body.tags.map(Value::from),
+        infrastructure_pid: body.infrastructure_pid,
+        job_variables: body.job_variables.map(Value::Object),
+    };
+    if !flow_runs::update(&client, id, &changes).await? {
+        return Err(ApiError::not_found("Flow run not found"));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn delete(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    let id = path_id(&id)?;
+    let client = app.client().await?;
+    if !flow_runs::delete(&client, id).await? {
+        return Err(ApiError::not_found("Flow run not found"));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn sort_of(body: &RunFilterBody) -> ApiResult<FlowRunSort> {
+    match body.sort.as_deref() {
+        None => Ok(FlowRunSort::IdDesc),
+        Some(text) => FlowRunSort::parse(text).ok_or_else(|| {
+            ApiError::invalid(
+                &["body", "sort"],
+                format!("value is not a valid enumeration member; got {text:?}"),
+                "type_error.enum",
+                Value::Null,
+            )
+        }),
+    }
+}
+
+async fn filter(State(app): State<AppState>, Body(body): Body<RunFilterBody>) -> ApiResult<Response> {
+    let (limit, offset) = page(body.limit, body.offset)?;
+    let sort = sort_of(&body)?;
+    let client = app.client().await?;
+    let runs = flow_runs::filter(&client, &body.filters(), sort, limit, offset).await?;
+    Ok(Json(runs).into_response())
+}
+
+async fn count(State(app): State<AppState>, Body(body): Body<RunFilterBody>) -> ApiResult<Response> {
+    let client = app.client().await?;
+    Ok(Json(flow_runs::count(&client, &body.filters()).await?).into_response())
+}
+
+async fn history(State(app): State<AppState>, Body(body): Body<RunFilterBody>) -> ApiResult<Response> {
+    stratus_shared::run_routes::history(&app, &body, false).await
+}
+
+async fn lateness(State(app): State<AppState>, Body(body): Body<RunFilterBody>) -> ApiResult<Response> {
+    let client = app.client().await?;
+    Ok(Json(flow_runs::lateness(&client, &body.filters()).await?).into_response())
+}
+
+fn respond(outcome: Outcome) -> Response {
+    let status = if outcome.written { StatusCode::CREATED } else { StatusCode::OK };
+    (status, Json(outcome.result)).into_response()
+}
+
+async fn set_state(
+    State(app): State<AppState>,
+    version: ApiVersion,
+    Path(id): Path<String>,
+    Body(body): Body<SetState>,
+) -> ApiResult<Response> {
+    let id = path_id(&id)?;
+    let proposed = body.state.into_state(Utc::now());
+    let mut client = app.client().await?;
+    let tx = client.transaction().await?;
+    let outcome = transitions::set_flow_run_state(&tx, id, proposed, options(&app, version, body.force))
+        .await?
+        .ok_or_else(|| run_not_found(id))?;
+    tx.commit().await?;
+    Ok(respond(outcome))
+}
+
+async fn resume(
+    State(app): State<AppState>,
+    version: ApiVersion,
+    Path(id): Path<String>,
+    Body(body): Body<Resume>,
+) -> ApiResult<Response> {
+    let id = path_id(&id)?;
+    let mut client = app.client().await?;
+    let tx = client.transaction().await?;
+    let run = flow_runs::read(&tx, id).await?.ok_or_else(|| run_not_found(id))?;
+    let Some(current) = run.state.filter(|s| s.kind == StateType::Paused) else {
+        let result = OrchestrationResult {
+            state: None,
+            status: Status::Abort,
+            details: Details::AbortDetails { reason: "Cannot resume a flow run that is not paused.".into() },
+        };
+        return Ok((StatusCode::OK, Json(result)).into_response());
+    };
+    let now = Utc::now();
+    if let (Some(keyset), Some(run_input)) = (&current.state_details.run_input_keyset, &body.run_input) {
+        // Run input needs the schema stored as flow-run input; until that store exists the
+        // input cannot be validated, so it is refused rather than silently dropped.
+        let _ = (keyset, run_input);
+        let result = OrchestrationResult {
+            state: Some(current),
+            status: Status::Reject,
+            details: Details::RejectDetails { reason: "Run input schema not found.".into() },
+        };
+        return Ok((StatusCode::OK, Json(result)).into_response());
+    }
+    let proposed = if current.state_details.pause_reschedule {
+        let mut s = RunState::new(StateType::Scheduled, now).named("Resuming");
+        s.state_details.scheduled_time = Some(now);
+        s
+    } else {
+        RunState::new(StateType::Running, now)
+    };
+    let outcome = transitions::set_flow_run_state(&tx, id, proposed, options(&app, version, false))
+        .await?
+        .ok_or_else(|| run_not_found(id))?;
+    tx.commit().await?;
+    Ok(respond(outcome))
+}
+
+async fn graph(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    let id = path_id(&id)?;
+    let client = app.client().await?;
+    if flow_runs::read(&client, id).await?.is_none() {
+        return Err(run_not_found(id));
+    }
+    Ok(Json(flow_runs::graph(&client, id).await?).into_response())
+}
+
+#[derive(Deserialize)]
+struct StatesQuery {
+    flow_run_id: Option<String>,
+}
+
+async fn list_states(State(app): State<AppState>, Query(q): Query<StatesQuery>) -> ApiResult<Response> {
+    let raw = q.flow_run_id.ok_or_else(|| missing_query("flow_run_id"))?;
+    let run_id = path_id(&raw)?;
+    let client = app.client().await?;
+    let states = runs::read_states_of_run(&client, RunTable::Flow, run_id).await?;
+    Ok(Json(states.into_iter().map(|(rid, _, _, s)| state_json(rid, "flow_run_id", s)).collect::<Vec<_>>())
+        .into_response())
+}
+
+async fn read_state(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    let id = path_id(&id)?;
+    let client = app.client().await?;
+    let (run_id, _, _, state) = runs::read_state(&client, RunTable::Flow, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("Flow run state not found"))?;
+    Ok(Json(state_json(run_id, "flow_run_id", state)).into_response())
 }

@@ -1,8 +1,128 @@
-//! The `flows` route family.
+//! The `/flows` route family: flows are upserted by name and listed with run filters.
 
-use axum::Router;
-use stratus_shared::AppState;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::Value;
+use stratus_shared::db::flows::{self, FlowSort};
+use stratus_shared::filters::RunFilterBody;
+use stratus_shared::json::{null_default, page, path_id};
+use stratus_shared::{ApiError, ApiResult, AppState, Body};
 
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/flows", post(create))
+        .route("/flows/filter", post(filter))
+        .route("/flows/count", post(count))
+        .route("/flows/name/{name}", get(read_by_name))
+        .route("/flows/{id}", get(read).patch(update).delete(delete))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FlowCreate {
+    name: String,
+    #[serde(default, deserialize_with = "null_default")]
+    tags: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FlowUpdate {
+    #[serde(default)]
+    tags: Option<Vec<String>>,
+}
+
+/// Prefect forbids these characters in flow names.
+const BANNED_NAME_CHARACTERS: [char; 5] = ['/', '%', '&', '>', '<'];
+
+fn validate_name(name: &str) -> ApiResult<()> {
+    if name.chars().any(|c| BANNED_NAME_CHARACTERS.contains(&c)) {
+        return Err(ApiError::invalid(
+            &["body", "name"],
+            "Name cannot contain any of the following characters: / % & > <",
+            "value_error",
+            serde_json::json!({"name": name}),
+        ));
+    }
+    Ok(())
+}
+
+async fn create(State(app): State<AppState>, Body(body): Body<FlowCreate>) -> ApiResult<Response> {
+    validate_name(&body.name)?;
+    let client = app.client().await?;
+    let (flow, created) = flows::upsert(&client, &body.name, &Value::from(body.tags)).await?;
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(flow)).into_response())
+}
+
+async fn read(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    let id = path_id(&id)?;
+    let client = app.client().await?;
+    let flow = flows::read(&client, id).await?.ok_or_else(|| ApiError::not_found("Flow not found"))?;
+    Ok(Json(flow).into_response())
+}
+
+async fn read_by_name(State(app): State<AppState>, Path(name): Path<String>) -> ApiResult<Response> {
+    let client = app.client().await?;
+    let flow = flows::read_by_name(&client, &name)
+        .await?
+        .ok_or_else(|| ApiError::not_found("Flow not found"))?;
+    Ok(Json(flow).into_response())
+}
+
+async fn update(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Body(body): Body<FlowUpdate>,
+) -> ApiResult<StatusCode> {
+    let id = path_id(&id)?;
+    let client = app.client().await?;
+    let found = match body.tags {
+        Some(tags) => flows::update_tags(&client, id, &Value::from(tags)).await?,
+        None => flows::read(&client, id).await?.is_some(),
+    };
+    if !found {
+        return Err(ApiError::not_found("Flow not found"));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn delete(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    let id = path_id(&id)?;
+    let client = app.client().await?;
+    if !flows::delete(&client, id).await? {
+        return Err(ApiError::not_found("Flow not found"));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn sort_of(body: &RunFilterBody) -> ApiResult<FlowSort> {
+    match body.sort.as_deref() {
+        None => Ok(FlowSort::NameAsc),
+        Some(text) => FlowSort::parse(text).ok_or_else(|| {
+            ApiError::invalid(
+                &["body", "sort"],
+                format!("value is not a valid enumeration member; permitted: 'CREATED_DESC', 'UPDATED_DESC', 'NAME_ASC', 'NAME_DESC' (got {text:?})"),
+                "type_error.enum",
+                Value::Null,
+            )
+        }),
+    }
+}
+
+async fn filter(State(app): State<AppState>, Body(body): Body<RunFilterBody>) -> ApiResult<Response> {
+    let (limit, offset) = page(body.limit, body.offset)?;
+    let sort = sort_of(&body)?;
+    let client = app.client().await?;
+    let flows = flows::filter(&client, &body.filters(), sort, limit, offset).await?;
+    Ok(Json(flows).into_response())
+}
+
+async fn count(State(app): State<AppState>, Body(body): Body<RunFilterBody>) -> ApiResult<Response> {
+    let client = app.client().await?;
+    Ok(Json(flows::count(&client, &body.filters()).await?).into_response())
 }

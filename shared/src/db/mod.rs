@@ -1,5 +1,11 @@
 //! The Postgres pool, the embedded migrations, and one SQL module per table family.
 
+pub mod flow_runs;
+pub mod flows;
+pub mod runs;
+pub mod task_runs;
+pub mod transitions;
+
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 

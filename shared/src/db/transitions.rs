@@ -1,0 +1,413 @@
+//! Applying a state transition: one short transaction that locks the run row, loads what
+//! the policy needs, asks the pure policy (`orchestration::orchestrate`) for a decision,
+//! and writes it: the state row, the run's mirror and bookkeeping columns, tag slots, the
+//! cache row, and for subflows the mirrored state of the parent task run.
+
+use chrono::{DateTime, Duration, Utc};
+use deadpool_postgres::GenericClient;
+use serde::Serialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::app::ApiVersion;
+use crate::db::runs::{micros_sql, state_from_row, STATE_COLUMNS};
+use crate::error::ApiResult;
+use crate::orchestration::{
+    orchestrate, Decision, Details, FlowRunPolicy, ParentFlowRun, RunBook, RunFacts, RunKind, Status,
+    TagLimit, TaskRunPolicy, TransitionContext,
+};
+use crate::states::{State, StateType};
+
+/// The body of a `set_state` answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct OrchestrationResult {
+    pub state: Option<State>,
+    pub status: Status,
+    pub details: Details,
+}
+
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub result: OrchestrationResult,
+    /// A new state row was written (HTTP 201 rather than 200).
+    pub written: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    pub force: bool,
+    pub api_version: ApiVersion,
+    pub tag_slot_wait_seconds: i64,
+}
+
+/// Keeps `(run_id, timestamp)` unique and states ordered: a proposal is never stamped at
+/// or before the current state.
+fn after_current(mut proposed: State, initial: Option<&State>) -> State {
+    if let Some(initial) = initial {
+        if proposed.timestamp <= initial.timestamp {
+            proposed.timestamp = initial.timestamp + Duration::microseconds(1);
+        }
+    }
+    proposed
+}
+
+/// Sets a flow run's state. Returns None when the run does not exist.
+pub async fn set_flow_run_state(
+    c: &impl GenericClient,
+    run_id: Uuid,
+    proposed: State,
+    opts: Options,
+) -> ApiResult<Option<Outcome>> {
+    let sql = format!(
+        "SELECT fr.run_count, fr.start_time, fr.end_time, {total}, fr.expected_start_time, \
+         fr.next_scheduled_start_time, fr.empirical_policy, fr.deployment_id, fr.parent_task_run_id, \
+         fr.infrastructure_pid, fr.tags, {STATE_COLUMNS} \
+         FROM flow_run fr LEFT JOIN flow_run_state s ON s.id = fr.state_id \
+         WHERE fr.id = $1 FOR UPDATE OF fr",
+        total = micros_sql("fr.total_run_time")
+    );
+    let stmt = c.prepare_cached(&sql).await?;
+    let Some(row) = c.query_opt(&stmt, &[&run_id]).await? else {
+        return Ok(None);
+    };
+    let initial = state_from_row(&row, 11);
+    let policy: Value = row.get(6);
+    let flow_policy: FlowRunPolicy = serde_json::from_value(policy).unwrap_or_default();
+    let book = RunBook {
+        run_count: row.get(0),
+        start_time: row.get(1),
+        end_time: row.get(2),
+        total_run_time_micros: row.get(3),
+        expected_start_time: row.get(4),
+        next_scheduled_start_time: row.get(5),
+        flow_policy,
+        task_policy: TaskRunPolicy::default(),
+        flow_run_run_count: 0,
+    };
+    let parent_task_run_id: Option<Uuid> = row.get(8);
+    let ctx = TransitionContext {
+        kind: RunKind::Flow,
+        force: opts.force,
+        api_version: opts.api_version,
+        now: Utc::now(),
+        proposed: after_current(proposed, initial.as_ref()),
+        initial,
+        run: RunFacts {
+            id: run_id,
+            deployment_id: row.get(7),
+            parent_task_run_id,
+            infrastructure_pid: row.get(9),
+            flow_run_id: None,
+            tags: tags_of(row.get(10)),
+        },
+        book,
+        parent_flow_run: None,
+        cached_state: None,
+        tag_limits: Vec::new(),
+        tag_slot_wait_seconds: opts.tag_slot_wait_seconds,
+    };
+    let decision = orchestrate(&ctx);
+    let written = apply(c, RunKind::Flow, run_id, &ctx, &decision).await?;
+
+    if let (Some(state), Some(parent_task)) = (&written, parent_task_run_id) {
+        // The client never sets states on a subflow's parent task run: the server mirrors.
+        let mut mirrored = state.clone();
+        mirrored.id = Uuid::new_v4();
+        mirrored.state_details.child_flow_run_id = Some(run_id);
+        mirrored.state_details.task_run_id = Some(parent_task);
+        let mirror_opts = Options { force: true, ..opts };
+        Box::pin(set_task_run_state(c, parent_task, mirrored, mirror_opts)).await?;
+    }
+    Ok(Some(outcome(ctx.initial, decision, written)))
+}
+
+/// Sets a task run's state. Returns None when the run does not exist.
+pub async fn set_task_run_state(
+    c: &impl GenericClient,
+    run_id: Uuid,
+    proposed: State,
+    opts: Options,
+) -> ApiResult<Option<Outcome>> {
+    let sql = format!(
+        "SELECT tr.run_count, tr.start_time, tr.end_time, {total}, tr.expected_start_time, \
+         tr.next_scheduled_start_time, tr.empirical_policy, tr.flow_run_id, tr.tags, \
+         tr.flow_run_run_count, {STATE_COLUMNS} \
+         FROM task_run tr LEFT JOIN task_run_state s ON s.id = tr.state_id \
+         WHERE tr.id = $1 FOR UPDATE OF tr",
+        total = micros_sql("tr.total_run_time")
+    );
+    let stmt = c.prepare_cached(&sql).await?;
+    let Some(row) = c.query_opt(&stmt, &[&run_id]).await? else {
+        return Ok(None);
+    };
+    let initial = state_from_row(&row, 10);
+    let policy: Value = row.get(6);
+    let task_policy: TaskRunPolicy = serde_json::from_value(policy).unwrap_or_default();
+    let flow_run_id: Option<Uuid> = row.get(7);
+    let tags = tags_of(row.get(8));
+    let book = RunBook {
+        run_count: row.get(0),
+        start_time: row.get(1),
+        end_time: row.get(2),
+        total_run_time_micros: row.get(3),
+        expected_start_time: row.get(4),
+        next_scheduled_start_time: row.get(5),
+        flow_policy: FlowRunPolicy::default(),
+        task_policy,
+        flow_run_run_count: row.get(9),
+    };
+    let proposed = after_current(proposed, initial.as_ref());
+    let to_running = proposed.kind == StateType::Running;
+
+    let parent_flow_run = match (flow_run_id, to_running) {
+        (Some(fr), true) => load_parent_flow_run(c, fr).await?,
+        _ => None,
+    };
+    let cached_state = match &proposed.state_details.cache_key {
+        Some(key) if to_running && proposed.state_details.refresh_cache != Some(true) => {
+            load_cached_state(c, key).await?
+        }
+        _ => None,
+    };
+    let tag_limits = if tags.is_empty() {
+        Vec::new()
+    } else {
+        load_tag_limits(c, &tags, run_id, to_running).await?
+    };
+
+    let ctx = TransitionContext {
+        kind: RunKind::Task,
+        force: opts.force,
+        api_version: opts.api_version,
+        now: Utc::now(),
+        proposed,
+        initial,
+        run: RunFacts {
+            id: run_id,
+            deployment_id: None,
+            parent_task_run_id: None,
+            infrastructure_pid: None,
+            flow_run_id,
+            tags,
+        },
+        book,
+        parent_flow_run,
+        cached_state,
+        tag_limits,
+        tag_slot_wait_seconds: opts.tag_slot_wait_seconds,
+    };
+    let decision = orchestrate(&ctx);
+    let written = apply(c, RunKind::Task, run_id, &ctx, &decision).await?;
+
+    for limit in &decision.tag_limits {
+        let slots: Vec<String> = limit.active_slots.iter().map(Uuid::to_string).collect();
+        c.execute(
+            "UPDATE concurrency_limit SET active_slots = $2, updated = now() WHERE tag = $1",
+            &[&limit.tag, &Value::from(slots)],
+        )
+        .await?;
+    }
+    if let (Some(state), Some((key, expiration))) = (&written, &decision.cache_insert) {
+        let stmt = c
+            .prepare_cached(
+                "INSERT INTO task_run_state_cache (cache_key, cache_expiration, task_run_state_id) VALUES ($1, $2, $3)",
+            )
+            .await?;
+        c.execute(&stmt, &[key, expiration, &state.id]).await?;
+    }
+    Ok(Some(outcome(ctx.initial, decision, written)))
+}
+
+fn outcome(initial: Option<State>, decision: Decision, written: Option<State>) -> Outcome {
+    let is_written = written.is_some();
+    Outcome {
+        result: OrchestrationResult {
+            state: written.or(initial),
+            status: decision.status,
+            details: decision.details,
+        },
+        written: is_written,
+    }
+}
+
+fn tags_of(value: Value) -> Vec<String> {
+    value
+        .as_array()
+        .map(|a| a.iter().filter_map(|t| t.as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
+}
+
+async fn load_parent_flow_run(c: &impl GenericClient, id: Uuid) -> ApiResult<Option<ParentFlowRun>> {
+    let stmt = c
+        .prepare_cached(&format!(
+            "SELECT fr.run_count, {STATE_COLUMNS} FROM flow_run fr \
+             LEFT JOIN flow_run_state s ON s.id = fr.state_id WHERE fr.id = $1"
+        ))
+        .await?;
+    Ok(c.query_opt(&stmt, &[&id]).await?.map(|row| ParentFlowRun {
+        id,
+        run_count: row.get(0),
+        state: state_from_row(&row, 1),
+    }))
+}
+
+async fn load_cached_state(c: &impl GenericClient, key: &str) -> ApiResult<Option<State>> {
+    let stmt = c
+        .prepare_cached(&format!(
+            "SELECT {STATE_COLUMNS} FROM task_run_state_cache cache \
+             JOIN task_run_state s ON s.id = cache.task_run_state_id \
+             WHERE cache.cache_key = $1 AND (cache.cache_expiration IS NULL OR cache.cache_expiration > now()) \
+             ORDER BY cache.created DESC LIMIT 1"
+        ))
+        .await?;
+    Ok(c.query_opt(&stmt, &[&key]).await?.and_then(|row| state_from_row(&row, 0)))
+}
+
+/// Locks the limits on the run's tags, in tag order so concurrent tasks cannot deadlock.
+/// Only limits the transition can change are loaded: all of them when the run is about to
+/// run, else only those holding a slot of this run.
+async fn load_tag_limits(
+    c: &impl GenericClient,
+    tags: &[String],
+    run_id: Uuid,
+    to_running: bool,
+) -> ApiResult<Vec<TagLimit>> {
+    let stmt = c
+        .prepare_cached(
+            "SELECT tag, concurrency_limit, active_slots FROM concurrency_limit \
+             WHERE tag = ANY($1) AND ($2 OR active_slots ? $3) ORDER BY tag FOR UPDATE",
+        )
+        .await?;
+    let rows = c.query(&stmt, &[&tags, &to_running, &run_id.to_string()]).await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let slots: Value = r.get(2);
+            TagLimit {
+                tag: r.get(0),
+                limit: r.get(1),
+                active_slots: slots
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|v| v.as_str()?.parse().ok()).collect())
+                    .unwrap_or_default(),
+            }
+        })
+        .collect())
+}
+
+/// Splits result data into what the state keeps and the result artifact's fields.
+/// Unpersisted results are not stored at all.
+fn stored_data(data: &Option<Value>) -> (Option<Value>, Option<(Option<String>, Option<String>, Option<String>)>) {
+    let Some(data) = data.as_ref().filter(|d| !d.is_null()) else {
+        return (None, None);
+    };
+    if data.get("type").and_then(Value::as_str) == Some("unpersisted") {
+        return (None, None);
+    }
+    let mut stored = data.clone();
+    let mut take = |key: &str| -> Option<String> {
+        stored
+            .as_object_mut()
+            .and_then(|m| m.remove(key))
+            .and_then(|v| v.as_str().map(str::to_string))
+    };
+    let artifact = (take("artifact_key"), take("artifact_type"), take("artifact_description"));
+    (Some(stored), Some(artifact))
+}
+
+/// Writes the decided state and bookkeeping. Returns the state as written (None when the
+/// decision writes nothing).
+async fn apply(
+    c: &impl GenericClient,
+    kind: RunKind,
+    run_id: Uuid,
+    ctx: &TransitionContext,
+    decision: &Decision,
+) -> ApiResult<Option<State>> {
+    let Some(state) = &decision.state else {
+        return Ok(None);
+    };
+    let mut state = state.clone();
+    let (data, artifact) = stored_data(&state.data);
+    let (flow_run_id, task_run_id) = match kind {
+        RunKind::Flow => (Some(run_id), None),
+        RunKind::Task => (ctx.run.flow_run_id, Some(run_id)),
+    };
+    let mut artifact_id: Option<Uuid> = None;
+    if let (Some(stored), Some((key, kind_name, description))) = (&data, artifact) {
+        let stmt = c
+            .prepare_cached(
+                "INSERT INTO artifact (key, type, description, data, flow_run_id, task_run_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            )
+            .await?;
+        let row = c
+            .query_one(&stmt, &[&key, &kind_name, &description, stored, &flow_run_id, &task_run_id])
+            .await?;
+        artifact_id = Some(row.get(0));
+        state.data = Some(stored.clone());
+    }
+    let details = serde_json::to_value(&state.state_details)?;
+    let (insert_state, update_run) = match kind {
+        RunKind::Flow => (
+            "INSERT INTO flow_run_state (id, flow_run_id, type, timestamp, name, message, state_details, data, result_artifact_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            "UPDATE flow_run SET state_id = $2, state_type = $3, state_name = $4, state_timestamp = $5, \
+             run_count = $6, start_time = $7, end_time = $8, total_run_time = $9::bigint * interval '1 microsecond', \
+             expected_start_time = $10, next_scheduled_start_time = $11, empirical_policy = $12, updated = now() \
+             WHERE id = $1",
+        ),
+        RunKind::Task => (
+            "INSERT INTO task_run_state (id, task_run_id, type, timestamp, name, message, state_details, data, result_artifact_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            "UPDATE task_run SET state_id = $2, state_type = $3, state_name = $4, state_timestamp = $5, \
+             run_count = $6, start_time = $7, end_time = $8, total_run_time = $9::bigint * interval '1 microsecond', \
+             expected_start_time = $10, next_scheduled_start_time = $11, empirical_policy = $12, \
+             flow_run_run_count = $13, updated = now() WHERE id = $1",
+        ),
+    };
+    let stmt = c.prepare_cached(insert_state).await?;
+    c.execute(
+        &stmt,
+        &[
+            &state.id,
+            &run_id,
+            &state.kind.as_str(),
+            &state.timestamp,
+            &state.name,
+            &state.message,
+            &details,
+            &data,
+            &artifact_id,
+        ],
+    )
+    .await?;
+    let book = &decision.book;
+    let policy = match kind {
+        RunKind::Flow => serde_json::to_value(&book.flow_policy)?,
+        RunKind::Task => serde_json::to_value(&book.task_policy)?,
+    };
+    let stmt = c.prepare_cached(update_run).await?;
+    let timestamp: DateTime<Utc> = state.timestamp;
+    let kind_name = state.kind.as_str();
+    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
+        &run_id,
+        &state.id,
+        &kind_name,
+        &state.name,
+        &timestamp,
+        &book.run_count,
+        &book.start_time,
+        &book.end_time,
+        &book.total_run_time_micros,
+        &book.expected_start_time,
+        &book.next_scheduled_start_time,
+        &policy,
+    ];
+    if kind == RunKind::Task {
+        params.push(&book.flow_run_run_count);
+    }
+    c.execute(&stmt, &params).await?;
+    // The response echoes the proposal's data, unpersisted results included.
+    Ok(Some(State { data: decision.state.as_ref().and_then(|s| s.data.clone()), ..state }))
+}
