@@ -6,6 +6,7 @@ pub mod db;
 pub mod error;
 pub mod filters;
 pub mod json;
+pub mod json_schema;
 pub mod names;
 pub mod run_routes;
 pub mod serve;

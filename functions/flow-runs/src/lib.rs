@@ -1,5 +1,7 @@
 //! The `/flow_runs` and `/flow_run_states` route families.
 
+mod inputs;
+
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -30,6 +32,9 @@ pub fn router() -> Router<AppState> {
         .route("/flow_runs/{id}/set_state", post(set_state))
         .route("/flow_runs/{id}/resume", post(resume))
         .route("/flow_runs/{id}/graph", get(graph))
+        .route("/flow_runs/{id}/input", post(inputs::create))
+        .route("/flow_runs/{id}/input/filter", post(inputs::filter))
+        .route("/flow_runs/{id}/input/{key}", get(inputs::read).delete(inputs::delete))
         .route("/flow_run_states", get(list_states))
         .route("/flow_run_states/{id}", get(read_state))
 }
@@ -291,16 +296,17 @@ async fn resume(
         return Ok((StatusCode::OK, Json(result)).into_response());
     };
     let now = Utc::now();
-    if let (Some(keyset), Some(run_input)) = (&current.state_details.run_input_keyset, &body.run_input) {
-        // Run input needs the schema stored as flow-run input; until that store exists the
-        // input cannot be validated, so it is refused rather than silently dropped.
-        let _ = (keyset, run_input);
-        let result = OrchestrationResult {
-            state: Some(current),
-            status: Status::Reject,
-            details: Details::RejectDetails { reason: "Run input schema not found.".into() },
-        };
-        return Ok((StatusCode::OK, Json(result)).into_response());
+    let keyset = current.state_details.run_input_keyset.clone();
+    let run_input = Value::Object(body.run_input.unwrap_or_default());
+    if let Some(keyset) = &keyset {
+        if let Some(reason) = check_run_input(&tx, id, keyset, &run_input).await? {
+            let result = OrchestrationResult {
+                state: Some(current),
+                status: Status::Reject,
+                details: Details::RejectDetails { reason },
+            };
+            return Ok((StatusCode::OK, Json(result)).into_response());
+        }
     }
     let proposed = if current.state_details.pause_reschedule {
         let mut s = RunState::new(StateType::Scheduled, now).named("Resuming");
@@ -312,8 +318,34 @@ async fn resume(
     let outcome = transitions::set_flow_run_state(&tx, id, proposed, options(&app, version, false))
         .await?
         .ok_or_else(|| run_not_found(id))?;
+    let accepted = matches!(outcome.result.status, Status::Accept);
+    if let (true, Some(response_key)) = (accepted, keyset.as_ref().and_then(|k| k.get("response")).and_then(Value::as_str)) {
+        stratus_shared::db::flow_run_inputs::insert(&tx, id, response_key, &run_input.to_string(), None).await?;
+    }
     tx.commit().await?;
     Ok(respond(outcome))
+}
+
+/// Validates run input against the schema the paused flow stored; returns why it is
+/// refused, if it is.
+async fn check_run_input(
+    c: &impl deadpool_postgres::GenericClient,
+    id: Uuid,
+    keyset: &Value,
+    run_input: &Value,
+) -> ApiResult<Option<String>> {
+    let Some(schema_key) = keyset.get("schema").and_then(Value::as_str) else {
+        return Ok(Some("Run input schema not found.".into()));
+    };
+    let Some(stored) = stratus_shared::db::flow_run_inputs::read(c, id, schema_key).await? else {
+        return Ok(Some("Run input schema not found.".into()));
+    };
+    let Ok(schema) = serde_json::from_str::<Value>(&stored.value) else {
+        return Ok(Some("Run input schema is not valid JSON.".into()));
+    };
+    Ok(stratus_shared::json_schema::validate(run_input, &schema).err().map(|e| {
+        if e.starts_with("Invalid schema") { e } else { format!("Reason: {e}") }
+    }))
 }
 
 async fn graph(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {

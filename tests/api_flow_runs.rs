@@ -1,0 +1,451 @@
+mod common;
+
+use chrono::{Duration, Utc};
+use common::TestApp;
+use serde_json::{json, Value};
+
+async fn flow(app: &TestApp, name: &str) -> Value {
+    app.post("/api/flows/", json!({"name": name})).await.body["id"].clone()
+}
+
+async fn run(app: &TestApp, body: Value) -> Value {
+    let res = app.post("/api/flow_runs/", body).await;
+    assert_eq!(res.status, 201, "{}", res.text);
+    res.body
+}
+
+fn state(kind: &str) -> Value {
+    json!({"type": kind, "name": null, "message": null, "data": null, "state_details": {}})
+}
+
+async fn set_state(app: &TestApp, id: &Value, state: Value) -> common::Response {
+    app.post(&format!("/api/flow_runs/{}/set_state", id.as_str().unwrap()), json!({"state": state, "force": false}))
+        .await
+}
+
+#[tokio::test]
+async fn a_created_run_is_pending_with_a_generated_name() {
+    let app = TestApp::spawn().await;
+    let flow_id = flow(&app, "f").await;
+    let body = run(&app, json!({"flow_id": flow_id, "parameters": {"a": 5}, "tags": ["t"]})).await;
+    assert_eq!(body["state_type"], "PENDING");
+    assert_eq!(body["state_name"], "Pending");
+    assert_eq!(body["state"]["type"], "PENDING");
+    assert_eq!(body["state"]["state_details"]["flow_run_id"], body["id"]);
+    assert_eq!(body["parameters"], json!({"a": 5}));
+    assert_eq!(body["run_count"], 0);
+    assert_eq!(body["total_run_time"], json!(0.0));
+    assert_eq!(body["empirical_policy"]["retry_delay_seconds"], json!(0.0));
+    assert!(body["expected_start_time"].is_string());
+    let name = body["name"].as_str().unwrap();
+    assert_eq!(name.split('-').count(), 2, "{name}");
+}
+
+#[tokio::test]
+async fn creation_is_idempotent_on_flow_and_key() {
+    let app = TestApp::spawn().await;
+    let flow_id = flow(&app, "f").await;
+    let first = run(&app, json!({"flow_id": flow_id, "idempotency_key": "k1"})).await;
+    let again = app.post("/api/flow_runs/", json!({"flow_id": flow_id, "idempotency_key": "k1"})).await;
+    assert_eq!(again.status, 200);
+    assert_eq!(again.body["id"], first["id"]);
+    let other = app.post("/api/flow_runs/", json!({"flow_id": flow_id, "idempotency_key": "k2"})).await;
+    assert_eq!(other.status, 201);
+    assert_ne!(other.body["id"], first["id"]);
+
+    let missing_flow = app.post("/api/flow_runs/", json!({"flow_id": uuid::Uuid::new_v4()})).await;
+    assert_eq!(missing_flow.status, 404);
+}
+
+#[tokio::test]
+async fn a_run_goes_through_running_to_completed_with_bookkeeping() {
+    let app = TestApp::spawn().await;
+    let flow_id = flow(&app, "f").await;
+    let body = run(&app, json!({"flow_id": flow_id})).await;
+    let id = &body["id"];
+
+    let mut running = state("RUNNING");
+    running["state_details"]["transition_id"] = json!(uuid::Uuid::new_v4());
+    let res = set_state(&app, id, running.clone()).await;
+    assert_eq!(res.status, 201, "{}", res.text);
+    assert_eq!(res.body["status"], "ACCEPT");
+    assert_eq!(res.body["details"], json!({"type": "accept_details"}));
+    assert_eq!(res.body["state"]["type"], "RUNNING");
+
+    // The same transition_id again: rejected, the current state comes back, nothing written.
+    let dup = set_state(&app, id, running).await;
+    assert_eq!(dup.status, 200);
+    assert_eq!(dup.body["status"], "REJECT");
+    assert_eq!(dup.body["state"]["id"], res.body["state"]["id"]);
+
+    let done = set_state(&app, id, state("COMPLETED")).await;
+    assert_eq!(done.status, 201);
+    let read = app.get(&format!("/api/flow_runs/{}", id.as_str().unwrap())).await.body;
+    assert_eq!(read["state_type"], "COMPLETED");
+    assert_eq!(read["run_count"], 1);
+    assert!(read["start_time"].is_string());
+    assert!(read["end_time"].is_string());
+    assert!(read["total_run_time"].as_f64().unwrap() > 0.0);
+
+    let states = app.get(&format!("/api/flow_run_states/?flow_run_id={}", id.as_str().unwrap())).await;
+    let types: Vec<_> = states.body.as_array().unwrap().iter().map(|s| s["type"].clone()).collect();
+    assert_eq!(types, vec![json!("PENDING"), json!("RUNNING"), json!("COMPLETED")]);
+    let one = app.get(&format!("/api/flow_run_states/{}", states.body[1]["id"].as_str().unwrap())).await;
+    assert_eq!(one.body["name"], "Running");
+    assert_eq!(app.get("/api/flow_run_states/").await.status, 422);
+    assert_eq!(app.get(&format!("/api/flow_run_states/{}", uuid::Uuid::new_v4())).await.status, 404);
+}
+
+#[tokio::test]
+async fn set_state_on_a_missing_run_is_404_with_exception_message() {
+    let app = TestApp::spawn().await;
+    let id = json!(uuid::Uuid::new_v4().to_string());
+    let res = set_state(&app, &id, state("RUNNING")).await;
+    assert_eq!(res.status, 404);
+    assert!(res.body["exception_message"].as_str().unwrap().contains("not found"));
+    let bad = app.post("/api/flow_runs/x/set_state", json!({"state": state("RUNNING")})).await;
+    assert_eq!(bad.status, 422);
+    let bad_type = set_state(&app, &id, state("DANCING")).await;
+    assert_eq!(bad_type.status, 422);
+}
+
+#[tokio::test]
+async fn a_scheduled_run_is_claimed_exactly_once_by_concurrent_callers() {
+    let app = TestApp::spawn().await;
+    let flow_id = flow(&app, "f").await;
+    for _ in 0..5 {
+        let body = run(&app, json!({"flow_id": flow_id, "state": state("SCHEDULED")})).await;
+        let id = body["id"].clone();
+        let claims = futures_join(&app, &id).await;
+        let accepted = claims.iter().filter(|r| r.body["status"] == "ACCEPT").count();
+        let aborted = claims.iter().filter(|r| r.body["status"] == "ABORT").count();
+        assert_eq!(accepted, 1, "exactly one claim wins");
+        assert_eq!(aborted, claims.len() - 1);
+        let reason = claims.iter().find(|r| r.body["status"] == "ABORT").unwrap().body["details"]["reason"].clone();
+        assert_eq!(reason, "This run is in a PENDING state and cannot transition to a PENDING state.");
+    }
+}
+
+async fn futures_join(app: &TestApp, id: &Value) -> Vec<common::Response> {
+    let (a, b, c, d) = tokio::join!(
+        set_state(app, id, state("PENDING")),
+        set_state(app, id, state("PENDING")),
+        set_state(app, id, state("PENDING")),
+        set_state(app, id, state("PENDING")),
+    );
+    vec![a, b, c, d]
+}
+
+#[tokio::test]
+async fn an_early_start_waits_for_the_scheduled_time() {
+    let app = TestApp::spawn().await;
+    let flow_id = flow(&app, "f").await;
+    let mut scheduled = state("SCHEDULED");
+    scheduled["state_details"]["scheduled_time"] = json!((Utc::now() + Duration::seconds(120)).to_rfc3339());
+    let body = run(&app, json!({"flow_id": flow_id, "state": scheduled})).await;
+    assert_eq!(body["state_type"], "SCHEDULED");
+    assert!(body["next_scheduled_start_time"].is_string());
+    let id = &body["id"];
+    assert_eq!(set_state(&app, id, state("PENDING")).await.body["status"], "ACCEPT");
+    let early = set_state(&app, id, state("RUNNING")).await;
+    assert_eq!(early.status, 200);
+    assert_eq!(early.body["status"], "WAIT");
+    let delay = early.body["details"]["delay_seconds"].as_i64().unwrap();
+    assert!((100..=121).contains(&delay), "{delay}");
+    assert_eq!(early.body["state"]["type"], "PENDING");
+}
+
+#[tokio::test]
+async fn cancelling_a_scheduled_run_without_infrastructure_cancels_it() {
+    let app = TestApp::spawn().await;
+    let flow_id = flow(&app, "f").await;
+    let body = run(&app, json!({"flow_id": flow_id, "state": state("SCHEDULED")})).await;
+    let res = set_state(&app, &body["id"], state("CANCELLING")).await;
+    assert_eq!(res.status, 201);
+    assert_eq!(res.body["status"], "REJECT");
+    assert_eq!(res.body["state"]["type"], "CANCELLED");
+    // A cancelled run cannot move without force.
+    let back = set_state(&app, &body["id"], state("RUNNING")).await;
+    assert_eq!(back.body["status"], "REJECT");
+    assert_eq!(back.body["state"]["type"], "CANCELLED");
+    let forced = app
+        .post(
+            &format!("/api/flow_runs/{}/set_state", body["id"].as_str().unwrap()),
+            json!({"state": state("SCHEDULED"), "force": true}),
+        )
+        .await;
+    assert_eq!(forced.body["status"], "ACCEPT");
+}
+
+#[tokio::test]
+async fn a_failing_run_with_retries_left_is_rescheduled_awaiting_retry() {
+    let app = TestApp::spawn().await;
+    let flow_id = flow(&app, "f").await;
+    let body = run(
+        &app,
+        json!({"flow_id": flow_id, "empirical_policy": {"retries": 1, "retry_delay": 0, "max_retries": 0, "retry_delay_seconds": 0, "pause_keys": [], "resuming": false, "retry_type": null}}),
+    )
+    .await;
+    let id = &body["id"];
+    set_state(&app, id, state("RUNNING")).await;
+    let mut failed = state("FAILED");
+    failed["message"] = json!("boom");
+    let res = set_state(&app, id, failed.clone()).await;
+    assert_eq!(res.status, 201);
+    assert_eq!(res.body["status"], "REJECT");
+    assert_eq!(res.body["state"]["type"], "SCHEDULED");
+    assert_eq!(res.body["state"]["name"], "AwaitingRetry");
+    assert_eq!(res.body["state"]["message"], "boom");
+    let read = app.get(&format!("/api/flow_runs/{}", id.as_str().unwrap())).await.body;
+    assert_eq!(read["empirical_policy"]["retry_type"], "in_process");
+
+    assert_eq!(set_state(&app, id, state("RUNNING")).await.body["status"], "ACCEPT");
+    let final_fail = set_state(&app, id, failed).await;
+    assert_eq!(final_fail.body["status"], "ACCEPT");
+    let read = app.get(&format!("/api/flow_runs/{}", id.as_str().unwrap())).await.body;
+    assert_eq!(read["run_count"], 2);
+    assert_eq!(read["state_type"], "FAILED");
+}
+
+#[tokio::test]
+async fn subflow_states_are_mirrored_onto_the_parent_task_run() {
+    let app = TestApp::spawn().await;
+    let parent_flow = flow(&app, "parent").await;
+    let parent = run(&app, json!({"flow_id": parent_flow})).await;
+    set_state(&app, &parent["id"], state("RUNNING")).await;
+    let dummy = app
+        .post(
+            "/api/task_runs/",
+            json!({"flow_run_id": parent["id"], "task_key": "child-abc", "dynamic_key": "0", "name": null}),
+        )
+        .await;
+    assert_eq!(dummy.status, 201, "{}", dummy.text);
+    let child_flow = flow(&app, "child").await;
+    let child = run(&app, json!({"flow_id": child_flow, "parent_task_run_id": dummy.body["id"]})).await;
+    assert_eq!(child["parent_task_run_id"], dummy.body["id"]);
+    assert_eq!(child["state"]["state_details"]["task_run_id"], dummy.body["id"]);
+
+    set_state(&app, &child["id"], state("RUNNING")).await;
+    let task = app.get(&format!("/api/task_runs/{}", dummy.body["id"].as_str().unwrap())).await.body;
+    assert_eq!(task["state_type"], "RUNNING");
+    assert_eq!(task["state"]["state_details"]["child_flow_run_id"], child["id"]);
+
+    set_state(&app, &child["id"], state("COMPLETED")).await;
+    let task = app.get(&format!("/api/task_runs/{}", dummy.body["id"].as_str().unwrap())).await.body;
+    assert_eq!(task["state_type"], "COMPLETED");
+
+    let subflows = app
+        .post(
+            "/api/flow_runs/filter",
+            json!({"flows": null, "flow_runs": {"parent_task_run_id": {"any_": [dummy.body["id"]]}}, "task_runs": null, "deployments": null, "work_pools": null, "work_pool_queues": null, "sort": "EXPECTED_START_TIME_ASC", "limit": null, "offset": 0}),
+        )
+        .await;
+    assert_eq!(subflows.status, 200, "{}", subflows.text);
+    assert_eq!(subflows.body.as_array().unwrap().len(), 1);
+    assert_eq!(subflows.body[0]["id"], child["id"]);
+    let by_parent = app
+        .post("/api/flow_runs/filter", json!({"flow_runs": {"parent_flow_run_id": {"any_": [parent["id"]]}}}))
+        .await;
+    assert_eq!(by_parent.body[0]["id"], child["id"]);
+}
+
+#[tokio::test]
+async fn runs_are_patched_and_deleted() {
+    let app = TestApp::spawn().await;
+    let flow_id = flow(&app, "f").await;
+    let body = run(&app, json!({"flow_id": flow_id})).await;
+    let path = format!("/api/flow_runs/{}", body["id"].as_str().unwrap());
+    let res = app.patch(&path, json!({"name": "renamed", "infrastructure_pid": "1234", "tags": ["x"]})).await;
+    assert_eq!(res.status, 204);
+    let read = app.get(&path).await.body;
+    assert_eq!(read["name"], "renamed");
+    assert_eq!(read["infrastructure_pid"], "1234");
+    assert_eq!(read["tags"], json!(["x"]));
+    let jv = app.patch(&path, json!({"job_variables": {"a": 1}})).await;
+    assert_eq!(jv.status, 400);
+    assert_eq!(app.patch(&path, json!({"nonsense": 1})).await.status, 422);
+    assert_eq!(app.delete(&path).await.status, 204);
+    assert_eq!(app.get(&path).await.status, 404);
+    assert_eq!(app.get(&path).await.body, json!({"detail": "Flow run not found"}));
+    assert_eq!(app.delete(&path).await.status, 404);
+}
+
+#[tokio::test]
+async fn runs_filter_sort_page_count_history_and_lateness() {
+    let app = TestApp::spawn().await;
+    let flow_id = flow(&app, "f").await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let tags = if i % 2 == 0 { json!(["even"]) } else { json!(["odd"]) };
+        let body = run(&app, json!({"flow_id": flow_id, "name": format!("run-{i}"), "tags": tags})).await;
+        ids.push(body["id"].clone());
+    }
+    set_state(&app, &ids[0], state("RUNNING")).await;
+
+    let even = app.post("/api/flow_runs/filter", json!({"flow_runs": {"tags": {"all_": ["even"]}}})).await;
+    assert_eq!(even.body.as_array().unwrap().len(), 3);
+    let running = app
+        .post("/api/flow_runs/filter", json!({"flow_runs": {"state": {"type": {"any_": ["RUNNING"]}}}}))
+        .await;
+    assert_eq!(running.body.as_array().unwrap().len(), 1);
+    assert_eq!(running.body[0]["id"], ids[0]);
+    let named = app
+        .post("/api/flow_runs/filter", json!({"sort": "NAME_DESC", "limit": 2, "offset": 1}))
+        .await;
+    let names: Vec<_> = named.body.as_array().unwrap().iter().map(|r| r["name"].clone()).collect();
+    assert_eq!(names, vec![json!("run-3"), json!("run-2")]);
+    let by_flow = app.post("/api/flow_runs/count", json!({"flows": {"name": {"any_": ["f"]}}})).await;
+    assert_eq!(by_flow.body, json!(5));
+    let none = app.post("/api/flow_runs/count", json!({"flows": {"name": {"any_": ["g"]}}})).await;
+    assert_eq!(none.body, json!(0));
+    let with_tasks = app
+        .post("/api/flow_runs/count", json!({"task_runs": {"name": {"any_": ["nope"]}}}))
+        .await;
+    assert_eq!(with_tasks.body, json!(0));
+
+    let now = Utc::now();
+    let history = app
+        .post(
+            "/api/flow_runs/history",
+            json!({
+                "history_start": (now - Duration::minutes(10)).to_rfc3339(),
+                "history_end": (now + Duration::minutes(10)).to_rfc3339(),
+                "history_interval_seconds": 300.0
+            }),
+        )
+        .await;
+    assert_eq!(history.status, 200, "{}", history.text);
+    let intervals = history.body.as_array().unwrap();
+    assert_eq!(intervals.len(), 4);
+    let total: i64 = intervals
+        .iter()
+        .flat_map(|i| i["states"].as_array().unwrap().iter())
+        .map(|s| s["count_runs"].as_i64().unwrap())
+        .sum();
+    assert_eq!(total, 5);
+    let bad = app
+        .post(
+            "/api/flow_runs/history",
+            json!({"history_start": now.to_rfc3339(), "history_end": now.to_rfc3339(), "history_interval_seconds": 0.5}),
+        )
+        .await;
+    assert_eq!(bad.status, 422);
+
+    let lateness = app.post("/api/flow_runs/lateness", json!({})).await;
+    assert_eq!(lateness.status, 200);
+    assert!(lateness.body.is_number());
+}
+
+#[tokio::test]
+async fn graph_lists_task_runs_with_upstream_dependencies() {
+    let app = TestApp::spawn().await;
+    let flow_id = flow(&app, "f").await;
+    let body = run(&app, json!({"flow_id": flow_id})).await;
+    let a = app
+        .post("/api/task_runs/", json!({"flow_run_id": body["id"], "task_key": "a", "dynamic_key": "0", "name": "a-0"}))
+        .await
+        .body;
+    app.post(
+        "/api/task_runs/",
+        json!({"flow_run_id": body["id"], "task_key": "b", "dynamic_key": "0", "name": "b-0",
+               "task_inputs": {"x": [{"input_type": "task_run", "id": a["id"]}]}}),
+    )
+    .await;
+    let graph = app.get(&format!("/api/flow_runs/{}/graph", body["id"].as_str().unwrap())).await;
+    assert_eq!(graph.status, 200);
+    let nodes = graph.body.as_array().unwrap();
+    assert_eq!(nodes.len(), 2);
+    let b = nodes.iter().find(|n| n["name"] == "b-0").unwrap();
+    assert_eq!(b["upstream_dependencies"][0]["id"], a["id"]);
+    assert_eq!(app.get(&format!("/api/flow_runs/{}/graph", uuid::Uuid::new_v4())).await.status, 404);
+}
+
+#[tokio::test]
+async fn resuming_a_run_that_is_not_paused_aborts() {
+    let app = TestApp::spawn().await;
+    let flow_id = flow(&app, "f").await;
+    let body = run(&app, json!({"flow_id": flow_id})).await;
+    let res = app.post(&format!("/api/flow_runs/{}/resume", body["id"].as_str().unwrap()), json!({})).await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.body["status"], "ABORT");
+    assert_eq!(res.body["state"], Value::Null);
+    assert_eq!(res.body["details"]["reason"], "Cannot resume a flow run that is not paused.");
+    let missing = app.post(&format!("/api/flow_runs/{}/resume", uuid::Uuid::new_v4()), json!({})).await;
+    assert_eq!(missing.status, 404);
+}
+
+#[tokio::test]
+async fn a_paused_run_resumes_to_running() {
+    let app = TestApp::spawn().await;
+    let flow_id = flow(&app, "f").await;
+    let body = run(&app, json!({"flow_id": flow_id})).await;
+    let id = &body["id"];
+    set_state(&app, id, state("RUNNING")).await;
+    let mut paused = state("PAUSED");
+    paused["state_details"]["pause_timeout"] = json!((Utc::now() + Duration::minutes(5)).to_rfc3339());
+    paused["state_details"]["pause_key"] = json!("k1");
+    let res = set_state(&app, id, paused.clone()).await;
+    assert_eq!(res.body["status"], "ACCEPT", "{}", res.text);
+    let resumed = app.post(&format!("/api/flow_runs/{}/resume", id.as_str().unwrap()), json!({})).await;
+    assert_eq!(resumed.status, 201, "{}", resumed.text);
+    assert_eq!(resumed.body["state"]["type"], "RUNNING");
+    // The same pause key cannot fire twice.
+    let again = set_state(&app, id, paused).await;
+    assert_eq!(again.body["status"], "REJECT");
+}
+
+#[tokio::test]
+async fn flow_run_inputs_are_stored_read_filtered_and_deleted() {
+    let app = TestApp::spawn().await;
+    let flow_id = flow(&app, "f").await;
+    let body = run(&app, json!({"flow_id": flow_id})).await;
+    let base = format!("/api/flow_runs/{}/input", body["id"].as_str().unwrap());
+    let res = app.post(&base, json!({"key": "answer-1", "value": "{\"x\": 1}"})).await;
+    assert_eq!(res.status, 201);
+    assert_eq!(res.body, Value::Null);
+    assert_eq!(app.post(&base, json!({"key": "answer-1", "value": "2"})).await.status, 409);
+    assert_eq!(app.post(&base, json!({"key": "Bad_Key", "value": "2"})).await.status, 422);
+    app.post(&base, json!({"key": "answer-2", "value": "\"two\"", "sender": "me"})).await;
+
+    let raw = app.get(&format!("{base}/answer-1")).await;
+    assert_eq!(raw.status, 200);
+    assert_eq!(raw.text, "{\"x\": 1}");
+    assert!(raw.headers["content-type"].to_str().unwrap().starts_with("text/plain"));
+
+    let listed = app.post(&format!("{base}/filter"), json!({"prefix": "answer", "limit": 5, "exclude_keys": ["answer-1"]})).await;
+    let keys: Vec<_> = listed.body.as_array().unwrap().iter().map(|i| i["key"].clone()).collect();
+    assert_eq!(keys, vec![json!("answer-2")]);
+
+    assert_eq!(app.delete(&format!("{base}/answer-1")).await.status, 204);
+    assert_eq!(app.get(&format!("{base}/answer-1")).await.status, 404);
+    let missing_run = app
+        .post(&format!("/api/flow_runs/{}/input", uuid::Uuid::new_v4()), json!({"key": "k", "value": "v"}))
+        .await;
+    assert_eq!(missing_run.status, 404);
+}
+
+#[tokio::test]
+async fn resuming_with_run_input_validates_it_against_the_stored_schema() {
+    let app = TestApp::spawn().await;
+    let flow_id = flow(&app, "f").await;
+    let body = run(&app, json!({"flow_id": flow_id})).await;
+    let id = &body["id"];
+    let base = format!("/api/flow_runs/{}", id.as_str().unwrap());
+    let schema = json!({"type": "object", "properties": {"approved": {"type": "boolean"}}, "required": ["approved"]});
+    app.post(&format!("{base}/input"), json!({"key": "paused-1-schema", "value": schema.to_string()})).await;
+    set_state(&app, id, state("RUNNING")).await;
+    let mut paused = state("PAUSED");
+    paused["state_details"]["pause_key"] = json!("p1");
+    paused["state_details"]["run_input_keyset"] = json!({"schema": "paused-1-schema", "response": "paused-1-response"});
+    assert_eq!(set_state(&app, id, paused).await.body["status"], "ACCEPT");
+
+    let refused = app.post(&format!("{base}/resume"), json!({"run_input": {"approved": "yes"}})).await;
+    assert_eq!(refused.body["status"], "REJECT");
+    assert!(refused.body["details"]["reason"].as_str().unwrap().starts_with("Reason:"));
+    assert_eq!(refused.body["state"]["type"], "PAUSED");
+
+    let ok = app.post(&format!("{base}/resume"), json!({"run_input": {"approved": true}})).await;
+    assert_eq!(ok.body["status"], "ACCEPT", "{}", ok.text);
+    let stored = app.get(&format!("{base}/input/paused-1-response")).await;
+    assert_eq!(serde_json::from_str::<Value>(&stored.text).unwrap(), json!({"approved": true}));
+}
