@@ -3,6 +3,7 @@
 
 use axum::Router;
 use tower::Layer;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::CorsLayer;
 use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
 
@@ -15,7 +16,18 @@ pub fn api(routes: Router<AppState>, state: AppState) -> Router {
         .nest("/api", routes.fallback(crate::app::not_found))
         .layer(axum::middleware::from_fn(check_api_version))
         .layer(CorsLayer::permissive())
+        .layer(CatchPanicLayer::custom(panic_response))
         .with_state(state)
+}
+
+/// A bug must not drop the connection: log it and answer Prefect's 500 body.
+fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    let message = err
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".to_string());
+    axum::response::IntoResponse::into_response(crate::ApiError::Internal(format!("panic: {message}")))
 }
 
 /// Accepts `/flows/` and `/flows` alike: the client uses the slash form for creates.
