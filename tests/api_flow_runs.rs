@@ -449,3 +449,50 @@ async fn resuming_with_run_input_validates_it_against_the_stored_schema() {
     let stored = app.get(&format!("{base}/input/paused-1-response")).await;
     assert_eq!(serde_json::from_str::<Value>(&stored.text).unwrap(), json!({"approved": true}));
 }
+
+#[tokio::test]
+async fn graph_v2_has_task_and_subflow_nodes_with_edges() {
+    let app = TestApp::spawn().await;
+    let flow_id = flow(&app, "f").await;
+    let parent = run(&app, json!({"flow_id": flow_id})).await;
+    let pid = &parent["id"];
+    set_state(&app, pid, state("RUNNING")).await;
+    let a = app
+        .post("/api/task_runs/", json!({"flow_run_id": pid, "task_key": "a", "dynamic_key": "0", "name": "a-0"}))
+        .await
+        .body;
+    let run_task = |id: Value| {
+        let app = &app;
+        async move {
+            app.post(&format!("/api/task_runs/{}/set_state", id.as_str().unwrap()), json!({"state": state("RUNNING")}))
+                .await
+        }
+    };
+    assert_eq!(run_task(a["id"].clone()).await.body["status"], "ACCEPT");
+    let dummy = app
+        .post(
+            "/api/task_runs/",
+            json!({"flow_run_id": pid, "task_key": "child", "dynamic_key": "0",
+                   "task_inputs": {"x": [{"input_type": "task_run", "id": a["id"]}]}}),
+        )
+        .await
+        .body;
+    let child_flow = flow(&app, "child").await;
+    let child = run(&app, json!({"flow_id": child_flow, "name": "kid", "parent_task_run_id": dummy["id"]})).await;
+    set_state(&app, &child["id"], state("RUNNING")).await;
+
+    let graph = app.get(&format!("/api/flow_runs/{}/graph-v2", pid.as_str().unwrap())).await;
+    assert_eq!(graph.status, 200, "{}", graph.text);
+    let nodes = graph.body["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 2);
+    let sub = nodes.iter().find(|n| n[1]["kind"] == "flow-run").unwrap();
+    assert_eq!(sub[0], child["id"]);
+    assert_eq!(sub[1]["label"], "kid");
+    assert_eq!(sub[1]["parents"], json!([{"id": a["id"]}]));
+    let task = nodes.iter().find(|n| n[1]["kind"] == "task-run").unwrap();
+    assert_eq!(task[1]["children"], json!([{"id": child["id"]}]));
+    assert_eq!(graph.body["root_node_ids"], json!([a["id"]]));
+    assert_eq!(graph.body["states"].as_array().unwrap().len(), 2);
+    let bad = app.get(&format!("/api/flow_runs/{}/graph-v2?since=nope", pid.as_str().unwrap())).await;
+    assert_eq!(bad.status, 422);
+}

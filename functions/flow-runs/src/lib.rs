@@ -32,6 +32,7 @@ pub fn router() -> Router<AppState> {
         .route("/flow_runs/{id}/set_state", post(set_state))
         .route("/flow_runs/{id}/resume", post(resume))
         .route("/flow_runs/{id}/graph", get(graph))
+        .route("/flow_runs/{id}/graph-v2", get(graph_v2))
         .route("/flow_runs/{id}/input", post(inputs::create))
         .route("/flow_runs/{id}/input/filter", post(inputs::filter))
         .route("/flow_runs/{id}/input/{key}", get(inputs::read).delete(inputs::delete))
@@ -324,6 +325,51 @@ async fn resume(
     }
     tx.commit().await?;
     Ok(respond(outcome))
+}
+
+#[derive(Deserialize)]
+struct GraphQuery {
+    since: Option<String>,
+}
+
+async fn graph_v2(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<GraphQuery>,
+) -> ApiResult<Response> {
+    let id = path_id(&id)?;
+    let since = match q.since.as_deref() {
+        None => chrono::DateTime::<Utc>::MIN_UTC,
+        Some(raw) => stratus_shared::json::parse_ts(raw).ok_or_else(|| {
+            ApiError::invalid(&["query", "since"], "invalid datetime format", "value_error.datetime", Value::Null)
+        })?,
+    };
+    let client = app.client().await?;
+    let run = flow_runs::read(&client, id).await?.ok_or_else(|| run_not_found(id))?;
+    let nodes = flow_runs::graph_v2_nodes(&client, id, since).await?.ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "This flow run has more than {} nodes and is too large to display.",
+            flow_runs::MAX_GRAPH_NODES
+        ))
+    })?;
+    let root_node_ids: Vec<Uuid> = nodes.iter().filter(|n| n.parents.is_empty()).map(|n| n.id).collect();
+    let states: Vec<Value> = runs::read_states_of_run(&client, RunTable::Flow, id)
+        .await?
+        .into_iter()
+        .map(|(_, _, _, s)| {
+            serde_json::json!({"id": s.id, "timestamp": stratus_shared::json::format_ts(&s.timestamp), "type": s.kind, "name": s.name})
+        })
+        .collect();
+    let nodes: Vec<Value> = nodes.into_iter().map(|n| serde_json::json!([n.id, n])).collect();
+    Ok(Json(serde_json::json!({
+        "start_time": run.start_time.map(|t| stratus_shared::json::format_ts(&t)),
+        "end_time": run.end_time.map(|t| stratus_shared::json::format_ts(&t)),
+        "root_node_ids": root_node_ids,
+        "nodes": nodes,
+        "artifacts": [],
+        "states": states,
+    }))
+    .into_response())
 }
 
 /// Validates run input against the schema the paused flow stored; returns why it is
