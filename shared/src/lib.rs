@@ -7,6 +7,7 @@ pub mod error;
 pub mod filters;
 pub mod json;
 pub mod json_schema;
+pub mod maintenance;
 pub mod names;
 pub mod run_routes;
 pub mod serve;

@@ -1,0 +1,118 @@
+//! Periodic upkeep of runs (reference §5): failing pauses that expired and cancelling the
+//! leftovers of cancelled flow runs. Each pass does bounded work in short transactions,
+//! so it can run from a timer in the local server or from the scheduler function.
+
+use chrono::Utc;
+use deadpool_postgres::Pool;
+use uuid::Uuid;
+
+use crate::app::SERVER_API_VERSION;
+use crate::db::transitions::{self, Options};
+use crate::error::ApiResult;
+use crate::states::{State, StateType};
+
+/// Rows one pass looks at per step, as Prefect's services do.
+pub const BATCH_SIZE: i64 = 200;
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Report {
+    pub expired_pauses_failed: usize,
+    pub task_runs_cancelled: usize,
+    pub subflows_cancelled: usize,
+}
+
+/// Runs every upkeep step once.
+pub async fn run_once(pool: &Pool, tag_slot_wait_seconds: i64) -> ApiResult<Report> {
+    let opts = |force| Options { force, api_version: SERVER_API_VERSION, tag_slot_wait_seconds };
+    Ok(Report {
+        expired_pauses_failed: fail_expired_pauses(pool, opts(true)).await?,
+        task_runs_cancelled: cancel_tasks_of_cancelled_runs(pool, opts(true)).await?,
+        subflows_cancelled: cancel_subflows_of_cancelled_runs(pool, opts(false)).await?,
+    })
+}
+
+async fn ids(pool: &Pool, sql: &str) -> ApiResult<Vec<Uuid>> {
+    let client = pool.get().await?;
+    let rows = client.query(sql, &[&BATCH_SIZE]).await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// FailExpiredPauses: a paused run whose `pause_timeout` passed is forced to Failed.
+pub async fn fail_expired_pauses(pool: &Pool, opts: Options) -> ApiResult<usize> {
+    let candidates = ids(
+        pool,
+        "SELECT fr.id FROM flow_run fr JOIN flow_run_state s ON s.id = fr.state_id \
+         WHERE fr.state_type = 'PAUSED' AND (s.state_details->>'pause_timeout') IS NOT NULL \
+           AND (s.state_details->>'pause_timeout')::timestamptz < now() \
+         ORDER BY fr.id LIMIT $1",
+    )
+    .await?;
+    let mut done = 0;
+    for id in candidates {
+        let mut client = pool.get().await?;
+        let tx = client.transaction().await?;
+        let failed = State::new(StateType::Failed, Utc::now()).with_message("The flow was paused and never resumed.");
+        if let Some(outcome) = transitions::set_flow_run_state(&tx, id, failed, opts).await? {
+            done += usize::from(outcome.written);
+        }
+        tx.commit().await?;
+    }
+    Ok(done)
+}
+
+/// CancellationCleanup, tasks: non-terminal task runs of flow runs cancelled within the
+/// last day are forced to Cancelled.
+pub async fn cancel_tasks_of_cancelled_runs(pool: &Pool, opts: Options) -> ApiResult<usize> {
+    let candidates = ids(
+        pool,
+        "SELECT tr.id FROM task_run tr JOIN flow_run fr ON fr.id = tr.flow_run_id \
+         WHERE fr.state_type = 'CANCELLED' AND fr.state_timestamp > now() - interval '1 day' \
+           AND (tr.state_type IS NULL OR tr.state_type NOT IN ('COMPLETED','FAILED','CANCELLED','CRASHED')) \
+         ORDER BY tr.id LIMIT $1",
+    )
+    .await?;
+    let mut done = 0;
+    for id in candidates {
+        let mut client = pool.get().await?;
+        let tx = client.transaction().await?;
+        let cancelled =
+            State::new(StateType::Cancelled, Utc::now()).with_message("The parent flow run was cancelled.");
+        if let Some(outcome) = transitions::set_task_run_state(&tx, id, cancelled, opts).await? {
+            done += usize::from(outcome.written);
+        }
+        tx.commit().await?;
+    }
+    Ok(done)
+}
+
+/// CancellationCleanup, subflows: a non-terminal subflow of a cancelled flow run is
+/// proposed Cancelling when it has a deployment (its infrastructure must be stopped),
+/// else Cancelled, through the core policy.
+pub async fn cancel_subflows_of_cancelled_runs(pool: &Pool, opts: Options) -> ApiResult<usize> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT sub.id, sub.deployment_id IS NOT NULL FROM flow_run sub \
+             JOIN task_run ptr ON ptr.id = sub.parent_task_run_id \
+             JOIN flow_run parent ON parent.id = ptr.flow_run_id \
+             WHERE parent.state_type = 'CANCELLED' \
+               AND sub.state_type IN ('PENDING','SCHEDULED','RUNNING','PAUSED','CANCELLING') \
+             ORDER BY sub.id LIMIT $1",
+            &[&BATCH_SIZE],
+        )
+        .await?;
+    drop(client);
+    let mut done = 0;
+    for row in rows {
+        let (id, has_deployment): (Uuid, bool) = (row.get(0), row.get(1));
+        let kind = if has_deployment { StateType::Cancelling } else { StateType::Cancelled };
+        let mut client = pool.get().await?;
+        let tx = client.transaction().await?;
+        let proposed = State::new(kind, Utc::now()).with_message("The parent flow run was cancelled.");
+        if let Some(outcome) = transitions::set_flow_run_state(&tx, id, proposed, opts).await? {
+            done += usize::from(outcome.written);
+        }
+        tx.commit().await?;
+    }
+    Ok(done)
+}
