@@ -29,6 +29,11 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// `STRATUS_TASK_RUN_TAG_CONCURRENCY_SLOT_WAIT_SECONDS`, default 30 (Prefect's default).
     pub tag_concurrency_slot_wait_seconds: i64,
+    /// `STRATUS_LOG_RETENTION_DAYS`, default 30; 0 keeps logs forever.
+    pub log_retention_days: i64,
+    /// `STRATUS_STATE_RETENTION_DAYS`, default 90: older state rows of finished runs are
+    /// pruned (a run's current state is always kept); 0 keeps them forever.
+    pub state_retention_days: i64,
 }
 
 impl Settings {
@@ -46,6 +51,8 @@ impl Settings {
                 "STRATUS_TASK_RUN_TAG_CONCURRENCY_SLOT_WAIT_SECONDS",
                 30,
             )?,
+            log_retention_days: parse_var("STRATUS_LOG_RETENTION_DAYS", 30)?,
+            state_retention_days: parse_var("STRATUS_STATE_RETENTION_DAYS", 90)?,
         })
     }
 

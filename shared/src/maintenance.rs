@@ -1,5 +1,5 @@
 //! Periodic upkeep of runs (reference §5): failing pauses that expired and cancelling the
-//! leftovers of cancelled flow runs. Each pass does bounded work in short transactions,
+//! leftovers of cancelled flow runs, and pruning logs and states past their retention. Each pass does bounded work in short transactions,
 //! so it can run from a timer in the local server or from the scheduler function.
 
 use chrono::Utc;
@@ -7,6 +7,7 @@ use deadpool_postgres::Pool;
 use uuid::Uuid;
 
 use crate::app::SERVER_API_VERSION;
+use crate::config::Settings;
 use crate::db::transitions::{self, Options};
 use crate::error::ApiResult;
 use crate::states::{State, StateType};
@@ -19,15 +20,63 @@ pub struct Report {
     pub expired_pauses_failed: usize,
     pub task_runs_cancelled: usize,
     pub subflows_cancelled: usize,
+    pub logs_pruned: u64,
+    pub states_pruned: u64,
+}
+
+/// How long logs and old states are kept, in days; 0 keeps them forever.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub log_days: i64,
+    pub state_days: i64,
+}
+
+/// Rows one prune statement deletes at most, so a pass never holds long locks.
+pub const PRUNE_BATCH_SIZE: i64 = 5_000;
+
+/// Deletes logs and non-current states of finished runs older than the retention windows.
+pub async fn prune(pool: &Pool, retention: Retention) -> ApiResult<(u64, u64)> {
+    let client = pool.get().await?;
+    let mut logs = 0;
+    if retention.log_days > 0 {
+        logs = client
+            .execute(
+                "DELETE FROM log WHERE id IN (SELECT id FROM log WHERE timestamp < now() - $1 * interval '1 day' LIMIT $2)",
+                &[&(retention.log_days as f64), &PRUNE_BATCH_SIZE],
+            )
+            .await?;
+    }
+    let mut states = 0;
+    if retention.state_days > 0 {
+        for (state_table, run_table, fk) in [
+            ("flow_run_state", "flow_run", "flow_run_id"),
+            ("task_run_state", "task_run", "task_run_id"),
+        ] {
+            let sql = format!(
+                "DELETE FROM {state_table} WHERE id IN (\
+                   SELECT s.id FROM {state_table} s JOIN {run_table} r ON r.id = s.{fk} \
+                   WHERE r.end_time < now() - $1 * interval '1 day' AND s.id <> r.state_id LIMIT $2)"
+            );
+            states += client
+                .execute(sql.as_str(), &[&(retention.state_days as f64), &PRUNE_BATCH_SIZE])
+                .await?;
+        }
+    }
+    Ok((logs, states))
 }
 
 /// Runs every upkeep step once.
-pub async fn run_once(pool: &Pool, tag_slot_wait_seconds: i64) -> ApiResult<Report> {
+pub async fn run_once(pool: &Pool, settings: &Settings) -> ApiResult<Report> {
+    let tag_slot_wait_seconds = settings.tag_concurrency_slot_wait_seconds;
     let opts = |force| Options { force, api_version: SERVER_API_VERSION, tag_slot_wait_seconds };
+    let retention = Retention { log_days: settings.log_retention_days, state_days: settings.state_retention_days };
+    let (logs_pruned, states_pruned) = prune(pool, retention).await?;
     Ok(Report {
         expired_pauses_failed: fail_expired_pauses(pool, opts(true)).await?,
         task_runs_cancelled: cancel_tasks_of_cancelled_runs(pool, opts(true)).await?,
         subflows_cancelled: cancel_subflows_of_cancelled_runs(pool, opts(false)).await?,
+        logs_pruned,
+        states_pruned,
     })
 }
 
