@@ -95,6 +95,7 @@ pub struct Response {
 
 impl TestApp {
     pub async fn spawn() -> TestApp {
+        stratus_shared::serve::init_tracing();
         let template = template().await;
         let db = format!("stratus_test_{}", uuid::Uuid::new_v4().simple());
         let admin = connect(&admin_url()).await;

@@ -339,10 +339,10 @@ async fn graph_v2(
 ) -> ApiResult<Response> {
     let id = path_id(&id)?;
     let since = match q.since.as_deref() {
-        None => chrono::DateTime::<Utc>::MIN_UTC,
-        Some(raw) => stratus_shared::json::parse_ts(raw).ok_or_else(|| {
+        None => None,
+        Some(raw) => Some(stratus_shared::json::parse_ts(raw).ok_or_else(|| {
             ApiError::invalid(&["query", "since"], "invalid datetime format", "value_error.datetime", Value::Null)
-        })?,
+        })?),
     };
     let client = app.client().await?;
     let run = flow_runs::read(&client, id).await?.ok_or_else(|| run_not_found(id))?;

@@ -433,8 +433,8 @@ pub async fn history(
     let a = run_alias;
     let sql = format!(
         "WITH intervals AS ( \
-           SELECT g AS interval_start, g + {step} * interval '1 microsecond' AS interval_end \
-           FROM generate_series({start}::timestamptz, {end}::timestamptz, {step} * interval '1 microsecond') g \
+           SELECT g AS interval_start, g + {step}::float8 * interval '1 microsecond' AS interval_end \
+           FROM generate_series({start}::timestamptz, {end}::timestamptz, {step}::float8 * interval '1 microsecond') g \
            WHERE g < {end}::timestamptz \
          ), runs AS ( \
            SELECT {a}.expected_start_time, {a}.state_type, {a}.state_name, \
@@ -454,7 +454,7 @@ pub async fn history(
            ON r.expected_start_time >= i.interval_start AND r.expected_start_time < i.interval_end \
          GROUP BY i.interval_start, i.interval_end, r.state_type, r.state_name \
          ORDER BY i.interval_start, r.state_type, r.state_name",
-        step = q.bind(interval_micros),
+        step = q.bind(interval_micros as f64),
         start = q.bind(start),
         end = q.bind(end),
     );
@@ -503,7 +503,7 @@ pub struct GraphV2Node {
 pub async fn graph_v2_nodes(
     c: &impl GenericClient,
     flow_run_id: Uuid,
-    since: DateTime<Utc>,
+    since: Option<DateTime<Utc>>,
 ) -> Result<Option<Vec<GraphV2Node>>, tokio_postgres::Error> {
     let sql = "SELECT CASE WHEN sub.id IS NULL THEN 'task-run' ELSE 'flow-run' END, \
          tr.id, coalesce(sub.id, tr.id), coalesce(sub.name, tr.name), coalesce(sub.state_type, tr.state_type), \
@@ -515,7 +515,7 @@ pub async fn graph_v2_nodes(
        FROM task_run tr LEFT JOIN flow_run sub ON sub.parent_task_run_id = tr.id \
        WHERE tr.flow_run_id = $1 AND tr.state_type IS DISTINCT FROM 'PENDING' \
          AND coalesce(sub.start_time, sub.expected_start_time, tr.start_time, tr.expected_start_time) IS NOT NULL \
-         AND (coalesce(sub.end_time, tr.end_time) IS NULL OR coalesce(sub.end_time, tr.end_time) >= $2) \
+         AND ($2::timestamptz IS NULL OR coalesce(sub.end_time, tr.end_time) IS NULL OR coalesce(sub.end_time, tr.end_time) >= $2) \
        ORDER BY 6, 3 LIMIT $3";
     let rows = c.query(sql, &[&flow_run_id, &since, &(MAX_GRAPH_NODES + 1)]).await?;
     if rows.len() as i64 > MAX_GRAPH_NODES {

@@ -63,11 +63,10 @@ pub async fn set_flow_run_state(
          fr.next_scheduled_start_time, fr.empirical_policy, fr.deployment_id, fr.parent_task_run_id, \
          fr.infrastructure_pid, fr.tags, {STATE_COLUMNS} \
          FROM flow_run fr LEFT JOIN flow_run_state s ON s.id = fr.state_id \
-         WHERE fr.id = $1 FOR UPDATE OF fr",
+         WHERE fr.id = $1",
         total = micros_sql("fr.total_run_time")
     );
-    let stmt = c.prepare_cached(&sql).await?;
-    let Some(row) = c.query_opt(&stmt, &[&run_id]).await? else {
+    let Some(row) = lock_then_read(c, "SELECT 1 FROM flow_run WHERE id = $1 FOR UPDATE", &sql, run_id).await? else {
         return Ok(None);
     };
     let initial = state_from_row(&row, 11);
@@ -133,11 +132,10 @@ pub async fn set_task_run_state(
          tr.next_scheduled_start_time, tr.empirical_policy, tr.flow_run_id, tr.tags, \
          tr.flow_run_run_count, {STATE_COLUMNS} \
          FROM task_run tr LEFT JOIN task_run_state s ON s.id = tr.state_id \
-         WHERE tr.id = $1 FOR UPDATE OF tr",
+         WHERE tr.id = $1",
         total = micros_sql("tr.total_run_time")
     );
-    let stmt = c.prepare_cached(&sql).await?;
-    let Some(row) = c.query_opt(&stmt, &[&run_id]).await? else {
+    let Some(row) = lock_then_read(c, "SELECT 1 FROM task_run WHERE id = $1 FOR UPDATE", &sql, run_id).await? else {
         return Ok(None);
     };
     let initial = state_from_row(&row, 10);
@@ -216,6 +214,26 @@ pub async fn set_task_run_state(
         c.execute(&stmt, &[key, expiration, &state.id]).await?;
     }
     Ok(Some(outcome(ctx.initial, decision, written)))
+}
+
+/// Locks the run row, then reads it with its current state in a fresh snapshot.
+///
+/// Reading and locking in one `SELECT ... JOIN ... FOR UPDATE` is wrong here: after waiting
+/// for a concurrent transition, Postgres re-checks the locked run row but keeps the joined
+/// state row it saw before, so a second claimer would see the old SCHEDULED state and
+/// claim again. Under READ COMMITTED the second statement gets a new snapshot; both are
+/// pipelined on the connection, so this costs one round trip.
+async fn lock_then_read(
+    c: &impl GenericClient,
+    lock_sql: &str,
+    read_sql: &str,
+    run_id: Uuid,
+) -> ApiResult<Option<tokio_postgres::Row>> {
+    let lock = c.prepare_cached(lock_sql).await?;
+    let read = c.prepare_cached(read_sql).await?;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&run_id];
+    let (locked, row) = tokio::try_join!(c.query_opt(&lock, &params), c.query_opt(&read, &params))?;
+    Ok(locked.and(row))
 }
 
 fn outcome(initial: Option<State>, decision: Decision, written: Option<State>) -> Outcome {

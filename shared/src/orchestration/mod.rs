@@ -7,9 +7,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+mod engine;
+mod rules;
+#[cfg(test)]
+mod tests;
+
 use crate::app::ApiVersion;
 use crate::json::null_default;
-use crate::states::{State, StateType};
+use crate::states::State;
 
 /// `empirical_policy` of a flow run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -203,9 +208,13 @@ pub struct Decision {
 /// Runs the policy for this transition: the core (or minimal, when forced) policy's
 /// rules in priority order, then the global bookkeeping of the final proposed state.
 pub fn orchestrate(ctx: &TransitionContext) -> Decision {
-    let _ = ctx;
-    unimplemented!("being written")
+    let rules = match ctx.kind {
+        RunKind::Flow if ctx.force => rules::minimal_flow_policy(),
+        RunKind::Flow => rules::core_flow_policy(),
+        // Autonomous tasks get their own policy even when forced.
+        RunKind::Task if ctx.run.flow_run_id.is_none() => rules::autonomous_task_policy(),
+        RunKind::Task if ctx.force => rules::minimal_task_policy(),
+        RunKind::Task => rules::core_task_policy(),
+    };
+    engine::run(ctx, &rules, rules::bookkeeping)
 }
-
-#[allow(dead_code)]
-fn _assert_types(_: StateType) {}
