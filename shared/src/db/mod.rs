@@ -3,6 +3,7 @@
 pub mod flow_run_inputs;
 pub mod flow_runs;
 pub mod flows;
+pub mod logs;
 pub mod runs;
 pub mod task_runs;
 pub mod transitions;
