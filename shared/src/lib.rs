@@ -1,6 +1,7 @@
 //! The library every Stratus function links.
 
 pub mod app;
+pub mod block_checksum;
 pub mod config;
 pub mod db;
 pub mod error;
