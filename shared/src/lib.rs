@@ -18,3 +18,4 @@ pub use error::{ApiError, ApiResult};
 pub use json::Body;
 pub mod orchestration;
 pub mod states;
+pub mod system_blocks;

@@ -97,6 +97,7 @@ async fn database_command(command: DatabaseCommand, url: &str) -> Result<(), Str
     match command {
         DatabaseCommand::Upgrade => {
             let applied = stratus_shared::db::migrate(&pool).await?;
+            server::register_system_blocks(&pool).await?;
             println!("Database upgraded: {applied} migration(s) applied.");
         }
         DatabaseCommand::Reset { yes } => {
@@ -105,6 +106,7 @@ async fn database_command(command: DatabaseCommand, url: &str) -> Result<(), Str
                 return Ok(());
             }
             let applied = stratus_shared::db::reset(&pool).await?;
+            server::register_system_blocks(&pool).await?;
             println!("Database reset: {applied} migration(s) applied.");
         }
     }

@@ -24,6 +24,7 @@ async fn serve_until_stopped(mut settings: Settings, url: &str) -> Result<(), St
     settings.database_url = Some(url.to_string());
     let pool = stratus_shared::db::pool(url, settings.pool_size)?;
     stratus_shared::db::migrate(&pool).await?;
+    register_system_blocks(&pool).await?;
     let addr = format!("{}:{}", settings.host, settings.port);
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
@@ -45,6 +46,14 @@ async fn serve_until_stopped(mut settings: Settings, url: &str) -> Result<(), St
     upkeep.abort();
     pool.close();
     served
+}
+
+/// Prefect registers its core block types on start; so does Stratus.
+pub async fn register_system_blocks(pool: &deadpool_postgres::Pool) -> Result<(), String> {
+    let mut client = pool.get().await.map_err(|e| format!("could not connect to Postgres: {e}"))?;
+    let tx = client.transaction().await.map_err(|e| e.to_string())?;
+    stratus_shared::system_blocks::install(&tx).await?;
+    tx.commit().await.map_err(|e| e.to_string())
 }
 
 async fn upkeep(state: AppState) {

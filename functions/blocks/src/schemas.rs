@@ -1,0 +1,99 @@
+//! `/block_schemas` and `/block_capabilities`.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use stratus_shared::db::blocks::{self, BlockSchemaFilter};
+use stratus_shared::json::{null_default, page, path_id};
+use stratus_shared::{ApiError, ApiResult, AppState, Body};
+use uuid::Uuid;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlockSchemaCreate {
+    #[serde(default, deserialize_with = "null_default")]
+    fields: Map<String, Value>,
+    block_type_id: Uuid,
+    #[serde(default, deserialize_with = "null_default")]
+    capabilities: Vec<String>,
+    #[serde(default)]
+    version: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterBody {
+    #[serde(default)]
+    block_schemas: Option<BlockSchemaFilter>,
+    #[serde(default)]
+    limit: Option<i64>,
+    #[serde(default)]
+    offset: Option<i64>,
+}
+
+#[derive(Deserialize)]
+pub struct VersionQuery {
+    version: Option<String>,
+}
+
+fn not_found() -> ApiError {
+    ApiError::not_found("Block schema not found")
+}
+
+pub async fn create(State(app): State<AppState>, Body(body): Body<BlockSchemaCreate>) -> ApiResult<Response> {
+    let client = app.client().await?;
+    if blocks::read_type(&client, body.block_type_id).await?.is_none() {
+        return Err(ApiError::not_found("Block type not found"));
+    }
+    let version = body.version.unwrap_or_else(|| "non-versioned".to_string());
+    let (schema, created) =
+        blocks::create_schema(&client, &Value::Object(body.fields), body.block_type_id, &body.capabilities, &version)
+            .await?
+            .ok_or(ApiError::Integrity)?;
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(schema)).into_response())
+}
+
+pub async fn read(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    let id = path_id(&id)?;
+    let client = app.client().await?;
+    Ok(Json(blocks::read_schema(&client, id).await?.ok_or_else(not_found)?).into_response())
+}
+
+pub async fn read_by_checksum(
+    State(app): State<AppState>,
+    Path(checksum): Path<String>,
+    Query(q): Query<VersionQuery>,
+) -> ApiResult<Response> {
+    let client = app.client().await?;
+    let schema = blocks::read_schema_by_checksum(&client, &checksum, q.version.as_deref())
+        .await?
+        .ok_or_else(not_found)?;
+    Ok(Json(schema).into_response())
+}
+
+pub async fn delete(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    let id = path_id(&id)?;
+    let client = app.client().await?;
+    let schema = blocks::read_schema(&client, id).await?.ok_or_else(not_found)?;
+    if schema.block_type.as_ref().is_some_and(|t| t.is_protected) {
+        return Err(ApiError::forbidden("Block schemas for protected block types cannot be deleted."));
+    }
+    blocks::delete_schema(&client, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn filter(State(app): State<AppState>, Body(body): Body<FilterBody>) -> ApiResult<Response> {
+    let (limit, offset) = page(body.limit, body.offset)?;
+    let client = app.client().await?;
+    let found = blocks::filter_schemas(&client, &body.block_schemas.unwrap_or_default(), limit, offset).await?;
+    Ok(Json(found).into_response())
+}
+
+pub async fn capabilities(State(app): State<AppState>) -> ApiResult<Response> {
+    let client = app.client().await?;
+    Ok(Json(blocks::capabilities(&client).await?).into_response())
+}
