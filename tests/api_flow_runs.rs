@@ -19,15 +19,22 @@ fn state(kind: &str) -> Value {
 }
 
 async fn set_state(app: &TestApp, id: &Value, state: Value) -> common::Response {
-    app.post(&format!("/api/flow_runs/{}/set_state", id.as_str().unwrap()), json!({"state": state, "force": false}))
-        .await
+    app.post(
+        &format!("/api/flow_runs/{}/set_state", id.as_str().unwrap()),
+        json!({"state": state, "force": false}),
+    )
+    .await
 }
 
 #[tokio::test]
 async fn a_created_run_is_pending_with_a_generated_name() {
     let app = TestApp::spawn().await;
     let flow_id = flow(&app, "f").await;
-    let body = run(&app, json!({"flow_id": flow_id, "parameters": {"a": 5}, "tags": ["t"]})).await;
+    let body = run(
+        &app,
+        json!({"flow_id": flow_id, "parameters": {"a": 5}, "tags": ["t"]}),
+    )
+    .await;
     assert_eq!(body["state_type"], "PENDING");
     assert_eq!(body["state_name"], "Pending");
     assert_eq!(body["state"]["type"], "PENDING");
@@ -46,14 +53,26 @@ async fn creation_is_idempotent_on_flow_and_key() {
     let app = TestApp::spawn().await;
     let flow_id = flow(&app, "f").await;
     let first = run(&app, json!({"flow_id": flow_id, "idempotency_key": "k1"})).await;
-    let again = app.post("/api/flow_runs/", json!({"flow_id": flow_id, "idempotency_key": "k1"})).await;
+    let again = app
+        .post(
+            "/api/flow_runs/",
+            json!({"flow_id": flow_id, "idempotency_key": "k1"}),
+        )
+        .await;
     assert_eq!(again.status, 200);
     assert_eq!(again.body["id"], first["id"]);
-    let other = app.post("/api/flow_runs/", json!({"flow_id": flow_id, "idempotency_key": "k2"})).await;
+    let other = app
+        .post(
+            "/api/flow_runs/",
+            json!({"flow_id": flow_id, "idempotency_key": "k2"}),
+        )
+        .await;
     assert_eq!(other.status, 201);
     assert_ne!(other.body["id"], first["id"]);
 
-    let missing_flow = app.post("/api/flow_runs/", json!({"flow_id": uuid::Uuid::new_v4()})).await;
+    let missing_flow = app
+        .post("/api/flow_runs/", json!({"flow_id": uuid::Uuid::new_v4()}))
+        .await;
     assert_eq!(missing_flow.status, 404);
 }
 
@@ -80,20 +99,47 @@ async fn a_run_goes_through_running_to_completed_with_bookkeeping() {
 
     let done = set_state(&app, id, state("COMPLETED")).await;
     assert_eq!(done.status, 201);
-    let read = app.get(&format!("/api/flow_runs/{}", id.as_str().unwrap())).await.body;
+    let read = app
+        .get(&format!("/api/flow_runs/{}", id.as_str().unwrap()))
+        .await
+        .body;
     assert_eq!(read["state_type"], "COMPLETED");
     assert_eq!(read["run_count"], 1);
     assert!(read["start_time"].is_string());
     assert!(read["end_time"].is_string());
     assert!(read["total_run_time"].as_f64().unwrap() > 0.0);
 
-    let states = app.get(&format!("/api/flow_run_states/?flow_run_id={}", id.as_str().unwrap())).await;
-    let types: Vec<_> = states.body.as_array().unwrap().iter().map(|s| s["type"].clone()).collect();
-    assert_eq!(types, vec![json!("PENDING"), json!("RUNNING"), json!("COMPLETED")]);
-    let one = app.get(&format!("/api/flow_run_states/{}", states.body[1]["id"].as_str().unwrap())).await;
+    let states = app
+        .get(&format!(
+            "/api/flow_run_states/?flow_run_id={}",
+            id.as_str().unwrap()
+        ))
+        .await;
+    let types: Vec<_> = states
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["type"].clone())
+        .collect();
+    assert_eq!(
+        types,
+        vec![json!("PENDING"), json!("RUNNING"), json!("COMPLETED")]
+    );
+    let one = app
+        .get(&format!(
+            "/api/flow_run_states/{}",
+            states.body[1]["id"].as_str().unwrap()
+        ))
+        .await;
     assert_eq!(one.body["name"], "Running");
     assert_eq!(app.get("/api/flow_run_states/").await.status, 422);
-    assert_eq!(app.get(&format!("/api/flow_run_states/{}", uuid::Uuid::new_v4())).await.status, 404);
+    assert_eq!(
+        app.get(&format!("/api/flow_run_states/{}", uuid::Uuid::new_v4()))
+            .await
+            .status,
+        404
+    );
 }
 
 #[tokio::test]
@@ -102,8 +148,13 @@ async fn set_state_on_a_missing_run_is_404_with_exception_message() {
     let id = json!(uuid::Uuid::new_v4().to_string());
     let res = set_state(&app, &id, state("RUNNING")).await;
     assert_eq!(res.status, 404);
-    assert!(res.body["exception_message"].as_str().unwrap().contains("not found"));
-    let bad = app.post("/api/flow_runs/x/set_state", json!({"state": state("RUNNING")})).await;
+    assert!(res.body["exception_message"]
+        .as_str()
+        .unwrap()
+        .contains("not found"));
+    let bad = app
+        .post("/api/flow_runs/x/set_state", json!({"state": state("RUNNING")}))
+        .await;
     assert_eq!(bad.status, 422);
     let bad_type = set_state(&app, &id, state("DANCING")).await;
     assert_eq!(bad_type.status, 422);
@@ -121,8 +172,12 @@ async fn a_scheduled_run_is_claimed_exactly_once_by_concurrent_callers() {
         let aborted = claims.iter().filter(|r| r.body["status"] == "ABORT").count();
         assert_eq!(accepted, 1, "exactly one claim wins");
         assert_eq!(aborted, claims.len() - 1);
-        let reason = claims.iter().find(|r| r.body["status"] == "ABORT").unwrap().body["details"]["reason"].clone();
-        assert_eq!(reason, "This run is in a PENDING state and cannot transition to a PENDING state.");
+        let reason =
+            claims.iter().find(|r| r.body["status"] == "ABORT").unwrap().body["details"]["reason"].clone();
+        assert_eq!(
+            reason,
+            "This run is in a PENDING state and cannot transition to a PENDING state."
+        );
     }
 }
 
@@ -146,7 +201,10 @@ async fn an_early_start_waits_for_the_scheduled_time() {
     assert_eq!(body["state_type"], "SCHEDULED");
     assert!(body["next_scheduled_start_time"].is_string());
     let id = &body["id"];
-    assert_eq!(set_state(&app, id, state("PENDING")).await.body["status"], "ACCEPT");
+    assert_eq!(
+        set_state(&app, id, state("PENDING")).await.body["status"],
+        "ACCEPT"
+    );
     let early = set_state(&app, id, state("RUNNING")).await;
     assert_eq!(early.status, 200);
     assert_eq!(early.body["status"], "WAIT");
@@ -196,13 +254,22 @@ async fn a_failing_run_with_retries_left_is_rescheduled_awaiting_retry() {
     assert_eq!(res.body["state"]["type"], "SCHEDULED");
     assert_eq!(res.body["state"]["name"], "AwaitingRetry");
     assert_eq!(res.body["state"]["message"], "boom");
-    let read = app.get(&format!("/api/flow_runs/{}", id.as_str().unwrap())).await.body;
+    let read = app
+        .get(&format!("/api/flow_runs/{}", id.as_str().unwrap()))
+        .await
+        .body;
     assert_eq!(read["empirical_policy"]["retry_type"], "in_process");
 
-    assert_eq!(set_state(&app, id, state("RUNNING")).await.body["status"], "ACCEPT");
+    assert_eq!(
+        set_state(&app, id, state("RUNNING")).await.body["status"],
+        "ACCEPT"
+    );
     let final_fail = set_state(&app, id, failed).await;
     assert_eq!(final_fail.body["status"], "ACCEPT");
-    let read = app.get(&format!("/api/flow_runs/{}", id.as_str().unwrap())).await.body;
+    let read = app
+        .get(&format!("/api/flow_runs/{}", id.as_str().unwrap()))
+        .await
+        .body;
     assert_eq!(read["run_count"], 2);
     assert_eq!(read["state_type"], "FAILED");
 }
@@ -221,17 +288,27 @@ async fn subflow_states_are_mirrored_onto_the_parent_task_run() {
         .await;
     assert_eq!(dummy.status, 201, "{}", dummy.text);
     let child_flow = flow(&app, "child").await;
-    let child = run(&app, json!({"flow_id": child_flow, "parent_task_run_id": dummy.body["id"]})).await;
+    let child = run(
+        &app,
+        json!({"flow_id": child_flow, "parent_task_run_id": dummy.body["id"]}),
+    )
+    .await;
     assert_eq!(child["parent_task_run_id"], dummy.body["id"]);
     assert_eq!(child["state"]["state_details"]["task_run_id"], dummy.body["id"]);
 
     set_state(&app, &child["id"], state("RUNNING")).await;
-    let task = app.get(&format!("/api/task_runs/{}", dummy.body["id"].as_str().unwrap())).await.body;
+    let task = app
+        .get(&format!("/api/task_runs/{}", dummy.body["id"].as_str().unwrap()))
+        .await
+        .body;
     assert_eq!(task["state_type"], "RUNNING");
     assert_eq!(task["state"]["state_details"]["child_flow_run_id"], child["id"]);
 
     set_state(&app, &child["id"], state("COMPLETED")).await;
-    let task = app.get(&format!("/api/task_runs/{}", dummy.body["id"].as_str().unwrap())).await.body;
+    let task = app
+        .get(&format!("/api/task_runs/{}", dummy.body["id"].as_str().unwrap()))
+        .await
+        .body;
     assert_eq!(task["state_type"], "COMPLETED");
 
     let subflows = app
@@ -244,7 +321,10 @@ async fn subflow_states_are_mirrored_onto_the_parent_task_run() {
     assert_eq!(subflows.body.as_array().unwrap().len(), 1);
     assert_eq!(subflows.body[0]["id"], child["id"]);
     let by_parent = app
-        .post("/api/flow_runs/filter", json!({"flow_runs": {"parent_flow_run_id": {"any_": [parent["id"]]}}}))
+        .post(
+            "/api/flow_runs/filter",
+            json!({"flow_runs": {"parent_flow_run_id": {"any_": [parent["id"]]}}}),
+        )
         .await;
     assert_eq!(by_parent.body[0]["id"], child["id"]);
 }
@@ -255,7 +335,12 @@ async fn runs_are_patched_and_deleted() {
     let flow_id = flow(&app, "f").await;
     let body = run(&app, json!({"flow_id": flow_id})).await;
     let path = format!("/api/flow_runs/{}", body["id"].as_str().unwrap());
-    let res = app.patch(&path, json!({"name": "renamed", "infrastructure_pid": "1234", "tags": ["x"]})).await;
+    let res = app
+        .patch(
+            &path,
+            json!({"name": "renamed", "infrastructure_pid": "1234", "tags": ["x"]}),
+        )
+        .await;
     assert_eq!(res.status, 204);
     let read = app.get(&path).await.body;
     assert_eq!(read["name"], "renamed");
@@ -276,30 +361,68 @@ async fn runs_filter_sort_page_count_history_and_lateness() {
     let flow_id = flow(&app, "f").await;
     let mut ids = Vec::new();
     for i in 0..5 {
-        let tags = if i % 2 == 0 { json!(["even"]) } else { json!(["odd"]) };
-        let body = run(&app, json!({"flow_id": flow_id, "name": format!("run-{i}"), "tags": tags})).await;
+        let tags = if i % 2 == 0 {
+            json!(["even"])
+        } else {
+            json!(["odd"])
+        };
+        let body = run(
+            &app,
+            json!({"flow_id": flow_id, "name": format!("run-{i}"), "tags": tags}),
+        )
+        .await;
         ids.push(body["id"].clone());
     }
     set_state(&app, &ids[0], state("RUNNING")).await;
 
-    let even = app.post("/api/flow_runs/filter", json!({"flow_runs": {"tags": {"all_": ["even"]}}})).await;
+    let even = app
+        .post(
+            "/api/flow_runs/filter",
+            json!({"flow_runs": {"tags": {"all_": ["even"]}}}),
+        )
+        .await;
     assert_eq!(even.body.as_array().unwrap().len(), 3);
     let running = app
-        .post("/api/flow_runs/filter", json!({"flow_runs": {"state": {"type": {"any_": ["RUNNING"]}}}}))
+        .post(
+            "/api/flow_runs/filter",
+            json!({"flow_runs": {"state": {"type": {"any_": ["RUNNING"]}}}}),
+        )
         .await;
     assert_eq!(running.body.as_array().unwrap().len(), 1);
     assert_eq!(running.body[0]["id"], ids[0]);
     let named = app
-        .post("/api/flow_runs/filter", json!({"sort": "NAME_DESC", "limit": 2, "offset": 1}))
+        .post(
+            "/api/flow_runs/filter",
+            json!({"sort": "NAME_DESC", "limit": 2, "offset": 1}),
+        )
         .await;
-    let names: Vec<_> = named.body.as_array().unwrap().iter().map(|r| r["name"].clone()).collect();
+    let names: Vec<_> = named
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].clone())
+        .collect();
     assert_eq!(names, vec![json!("run-3"), json!("run-2")]);
-    let by_flow = app.post("/api/flow_runs/count", json!({"flows": {"name": {"any_": ["f"]}}})).await;
+    let by_flow = app
+        .post(
+            "/api/flow_runs/count",
+            json!({"flows": {"name": {"any_": ["f"]}}}),
+        )
+        .await;
     assert_eq!(by_flow.body, json!(5));
-    let none = app.post("/api/flow_runs/count", json!({"flows": {"name": {"any_": ["g"]}}})).await;
+    let none = app
+        .post(
+            "/api/flow_runs/count",
+            json!({"flows": {"name": {"any_": ["g"]}}}),
+        )
+        .await;
     assert_eq!(none.body, json!(0));
     let with_tasks = app
-        .post("/api/flow_runs/count", json!({"task_runs": {"name": {"any_": ["nope"]}}}))
+        .post(
+            "/api/flow_runs/count",
+            json!({"task_runs": {"name": {"any_": ["nope"]}}}),
+        )
         .await;
     assert_eq!(with_tasks.body, json!(0));
 
@@ -342,7 +465,10 @@ async fn graph_lists_task_runs_with_upstream_dependencies() {
     let flow_id = flow(&app, "f").await;
     let body = run(&app, json!({"flow_id": flow_id})).await;
     let a = app
-        .post("/api/task_runs/", json!({"flow_run_id": body["id"], "task_key": "a", "dynamic_key": "0", "name": "a-0"}))
+        .post(
+            "/api/task_runs/",
+            json!({"flow_run_id": body["id"], "task_key": "a", "dynamic_key": "0", "name": "a-0"}),
+        )
         .await
         .body;
     app.post(
@@ -351,13 +477,20 @@ async fn graph_lists_task_runs_with_upstream_dependencies() {
                "task_inputs": {"x": [{"input_type": "task_run", "id": a["id"]}]}}),
     )
     .await;
-    let graph = app.get(&format!("/api/flow_runs/{}/graph", body["id"].as_str().unwrap())).await;
+    let graph = app
+        .get(&format!("/api/flow_runs/{}/graph", body["id"].as_str().unwrap()))
+        .await;
     assert_eq!(graph.status, 200);
     let nodes = graph.body.as_array().unwrap();
     assert_eq!(nodes.len(), 2);
     let b = nodes.iter().find(|n| n["name"] == "b-0").unwrap();
     assert_eq!(b["upstream_dependencies"][0]["id"], a["id"]);
-    assert_eq!(app.get(&format!("/api/flow_runs/{}/graph", uuid::Uuid::new_v4())).await.status, 404);
+    assert_eq!(
+        app.get(&format!("/api/flow_runs/{}/graph", uuid::Uuid::new_v4()))
+            .await
+            .status,
+        404
+    );
 }
 
 #[tokio::test]
@@ -365,12 +498,25 @@ async fn resuming_a_run_that_is_not_paused_aborts() {
     let app = TestApp::spawn().await;
     let flow_id = flow(&app, "f").await;
     let body = run(&app, json!({"flow_id": flow_id})).await;
-    let res = app.post(&format!("/api/flow_runs/{}/resume", body["id"].as_str().unwrap()), json!({})).await;
+    let res = app
+        .post(
+            &format!("/api/flow_runs/{}/resume", body["id"].as_str().unwrap()),
+            json!({}),
+        )
+        .await;
     assert_eq!(res.status, 200);
     assert_eq!(res.body["status"], "ABORT");
     assert_eq!(res.body["state"], Value::Null);
-    assert_eq!(res.body["details"]["reason"], "Cannot resume a flow run that is not paused.");
-    let missing = app.post(&format!("/api/flow_runs/{}/resume", uuid::Uuid::new_v4()), json!({})).await;
+    assert_eq!(
+        res.body["details"]["reason"],
+        "Cannot resume a flow run that is not paused."
+    );
+    let missing = app
+        .post(
+            &format!("/api/flow_runs/{}/resume", uuid::Uuid::new_v4()),
+            json!({}),
+        )
+        .await;
     assert_eq!(missing.status, 404);
 }
 
@@ -386,7 +532,12 @@ async fn a_paused_run_resumes_to_running() {
     paused["state_details"]["pause_key"] = json!("k1");
     let res = set_state(&app, id, paused.clone()).await;
     assert_eq!(res.body["status"], "ACCEPT", "{}", res.text);
-    let resumed = app.post(&format!("/api/flow_runs/{}/resume", id.as_str().unwrap()), json!({})).await;
+    let resumed = app
+        .post(
+            &format!("/api/flow_runs/{}/resume", id.as_str().unwrap()),
+            json!({}),
+        )
+        .await;
     assert_eq!(resumed.status, 201, "{}", resumed.text);
     assert_eq!(resumed.body["state"]["type"], "RUNNING");
     // The same pause key cannot fire twice.
@@ -400,26 +551,59 @@ async fn flow_run_inputs_are_stored_read_filtered_and_deleted() {
     let flow_id = flow(&app, "f").await;
     let body = run(&app, json!({"flow_id": flow_id})).await;
     let base = format!("/api/flow_runs/{}/input", body["id"].as_str().unwrap());
-    let res = app.post(&base, json!({"key": "answer-1", "value": "{\"x\": 1}"})).await;
+    let res = app
+        .post(&base, json!({"key": "answer-1", "value": "{\"x\": 1}"}))
+        .await;
     assert_eq!(res.status, 201);
     assert_eq!(res.body, Value::Null);
-    assert_eq!(app.post(&base, json!({"key": "answer-1", "value": "2"})).await.status, 409);
-    assert_eq!(app.post(&base, json!({"key": "Bad_Key", "value": "2"})).await.status, 422);
-    app.post(&base, json!({"key": "answer-2", "value": "\"two\"", "sender": "me"})).await;
+    assert_eq!(
+        app.post(&base, json!({"key": "answer-1", "value": "2"}))
+            .await
+            .status,
+        409
+    );
+    assert_eq!(
+        app.post(&base, json!({"key": "Bad_Key", "value": "2"}))
+            .await
+            .status,
+        422
+    );
+    app.post(
+        &base,
+        json!({"key": "answer-2", "value": "\"two\"", "sender": "me"}),
+    )
+    .await;
 
     let raw = app.get(&format!("{base}/answer-1")).await;
     assert_eq!(raw.status, 200);
     assert_eq!(raw.text, "{\"x\": 1}");
-    assert!(raw.headers["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert!(raw.headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
 
-    let listed = app.post(&format!("{base}/filter"), json!({"prefix": "answer", "limit": 5, "exclude_keys": ["answer-1"]})).await;
-    let keys: Vec<_> = listed.body.as_array().unwrap().iter().map(|i| i["key"].clone()).collect();
+    let listed = app
+        .post(
+            &format!("{base}/filter"),
+            json!({"prefix": "answer", "limit": 5, "exclude_keys": ["answer-1"]}),
+        )
+        .await;
+    let keys: Vec<_> = listed
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["key"].clone())
+        .collect();
     assert_eq!(keys, vec![json!("answer-2")]);
 
     assert_eq!(app.delete(&format!("{base}/answer-1")).await.status, 204);
     assert_eq!(app.get(&format!("{base}/answer-1")).await.status, 404);
     let missing_run = app
-        .post(&format!("/api/flow_runs/{}/input", uuid::Uuid::new_v4()), json!({"key": "k", "value": "v"}))
+        .post(
+            &format!("/api/flow_runs/{}/input", uuid::Uuid::new_v4()),
+            json!({"key": "k", "value": "v"}),
+        )
         .await;
     assert_eq!(missing_run.status, 404);
 }
@@ -431,23 +615,45 @@ async fn resuming_with_run_input_validates_it_against_the_stored_schema() {
     let body = run(&app, json!({"flow_id": flow_id})).await;
     let id = &body["id"];
     let base = format!("/api/flow_runs/{}", id.as_str().unwrap());
-    let schema = json!({"type": "object", "properties": {"approved": {"type": "boolean"}}, "required": ["approved"]});
-    app.post(&format!("{base}/input"), json!({"key": "paused-1-schema", "value": schema.to_string()})).await;
+    let schema =
+        json!({"type": "object", "properties": {"approved": {"type": "boolean"}}, "required": ["approved"]});
+    app.post(
+        &format!("{base}/input"),
+        json!({"key": "paused-1-schema", "value": schema.to_string()}),
+    )
+    .await;
     set_state(&app, id, state("RUNNING")).await;
     let mut paused = state("PAUSED");
     paused["state_details"]["pause_key"] = json!("p1");
-    paused["state_details"]["run_input_keyset"] = json!({"schema": "paused-1-schema", "response": "paused-1-response"});
+    paused["state_details"]["run_input_keyset"] =
+        json!({"schema": "paused-1-schema", "response": "paused-1-response"});
     assert_eq!(set_state(&app, id, paused).await.body["status"], "ACCEPT");
 
-    let refused = app.post(&format!("{base}/resume"), json!({"run_input": {"approved": "yes"}})).await;
+    let refused = app
+        .post(
+            &format!("{base}/resume"),
+            json!({"run_input": {"approved": "yes"}}),
+        )
+        .await;
     assert_eq!(refused.body["status"], "REJECT");
-    assert!(refused.body["details"]["reason"].as_str().unwrap().starts_with("Reason:"));
+    assert!(refused.body["details"]["reason"]
+        .as_str()
+        .unwrap()
+        .starts_with("Reason:"));
     assert_eq!(refused.body["state"]["type"], "PAUSED");
 
-    let ok = app.post(&format!("{base}/resume"), json!({"run_input": {"approved": true}})).await;
+    let ok = app
+        .post(
+            &format!("{base}/resume"),
+            json!({"run_input": {"approved": true}}),
+        )
+        .await;
     assert_eq!(ok.body["status"], "ACCEPT", "{}", ok.text);
     let stored = app.get(&format!("{base}/input/paused-1-response")).await;
-    assert_eq!(serde_json::from_str::<Value>(&stored.text).unwrap(), json!({"approved": true}));
+    assert_eq!(
+        serde_json::from_str::<Value>(&stored.text).unwrap(),
+        json!({"approved": true})
+    );
 }
 
 #[tokio::test]
@@ -458,14 +664,20 @@ async fn graph_v2_has_task_and_subflow_nodes_with_edges() {
     let pid = &parent["id"];
     set_state(&app, pid, state("RUNNING")).await;
     let a = app
-        .post("/api/task_runs/", json!({"flow_run_id": pid, "task_key": "a", "dynamic_key": "0", "name": "a-0"}))
+        .post(
+            "/api/task_runs/",
+            json!({"flow_run_id": pid, "task_key": "a", "dynamic_key": "0", "name": "a-0"}),
+        )
         .await
         .body;
     let run_task = |id: Value| {
         let app = &app;
         async move {
-            app.post(&format!("/api/task_runs/{}/set_state", id.as_str().unwrap()), json!({"state": state("RUNNING")}))
-                .await
+            app.post(
+                &format!("/api/task_runs/{}/set_state", id.as_str().unwrap()),
+                json!({"state": state("RUNNING")}),
+            )
+            .await
         }
     };
     assert_eq!(run_task(a["id"].clone()).await.body["status"], "ACCEPT");
@@ -478,10 +690,16 @@ async fn graph_v2_has_task_and_subflow_nodes_with_edges() {
         .await
         .body;
     let child_flow = flow(&app, "child").await;
-    let child = run(&app, json!({"flow_id": child_flow, "name": "kid", "parent_task_run_id": dummy["id"]})).await;
+    let child = run(
+        &app,
+        json!({"flow_id": child_flow, "name": "kid", "parent_task_run_id": dummy["id"]}),
+    )
+    .await;
     set_state(&app, &child["id"], state("RUNNING")).await;
 
-    let graph = app.get(&format!("/api/flow_runs/{}/graph-v2", pid.as_str().unwrap())).await;
+    let graph = app
+        .get(&format!("/api/flow_runs/{}/graph-v2", pid.as_str().unwrap()))
+        .await;
     assert_eq!(graph.status, 200, "{}", graph.text);
     let nodes = graph.body["nodes"].as_array().unwrap();
     assert_eq!(nodes.len(), 2);
@@ -493,6 +711,11 @@ async fn graph_v2_has_task_and_subflow_nodes_with_edges() {
     assert_eq!(task[1]["children"], json!([{"id": child["id"]}]));
     assert_eq!(graph.body["root_node_ids"], json!([a["id"]]));
     assert_eq!(graph.body["states"].as_array().unwrap().len(), 2);
-    let bad = app.get(&format!("/api/flow_runs/{}/graph-v2?since=nope", pid.as_str().unwrap())).await;
+    let bad = app
+        .get(&format!(
+            "/api/flow_runs/{}/graph-v2?since=nope",
+            pid.as_str().unwrap()
+        ))
+        .await;
     assert_eq!(bad.status, 422);
 }

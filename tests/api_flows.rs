@@ -6,14 +6,18 @@ use serde_json::json;
 #[tokio::test]
 async fn flows_are_upserted_by_name_with_201_then_200() {
     let app = TestApp::spawn().await;
-    let first = app.post("/api/flows/", json!({"name": "etl", "tags": ["a"]})).await;
+    let first = app
+        .post("/api/flows/", json!({"name": "etl", "tags": ["a"]}))
+        .await;
     assert_eq!(first.status, 201);
     assert_eq!(first.body["name"], "etl");
     assert_eq!(first.body["tags"], json!(["a"]));
     assert!(first.body["created"].as_str().unwrap().ends_with("+00:00"));
 
     // The existing flow comes back unchanged: tags are not updated by the upsert.
-    let second = app.post("/api/flows", json!({"name": "etl", "tags": ["b"]})).await;
+    let second = app
+        .post("/api/flows", json!({"name": "etl", "tags": ["b"]}))
+        .await;
     assert_eq!(second.status, 200);
     assert_eq!(second.body["id"], first.body["id"]);
     assert_eq!(second.body["tags"], json!(["a"]));
@@ -41,9 +45,14 @@ async fn flows_are_read_updated_and_deleted() {
     let by_name = app.get("/api/flows/name/reader").await;
     assert_eq!(by_name.body["id"], flow["id"]);
 
-    let patched = app.patch(&format!("/api/flows/{id}"), json!({"tags": ["x", "y"]})).await;
+    let patched = app
+        .patch(&format!("/api/flows/{id}"), json!({"tags": ["x", "y"]}))
+        .await;
     assert_eq!(patched.status, 204);
-    assert_eq!(app.get(&format!("/api/flows/{id}")).await.body["tags"], json!(["x", "y"]));
+    assert_eq!(
+        app.get(&format!("/api/flows/{id}")).await.body["tags"],
+        json!(["x", "y"])
+    );
 
     assert_eq!(app.delete(&format!("/api/flows/{id}")).await.status, 204);
     let gone = app.get(&format!("/api/flows/{id}")).await;
@@ -60,14 +69,23 @@ async fn bad_ids_and_bodies_get_422_not_500() {
     assert_eq!(res.status, 422);
     assert_eq!(res.body["exception_detail"][0]["loc"], json!(["path", "id"]));
 
-    let res = app.raw(http::Method::POST, "/api/flows/", Some("{not json".into()), &[]).await;
+    let res = app
+        .raw(http::Method::POST, "/api/flows/", Some("{not json".into()), &[])
+        .await;
     assert_eq!(res.status, 422);
-    let res = app.post("/api/flows/", json!({"name": "x", "colour": "red"})).await;
+    let res = app
+        .post("/api/flows/", json!({"name": "x", "colour": "red"}))
+        .await;
     assert_eq!(res.status, 422);
     assert_eq!(res.body["exception_detail"][0]["type"], "value_error.extra");
     let res = app.post("/api/flows/", json!({"tags": []})).await;
     assert_eq!(res.status, 422);
-    let res = app.patch(&format!("/api/flows/{}", uuid::Uuid::new_v4()), json!({"tags": []})).await;
+    let res = app
+        .patch(
+            &format!("/api/flows/{}", uuid::Uuid::new_v4()),
+            json!({"tags": []}),
+        )
+        .await;
     assert_eq!(res.status, 404);
 }
 
@@ -75,33 +93,65 @@ async fn bad_ids_and_bodies_get_422_not_500() {
 async fn flows_filter_sorts_pages_and_counts() {
     let app = TestApp::spawn().await;
     for name in ["charlie", "alpha", "bravo"] {
-        app.post("/api/flows/", json!({"name": name, "tags": [if name == "alpha" {"t1"} else {"t2"}]}))
-            .await;
+        app.post(
+            "/api/flows/",
+            json!({"name": name, "tags": [if name == "alpha" {"t1"} else {"t2"}]}),
+        )
+        .await;
     }
-    let all = app.post("/api/flows/filter", json!({"limit": null, "offset": null, "sort": null})).await;
+    let all = app
+        .post(
+            "/api/flows/filter",
+            json!({"limit": null, "offset": null, "sort": null}),
+        )
+        .await;
     assert_eq!(all.status, 200);
-    let names: Vec<_> = all.body.as_array().unwrap().iter().map(|f| f["name"].clone()).collect();
+    let names: Vec<_> = all
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].clone())
+        .collect();
     assert_eq!(names, vec![json!("alpha"), json!("bravo"), json!("charlie")]);
 
     let page = app
-        .post("/api/flows/filter", json!({"sort": "NAME_DESC", "limit": 1, "offset": 1}))
+        .post(
+            "/api/flows/filter",
+            json!({"sort": "NAME_DESC", "limit": 1, "offset": 1}),
+        )
         .await;
     assert_eq!(page.body.as_array().unwrap().len(), 1);
     assert_eq!(page.body[0]["name"], "bravo");
 
-    let tagged = app.post("/api/flows/filter", json!({"flows": {"tags": {"all_": ["t2"]}}})).await;
+    let tagged = app
+        .post("/api/flows/filter", json!({"flows": {"tags": {"all_": ["t2"]}}}))
+        .await;
     assert_eq!(tagged.body.as_array().unwrap().len(), 2);
-    let like = app.post("/api/flows/filter", json!({"flows": {"name": {"like_": "RAV"}}})).await;
+    let like = app
+        .post("/api/flows/filter", json!({"flows": {"name": {"like_": "RAV"}}}))
+        .await;
     assert_eq!(like.body[0]["name"], "bravo");
 
-    let count = app.post("/api/flows/count", json!({"flows": {"name": {"any_": ["alpha", "bravo"]}}})).await;
+    let count = app
+        .post(
+            "/api/flows/count",
+            json!({"flows": {"name": {"any_": ["alpha", "bravo"]}}}),
+        )
+        .await;
     assert_eq!(count.body, json!(2));
 
     let too_many = app.post("/api/flows/filter", json!({"limit": 201})).await;
     assert_eq!(too_many.status, 422);
-    assert_eq!(too_many.body, json!({"detail": "Invalid limit: must be less than or equal to 200."}));
+    assert_eq!(
+        too_many.body,
+        json!({"detail": "Invalid limit: must be less than or equal to 200."})
+    );
     let negative = app.post("/api/flows/filter", json!({"limit": -1})).await;
-    assert_eq!(negative.body, json!({"detail": "Invalid limit: must be greater than or equal to 0."}));
+    assert_eq!(
+        negative.body,
+        json!({"detail": "Invalid limit: must be greater than or equal to 0."})
+    );
     let bad_sort = app.post("/api/flows/filter", json!({"sort": "SIDEWAYS"})).await;
     assert_eq!(bad_sort.status, 422);
     let bad_filter = app.post("/api/flows/filter", json!({"flows": {"nam": {}}})).await;
@@ -114,12 +164,24 @@ async fn flows_filter_by_their_runs() {
     let a = app.post("/api/flows/", json!({"name": "with-runs"})).await.body;
     app.post("/api/flows/", json!({"name": "without-runs"})).await;
     let run = app
-        .post("/api/flow_runs/", json!({"flow_id": a["id"], "tags": ["nightly"]}))
+        .post(
+            "/api/flow_runs/",
+            json!({"flow_id": a["id"], "tags": ["nightly"]}),
+        )
         .await;
     assert_eq!(run.status, 201);
     let res = app
-        .post("/api/flows/filter", json!({"flow_runs": {"tags": {"all_": ["nightly"]}}}))
+        .post(
+            "/api/flows/filter",
+            json!({"flow_runs": {"tags": {"all_": ["nightly"]}}}),
+        )
         .await;
-    let names: Vec<_> = res.body.as_array().unwrap().iter().map(|f| f["name"].clone()).collect();
+    let names: Vec<_> = res
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].clone())
+        .collect();
     assert_eq!(names, vec![json!("with-runs")]);
 }

@@ -19,21 +19,39 @@ async fn logs_are_written_in_batches_and_filtered() {
     assert_eq!(res.status, 201);
     assert_eq!(res.body, json!(null));
 
-    let all = app.post("/api/logs/filter", json!({"logs": {"flow_run_id": {"any_": [fr]}}, "limit": null, "offset": null, "sort": null})).await;
+    let all = app
+        .post(
+            "/api/logs/filter",
+            json!({"logs": {"flow_run_id": {"any_": [fr]}}, "limit": null, "offset": null, "sort": null}),
+        )
+        .await;
     let lines = all.body.as_array().unwrap();
     assert_eq!(lines.len(), 10);
     assert_eq!(lines[0]["message"], "line 0");
     assert_eq!(lines[0]["timestamp"], "2026-11-24T10:00:00.000000+00:00");
 
-    let errors = app.post("/api/logs/filter", json!({"logs": {"level": {"ge_": 40}}, "sort": "TIMESTAMP_DESC"})).await;
+    let errors = app
+        .post(
+            "/api/logs/filter",
+            json!({"logs": {"level": {"ge_": 40}}, "sort": "TIMESTAMP_DESC"}),
+        )
+        .await;
     let lines = errors.body.as_array().unwrap();
     assert_eq!(lines.len(), 5);
     assert_eq!(lines[0]["message"], "line 9");
 
-    let task = app.post("/api/logs/filter", json!({"logs": {"task_run_id": {"any_": [tr]}}})).await;
+    let task = app
+        .post(
+            "/api/logs/filter",
+            json!({"logs": {"task_run_id": {"any_": [tr]}}}),
+        )
+        .await;
     assert_eq!(task.body[0]["message"], "line 3");
     let window = app
-        .post("/api/logs/filter", json!({"logs": {"timestamp": {"after_": "2026-11-24T10:00:08Z"}}, "limit": 1, "offset": 1}))
+        .post(
+            "/api/logs/filter",
+            json!({"logs": {"timestamp": {"after_": "2026-11-24T10:00:08Z"}}, "limit": 1, "offset": 1}),
+        )
         .await;
     assert_eq!(window.body.as_array().unwrap().len(), 1);
     assert_eq!(window.body[0]["message"], "line 9");
@@ -51,6 +69,14 @@ async fn bad_log_bodies_are_rejected_and_nothing_is_written() {
     assert_eq!(half_bad.status, 422);
     let all = app.post("/api/logs/filter", json!({})).await;
     assert_eq!(all.body, json!([]));
-    assert_eq!(app.post("/api/logs/filter", json!({"limit": 500})).await.status, 422);
-    assert_eq!(app.post("/api/logs/filter", json!({"sort": "LOUDEST"})).await.status, 422);
+    assert_eq!(
+        app.post("/api/logs/filter", json!({"limit": 500})).await.status,
+        422
+    );
+    assert_eq!(
+        app.post("/api/logs/filter", json!({"sort": "LOUDEST"}))
+            .await
+            .status,
+        422
+    );
 }

@@ -35,15 +35,36 @@ async fn trailing_slashes_are_accepted_on_every_route() {
 #[tokio::test]
 async fn the_api_version_header_is_checked() {
     let app = TestApp::spawn().await;
-    let ok = app.raw(Method::GET, "/api/health", None, &[("X-PREFECT-API-VERSION", "0.8.4")]).await;
+    let ok = app
+        .raw(
+            Method::GET,
+            "/api/health",
+            None,
+            &[("X-PREFECT-API-VERSION", "0.8.4")],
+        )
+        .await;
     assert_eq!(ok.status, 200);
-    let bad = app.raw(Method::GET, "/api/health", None, &[("X-PREFECT-API-VERSION", "abc")]).await;
+    let bad = app
+        .raw(
+            Method::GET,
+            "/api/health",
+            None,
+            &[("X-PREFECT-API-VERSION", "abc")],
+        )
+        .await;
     assert_eq!(bad.status, 400);
     assert_eq!(
         bad.body,
         json!({"detail": "Invalid X-PREFECT-API-VERSION header format.Expected header in format 'x.y.z' but received abc"})
     );
-    let old = app.raw(Method::GET, "/api/health", None, &[("X-PREFECT-API-VERSION", "0.7.0")]).await;
+    let old = app
+        .raw(
+            Method::GET,
+            "/api/health",
+            None,
+            &[("X-PREFECT-API-VERSION", "0.7.0")],
+        )
+        .await;
     assert_eq!(old.status, 400);
     assert_eq!(
         old.body,

@@ -10,9 +10,15 @@ fn state(kind: &str) -> Value {
 /// A running flow run to put task runs in.
 async fn running_flow_run(app: &TestApp) -> Value {
     let flow = app.post("/api/flows/", json!({"name": "f"})).await.body;
-    let run = app.post("/api/flow_runs/", json!({"flow_id": flow["id"]})).await.body;
+    let run = app
+        .post("/api/flow_runs/", json!({"flow_id": flow["id"]}))
+        .await
+        .body;
     let res = app
-        .post(&format!("/api/flow_runs/{}/set_state", run["id"].as_str().unwrap()), json!({"state": state("RUNNING")}))
+        .post(
+            &format!("/api/flow_runs/{}/set_state", run["id"].as_str().unwrap()),
+            json!({"state": state("RUNNING")}),
+        )
         .await;
     assert_eq!(res.body["status"], "ACCEPT");
     run["id"].clone()
@@ -34,8 +40,11 @@ async fn task(app: &TestApp, flow_run_id: &Value, key: &str, extra: Value) -> Va
 }
 
 async fn set(app: &TestApp, id: &Value, state: Value) -> common::Response {
-    app.post(&format!("/api/task_runs/{}/set_state", id.as_str().unwrap()), json!({"state": state, "force": false}))
-        .await
+    app.post(
+        &format!("/api/task_runs/{}/set_state", id.as_str().unwrap()),
+        json!({"state": state, "force": false}),
+    )
+    .await
 }
 
 #[tokio::test]
@@ -46,7 +55,10 @@ async fn task_runs_are_upserted_on_flow_run_task_key_and_dynamic_key() {
     assert_eq!(first["state_type"], "PENDING");
     assert_eq!(first["state"]["state_details"]["task_run_id"], first["id"]);
     let again = app
-        .post("/api/task_runs/", json!({"flow_run_id": fr, "task_key": "add-1", "dynamic_key": "0", "name": "other"}))
+        .post(
+            "/api/task_runs/",
+            json!({"flow_run_id": fr, "task_key": "add-1", "dynamic_key": "0", "name": "other"}),
+        )
         .await;
     assert_eq!(again.status, 200);
     assert_eq!(again.body["id"], first["id"]);
@@ -55,7 +67,10 @@ async fn task_runs_are_upserted_on_flow_run_task_key_and_dynamic_key() {
     let missing = app.post("/api/task_runs/", json!({"task_key": "k"})).await;
     assert_eq!(missing.status, 422);
     let huge = app
-        .post("/api/task_runs/", json!({"flow_run_id": fr, "task_key": "k", "dynamic_key": "0", "cache_key": "x".repeat(2001)}))
+        .post(
+            "/api/task_runs/",
+            json!({"flow_run_id": fr, "task_key": "k", "dynamic_key": "0", "cache_key": "x".repeat(2001)}),
+        )
         .await;
     assert_eq!(huge.status, 422);
 }
@@ -74,23 +89,65 @@ async fn a_task_completes_and_is_read_filtered_and_counted() {
     assert_eq!(res.body["status"], "ACCEPT");
     assert_eq!(res.body["state"]["data"]["type"], "unpersisted");
 
-    let read = app.get(&format!("/api/task_runs/{}", t["id"].as_str().unwrap())).await.body;
+    let read = app
+        .get(&format!("/api/task_runs/{}", t["id"].as_str().unwrap()))
+        .await
+        .body;
     assert_eq!(read["state_type"], "COMPLETED");
     assert_eq!(read["run_count"], 1);
     assert_eq!(read["flow_run_run_count"], 1);
-    assert_eq!(read["state"]["data"], Value::Null, "unpersisted data is not stored");
+    assert_eq!(
+        read["state"]["data"],
+        Value::Null,
+        "unpersisted data is not stored"
+    );
 
-    let filtered = app.post("/api/task_runs/filter", json!({"flow_runs": {"id": {"any_": [fr]}}, "sort": "EXPECTED_START_TIME_ASC"})).await;
+    let filtered = app
+        .post(
+            "/api/task_runs/filter",
+            json!({"flow_runs": {"id": {"any_": [fr]}}, "sort": "EXPECTED_START_TIME_ASC"}),
+        )
+        .await;
     assert_eq!(filtered.body.as_array().unwrap().len(), 1);
-    let count = app.post("/api/task_runs/count", json!({"task_runs": {"tags": {"all_": ["math"]}}})).await;
+    let count = app
+        .post(
+            "/api/task_runs/count",
+            json!({"task_runs": {"tags": {"all_": ["math"]}}}),
+        )
+        .await;
     assert_eq!(count.body, json!(1));
-    let states = app.get(&format!("/api/task_run_states/?task_run_id={}", t["id"].as_str().unwrap())).await;
+    let states = app
+        .get(&format!(
+            "/api/task_run_states/?task_run_id={}",
+            t["id"].as_str().unwrap()
+        ))
+        .await;
     assert_eq!(states.body.as_array().unwrap().len(), 3);
 
-    assert_eq!(app.patch(&format!("/api/task_runs/{}", t["id"].as_str().unwrap()), json!({"name": "renamed"})).await.status, 204);
-    assert_eq!(app.get(&format!("/api/task_runs/{}", t["id"].as_str().unwrap())).await.body["name"], "renamed");
-    assert_eq!(app.delete(&format!("/api/task_runs/{}", t["id"].as_str().unwrap())).await.status, 204);
-    let gone = app.get(&format!("/api/task_runs/{}", t["id"].as_str().unwrap())).await;
+    assert_eq!(
+        app.patch(
+            &format!("/api/task_runs/{}", t["id"].as_str().unwrap()),
+            json!({"name": "renamed"})
+        )
+        .await
+        .status,
+        204
+    );
+    assert_eq!(
+        app.get(&format!("/api/task_runs/{}", t["id"].as_str().unwrap()))
+            .await
+            .body["name"],
+        "renamed"
+    );
+    assert_eq!(
+        app.delete(&format!("/api/task_runs/{}", t["id"].as_str().unwrap()))
+            .await
+            .status,
+        204
+    );
+    let gone = app
+        .get(&format!("/api/task_runs/{}", t["id"].as_str().unwrap()))
+        .await;
     assert_eq!(gone.body, json!({"detail": "Task not found"}));
 }
 
@@ -98,12 +155,18 @@ async fn a_task_completes_and_is_read_filtered_and_counted() {
 async fn tasks_cannot_run_unless_their_flow_run_is_running() {
     let app = TestApp::spawn().await;
     let flow = app.post("/api/flows/", json!({"name": "f"})).await.body;
-    let run = app.post("/api/flow_runs/", json!({"flow_id": flow["id"]})).await.body;
+    let run = app
+        .post("/api/flow_runs/", json!({"flow_id": flow["id"]}))
+        .await
+        .body;
     let t = task(&app, &run["id"], "k", json!({})).await;
     let res = set(&app, &t["id"], state("RUNNING")).await;
     assert_eq!(res.status, 200);
     assert_eq!(res.body["status"], "ABORT");
-    assert_eq!(res.body["details"]["reason"], "The enclosing flow must be running to begin task execution.");
+    assert_eq!(
+        res.body["details"]["reason"],
+        "The enclosing flow must be running to begin task execution."
+    );
 }
 
 #[tokio::test]
@@ -130,8 +193,14 @@ async fn a_failing_task_with_retries_is_retried_with_renamed_state() {
     let rerun = set(&app, &t["id"], state("RUNNING")).await;
     assert_eq!(rerun.body["status"], "ACCEPT");
     assert_eq!(rerun.body["state"]["name"], "Retrying");
-    assert_eq!(set(&app, &t["id"], state("COMPLETED")).await.body["status"], "ACCEPT");
-    let read = app.get(&format!("/api/task_runs/{}", t["id"].as_str().unwrap())).await.body;
+    assert_eq!(
+        set(&app, &t["id"], state("COMPLETED")).await.body["status"],
+        "ACCEPT"
+    );
+    let read = app
+        .get(&format!("/api/task_runs/{}", t["id"].as_str().unwrap()))
+        .await
+        .body;
     assert_eq!(read["run_count"], 2);
 }
 
@@ -142,7 +211,10 @@ async fn a_cached_result_is_reused_by_a_later_task_run() {
     let first = task(&app, &fr, "cached", json!({})).await;
     let mut running = state("RUNNING");
     running["state_details"]["cache_key"] = json!("key-1");
-    assert_eq!(set(&app, &first["id"], running.clone()).await.body["status"], "ACCEPT");
+    assert_eq!(
+        set(&app, &first["id"], running.clone()).await.body["status"],
+        "ACCEPT"
+    );
     let mut done = state("COMPLETED");
     done["state_details"]["cache_key"] = json!("key-1");
     done["data"] = json!({"type": "reference", "serializer_type": "pickle", "storage_block_id": uuid::Uuid::new_v4(),
@@ -150,7 +222,10 @@ async fn a_cached_result_is_reused_by_a_later_task_run() {
     assert_eq!(set(&app, &first["id"], done).await.body["status"], "ACCEPT");
 
     let second = app
-        .post("/api/task_runs/", json!({"flow_run_id": fr, "task_key": "cached", "dynamic_key": "1", "name": "cached-1"}))
+        .post(
+            "/api/task_runs/",
+            json!({"flow_run_id": fr, "task_key": "cached", "dynamic_key": "1", "name": "cached-1"}),
+        )
         .await
         .body;
     let res = set(&app, &second["id"], running).await;
@@ -165,7 +240,10 @@ async fn a_cached_result_is_reused_by_a_later_task_run() {
     refresh["state_details"]["cache_key"] = json!("key-1");
     refresh["state_details"]["refresh_cache"] = json!(true);
     let third = app
-        .post("/api/task_runs/", json!({"flow_run_id": fr, "task_key": "cached", "dynamic_key": "2", "name": "cached-2"}))
+        .post(
+            "/api/task_runs/",
+            json!({"flow_run_id": fr, "task_key": "cached", "dynamic_key": "2", "name": "cached-2"}),
+        )
         .await
         .body;
     assert_eq!(set(&app, &third["id"], refresh).await.body["status"], "ACCEPT");
@@ -175,25 +253,51 @@ async fn a_cached_result_is_reused_by_a_later_task_run() {
 async fn tag_concurrency_limits_hold_tasks_until_a_slot_frees() {
     let app = TestApp::spawn().await;
     let db = app.db().await;
-    db.execute("INSERT INTO concurrency_limit (tag, concurrency_limit) VALUES ('db', 1), ('zero', 0)", &[])
-        .await
-        .unwrap();
+    db.execute(
+        "INSERT INTO concurrency_limit (tag, concurrency_limit) VALUES ('db', 1), ('zero', 0)",
+        &[],
+    )
+    .await
+    .unwrap();
     let fr = running_flow_run(&app).await;
     let a = task(&app, &fr, "a", json!({"tags": ["db"]})).await;
     let b = task(&app, &fr, "b", json!({"tags": ["db"]})).await;
 
-    assert_eq!(set(&app, &a["id"], state("RUNNING")).await.body["status"], "ACCEPT");
+    assert_eq!(
+        set(&app, &a["id"], state("RUNNING")).await.body["status"],
+        "ACCEPT"
+    );
     let held = set(&app, &b["id"], state("RUNNING")).await;
     assert_eq!(held.status, 200);
     assert_eq!(held.body["status"], "WAIT");
-    assert_eq!(held.body["details"]["reason"], "Concurrency limit for the db tag has been reached");
-    let slots: Value = db.query_one("SELECT active_slots FROM concurrency_limit WHERE tag = 'db'", &[]).await.unwrap().get(0);
+    assert_eq!(
+        held.body["details"]["reason"],
+        "Concurrency limit for the db tag has been reached"
+    );
+    let slots: Value = db
+        .query_one("SELECT active_slots FROM concurrency_limit WHERE tag = 'db'", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(slots, json!([a["id"]]));
 
-    assert_eq!(set(&app, &a["id"], state("COMPLETED")).await.body["status"], "ACCEPT");
-    assert_eq!(set(&app, &b["id"], state("RUNNING")).await.body["status"], "ACCEPT");
-    assert_eq!(set(&app, &b["id"], state("COMPLETED")).await.body["status"], "ACCEPT");
-    let slots: Value = db.query_one("SELECT active_slots FROM concurrency_limit WHERE tag = 'db'", &[]).await.unwrap().get(0);
+    assert_eq!(
+        set(&app, &a["id"], state("COMPLETED")).await.body["status"],
+        "ACCEPT"
+    );
+    assert_eq!(
+        set(&app, &b["id"], state("RUNNING")).await.body["status"],
+        "ACCEPT"
+    );
+    assert_eq!(
+        set(&app, &b["id"], state("COMPLETED")).await.body["status"],
+        "ACCEPT"
+    );
+    let slots: Value = db
+        .query_one("SELECT active_slots FROM concurrency_limit WHERE tag = 'db'", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(slots, json!([]));
 
     let z = task(&app, &fr, "z", json!({"tags": ["zero"]})).await;
@@ -209,7 +313,12 @@ async fn tag_concurrency_limits_hold_tasks_until_a_slot_frees() {
 async fn concurrent_tasks_never_exceed_their_tag_limit() {
     let app = TestApp::spawn().await;
     let db = app.db().await;
-    db.execute("INSERT INTO concurrency_limit (tag, concurrency_limit) VALUES ('io', 2)", &[]).await.unwrap();
+    db.execute(
+        "INSERT INTO concurrency_limit (tag, concurrency_limit) VALUES ('io', 2)",
+        &[],
+    )
+    .await
+    .unwrap();
     let fr = running_flow_run(&app).await;
     let mut ids = Vec::new();
     for i in 0..6 {
@@ -218,7 +327,11 @@ async fn concurrent_tasks_never_exceed_their_tag_limit() {
     let results = futures_all(&app, &ids).await;
     let accepted = results.iter().filter(|s| *s == "ACCEPT").count();
     assert_eq!(accepted, 2, "{results:?}");
-    let slots: Value = db.query_one("SELECT active_slots FROM concurrency_limit WHERE tag = 'io'", &[]).await.unwrap().get(0);
+    let slots: Value = db
+        .query_one("SELECT active_slots FROM concurrency_limit WHERE tag = 'io'", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(slots.as_array().unwrap().len(), 2);
 }
 
@@ -231,5 +344,8 @@ async fn futures_all(app: &TestApp, ids: &[Value]) -> Vec<String> {
         set(app, &ids[4], state("RUNNING")),
         set(app, &ids[5], state("RUNNING")),
     );
-    [a, b, c, d, e, f].iter().map(|r| r.body["status"].as_str().unwrap_or("").to_string()).collect()
+    [a, b, c, d, e, f]
+        .iter()
+        .map(|r| r.body["status"].as_str().unwrap_or("").to_string())
+        .collect()
 }

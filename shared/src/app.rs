@@ -21,7 +21,10 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(db: Pool, settings: Settings) -> Self {
-        AppState { db, settings: Arc::new(settings) }
+        AppState {
+            db,
+            settings: Arc::new(settings),
+        }
     }
 
     pub async fn client(&self) -> Result<Client, ApiError> {
@@ -54,7 +57,11 @@ impl<S: Send + Sync> FromRequestParts<S> for ApiVersion {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(parts.extensions.get::<ApiVersion>().copied().unwrap_or(SERVER_API_VERSION))
+        Ok(parts
+            .extensions
+            .get::<ApiVersion>()
+            .copied()
+            .unwrap_or(SERVER_API_VERSION))
     }
 }
 
@@ -81,7 +88,10 @@ pub async fn check_api_version(mut req: Request, next: Next) -> Response {
 
 /// Answers 404 JSON for unknown routes, as FastAPI does.
 pub async fn not_found(State(_): State<AppState>) -> impl IntoResponse {
-    (StatusCode::NOT_FOUND, axum::Json(serde_json::json!({"detail": "Not Found"})))
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(serde_json::json!({"detail": "Not Found"})),
+    )
 }
 
 #[cfg(test)]

@@ -21,14 +21,20 @@ pub fn schema_checksum(fields: &Value) -> String {
         }
     }
     let mut text = String::new();
-    python_dumps(&Value::Array(vec![Value::Array(vec![fields]), Value::Object(Map::new())]), &mut text);
+    python_dumps(
+        &Value::Array(vec![Value::Array(vec![fields]), Value::Object(Map::new())]),
+        &mut text,
+    );
     format!("sha256:{}", hex::encode(Sha256::digest(text.as_bytes())))
 }
 
 fn remove_key(value: &Value, key: &str) -> Value {
     match value {
         Value::Object(map) => Value::Object(
-            map.iter().filter(|(k, _)| k.as_str() != key).map(|(k, v)| (k.clone(), remove_key(v, key))).collect(),
+            map.iter()
+                .filter(|(k, _)| k.as_str() != key)
+                .map(|(k, v)| (k.clone(), remove_key(v, key)))
+                .collect(),
         ),
         other => other.clone(),
     }
@@ -49,7 +55,11 @@ fn references(value: &Value, out: &mut Vec<String>) {
 
 /// The non-block definitions `object` references, directly or through other definitions.
 /// `depth` bounds the walk, since definitions may reference themselves.
-fn non_block_definitions(object: &Value, definitions: &Map<String, Value>, depth: usize) -> Map<String, Value> {
+fn non_block_definitions(
+    object: &Value,
+    definitions: &Map<String, Value>,
+    depth: usize,
+) -> Map<String, Value> {
     if depth == 0 {
         return Map::new();
     }
@@ -152,7 +162,12 @@ mod tests {
         assert!(blocks.len() > 20);
         for block in blocks {
             let expected = block["schema"]["checksum"].as_str().unwrap();
-            assert_eq!(schema_checksum(&block["schema"]["fields"]), expected, "{}", block["block_type"]["slug"]);
+            assert_eq!(
+                schema_checksum(&block["schema"]["fields"]),
+                expected,
+                "{}",
+                block["block_type"]["slug"]
+            );
         }
     }
 

@@ -24,7 +24,10 @@ impl Query {
     }
 
     pub fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
-        self.params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect()
+        self.params
+            .iter()
+            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+            .collect()
     }
 }
 
@@ -45,7 +48,10 @@ struct Conds {
 
 impl Conds {
     fn new(op: Option<Operator>) -> Self {
-        Conds { op: op.unwrap_or_default(), parts: Vec::new() }
+        Conds {
+            op: op.unwrap_or_default(),
+            parts: Vec::new(),
+        }
     }
 
     fn push(&mut self, cond: String) {
@@ -156,10 +162,16 @@ fn text_conds(c: &mut Conds, q: &mut Query, col: &str, f: &Option<TextFilter>) {
         c.push(format!("{col} = ANY({}::text[])", q.bind(any.clone())));
     }
     if let Some(not_any) = &f.not_any_ {
-        c.push(format!("({col} IS NULL OR NOT ({col} = ANY({}::text[])))", q.bind(not_any.clone())));
+        c.push(format!(
+            "({col} IS NULL OR NOT ({col} = ANY({}::text[])))",
+            q.bind(not_any.clone())
+        ));
     }
     if let Some(like) = &f.like_ {
-        c.push(format!("{col} ILIKE {}", q.bind(format!("%{}%", escape_like(like)))));
+        c.push(format!(
+            "{col} ILIKE {}",
+            q.bind(format!("%{}%", escape_like(like)))
+        ));
     }
     if let Some(prefixes) = &f.startswith_ {
         let patterns: Vec<String> = prefixes.iter().map(|p| format!("{}%", escape_like(p))).collect();
@@ -305,7 +317,12 @@ impl FlowRunFilter {
         text_conds(&mut c, q, &format!("{a}.flow_version"), &self.flow_version);
         time_conds(&mut c, q, &format!("{a}.start_time"), &self.start_time);
         time_conds(&mut c, q, &format!("{a}.end_time"), &self.end_time);
-        time_conds(&mut c, q, &format!("{a}.expected_start_time"), &self.expected_start_time);
+        time_conds(
+            &mut c,
+            q,
+            &format!("{a}.expected_start_time"),
+            &self.expected_start_time,
+        );
         time_conds(
             &mut c,
             q,
@@ -318,7 +335,12 @@ impl FlowRunFilter {
                 q.bind(any)
             ));
         }
-        uuid_conds(&mut c, q, &format!("{a}.parent_task_run_id"), &self.parent_task_run_id);
+        uuid_conds(
+            &mut c,
+            q,
+            &format!("{a}.parent_task_run_id"),
+            &self.parent_task_run_id,
+        );
         text_conds(&mut c, q, &format!("{a}.idempotency_key"), &self.idempotency_key);
         c.sql()
     }
@@ -355,7 +377,12 @@ impl TaskRunFilter {
         tags_conds(&mut c, q, &format!("{a}.tags"), &self.tags);
         state_conds(&mut c, q, a, &self.state);
         time_conds(&mut c, q, &format!("{a}.start_time"), &self.start_time);
-        time_conds(&mut c, q, &format!("{a}.expected_start_time"), &self.expected_start_time);
+        time_conds(
+            &mut c,
+            q,
+            &format!("{a}.expected_start_time"),
+            &self.expected_start_time,
+        );
         if let Some(exists) = self.subflow_runs.as_ref().and_then(|f| f.exists_) {
             let sub = format!("EXISTS (SELECT 1 FROM flow_run sfr WHERE sfr.parent_task_run_id = {a}.id)");
             c.push(if exists { sub } else { format!("NOT {sub}") });
@@ -490,11 +517,18 @@ impl RunFilterBody {
     /// (all three required, interval at least one second), with a bound on the bucket count.
     pub fn history_window(&self) -> Result<(DateTime<Utc>, DateTime<Utc>, i64), crate::ApiError> {
         let missing = |field: &str| {
-            crate::ApiError::invalid(&["body", field], "field required", "value_error.missing", Value::Null)
+            crate::ApiError::invalid(
+                &["body", field],
+                "field required",
+                "value_error.missing",
+                Value::Null,
+            )
         };
         let start = self.history_start.ok_or_else(|| missing("history_start"))?;
         let end = self.history_end.ok_or_else(|| missing("history_end"))?;
-        let seconds = self.history_interval_seconds.ok_or_else(|| missing("history_interval_seconds"))?;
+        let seconds = self
+            .history_interval_seconds
+            .ok_or_else(|| missing("history_interval_seconds"))?;
         if !seconds.is_finite() || seconds < 1.0 {
             return Err(crate::ApiError::invalid(
                 &["body", "history_interval_seconds"],
@@ -515,7 +549,9 @@ impl RunFilterBody {
         if span / seconds > MAX_HISTORY_INTERVALS {
             return Err(crate::ApiError::invalid(
                 &["body", "history_interval_seconds"],
-                format!("History would have more than {MAX_HISTORY_INTERVALS} intervals; use a larger interval."),
+                format!(
+                    "History would have more than {MAX_HISTORY_INTERVALS} intervals; use a larger interval."
+                ),
                 "value_error",
                 Value::Null,
             ));
@@ -554,7 +590,10 @@ impl RunFilters {
             parts.push(f.sql(q, "fr"));
         }
         if let Some(f) = &self.flows {
-            parts.push(format!("EXISTS (SELECT 1 FROM flow f WHERE f.id = fr.flow_id AND {})", f.sql(q, "f")));
+            parts.push(format!(
+                "EXISTS (SELECT 1 FROM flow f WHERE f.id = fr.flow_id AND {})",
+                f.sql(q, "f")
+            ));
         }
         if let Some(f) = &self.task_runs {
             parts.push(format!(
@@ -581,7 +620,10 @@ impl RunFilters {
         if let Some(f) = &self.flows {
             parts.push(f.sql(q, "f"));
         }
-        let run_filters = RunFilters { flows: None, ..self.clone() };
+        let run_filters = RunFilters {
+            flows: None,
+            ..self.clone()
+        };
         if run_filters.has_run_criteria() {
             parts.push(format!(
                 "EXISTS (SELECT 1 FROM flow_run fr WHERE fr.flow_id = f.id AND {})",
@@ -597,7 +639,10 @@ impl RunFilters {
         if let Some(f) = &self.task_runs {
             parts.push(f.sql(q, "tr"));
         }
-        let run_filters = RunFilters { task_runs: None, ..self.clone() };
+        let run_filters = RunFilters {
+            task_runs: None,
+            ..self.clone()
+        };
         if run_filters.has_run_criteria() || run_filters.flows.is_some() {
             parts.push(format!(
                 "EXISTS (SELECT 1 FROM flow_run fr WHERE fr.id = tr.flow_run_id AND {})",

@@ -139,11 +139,7 @@ pub fn page(limit: Option<i64>, offset: Option<i64>) -> Result<(i64, i64), ApiEr
 }
 
 /// Like [`page`] with another maximum (the UI history route allows 1000).
-pub fn page_with_max(
-    limit: Option<i64>,
-    offset: Option<i64>,
-    max: i64,
-) -> Result<(i64, i64), ApiError> {
+pub fn page_with_max(limit: Option<i64>, offset: Option<i64>, max: i64) -> Result<(i64, i64), ApiError> {
     let limit = limit.unwrap_or(DEFAULT_LIMIT.min(max));
     if limit < 0 {
         return Err(ApiError::unprocessable(
@@ -170,7 +166,9 @@ pub fn page_with_max(
 /// Parses an id from a URL path segment; a malformed one is Prefect's 422.
 pub fn path_id(raw: &str) -> Result<uuid::Uuid, ApiError> {
     uuid::Uuid::parse_str(raw).map_err(|_| ApiError::Validation {
-        detail: vec![json!({"loc": ["path", "id"], "msg": "value is not a valid uuid", "type": "type_error.uuid"})],
+        detail: vec![
+            json!({"loc": ["path", "id"], "msg": "value is not a valid uuid", "type": "type_error.uuid"}),
+        ],
         body: Value::Null,
     })
 }

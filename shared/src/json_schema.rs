@@ -13,14 +13,21 @@ fn check(value: &Value, schema: &Value, root: &Value, path: &str, depth: usize) 
     if depth > 32 {
         return Err("Invalid schema: Unable to validate schema with circular references.".into());
     }
-    let Some(obj) = schema.as_object() else { return Ok(()) };
+    let Some(obj) = schema.as_object() else {
+        return Ok(());
+    };
     if let Some(reference) = obj.get("$ref").and_then(Value::as_str) {
         let target = resolve(root, reference).ok_or_else(|| format!("unresolvable reference {reference}"))?;
         return check(value, target, root, path, depth + 1);
     }
     if let Some(options) = obj.get("anyOf").and_then(Value::as_array) {
-        if !options.iter().any(|s| check(value, s, root, path, depth + 1).is_ok()) {
-            return Err(format!("{value} is not valid under any of the given schemas at {path}"));
+        if !options
+            .iter()
+            .any(|s| check(value, s, root, path, depth + 1).is_ok())
+        {
+            return Err(format!(
+                "{value} is not valid under any of the given schemas at {path}"
+            ));
         }
     }
     if let Some(kind) = obj.get("type") {
@@ -30,12 +37,18 @@ fn check(value: &Value, schema: &Value, root: &Value, path: &str, depth: usize) 
             _ => Vec::new(),
         };
         if !kinds.is_empty() && !kinds.iter().any(|k| has_type(value, k)) {
-            return Err(format!("{value} is not of type '{}' at {path}", kinds.join("', '")));
+            return Err(format!(
+                "{value} is not of type '{}' at {path}",
+                kinds.join("', '")
+            ));
         }
     }
     if let Some(options) = obj.get("enum").and_then(Value::as_array) {
         if !options.contains(value) {
-            return Err(format!("{value} is not one of {} at {path}", Value::from(options.clone())));
+            return Err(format!(
+                "{value} is not one of {} at {path}",
+                Value::from(options.clone())
+            ));
         }
     }
     if let (Some(map), Some(required)) = (value.as_object(), obj.get("required").and_then(Value::as_array)) {
@@ -45,7 +58,10 @@ fn check(value: &Value, schema: &Value, root: &Value, path: &str, depth: usize) 
             }
         }
     }
-    if let (Some(map), Some(props)) = (value.as_object(), obj.get("properties").and_then(Value::as_object)) {
+    if let (Some(map), Some(props)) = (
+        value.as_object(),
+        obj.get("properties").and_then(Value::as_object),
+    ) {
         for (key, sub) in props {
             if let Some(v) = map.get(key) {
                 check(v, sub, root, &format!("{path}.{key}"), depth + 1)?;
@@ -96,7 +112,9 @@ mod tests {
             "definitions": {"Colour": {"enum": ["red", "blue"]}}
         });
         assert!(validate(&json!({"name": "a", "count": 3, "colour": "red"}), &schema).is_ok());
-        assert!(validate(&json!({"count": 3}), &schema).unwrap_err().contains("'name' is a required"));
+        assert!(validate(&json!({"count": 3}), &schema)
+            .unwrap_err()
+            .contains("'name' is a required"));
         assert!(validate(&json!({"name": 1}), &schema).is_err());
         assert!(validate(&json!({"name": "a", "count": 1.5}), &schema).is_err());
         assert!(validate(&json!({"name": "a", "colour": "green"}), &schema).is_err());

@@ -68,8 +68,15 @@ pub async fn prune(pool: &Pool, retention: Retention) -> ApiResult<(u64, u64)> {
 /// Runs every upkeep step once.
 pub async fn run_once(pool: &Pool, settings: &Settings) -> ApiResult<Report> {
     let tag_slot_wait_seconds = settings.tag_concurrency_slot_wait_seconds;
-    let opts = |force| Options { force, api_version: SERVER_API_VERSION, tag_slot_wait_seconds };
-    let retention = Retention { log_days: settings.log_retention_days, state_days: settings.state_retention_days };
+    let opts = |force| Options {
+        force,
+        api_version: SERVER_API_VERSION,
+        tag_slot_wait_seconds,
+    };
+    let retention = Retention {
+        log_days: settings.log_retention_days,
+        state_days: settings.state_retention_days,
+    };
     let (logs_pruned, states_pruned) = prune(pool, retention).await?;
     Ok(Report {
         expired_pauses_failed: fail_expired_pauses(pool, opts(true)).await?,
@@ -100,7 +107,8 @@ pub async fn fail_expired_pauses(pool: &Pool, opts: Options) -> ApiResult<usize>
     for id in candidates {
         let mut client = pool.get().await?;
         let tx = client.transaction().await?;
-        let failed = State::new(StateType::Failed, Utc::now()).with_message("The flow was paused and never resumed.");
+        let failed =
+            State::new(StateType::Failed, Utc::now()).with_message("The flow was paused and never resumed.");
         if let Some(outcome) = transitions::set_flow_run_state(&tx, id, failed, opts).await? {
             done += usize::from(outcome.written);
         }
@@ -154,7 +162,11 @@ pub async fn cancel_subflows_of_cancelled_runs(pool: &Pool, opts: Options) -> Ap
     let mut done = 0;
     for row in rows {
         let (id, has_deployment): (Uuid, bool) = (row.get(0), row.get(1));
-        let kind = if has_deployment { StateType::Cancelling } else { StateType::Cancelled };
+        let kind = if has_deployment {
+            StateType::Cancelling
+        } else {
+            StateType::Cancelled
+        };
         let mut client = pool.get().await?;
         let tx = client.transaction().await?;
         let proposed = State::new(kind, Utc::now()).with_message("The parent flow run was cancelled.");

@@ -16,9 +16,15 @@ pub async fn history(app: &AppState, body: &RunFilterBody, task_runs: bool) -> A
     let mut q = Query::default();
     let filters = body.filters();
     let (alias, from_where) = if task_runs {
-        ("tr", format!("task_run tr WHERE {}", filters.task_run_sql(&mut q)))
+        (
+            "tr",
+            format!("task_run tr WHERE {}", filters.task_run_sql(&mut q)),
+        )
     } else {
-        ("fr", format!("flow_run fr WHERE {}", filters.flow_run_sql(&mut q)))
+        (
+            "fr",
+            format!("flow_run fr WHERE {}", filters.flow_run_sql(&mut q)),
+        )
     };
     let client = app.client().await?;
     let intervals = flow_runs::history(&client, alias, (from_where, q), start, end, step).await?;

@@ -37,15 +37,22 @@ struct SystemSchema {
 
 /// Registers (or refreshes) every bundled block type and schema; returns how many types.
 pub async fn install(c: &impl GenericClient) -> Result<usize, String> {
-    let bundle: Bundle = serde_json::from_str(BUNDLED).map_err(|e| format!("bundled block data is invalid: {e}"))?;
+    let bundle: Bundle =
+        serde_json::from_str(BUNDLED).map_err(|e| format!("bundled block data is invalid: {e}"))?;
     for block in &bundle.blocks {
         let t = &block.block_type;
         let block_type = blocks::upsert_system_type(c, &t.name, &t.slug, &t.fields)
             .await
             .map_err(|e| format!("could not register block type {}: {e}", t.slug))?;
-        blocks::create_schema(c, &block.schema.fields, block_type.id, &block.schema.capabilities, &block.schema.version)
-            .await
-            .map_err(|e| format!("could not register the schema of {}: {e}", t.slug))?;
+        blocks::create_schema(
+            c,
+            &block.schema.fields,
+            block_type.id,
+            &block.schema.capabilities,
+            &block.schema.version,
+        )
+        .await
+        .map_err(|e| format!("could not register the schema of {}: {e}", t.slug))?;
     }
     Ok(bundle.blocks.len())
 }

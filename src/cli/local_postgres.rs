@@ -67,7 +67,11 @@ impl LocalPostgres {
         // Postgres refuses to run as root: run it as the `postgres` system user, in a
         // directory that user can reach.
         let run_as = if is_root() {
-            let exists = Command::new("id").arg("postgres").output().map(|o| o.status.success()).unwrap_or(false);
+            let exists = Command::new("id")
+                .arg("postgres")
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false);
             if !exists {
                 return Err(format!(
                     "Stratus is running as root and PostgreSQL refuses to run as root, but there is no `postgres` user to run it as. \
@@ -82,7 +86,13 @@ impl LocalPostgres {
             Some(_) if stratus_data_dir.starts_with("/root") => PathBuf::from("/var/lib/stratus/postgres"),
             _ => stratus_data_dir.join("postgres"),
         };
-        let mut pg = LocalPostgres { bin_dir, data_dir, run_as, started_here: false, url: String::new() };
+        let mut pg = LocalPostgres {
+            bin_dir,
+            data_dir,
+            run_as,
+            started_here: false,
+            url: String::new(),
+        };
         pg.init()?;
         pg.ensure_running()?;
         Ok(pg)
@@ -129,7 +139,14 @@ impl LocalPostgres {
             )?;
         }
         let mut cmd = self.command("initdb");
-        cmd.arg("-D").arg(&self.data_dir).args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-instructions"]);
+        cmd.arg("-D").arg(&self.data_dir).args([
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-instructions",
+        ]);
         self.run(cmd, "initdb")?;
         Ok(())
     }
@@ -145,7 +162,10 @@ impl LocalPostgres {
     }
 
     fn ensure_running(&mut self) -> Result<(), String> {
-        let port = match std::fs::read_to_string(self.port_file()).ok().and_then(|p| p.trim().parse().ok()) {
+        let port = match std::fs::read_to_string(self.port_file())
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+        {
             Some(port) if self.is_running() => port,
             _ => {
                 let port = free_port()?;
@@ -158,7 +178,10 @@ impl LocalPostgres {
                     .arg("-l")
                     .arg(&log)
                     .arg("-o")
-                    .arg(format!("-p {port} -c listen_addresses=127.0.0.1 -k {}", self.data_dir.display()));
+                    .arg(format!(
+                        "-p {port} -c listen_addresses=127.0.0.1 -k {}",
+                        self.data_dir.display()
+                    ));
                 self.run(cmd, "pg_ctl start")?;
                 std::fs::write(self.port_file(), port.to_string())
                     .map_err(|e| format!("could not record the Postgres port: {e}"))?;
@@ -181,7 +204,11 @@ impl LocalPostgres {
             return;
         }
         let mut cmd = self.command("pg_ctl");
-        cmd.arg("stop").arg("-m").arg("fast").arg("-D").arg(&self.data_dir);
+        cmd.arg("stop")
+            .arg("-m")
+            .arg("fast")
+            .arg("-D")
+            .arg(&self.data_dir);
         if let Err(e) = self.run(cmd, "pg_ctl stop") {
             eprintln!("warning: {e}");
         }

@@ -9,7 +9,11 @@ use stratus_shared::config::Settings;
 use local_postgres::LocalPostgres;
 
 #[derive(Parser)]
-#[command(name = "stratus", version, about = "A Prefect 2 compatible orchestration server")]
+#[command(
+    name = "stratus",
+    version,
+    about = "A Prefect 2 compatible orchestration server"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -72,7 +76,9 @@ pub async fn database(settings: &Settings) -> Result<(String, Option<LocalPostgr
 pub async fn run(cli: Cli) -> Result<(), String> {
     let mut settings = Settings::from_env().map_err(|e| e.to_string())?;
     match cli.command {
-        Command::Server { command: ServerCommand::Start { host, port } } => {
+        Command::Server {
+            command: ServerCommand::Start { host, port },
+        } => {
             if let Some(host) = host {
                 settings.host = host;
             }
@@ -101,7 +107,11 @@ async fn database_command(command: DatabaseCommand, url: &str) -> Result<(), Str
             println!("Database upgraded: {applied} migration(s) applied.");
         }
         DatabaseCommand::Reset { yes } => {
-            if !yes && !confirm("Are you sure you want to reset the Stratus database? All data will be lost. [y/N] ") {
+            if !yes
+                && !confirm(
+                    "Are you sure you want to reset the Stratus database? All data will be lost. [y/N] ",
+                )
+            {
                 println!("Reset aborted.");
                 return Ok(());
             }

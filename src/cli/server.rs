@@ -50,7 +50,10 @@ async fn serve_until_stopped(mut settings: Settings, url: &str) -> Result<(), St
 
 /// Prefect registers its core block types on start; so does Stratus.
 pub async fn register_system_blocks(pool: &deadpool_postgres::Pool) -> Result<(), String> {
-    let mut client = pool.get().await.map_err(|e| format!("could not connect to Postgres: {e}"))?;
+    let mut client = pool
+        .get()
+        .await
+        .map_err(|e| format!("could not connect to Postgres: {e}"))?;
     let tx = client.transaction().await.map_err(|e| e.to_string())?;
     stratus_shared::system_blocks::install(&tx).await?;
     tx.commit().await.map_err(|e| e.to_string())

@@ -42,7 +42,10 @@ async fn connect(url: &str) -> tokio_postgres::Client {
 
 fn migrations_digest() -> String {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
-    let mut names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     names.sort();
     let mut hash = Sha256::new();
     for path in names {
@@ -56,7 +59,10 @@ fn migrations_digest() -> String {
 async fn template() -> String {
     let name = format!("stratus_template_{}", migrations_digest());
     let admin = connect(&admin_url()).await;
-    admin.execute("SELECT pg_advisory_lock(74807233)", &[]).await.unwrap();
+    admin
+        .execute("SELECT pg_advisory_lock(74807233)", &[])
+        .await
+        .unwrap();
     let exists = admin
         .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
         .await
@@ -64,8 +70,14 @@ async fn template() -> String {
         .is_some();
     if !exists {
         let building = format!("{name}_building");
-        admin.execute(&format!("DROP DATABASE IF EXISTS {building}"), &[]).await.unwrap();
-        admin.execute(&format!("CREATE DATABASE {building}"), &[]).await.unwrap();
+        admin
+            .execute(&format!("DROP DATABASE IF EXISTS {building}"), &[])
+            .await
+            .unwrap();
+        admin
+            .execute(&format!("CREATE DATABASE {building}"), &[])
+            .await
+            .unwrap();
         {
             let pool = stratus_shared::db::pool(&with_database(&admin_url(), &building), 1).unwrap();
             stratus_shared::db::migrate(&pool).await.unwrap();
@@ -76,7 +88,10 @@ async fn template() -> String {
             .await
             .unwrap();
     }
-    admin.execute("SELECT pg_advisory_unlock(74807233)", &[]).await.unwrap();
+    admin
+        .execute("SELECT pg_advisory_unlock(74807233)", &[])
+        .await
+        .unwrap();
     name
 }
 
@@ -110,7 +125,11 @@ impl TestApp {
         let pool = stratus_shared::db::pool(&database_url, 8).unwrap();
         let state = AppState::new(pool, settings);
         let service = stratus_shared::serve::normalize(stratus::app(state.clone()));
-        TestApp { service, state, database_url }
+        TestApp {
+            service,
+            state,
+            database_url,
+        }
     }
 
     pub async fn request(&self, method: Method, path: &str, body: Option<Value>) -> Response {
@@ -138,7 +157,12 @@ impl TestApp {
         let bytes = res.into_body().collect().await.unwrap().to_bytes();
         let text = String::from_utf8_lossy(&bytes).into_owned();
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Response { status, body, text, headers }
+        Response {
+            status,
+            body,
+            text,
+            headers,
+        }
     }
 
     pub async fn get(&self, path: &str) -> Response {

@@ -7,7 +7,8 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use stratus_shared::db::blocks::{
-    self, BlockDocumentFilter, BlockSchemaFilter, BlockTypeFilter, DocumentQuery, DocumentSort, NewBlockDocument,
+    self, BlockDocumentFilter, BlockSchemaFilter, BlockTypeFilter, DocumentQuery, DocumentSort,
+    NewBlockDocument,
 };
 use stratus_shared::json::{null_default, page, path_id};
 use stratus_shared::{ApiError, ApiResult, AppState, Body};
@@ -81,7 +82,10 @@ fn not_found() -> ApiError {
     ApiError::not_found("Block document not found")
 }
 
-pub async fn create(State(app): State<AppState>, Body(body): Body<BlockDocumentCreate>) -> ApiResult<Response> {
+pub async fn create(
+    State(app): State<AppState>,
+    Body(body): Body<BlockDocumentCreate>,
+) -> ApiResult<Response> {
     let name = match (body.name, body.is_anonymous) {
         (Some(name), _) if !name.is_empty() => {
             if !body.is_anonymous && !crate::is_slug(&name) {
@@ -110,7 +114,9 @@ pub async fn create(State(app): State<AppState>, Body(body): Body<BlockDocumentC
         .await?
         .ok_or_else(|| ApiError::not_found("Block schema not found"))?;
     if schema.block_type_id != body.block_type_id {
-        return Err(ApiError::conflict("The block schema does not belong to the given block type."));
+        return Err(ApiError::conflict(
+            "The block schema does not belong to the given block type.",
+        ));
     }
     let doc = NewBlockDocument {
         name,
@@ -119,8 +125,12 @@ pub async fn create(State(app): State<AppState>, Body(body): Body<BlockDocumentC
         block_type_id: body.block_type_id,
         is_anonymous: body.is_anonymous,
     };
-    let id = blocks::create_document(&tx, &doc).await?.ok_or_else(|| ApiError::conflict("Block already exists"))?;
-    let created = blocks::read_document(&tx, id, false).await?.ok_or_else(not_found)?;
+    let id = blocks::create_document(&tx, &doc)
+        .await?
+        .ok_or_else(|| ApiError::conflict("Block already exists"))?;
+    let created = blocks::read_document(&tx, id, false)
+        .await?
+        .ok_or_else(not_found)?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
@@ -133,7 +143,12 @@ pub async fn read(
     let id = path_id(&id)?;
     let include = q.include()?;
     let client = app.client().await?;
-    Ok(Json(blocks::read_document(&client, id, include).await?.ok_or_else(not_found)?).into_response())
+    Ok(Json(
+        blocks::read_document(&client, id, include)
+            .await?
+            .ok_or_else(not_found)?,
+    )
+    .into_response())
 }
 
 pub async fn list_by_type_slug(
@@ -173,12 +188,16 @@ pub async fn update(
     let mut client = app.client().await?;
     let tx = client.transaction().await?;
     if let Some(schema_id) = body.block_schema_id {
-        let existing = blocks::read_document(&tx, id, false).await?.ok_or_else(not_found)?;
+        let existing = blocks::read_document(&tx, id, false)
+            .await?
+            .ok_or_else(not_found)?;
         let schema = blocks::read_schema(&tx, schema_id)
             .await?
             .ok_or_else(|| ApiError::not_found("Block schema not found"))?;
         if schema.block_type_id != existing.block_type_id {
-            return Err(ApiError::bad_request("Must migrate block document to a block schema of the same block type."));
+            return Err(ApiError::bad_request(
+                "Must migrate block document to a block schema of the same block type.",
+            ));
         }
     }
     let merge = body.merge_existing_data.unwrap_or(true);
@@ -202,7 +221,12 @@ fn sort_of(sort: Option<&str>) -> ApiResult<DocumentSort> {
     match sort {
         None => Ok(DocumentSort::NameAsc),
         Some(s) => DocumentSort::parse(s).ok_or_else(|| {
-            ApiError::invalid(&["body", "sort"], format!("value is not a valid enumeration member; got {s:?}"), "type_error.enum", Value::Null)
+            ApiError::invalid(
+                &["body", "sort"],
+                format!("value is not a valid enumeration member; got {s:?}"),
+                "type_error.enum",
+                Value::Null,
+            )
         }),
     }
 }

@@ -49,11 +49,20 @@ pub async fn create(State(app): State<AppState>, Body(body): Body<BlockSchemaCre
         return Err(ApiError::not_found("Block type not found"));
     }
     let version = body.version.unwrap_or_else(|| "non-versioned".to_string());
-    let (schema, created) =
-        blocks::create_schema(&client, &Value::Object(body.fields), body.block_type_id, &body.capabilities, &version)
-            .await?
-            .ok_or(ApiError::Integrity)?;
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let (schema, created) = blocks::create_schema(
+        &client,
+        &Value::Object(body.fields),
+        body.block_type_id,
+        &body.capabilities,
+        &version,
+    )
+    .await?
+    .ok_or(ApiError::Integrity)?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((status, Json(schema)).into_response())
 }
 
@@ -80,7 +89,9 @@ pub async fn delete(State(app): State<AppState>, Path(id): Path<String>) -> ApiR
     let client = app.client().await?;
     let schema = blocks::read_schema(&client, id).await?.ok_or_else(not_found)?;
     if schema.block_type.as_ref().is_some_and(|t| t.is_protected) {
-        return Err(ApiError::forbidden("Block schemas for protected block types cannot be deleted."));
+        return Err(ApiError::forbidden(
+            "Block schemas for protected block types cannot be deleted.",
+        ));
     }
     blocks::delete_schema(&client, id).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -89,7 +100,8 @@ pub async fn delete(State(app): State<AppState>, Path(id): Path<String>) -> ApiR
 pub async fn filter(State(app): State<AppState>, Body(body): Body<FilterBody>) -> ApiResult<Response> {
     let (limit, offset) = page(body.limit, body.offset)?;
     let client = app.client().await?;
-    let found = blocks::filter_schemas(&client, &body.block_schemas.unwrap_or_default(), limit, offset).await?;
+    let found =
+        blocks::filter_schemas(&client, &body.block_schemas.unwrap_or_default(), limit, offset).await?;
     Ok(Json(found).into_response())
 }
 

@@ -65,7 +65,9 @@ pub async fn create(State(app): State<AppState>, Body(body): Body<BlockTypeCreat
         ));
     }
     if body.name.to_lowercase().starts_with("prefect") {
-        return Err(ApiError::forbidden("Block type names beginning with 'Prefect' are reserved."));
+        return Err(ApiError::forbidden(
+            "Block type names beginning with 'Prefect' are reserved.",
+        ));
     }
     let fields = BlockTypeFields {
         logo_url: body.logo_url,
@@ -76,7 +78,12 @@ pub async fn create(State(app): State<AppState>, Body(body): Body<BlockTypeCreat
     let client = app.client().await?;
     let created = blocks::create_type(&client, &body.name, &body.slug, &fields, false)
         .await?
-        .ok_or_else(|| ApiError::conflict(format!("Block type with name {:?} or slug {:?} already exists", body.name, body.slug)))?;
+        .ok_or_else(|| {
+            ApiError::conflict(format!(
+                "Block type with name {:?} or slug {:?} already exists",
+                body.name, body.slug
+            ))
+        })?;
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
@@ -88,7 +95,12 @@ pub async fn read(State(app): State<AppState>, Path(id): Path<String>) -> ApiRes
 
 pub async fn read_by_slug(State(app): State<AppState>, Path(slug): Path<String>) -> ApiResult<Response> {
     let client = app.client().await?;
-    Ok(Json(blocks::read_type_by_slug(&client, &slug).await?.ok_or_else(not_found)?).into_response())
+    Ok(Json(
+        blocks::read_type_by_slug(&client, &slug)
+            .await?
+            .ok_or_else(not_found)?,
+    )
+    .into_response())
 }
 
 pub async fn update(
@@ -138,7 +150,9 @@ pub async fn filter(State(app): State<AppState>, Body(body): Body<FilterBody>) -
 pub async fn install_system(State(app): State<AppState>) -> ApiResult<Response> {
     let mut client = app.client().await?;
     let tx = client.transaction().await?;
-    stratus_shared::system_blocks::install(&tx).await.map_err(ApiError::Internal)?;
+    stratus_shared::system_blocks::install(&tx)
+        .await
+        .map_err(ApiError::Internal)?;
     tx.commit().await?;
     Ok(Json(Value::Null).into_response())
 }

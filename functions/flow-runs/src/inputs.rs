@@ -32,7 +32,10 @@ pub struct InputFilter {
 
 /// Keys are lowercase letters, digits and dashes, as Prefect requires.
 pub fn valid_key(key: &str) -> bool {
-    !key.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
 async fn require_run(app: &AppState, id: Uuid) -> ApiResult<()> {
@@ -60,7 +63,9 @@ pub async fn create(
     require_run(&app, id).await?;
     let client = app.client().await?;
     if !flow_run_inputs::insert(&client, id, &body.key, &body.value, body.sender.as_deref()).await? {
-        return Err(ApiError::conflict("A flow run input with this key already exists."));
+        return Err(ApiError::conflict(
+            "A flow run input with this key already exists.",
+        ));
     }
     Ok((StatusCode::CREATED, Json(Value::Null)).into_response())
 }
@@ -73,14 +78,19 @@ pub async fn filter(
     let id = path_id(&id)?;
     let limit = body.limit.unwrap_or(1);
     if !(0..=stratus_shared::json::DEFAULT_LIMIT).contains(&limit) {
-        return Err(ApiError::unprocessable("Invalid limit: must be between 0 and 200."));
+        return Err(ApiError::unprocessable(
+            "Invalid limit: must be between 0 and 200.",
+        ));
     }
     let client = app.client().await?;
     let inputs = flow_run_inputs::filter(&client, id, &body.prefix, limit, &body.exclude_keys).await?;
     Ok(Json(inputs).into_response())
 }
 
-pub async fn read(State(app): State<AppState>, Path((id, key)): Path<(String, String)>) -> ApiResult<Response> {
+pub async fn read(
+    State(app): State<AppState>,
+    Path((id, key)): Path<(String, String)>,
+) -> ApiResult<Response> {
     let id = path_id(&id)?;
     let client = app.client().await?;
     let input = flow_run_inputs::read(&client, id, &key)
@@ -89,7 +99,10 @@ pub async fn read(State(app): State<AppState>, Path((id, key)): Path<(String, St
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], input.value).into_response())
 }
 
-pub async fn delete(State(app): State<AppState>, Path((id, key)): Path<(String, String)>) -> ApiResult<StatusCode> {
+pub async fn delete(
+    State(app): State<AppState>,
+    Path((id, key)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
     let id = path_id(&id)?;
     let client = app.client().await?;
     if !flow_run_inputs::delete(&client, id, &key).await? {

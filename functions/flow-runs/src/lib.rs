@@ -12,11 +12,11 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use stratus_shared::db::flow_runs::{self, FlowRunChanges, FlowRunSort, NewFlowRun};
 use stratus_shared::db::runs::{self, RunTable};
-use stratus_shared::db::transitions::{self, OrchestrationResult, Options, Outcome};
+use stratus_shared::db::transitions::{self, Options, OrchestrationResult, Outcome};
 use stratus_shared::filters::RunFilterBody;
 use stratus_shared::json::{null_default, page, path_id};
-use stratus_shared::run_routes::{missing_query, state_json};
 use stratus_shared::orchestration::{Details, FlowRunPolicy, Status};
+use stratus_shared::run_routes::{missing_query, state_json};
 use stratus_shared::states::{State as RunState, StateCreate, StateType};
 use stratus_shared::{ApiError, ApiResult, ApiVersion, AppState, Body};
 use uuid::Uuid;
@@ -35,7 +35,10 @@ pub fn router() -> Router<AppState> {
         .route("/flow_runs/{id}/graph-v2", get(graph_v2))
         .route("/flow_runs/{id}/input", post(inputs::create))
         .route("/flow_runs/{id}/input/filter", post(inputs::filter))
-        .route("/flow_runs/{id}/input/{key}", get(inputs::read).delete(inputs::delete))
+        .route(
+            "/flow_runs/{id}/input/{key}",
+            get(inputs::read).delete(inputs::delete),
+        )
         .route("/flow_run_states", get(list_states))
         .route("/flow_run_states/{id}", get(read_state))
 }
@@ -134,7 +137,10 @@ async fn create(
         None => RunState::new(StateType::Pending, now),
     };
     let new = NewFlowRun {
-        name: body.name.filter(|n| !n.is_empty()).unwrap_or_else(stratus_shared::names::run_name),
+        name: body
+            .name
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(stratus_shared::names::run_name),
         flow_id: body.flow_id,
         deployment_id: body.deployment_id,
         flow_version: body.flow_version,
@@ -160,7 +166,11 @@ async fn create(
     }
     let run = flow_runs::read(&tx, id).await?.ok_or_else(|| run_not_found(id))?;
     tx.commit().await?;
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((status, Json(run)).into_response())
 }
 
@@ -257,7 +267,11 @@ async fn lateness(State(app): State<AppState>, Body(body): Body<RunFilterBody>) 
 }
 
 fn respond(outcome: Outcome) -> Response {
-    let status = if outcome.written { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if outcome.written {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     (status, Json(outcome.result)).into_response()
 }
 
@@ -292,7 +306,9 @@ async fn resume(
         let result = OrchestrationResult {
             state: None,
             status: Status::Abort,
-            details: Details::AbortDetails { reason: "Cannot resume a flow run that is not paused.".into() },
+            details: Details::AbortDetails {
+                reason: "Cannot resume a flow run that is not paused.".into(),
+            },
         };
         return Ok((StatusCode::OK, Json(result)).into_response());
     };
@@ -320,8 +336,15 @@ async fn resume(
         .await?
         .ok_or_else(|| run_not_found(id))?;
     let accepted = matches!(outcome.result.status, Status::Accept);
-    if let (true, Some(response_key)) = (accepted, keyset.as_ref().and_then(|k| k.get("response")).and_then(Value::as_str)) {
-        stratus_shared::db::flow_run_inputs::insert(&tx, id, response_key, &run_input.to_string(), None).await?;
+    if let (true, Some(response_key)) = (
+        accepted,
+        keyset
+            .as_ref()
+            .and_then(|k| k.get("response"))
+            .and_then(Value::as_str),
+    ) {
+        stratus_shared::db::flow_run_inputs::insert(&tx, id, response_key, &run_input.to_string(), None)
+            .await?;
     }
     tx.commit().await?;
     Ok(respond(outcome))
@@ -341,18 +364,31 @@ async fn graph_v2(
     let since = match q.since.as_deref() {
         None => None,
         Some(raw) => Some(stratus_shared::json::parse_ts(raw).ok_or_else(|| {
-            ApiError::invalid(&["query", "since"], "invalid datetime format", "value_error.datetime", Value::Null)
+            ApiError::invalid(
+                &["query", "since"],
+                "invalid datetime format",
+                "value_error.datetime",
+                Value::Null,
+            )
         })?),
     };
     let client = app.client().await?;
-    let run = flow_runs::read(&client, id).await?.ok_or_else(|| run_not_found(id))?;
-    let nodes = flow_runs::graph_v2_nodes(&client, id, since).await?.ok_or_else(|| {
-        ApiError::bad_request(format!(
-            "This flow run has more than {} nodes and is too large to display.",
-            flow_runs::MAX_GRAPH_NODES
-        ))
-    })?;
-    let root_node_ids: Vec<Uuid> = nodes.iter().filter(|n| n.parents.is_empty()).map(|n| n.id).collect();
+    let run = flow_runs::read(&client, id)
+        .await?
+        .ok_or_else(|| run_not_found(id))?;
+    let nodes = flow_runs::graph_v2_nodes(&client, id, since)
+        .await?
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "This flow run has more than {} nodes and is too large to display.",
+                flow_runs::MAX_GRAPH_NODES
+            ))
+        })?;
+    let root_node_ids: Vec<Uuid> = nodes
+        .iter()
+        .filter(|n| n.parents.is_empty())
+        .map(|n| n.id)
+        .collect();
     let states: Vec<Value> = runs::read_states_of_run(&client, RunTable::Flow, id)
         .await?
         .into_iter()
@@ -389,9 +425,15 @@ async fn check_run_input(
     let Ok(schema) = serde_json::from_str::<Value>(&stored.value) else {
         return Ok(Some("Run input schema is not valid JSON.".into()));
     };
-    Ok(stratus_shared::json_schema::validate(run_input, &schema).err().map(|e| {
-        if e.starts_with("Invalid schema") { e } else { format!("Reason: {e}") }
-    }))
+    Ok(stratus_shared::json_schema::validate(run_input, &schema)
+        .err()
+        .map(|e| {
+            if e.starts_with("Invalid schema") {
+                e
+            } else {
+                format!("Reason: {e}")
+            }
+        }))
 }
 
 async fn graph(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
@@ -413,8 +455,13 @@ async fn list_states(State(app): State<AppState>, Query(q): Query<StatesQuery>) 
     let run_id = path_id(&raw)?;
     let client = app.client().await?;
     let states = runs::read_states_of_run(&client, RunTable::Flow, run_id).await?;
-    Ok(Json(states.into_iter().map(|(rid, _, _, s)| state_json(rid, "flow_run_id", s)).collect::<Vec<_>>())
-        .into_response())
+    Ok(Json(
+        states
+            .into_iter()
+            .map(|(rid, _, _, s)| state_json(rid, "flow_run_id", s))
+            .collect::<Vec<_>>(),
+    )
+    .into_response())
 }
 
 async fn read_state(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {

@@ -55,14 +55,20 @@ async fn create(State(app): State<AppState>, Body(body): Body<FlowCreate>) -> Ap
     validate_name(&body.name)?;
     let client = app.client().await?;
     let (flow, created) = flows::upsert(&client, &body.name, &Value::from(body.tags)).await?;
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((status, Json(flow)).into_response())
 }
 
 async fn read(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
     let id = path_id(&id)?;
     let client = app.client().await?;
-    let flow = flows::read(&client, id).await?.ok_or_else(|| ApiError::not_found("Flow not found"))?;
+    let flow = flows::read(&client, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("Flow not found"))?;
     Ok(Json(flow).into_response())
 }
 

@@ -12,7 +12,9 @@ use stratus_shared::json::page;
 use stratus_shared::{ApiError, ApiResult, AppState, Body};
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/logs", post(create)).route("/logs/filter", post(filter))
+    Router::new()
+        .route("/logs", post(create))
+        .route("/logs/filter", post(filter))
 }
 
 async fn create(State(app): State<AppState>, Body(body): Body<Vec<LogCreate>>) -> ApiResult<Response> {
@@ -39,7 +41,12 @@ async fn filter(State(app): State<AppState>, Body(body): Body<FilterBody>) -> Ap
     let sort = match body.sort.as_deref() {
         None => LogSort::TimestampAsc,
         Some(s) => LogSort::parse(s).ok_or_else(|| {
-            ApiError::invalid(&["body", "sort"], format!("value is not a valid enumeration member; got {s:?}"), "type_error.enum", Value::Null)
+            ApiError::invalid(
+                &["body", "sort"],
+                format!("value is not a valid enumeration member; got {s:?}"),
+                "type_error.enum",
+                Value::Null,
+            )
         })?,
     };
     let client = app.client().await?;

@@ -26,11 +26,19 @@ async fn ready(State(app): State<AppState>) -> Response {
     if ok {
         Json(json!({"message": "OK"})).into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"message": "Database is not available"}))).into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"message": "Database is not available"})),
+        )
+            .into_response()
     }
 }
 
 /// CSRF protection is off (Prefect's default); the client turns it off on this answer.
 async fn csrf_token() -> Response {
-    (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({"detail": "CSRF protection is disabled."}))).into_response()
+    (
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Json(json!({"detail": "CSRF protection is disabled."})),
+    )
+        .into_response()
 }

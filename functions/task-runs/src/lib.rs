@@ -93,7 +93,11 @@ async fn create(
     version: ApiVersion,
     Body(body): Body<TaskRunCreate>,
 ) -> ApiResult<Response> {
-    if body.cache_key.as_ref().is_some_and(|k| k.len() > MAX_CACHE_KEY_LENGTH) {
+    if body
+        .cache_key
+        .as_ref()
+        .is_some_and(|k| k.len() > MAX_CACHE_KEY_LENGTH)
+    {
         return Err(ApiError::invalid(
             &["body", "cache_key"],
             format!("Cache key exceeded maximum allowed length of {MAX_CACHE_KEY_LENGTH} characters."),
@@ -108,7 +112,10 @@ async fn create(
     };
     let new = NewTaskRun {
         id: body.id,
-        name: body.name.filter(|n| !n.is_empty()).unwrap_or_else(stratus_shared::names::run_name),
+        name: body
+            .name
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(stratus_shared::names::run_name),
         flow_run_id: body.flow_run_id,
         task_key: body.task_key,
         dynamic_key: body.dynamic_key,
@@ -122,7 +129,9 @@ async fn create(
     let mut client = app.client().await?;
     let tx = client.transaction().await?;
     if let Some(flow_run_id) = new.flow_run_id {
-        let exists = tx.query_opt("SELECT 1 FROM flow_run WHERE id = $1", &[&flow_run_id]).await?;
+        let exists = tx
+            .query_opt("SELECT 1 FROM flow_run WHERE id = $1", &[&flow_run_id])
+            .await?;
         if exists.is_none() {
             return Err(ApiError::not_found("Flow run not found"));
         }
@@ -133,14 +142,20 @@ async fn create(
     }
     let run = task_runs::read(&tx, id).await?.ok_or_else(|| run_not_found(id))?;
     tx.commit().await?;
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((status, Json(run)).into_response())
 }
 
 async fn read(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
     let id = path_id(&id)?;
     let client = app.client().await?;
-    let run = task_runs::read(&client, id).await?.ok_or_else(|| ApiError::not_found("Task not found"))?;
+    let run = task_runs::read(&client, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("Task not found"))?;
     Ok(Json(run).into_response())
 }
 
@@ -210,7 +225,11 @@ async fn set_state(
         .await?
         .ok_or_else(|| run_not_found(id))?;
     tx.commit().await?;
-    let status = if outcome.written { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if outcome.written {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((status, Json(outcome.result)).into_response())
 }
 
@@ -224,8 +243,13 @@ async fn list_states(State(app): State<AppState>, Query(q): Query<StatesQuery>) 
     let run_id = path_id(&raw)?;
     let client = app.client().await?;
     let states = runs::read_states_of_run(&client, RunTable::Task, run_id).await?;
-    Ok(Json(states.into_iter().map(|(rid, _, _, s)| state_json(rid, "task_run_id", s)).collect::<Vec<_>>())
-        .into_response())
+    Ok(Json(
+        states
+            .into_iter()
+            .map(|(rid, _, _, s)| state_json(rid, "task_run_id", s))
+            .collect::<Vec<_>>(),
+    )
+    .into_response())
 }
 
 async fn read_state(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {

@@ -62,9 +62,11 @@ pub struct BlockDocument {
     pub is_anonymous: bool,
 }
 
-const TYPE_COLUMNS: &str = "bt.id, bt.created, bt.updated, bt.name, bt.slug, bt.logo_url, bt.documentation_url, \
+const TYPE_COLUMNS: &str =
+    "bt.id, bt.created, bt.updated, bt.name, bt.slug, bt.logo_url, bt.documentation_url, \
                             bt.description, bt.code_example, bt.is_protected";
-const SCHEMA_COLUMNS: &str = "bs.id, bs.created, bs.updated, bs.checksum, bs.fields, bs.block_type_id, bs.capabilities, bs.version";
+const SCHEMA_COLUMNS: &str =
+    "bs.id, bs.created, bs.updated, bs.checksum, bs.fields, bs.block_type_id, bs.capabilities, bs.version";
 
 fn type_from_row(r: &Row, at: usize) -> BlockType {
     BlockType {
@@ -125,7 +127,15 @@ pub async fn create_type(
     let row = c
         .query_opt(
             sql.as_str(),
-            &[&name, &slug, &f.logo_url, &f.documentation_url, &f.description, &f.code_example, &is_protected],
+            &[
+                &name,
+                &slug,
+                &f.logo_url,
+                &f.documentation_url,
+                &f.description,
+                &f.code_example,
+                &is_protected,
+            ],
         )
         .await?;
     Ok(row.map(|r| type_from_row(&r, 0)))
@@ -147,23 +157,46 @@ pub async fn upsert_system_type(
          RETURNING {TYPE_COLUMNS}"
     );
     let row = c
-        .query_one(sql.as_str(), &[&name, &slug, &f.logo_url, &f.documentation_url, &f.description, &f.code_example])
+        .query_one(
+            sql.as_str(),
+            &[
+                &name,
+                &slug,
+                &f.logo_url,
+                &f.documentation_url,
+                &f.description,
+                &f.code_example,
+            ],
+        )
         .await?;
     Ok(type_from_row(&row, 0))
 }
 
 pub async fn read_type(c: &impl GenericClient, id: Uuid) -> Result<Option<BlockType>, tokio_postgres::Error> {
     let sql = format!("SELECT {TYPE_COLUMNS} FROM block_type bt WHERE bt.id = $1");
-    Ok(c.query_opt(sql.as_str(), &[&id]).await?.map(|r| type_from_row(&r, 0)))
+    Ok(c.query_opt(sql.as_str(), &[&id])
+        .await?
+        .map(|r| type_from_row(&r, 0)))
 }
 
-pub async fn read_type_by_slug(c: &impl GenericClient, slug: &str) -> Result<Option<BlockType>, tokio_postgres::Error> {
-    let stmt = c.prepare_cached(&format!("SELECT {TYPE_COLUMNS} FROM block_type bt WHERE bt.slug = $1")).await?;
+pub async fn read_type_by_slug(
+    c: &impl GenericClient,
+    slug: &str,
+) -> Result<Option<BlockType>, tokio_postgres::Error> {
+    let stmt = c
+        .prepare_cached(&format!(
+            "SELECT {TYPE_COLUMNS} FROM block_type bt WHERE bt.slug = $1"
+        ))
+        .await?;
     Ok(c.query_opt(&stmt, &[&slug]).await?.map(|r| type_from_row(&r, 0)))
 }
 
 /// Updates the given descriptive fields; returns false when the type does not exist.
-pub async fn update_type(c: &impl GenericClient, id: Uuid, f: &BlockTypeFields) -> Result<bool, tokio_postgres::Error> {
+pub async fn update_type(
+    c: &impl GenericClient,
+    id: Uuid,
+    f: &BlockTypeFields,
+) -> Result<bool, tokio_postgres::Error> {
     let n = c
         .execute(
             "UPDATE block_type SET logo_url = coalesce($2, logo_url), documentation_url = coalesce($3, documentation_url), \
@@ -231,7 +264,10 @@ fn push_text(parts: &mut Vec<String>, q: &mut Query, col: &str, f: &Option<TextF
         parts.push(format!("{col} = ANY({}::text[])", q.bind(any.clone())));
     }
     if let Some(like) = &f.like_ {
-        parts.push(format!("{col} ILIKE {}", q.bind(format!("%{}%", like.replace('%', "\\%").replace('_', "\\_")))));
+        parts.push(format!(
+            "{col} ILIKE {}",
+            q.bind(format!("%{}%", like.replace('%', "\\%").replace('_', "\\_")))
+        ));
     }
 }
 
@@ -294,14 +330,21 @@ pub async fn filter_types(
     let mut q = Query::default();
     let mut cond = types.sql(&mut q);
     if let Some(s) = schemas {
-        cond = format!("{cond} AND EXISTS (SELECT 1 FROM block_schema bs WHERE bs.block_type_id = bt.id AND {})", s.sql(&mut q, "bs"));
+        cond = format!(
+            "{cond} AND EXISTS (SELECT 1 FROM block_schema bs WHERE bs.block_type_id = bt.id AND {})",
+            s.sql(&mut q, "bs")
+        );
     }
     let sql = format!(
         "SELECT {TYPE_COLUMNS} FROM block_type bt WHERE {cond} ORDER BY bt.name LIMIT {} OFFSET {}",
         q.bind(limit),
         q.bind(offset)
     );
-    Ok(c.query(sql.as_str(), &q.params()).await?.iter().map(|r| type_from_row(r, 0)).collect())
+    Ok(c.query(sql.as_str(), &q.params())
+        .await?
+        .iter()
+        .map(|r| type_from_row(r, 0))
+        .collect())
 }
 
 // ---- block schemas ------------------------------------------------------------------------
@@ -327,11 +370,16 @@ pub async fn create_schema(
     Ok(schema.map(|s| (s, inserted.is_some())))
 }
 
-pub async fn read_schema(c: &impl GenericClient, id: Uuid) -> Result<Option<BlockSchema>, tokio_postgres::Error> {
+pub async fn read_schema(
+    c: &impl GenericClient,
+    id: Uuid,
+) -> Result<Option<BlockSchema>, tokio_postgres::Error> {
     let sql = format!(
         "SELECT {SCHEMA_COLUMNS}, {TYPE_COLUMNS} FROM block_schema bs JOIN block_type bt ON bt.id = bs.block_type_id WHERE bs.id = $1"
     );
-    Ok(c.query_opt(sql.as_str(), &[&id]).await?.map(|r| schema_from_row(&r, 0)))
+    Ok(c.query_opt(sql.as_str(), &[&id])
+        .await?
+        .map(|r| schema_from_row(&r, 0)))
 }
 
 /// The schema with that checksum and version, or the newest with that checksum.
@@ -346,11 +394,15 @@ pub async fn read_schema_by_checksum(
              WHERE bs.checksum = $1 AND ($2::text IS NULL OR bs.version = $2) ORDER BY bs.created DESC LIMIT 1"
         ))
         .await?;
-    Ok(c.query_opt(&stmt, &[&checksum, &version]).await?.map(|r| schema_from_row(&r, 0)))
+    Ok(c.query_opt(&stmt, &[&checksum, &version])
+        .await?
+        .map(|r| schema_from_row(&r, 0)))
 }
 
 pub async fn delete_schema(c: &impl GenericClient, id: Uuid) -> Result<bool, tokio_postgres::Error> {
-    Ok(c.execute("DELETE FROM block_schema WHERE id = $1", &[&id]).await? > 0)
+    Ok(c.execute("DELETE FROM block_schema WHERE id = $1", &[&id])
+        .await?
+        > 0)
 }
 
 pub async fn filter_schemas(
@@ -367,7 +419,11 @@ pub async fn filter_schemas(
         q.bind(limit),
         q.bind(offset)
     );
-    Ok(c.query(sql.as_str(), &q.params()).await?.iter().map(|r| schema_from_row(r, 0)).collect())
+    Ok(c.query(sql.as_str(), &q.params())
+        .await?
+        .iter()
+        .map(|r| schema_from_row(r, 0))
+        .collect())
 }
 
 pub async fn capabilities(c: &impl GenericClient) -> Result<Vec<String>, tokio_postgres::Error> {
@@ -412,9 +468,15 @@ pub fn obfuscate(data: &mut Value, secret_fields: &[String]) {
 }
 
 fn obfuscate_path(value: &mut Value, path: &[&str]) {
-    let Some((first, rest)) = path.split_first() else { return };
+    let Some((first, rest)) = path.split_first() else {
+        return;
+    };
     let Some(map) = value.as_object_mut() else { return };
-    let keys: Vec<String> = if *first == "*" { map.keys().cloned().collect() } else { vec![first.to_string()] };
+    let keys: Vec<String> = if *first == "*" {
+        map.keys().cloned().collect()
+    } else {
+        vec![first.to_string()]
+    };
     for key in keys {
         if let Some(v) = map.get_mut(&key) {
             if rest.is_empty() {
@@ -454,7 +516,11 @@ pub async fn create_document(
     Ok(Some(id))
 }
 
-async fn insert_references(c: &impl GenericClient, id: Uuid, refs: &[(String, Uuid)]) -> Result<(), tokio_postgres::Error> {
+async fn insert_references(
+    c: &impl GenericClient,
+    id: Uuid,
+    refs: &[(String, Uuid)],
+) -> Result<(), tokio_postgres::Error> {
     for (name, target) in refs {
         c.execute(
             "INSERT INTO block_document_reference (name, parent_block_document_id, reference_block_document_id) VALUES ($1, $2, $3)",
@@ -485,7 +551,11 @@ pub async fn update_document(
         return Ok(false);
     }
     if !merge {
-        c.execute("DELETE FROM block_document_reference WHERE parent_block_document_id = $1", &[&id]).await?;
+        c.execute(
+            "DELETE FROM block_document_reference WHERE parent_block_document_id = $1",
+            &[&id],
+        )
+        .await?;
     } else if !refs.is_empty() {
         let names: Vec<&str> = refs.iter().map(|(n, _)| n.as_str()).collect();
         c.execute(
@@ -499,10 +569,13 @@ pub async fn update_document(
 }
 
 pub async fn delete_document(c: &impl GenericClient, id: Uuid) -> Result<bool, tokio_postgres::Error> {
-    Ok(c.execute("DELETE FROM block_document WHERE id = $1", &[&id]).await? > 0)
+    Ok(c.execute("DELETE FROM block_document WHERE id = $1", &[&id])
+        .await?
+        > 0)
 }
 
-const DOC_COLUMNS: &str = "bd.id, bd.created, bd.updated, bd.name, bd.data, bd.block_schema_id, bd.block_type_id, \
+const DOC_COLUMNS: &str =
+    "bd.id, bd.created, bd.updated, bd.name, bd.data, bd.block_schema_id, bd.block_type_id, \
                            bd.block_type_name, bd.is_anonymous";
 
 /// Reads documents matching `cond` with schema and type, references hydrated (nested
@@ -539,8 +612,15 @@ async fn read_documents(
                 let target: Uuid = rr.get(1);
                 let mut inner = Query::default();
                 let inner_cond = format!("bd.id = {}", inner.bind(target));
-                let nested =
-                    Box::pin(read_documents(c, &inner_cond, &inner, "", include_secrets, depth + 1)).await?;
+                let nested = Box::pin(read_documents(
+                    c,
+                    &inner_cond,
+                    &inner,
+                    "",
+                    include_secrets,
+                    depth + 1,
+                ))
+                .await?;
                 if let Some(nested) = nested.into_iter().next() {
                     if let Some(map) = data.as_object_mut() {
                         map.insert(name.clone(), nested.data.clone());
@@ -590,7 +670,10 @@ pub async fn read_document(
 ) -> Result<Option<BlockDocument>, tokio_postgres::Error> {
     let mut q = Query::default();
     let cond = format!("bd.id = {}", q.bind(id));
-    Ok(read_documents(c, &cond, &q, "", include_secrets, 0).await?.into_iter().next())
+    Ok(read_documents(c, &cond, &q, "", include_secrets, 0)
+        .await?
+        .into_iter()
+        .next())
 }
 
 pub async fn read_documents_by_type_slug(
@@ -668,11 +751,19 @@ pub async fn filter_documents(
 ) -> Result<Vec<BlockDocument>, tokio_postgres::Error> {
     let mut q = Query::default();
     let cond = query.cond(&mut q);
-    let order = format!("ORDER BY {} LIMIT {} OFFSET {}", sort.sql(), q.bind(limit), q.bind(offset));
+    let order = format!(
+        "ORDER BY {} LIMIT {} OFFSET {}",
+        sort.sql(),
+        q.bind(limit),
+        q.bind(offset)
+    );
     read_documents(c, &cond, &q, &order, include_secrets, 0).await
 }
 
-pub async fn count_documents(c: &impl GenericClient, query: &DocumentQuery<'_>) -> Result<i64, tokio_postgres::Error> {
+pub async fn count_documents(
+    c: &impl GenericClient,
+    query: &DocumentQuery<'_>,
+) -> Result<i64, tokio_postgres::Error> {
     let mut q = Query::default();
     let cond = query.cond(&mut q);
     let sql = format!(
@@ -689,7 +780,15 @@ mod tests {
     #[test]
     fn secrets_are_obfuscated_by_path_and_wildcard() {
         let mut data = json!({"value": "s3cret", "creds": {"token": "t", "user": "u"}, "many": {"a": {"key": "1"}, "b": {"key": "2"}}});
-        obfuscate(&mut data, &["value".into(), "creds.token".into(), "many.*.key".into(), "absent".into()]);
+        obfuscate(
+            &mut data,
+            &[
+                "value".into(),
+                "creds.token".into(),
+                "many.*.key".into(),
+                "absent".into(),
+            ],
+        );
         assert_eq!(data["value"], OBFUSCATED_SECRET);
         assert_eq!(data["creds"]["token"], OBFUSCATED_SECRET);
         assert_eq!(data["creds"]["user"], "u");

@@ -59,7 +59,10 @@ pub async fn read(
     key: &str,
 ) -> Result<Option<FlowRunInput>, tokio_postgres::Error> {
     let sql = format!("SELECT {COLUMNS} FROM flow_run_input WHERE flow_run_id = $1 AND key = $2");
-    Ok(c.query_opt(sql.as_str(), &[&flow_run_id, &key]).await?.as_ref().map(from_row))
+    Ok(c.query_opt(sql.as_str(), &[&flow_run_id, &key])
+        .await?
+        .as_ref()
+        .map(from_row))
 }
 
 /// Inputs whose key starts with `prefix`, oldest first, skipping `exclude_keys`.
@@ -70,18 +73,33 @@ pub async fn filter(
     limit: i64,
     exclude_keys: &[String],
 ) -> Result<Vec<FlowRunInput>, tokio_postgres::Error> {
-    let pattern = format!("{}%", prefix.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+    let pattern = format!(
+        "{}%",
+        prefix
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_")
+    );
     let sql = format!(
         "SELECT {COLUMNS} FROM flow_run_input WHERE flow_run_id = $1 AND key LIKE $2 \
          AND NOT (key = ANY($3)) ORDER BY created, key LIMIT $4"
     );
-    let rows = c.query(sql.as_str(), &[&flow_run_id, &pattern, &exclude_keys, &limit]).await?;
+    let rows = c
+        .query(sql.as_str(), &[&flow_run_id, &pattern, &exclude_keys, &limit])
+        .await?;
     Ok(rows.iter().map(from_row).collect())
 }
 
-pub async fn delete(c: &impl GenericClient, flow_run_id: Uuid, key: &str) -> Result<bool, tokio_postgres::Error> {
+pub async fn delete(
+    c: &impl GenericClient,
+    flow_run_id: Uuid,
+    key: &str,
+) -> Result<bool, tokio_postgres::Error> {
     let n = c
-        .execute("DELETE FROM flow_run_input WHERE flow_run_id = $1 AND key = $2", &[&flow_run_id, &key])
+        .execute(
+            "DELETE FROM flow_run_input WHERE flow_run_id = $1 AND key = $2",
+            &[&flow_run_id, &key],
+        )
         .await?;
     Ok(n > 0)
 }

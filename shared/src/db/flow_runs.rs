@@ -127,7 +127,9 @@ pub fn from_row(row: &Row, now: DateTime<Utc>) -> FlowRun {
 }
 
 pub async fn read(c: &impl GenericClient, id: Uuid) -> Result<Option<FlowRun>, tokio_postgres::Error> {
-    let stmt = c.prepare_cached(&format!("SELECT {} FROM {FROM} WHERE fr.id = $1", columns())).await?;
+    let stmt = c
+        .prepare_cached(&format!("SELECT {} FROM {FROM} WHERE fr.id = $1", columns()))
+        .await?;
     let now = Utc::now();
     Ok(c.query_opt(&stmt, &[&id]).await?.map(|r| from_row(&r, now)))
 }
@@ -238,7 +240,11 @@ pub async fn update(
     if let Some(v) = &changes.job_variables {
         sets.push(format!("job_variables = {}", q.bind(v.clone())));
     }
-    let sql = format!("UPDATE flow_run SET {} WHERE id = {}", sets.join(", "), q.bind(id));
+    let sql = format!(
+        "UPDATE flow_run SET {} WHERE id = {}",
+        sets.join(", "),
+        q.bind(id)
+    );
     Ok(c.execute(sql.as_str(), &q.params()).await? > 0)
 }
 
@@ -307,7 +313,11 @@ pub async fn filter(
         q.bind(offset)
     );
     let now = Utc::now();
-    Ok(c.query(sql.as_str(), &q.params()).await?.iter().map(|r| from_row(r, now)).collect())
+    Ok(c.query(sql.as_str(), &q.params())
+        .await?
+        .iter()
+        .map(|r| from_row(r, now))
+        .collect())
 }
 
 pub async fn count(c: &impl GenericClient, filters: &RunFilters) -> Result<i64, tokio_postgres::Error> {
@@ -318,7 +328,10 @@ pub async fn count(c: &impl GenericClient, filters: &RunFilters) -> Result<i64, 
 }
 
 /// Average lateness in seconds of the matching runs, or None when there are none.
-pub async fn lateness(c: &impl GenericClient, filters: &RunFilters) -> Result<Option<f64>, tokio_postgres::Error> {
+pub async fn lateness(
+    c: &impl GenericClient,
+    filters: &RunFilters,
+) -> Result<Option<f64>, tokio_postgres::Error> {
     let mut q = Query::default();
     let cond = filters.flow_run_sql(&mut q);
     let sql = format!(
@@ -352,7 +365,10 @@ pub struct GraphNode {
     pub untrackable_result: bool,
 }
 
-pub async fn graph(c: &impl GenericClient, flow_run_id: Uuid) -> Result<Vec<GraphNode>, tokio_postgres::Error> {
+pub async fn graph(
+    c: &impl GenericClient,
+    flow_run_id: Uuid,
+) -> Result<Vec<GraphNode>, tokio_postgres::Error> {
     let sql = format!(
         "SELECT tr.id, tr.name, tr.task_inputs, tr.expected_start_time, tr.start_time, tr.end_time, \
          {total}, tr.state_type, tr.state_timestamp, {STATE_COLUMNS} \
@@ -463,7 +479,11 @@ pub async fn history(
     for r in rows {
         let interval_start: DateTime<Utc> = r.get(0);
         if out.last().map(|i| i.interval_start) != Some(interval_start) {
-            out.push(HistoryInterval { interval_start, interval_end: r.get(1), states: Vec::new() });
+            out.push(HistoryInterval {
+                interval_start,
+                interval_end: r.get(1),
+                states: Vec::new(),
+            });
         }
         let state_type: Option<String> = r.get(2);
         if let (Some(state_type), Some(last)) = (state_type, out.last_mut()) {
@@ -517,20 +537,28 @@ pub async fn graph_v2_nodes(
          AND coalesce(sub.start_time, sub.expected_start_time, tr.start_time, tr.expected_start_time) IS NOT NULL \
          AND ($2::timestamptz IS NULL OR coalesce(sub.end_time, tr.end_time) IS NULL OR coalesce(sub.end_time, tr.end_time) >= $2) \
        ORDER BY 6, 3 LIMIT $3";
-    let rows = c.query(sql, &[&flow_run_id, &since, &(MAX_GRAPH_NODES + 1)]).await?;
+    let rows = c
+        .query(sql, &[&flow_run_id, &since, &(MAX_GRAPH_NODES + 1)])
+        .await?;
     if rows.len() as i64 > MAX_GRAPH_NODES {
         return Ok(None);
     }
     // Edges name task runs; a subflow's node is known by the subflow run's id instead.
-    let node_of_task: std::collections::HashMap<Uuid, Uuid> =
-        rows.iter().map(|r| (r.get::<_, Uuid>(1), r.get::<_, Uuid>(2))).collect();
+    let node_of_task: std::collections::HashMap<Uuid, Uuid> = rows
+        .iter()
+        .map(|r| (r.get::<_, Uuid>(1), r.get::<_, Uuid>(2)))
+        .collect();
     let mut nodes: Vec<GraphV2Node> = rows
         .iter()
         .map(|r| {
             let kind: String = r.get(0);
             let upstream: Vec<Uuid> = r.get(7);
             GraphV2Node {
-                kind: if kind == "flow-run" { "flow-run" } else { "task-run" },
+                kind: if kind == "flow-run" {
+                    "flow-run"
+                } else {
+                    "task-run"
+                },
                 id: r.get(2),
                 label: r.get(3),
                 state_type: r.get(4),
@@ -549,8 +577,15 @@ pub async fn graph_v2_nodes(
     let mut children: std::collections::HashMap<Uuid, Vec<Value>> = std::collections::HashMap::new();
     for node in &nodes {
         for parent in &node.parents {
-            if let Some(pid) = parent.get("id").and_then(Value::as_str).and_then(|s| s.parse().ok()) {
-                children.entry(pid).or_default().push(serde_json::json!({"id": node.id}));
+            if let Some(pid) = parent
+                .get("id")
+                .and_then(Value::as_str)
+                .and_then(|s| s.parse().ok())
+            {
+                children
+                    .entry(pid)
+                    .or_default()
+                    .push(serde_json::json!({"id": node.id}));
             }
         }
     }

@@ -1,9 +1,9 @@
 //! SQL for the `flow` table.
 
 use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
 use serde::Serialize;
 use serde_json::Value;
-use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
@@ -88,15 +88,16 @@ pub async fn upsert(
 }
 
 pub async fn read(c: &impl GenericClient, id: Uuid) -> Result<Option<Flow>, tokio_postgres::Error> {
-    let stmt = c.prepare_cached(&format!("SELECT {COLUMNS} FROM flow f WHERE f.id = $1")).await?;
+    let stmt = c
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM flow f WHERE f.id = $1"))
+        .await?;
     Ok(c.query_opt(&stmt, &[&id]).await?.as_ref().map(from_row))
 }
 
-pub async fn read_by_name(
-    c: &impl GenericClient,
-    name: &str,
-) -> Result<Option<Flow>, tokio_postgres::Error> {
-    let stmt = c.prepare_cached(&format!("SELECT {COLUMNS} FROM flow f WHERE f.name = $1")).await?;
+pub async fn read_by_name(c: &impl GenericClient, name: &str) -> Result<Option<Flow>, tokio_postgres::Error> {
+    let stmt = c
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM flow f WHERE f.name = $1"))
+        .await?;
     Ok(c.query_opt(&stmt, &[&name]).await?.as_ref().map(from_row))
 }
 
@@ -107,7 +108,10 @@ pub async fn update_tags(
     tags: &Value,
 ) -> Result<bool, tokio_postgres::Error> {
     let n = c
-        .execute("UPDATE flow SET tags = $2, updated = now() WHERE id = $1", &[&id, tags])
+        .execute(
+            "UPDATE flow SET tags = $2, updated = now() WHERE id = $1",
+            &[&id, tags],
+        )
         .await?;
     Ok(n > 0)
 }
@@ -131,12 +135,21 @@ pub async fn filter(
         q.bind(limit),
         q.bind(offset)
     );
-    Ok(c.query(sql.as_str(), &q.params()).await?.iter().map(from_row).collect())
+    Ok(c.query(sql.as_str(), &q.params())
+        .await?
+        .iter()
+        .map(from_row)
+        .collect())
 }
 
 pub async fn count(c: &impl GenericClient, filters: &RunFilters) -> Result<i64, tokio_postgres::Error> {
     let mut q = Query::default();
     let cond = filters.flow_sql(&mut q);
-    let row = c.query_one(format!("SELECT count(*) FROM flow f WHERE {cond}").as_str(), &q.params()).await?;
+    let row = c
+        .query_one(
+            format!("SELECT count(*) FROM flow f WHERE {cond}").as_str(),
+            &q.params(),
+        )
+        .await?;
     Ok(row.get(0))
 }

@@ -72,7 +72,11 @@ pub async fn insert(c: &impl GenericClient, logs: &[LogCreate]) -> Result<(), to
         let timestamps: Vec<DateTime<Utc>> = chunk.iter().map(|l| l.timestamp).collect();
         let flow_runs: Vec<Option<Uuid>> = chunk.iter().map(|l| l.flow_run_id).collect();
         let task_runs: Vec<Option<Uuid>> = chunk.iter().map(|l| l.task_run_id).collect();
-        c.execute(&stmt, &[&names, &levels, &messages, &timestamps, &flow_runs, &task_runs]).await?;
+        c.execute(
+            &stmt,
+            &[&names, &levels, &messages, &timestamps, &flow_runs, &task_runs],
+        )
+        .await?;
     }
     Ok(())
 }
@@ -136,7 +140,10 @@ impl LogFilter {
                 parts.push(format!("timestamp >= {}", q.bind(after)));
             }
         }
-        for (col, f) in [("flow_run_id", &self.flow_run_id), ("task_run_id", &self.task_run_id)] {
+        for (col, f) in [
+            ("flow_run_id", &self.flow_run_id),
+            ("task_run_id", &self.task_run_id),
+        ] {
             if let Some(f) = f {
                 if let Some(any) = &f.any_ {
                     parts.push(format!("{col} = ANY({}::uuid[])", q.bind(any.clone())));
@@ -151,7 +158,11 @@ impl LogFilter {
         if parts.is_empty() {
             return "TRUE".into();
         }
-        let sep = if self.operator == Some(crate::filters::Operator::Or) { " OR " } else { " AND " };
+        let sep = if self.operator == Some(crate::filters::Operator::Or) {
+            " OR "
+        } else {
+            " AND "
+        };
         format!("({})", parts.join(sep))
     }
 }
@@ -175,5 +186,9 @@ pub async fn filter(
         q.bind(limit),
         q.bind(offset)
     );
-    Ok(c.query(sql.as_str(), &q.params()).await?.iter().map(from_row).collect())
+    Ok(c.query(sql.as_str(), &q.params())
+        .await?
+        .iter()
+        .map(from_row)
+        .collect())
 }

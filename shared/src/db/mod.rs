@@ -20,12 +20,13 @@ pub type Client = deadpool_postgres::Object;
 
 /// Builds a pool; connections are opened lazily.
 pub fn pool(url: &str, size: usize) -> Result<Pool, String> {
-    let config: tokio_postgres::Config =
-        url.parse().map_err(|e| format!("invalid database URL: {e}"))?;
+    let config: tokio_postgres::Config = url.parse().map_err(|e| format!("invalid database URL: {e}"))?;
     let manager = Manager::from_config(
         config,
         NoTls,
-        ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
     );
     Pool::builder(manager)
         .max_size(size.max(1))
@@ -35,7 +36,10 @@ pub fn pool(url: &str, size: usize) -> Result<Pool, String> {
 
 /// Applies pending migrations. An advisory lock keeps concurrent cold starts from racing.
 pub async fn migrate(pool: &Pool) -> Result<usize, String> {
-    let mut client = pool.get().await.map_err(|e| format!("could not connect to Postgres: {e}"))?;
+    let mut client = pool
+        .get()
+        .await
+        .map_err(|e| format!("could not connect to Postgres: {e}"))?;
     let client: &mut tokio_postgres::Client = &mut client;
     client
         .execute("SELECT pg_advisory_lock(74807232)", &[])
@@ -51,7 +55,10 @@ pub async fn migrate(pool: &Pool) -> Result<usize, String> {
 /// Drops every Stratus object and migrates from scratch.
 pub async fn reset(pool: &Pool) -> Result<usize, String> {
     {
-        let client = pool.get().await.map_err(|e| format!("could not connect to Postgres: {e}"))?;
+        let client = pool
+            .get()
+            .await
+            .map_err(|e| format!("could not connect to Postgres: {e}"))?;
         client
             .batch_execute(
                 "DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public; GRANT ALL ON SCHEMA public TO public;",
@@ -73,6 +80,11 @@ pub async fn clear(client: &Client) -> Result<(), tokio_postgres::Error> {
     if rows.is_empty() {
         return Ok(());
     }
-    let tables: Vec<String> = rows.iter().map(|r| format!("\"{}\"", r.get::<_, String>(0))).collect();
-    client.batch_execute(&format!("TRUNCATE {} CASCADE", tables.join(", "))).await
+    let tables: Vec<String> = rows
+        .iter()
+        .map(|r| format!("\"{}\"", r.get::<_, String>(0)))
+        .collect();
+    client
+        .batch_execute(&format!("TRUNCATE {} CASCADE", tables.join(", ")))
+        .await
 }

@@ -82,7 +82,9 @@ pub fn estimated_start_time_delta(
     state_type: Option<StateType>,
     now: DateTime<Utc>,
 ) -> f64 {
-    let Some(expected) = expected_start_time else { return 0.0 };
+    let Some(expected) = expected_start_time else {
+        return 0.0;
+    };
     match start_time {
         Some(start) if start > expected => {
             crate::json::seconds((start - expected).num_microseconds().unwrap_or(0))
@@ -142,14 +144,25 @@ mod tests {
         let d = estimated_start_time_delta(None, Some(expected), Some(StateType::Pending), now);
         assert!((d - 10.0).abs() < 1e-6);
         // Terminal without a start: not late.
-        assert_eq!(estimated_start_time_delta(None, Some(expected), Some(StateType::Cancelled), now), 0.0);
+        assert_eq!(
+            estimated_start_time_delta(None, Some(expected), Some(StateType::Cancelled), now),
+            0.0
+        );
     }
 
     #[test]
     fn running_time_grows_while_running() {
         let now = Utc::now();
-        let t = estimated_run_time(1_500_000, Some(StateType::Running), Some(now - Duration::seconds(2)), now);
+        let t = estimated_run_time(
+            1_500_000,
+            Some(StateType::Running),
+            Some(now - Duration::seconds(2)),
+            now,
+        );
         assert!((t - 3.5).abs() < 1e-6);
-        assert_eq!(estimated_run_time(1_500_000, Some(StateType::Completed), Some(now), now), 1.5);
+        assert_eq!(
+            estimated_run_time(1_500_000, Some(StateType::Completed), Some(now), now),
+            1.5
+        );
     }
 }

@@ -106,7 +106,9 @@ pub fn from_row(row: &Row, now: DateTime<Utc>) -> TaskRun {
 }
 
 pub async fn read(c: &impl GenericClient, id: Uuid) -> Result<Option<TaskRun>, tokio_postgres::Error> {
-    let stmt = c.prepare_cached(&format!("SELECT {} FROM {FROM} WHERE tr.id = $1", columns())).await?;
+    let stmt = c
+        .prepare_cached(&format!("SELECT {} FROM {FROM} WHERE tr.id = $1", columns()))
+        .await?;
     let now = Utc::now();
     Ok(c.query_opt(&stmt, &[&id]).await?.map(|r| from_row(&r, now)))
 }
@@ -176,11 +178,17 @@ pub async fn insert(c: &impl GenericClient, run: &NewTaskRun) -> Result<(Uuid, b
             "SELECT id FROM task_run WHERE flow_run_id = $1 AND task_key = $2 AND dynamic_key = $3",
         )
         .await?;
-    let row = c.query_one(&stmt, &[&run.flow_run_id, &run.task_key, &run.dynamic_key]).await?;
+    let row = c
+        .query_one(&stmt, &[&run.flow_run_id, &run.task_key, &run.dynamic_key])
+        .await?;
     Ok((row.get(0), false))
 }
 
-pub async fn rename(c: &impl GenericClient, id: Uuid, name: Option<&str>) -> Result<bool, tokio_postgres::Error> {
+pub async fn rename(
+    c: &impl GenericClient,
+    id: Uuid,
+    name: Option<&str>,
+) -> Result<bool, tokio_postgres::Error> {
     let n = c
         .execute(
             "UPDATE task_run SET name = coalesce($2, name), updated = now() WHERE id = $1",
@@ -249,7 +257,11 @@ pub async fn filter(
         q.bind(offset)
     );
     let now = Utc::now();
-    Ok(c.query(sql.as_str(), &q.params()).await?.iter().map(|r| from_row(r, now)).collect())
+    Ok(c.query(sql.as_str(), &q.params())
+        .await?
+        .iter()
+        .map(|r| from_row(r, now))
+        .collect())
 }
 
 pub async fn count(c: &impl GenericClient, filters: &RunFilters) -> Result<i64, tokio_postgres::Error> {

@@ -66,7 +66,9 @@ pub async fn set_flow_run_state(
          WHERE fr.id = $1",
         total = micros_sql("fr.total_run_time")
     );
-    let Some(row) = lock_then_read(c, "SELECT 1 FROM flow_run WHERE id = $1 FOR UPDATE", &sql, run_id).await? else {
+    let Some(row) =
+        lock_then_read(c, "SELECT 1 FROM flow_run WHERE id = $1 FOR UPDATE", &sql, run_id).await?
+    else {
         return Ok(None);
     };
     let initial = state_from_row(&row, 11);
@@ -135,7 +137,9 @@ pub async fn set_task_run_state(
          WHERE tr.id = $1",
         total = micros_sql("tr.total_run_time")
     );
-    let Some(row) = lock_then_read(c, "SELECT 1 FROM task_run WHERE id = $1 FOR UPDATE", &sql, run_id).await? else {
+    let Some(row) =
+        lock_then_read(c, "SELECT 1 FROM task_run WHERE id = $1 FOR UPDATE", &sql, run_id).await?
+    else {
         return Ok(None);
     };
     let initial = state_from_row(&row, 10);
@@ -278,7 +282,9 @@ async fn load_cached_state(c: &impl GenericClient, key: &str) -> ApiResult<Optio
              ORDER BY cache.created DESC LIMIT 1"
         ))
         .await?;
-    Ok(c.query_opt(&stmt, &[&key]).await?.and_then(|row| state_from_row(&row, 0)))
+    Ok(c.query_opt(&stmt, &[&key])
+        .await?
+        .and_then(|row| state_from_row(&row, 0)))
 }
 
 /// Locks the limits on the run's tags, in tag order so concurrent tasks cannot deadlock.
@@ -313,14 +319,19 @@ async fn load_tag_limits(
         .collect())
 }
 
+/// The `artifact_*` fields a persisted result carries: key, type, description.
+struct ResultArtifact {
+    key: Option<String>,
+    kind: Option<String>,
+    description: Option<String>,
+}
+
 /// Splits result data into what the state keeps and the result artifact's fields.
 /// Unpersisted results are not stored at all.
-fn stored_data(data: &Option<Value>) -> (Option<Value>, Option<(Option<String>, Option<String>, Option<String>)>) {
-    let Some(data) = data.as_ref().filter(|d| !d.is_null()) else {
-        return (None, None);
-    };
+fn stored_data(data: &Option<Value>) -> Option<(Value, ResultArtifact)> {
+    let data = data.as_ref().filter(|d| !d.is_null())?;
     if data.get("type").and_then(Value::as_str) == Some("unpersisted") {
-        return (None, None);
+        return None;
     }
     let mut stored = data.clone();
     let mut take = |key: &str| -> Option<String> {
@@ -329,8 +340,12 @@ fn stored_data(data: &Option<Value>) -> (Option<Value>, Option<(Option<String>, 
             .and_then(|m| m.remove(key))
             .and_then(|v| v.as_str().map(str::to_string))
     };
-    let artifact = (take("artifact_key"), take("artifact_type"), take("artifact_description"));
-    (Some(stored), Some(artifact))
+    let artifact = ResultArtifact {
+        key: take("artifact_key"),
+        kind: take("artifact_type"),
+        description: take("artifact_description"),
+    };
+    Some((stored, artifact))
 }
 
 /// Writes the decided state and bookkeeping. Returns the state as written (None when the
@@ -346,13 +361,13 @@ async fn apply(
         return Ok(None);
     };
     let mut state = state.clone();
-    let (data, artifact) = stored_data(&state.data);
+    let stored = stored_data(&state.data);
     let (flow_run_id, task_run_id) = match kind {
         RunKind::Flow => (Some(run_id), None),
         RunKind::Task => (ctx.run.flow_run_id, Some(run_id)),
     };
     let mut artifact_id: Option<Uuid> = None;
-    if let (Some(stored), Some((key, kind_name, description))) = (&data, artifact) {
+    if let Some((stored, artifact)) = &stored {
         let stmt = c
             .prepare_cached(
                 "INSERT INTO artifact (key, type, description, data, flow_run_id, task_run_id) \
@@ -360,11 +375,22 @@ async fn apply(
             )
             .await?;
         let row = c
-            .query_one(&stmt, &[&key, &kind_name, &description, stored, &flow_run_id, &task_run_id])
+            .query_one(
+                &stmt,
+                &[
+                    &artifact.key,
+                    &artifact.kind,
+                    &artifact.description,
+                    stored,
+                    &flow_run_id,
+                    &task_run_id,
+                ],
+            )
             .await?;
         artifact_id = Some(row.get(0));
         state.data = Some(stored.clone());
     }
+    let data = stored.map(|(d, _)| d);
     let details = serde_json::to_value(&state.state_details)?;
     let (insert_state, update_run) = match kind {
         RunKind::Flow => (
@@ -427,5 +453,8 @@ async fn apply(
     }
     c.execute(&stmt, &params).await?;
     // The response echoes the proposal's data, unpersisted results included.
-    Ok(Some(State { data: decision.state.as_ref().and_then(|s| s.data.clone()), ..state }))
+    Ok(Some(State {
+        data: decision.state.as_ref().and_then(|s| s.data.clone()),
+        ..state
+    }))
 }

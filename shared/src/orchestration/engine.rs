@@ -128,7 +128,9 @@ impl<'a> Transition<'a> {
         }
         self.proposed = state;
         self.status = Status::Reject;
-        self.details = Details::RejectDetails { reason: reason.into() };
+        self.details = Details::RejectDetails {
+            reason: reason.into(),
+        };
     }
 
     /// WAIT: the client should propose the same state again after `delay_seconds`.
@@ -136,7 +138,10 @@ impl<'a> Transition<'a> {
         self.fizzle_earlier();
         self.proposed = None;
         self.status = Status::Wait;
-        self.details = Details::WaitDetails { delay_seconds, reason: reason.into() };
+        self.details = Details::WaitDetails {
+            delay_seconds,
+            reason: reason.into(),
+        };
     }
 
     /// ABORT: the client gives the run up.
@@ -144,7 +149,9 @@ impl<'a> Transition<'a> {
         self.fizzle_earlier();
         self.proposed = None;
         self.status = Status::Abort;
-        self.details = Details::AbortDetails { reason: reason.into() };
+        self.details = Details::AbortDetails {
+            reason: reason.into(),
+        };
     }
 
     pub fn after(&mut self, effect: After) {
@@ -189,11 +196,20 @@ pub fn run(ctx: &TransitionContext, rules: &[RuleSpec], bookkeeping: fn(&mut Tra
         }
     }
     let cache_insert = t.pending_cache.take();
-    let tag_limits = t.slots.iter().filter(|l| t.touched.contains(&l.tag)).cloned().collect();
+    let tag_limits = t
+        .slots
+        .iter()
+        .filter(|l| t.touched.contains(&l.tag))
+        .cloned()
+        .collect();
     Decision {
         status: t.status,
         details: t.details,
-        book: if t.proposed.is_some() { t.book } else { ctx.book.clone() },
+        book: if t.proposed.is_some() {
+            t.book
+        } else {
+            ctx.book.clone()
+        },
         state: t.proposed,
         tag_limits,
         cache_insert,

@@ -14,51 +14,129 @@ use StateType::*;
 const V0_8_4: ApiVersion = ApiVersion(0, 8, 4);
 
 fn rule(from: States, to: States, run: fn(&mut Transition<'_>)) -> RuleSpec {
-    RuleSpec { from, to, run, universal: false }
+    RuleSpec {
+        from,
+        to,
+        run,
+        universal: false,
+    }
 }
 
 fn universal(run: fn(&mut Transition<'_>)) -> RuleSpec {
-    RuleSpec { from: States::Any, to: States::Any, run, universal: true }
+    RuleSpec {
+        from: States::Any,
+        to: States::Any,
+        run,
+        universal: true,
+    }
 }
 
 pub fn core_flow_policy() -> Vec<RuleSpec> {
     vec![
         rule(States::Any, States::Any, prevent_duplicate_transitions),
-        rule(States::Terminal, States::Any, handle_flow_terminal_state_transitions),
-        rule(States::Only(&[Cancelling, Cancelled]), States::AllBut(&[Cancelled]), enforce_cancelling_to_cancelled),
-        rule(States::Only(&[Scheduled, Paused]), States::Only(&[Cancelling]), bypass_cancelling_with_no_infra),
-        rule(States::Only(&[Pending, Cancelling, Running, Cancelled]), States::Only(&[Pending]), prevent_pending_transitions),
-        rule(States::Any, States::Only(&[Scheduled]), ensure_only_scheduled_flows_marked_late),
+        rule(
+            States::Terminal,
+            States::Any,
+            handle_flow_terminal_state_transitions,
+        ),
+        rule(
+            States::Only(&[Cancelling, Cancelled]),
+            States::AllBut(&[Cancelled]),
+            enforce_cancelling_to_cancelled,
+        ),
+        rule(
+            States::Only(&[Scheduled, Paused]),
+            States::Only(&[Cancelling]),
+            bypass_cancelling_with_no_infra,
+        ),
+        rule(
+            States::Only(&[Pending, Cancelling, Running, Cancelled]),
+            States::Only(&[Pending]),
+            prevent_pending_transitions,
+        ),
+        rule(
+            States::Any,
+            States::Only(&[Scheduled]),
+            ensure_only_scheduled_flows_marked_late,
+        ),
         rule(States::Any, States::Only(&[Paused]), handle_pausing_flows),
         rule(States::Only(&[Paused]), States::Any, handle_resuming_paused_flows),
-        rule(States::Only(&[Scheduled]), States::Only(&[Pending]), copy_scheduled_time),
-        rule(States::Only(&[Scheduled, Pending]), States::Only(&[Running]), wait_for_scheduled_time),
-        rule(States::Only(&[Running]), States::Only(&[Failed]), retry_failed_flows),
+        rule(
+            States::Only(&[Scheduled]),
+            States::Only(&[Pending]),
+            copy_scheduled_time,
+        ),
+        rule(
+            States::Only(&[Scheduled, Pending]),
+            States::Only(&[Running]),
+            wait_for_scheduled_time,
+        ),
+        rule(
+            States::Only(&[Running]),
+            States::Only(&[Failed]),
+            retry_failed_flows,
+        ),
     ]
 }
 
 pub fn minimal_flow_policy() -> Vec<RuleSpec> {
     vec![
-        rule(States::Only(&[Failed, Crashed]), States::Only(&[Completed]), add_unknown_result),
-        rule(States::Only(&[Scheduled, Paused]), States::Only(&[Cancelling]), bypass_cancelling_with_no_infra),
+        rule(
+            States::Only(&[Failed, Crashed]),
+            States::Only(&[Completed]),
+            add_unknown_result,
+        ),
+        rule(
+            States::Only(&[Scheduled, Paused]),
+            States::Only(&[Cancelling]),
+            bypass_cancelling_with_no_infra,
+        ),
     ]
 }
 
 fn core_task_rules(with_stopped_flow_check: bool) -> Vec<RuleSpec> {
     let mut rules = vec![
         rule(States::Any, States::Only(&[Running]), cache_retrieval),
-        rule(States::Terminal, States::Any, handle_task_terminal_state_transitions),
+        rule(
+            States::Terminal,
+            States::Any,
+            handle_task_terminal_state_transitions,
+        ),
     ];
     if with_stopped_flow_check {
-        rules.push(rule(States::Any, States::Only(&[Running]), prevent_running_tasks_from_stopped_flows));
+        rules.push(rule(
+            States::Any,
+            States::Only(&[Running]),
+            prevent_running_tasks_from_stopped_flows,
+        ));
     }
     rules.extend([
-        rule(States::Any, States::Only(&[Running]), secure_task_concurrency_slots),
-        rule(States::Only(&[Scheduled]), States::Only(&[Pending]), copy_scheduled_time),
-        rule(States::Only(&[Scheduled, Pending]), States::Only(&[Running]), wait_for_scheduled_time),
-        rule(States::Only(&[Running]), States::Only(&[Failed]), retry_failed_tasks),
+        rule(
+            States::Any,
+            States::Only(&[Running]),
+            secure_task_concurrency_slots,
+        ),
+        rule(
+            States::Only(&[Scheduled]),
+            States::Only(&[Pending]),
+            copy_scheduled_time,
+        ),
+        rule(
+            States::Only(&[Scheduled, Pending]),
+            States::Only(&[Running]),
+            wait_for_scheduled_time,
+        ),
+        rule(
+            States::Only(&[Running]),
+            States::Only(&[Failed]),
+            retry_failed_tasks,
+        ),
         rule(States::Any, States::Only(&[Running]), rename_reruns),
-        rule(States::Any, States::Only(&[Running]), update_flow_run_tracker_on_tasks),
+        rule(
+            States::Any,
+            States::Only(&[Running]),
+            update_flow_run_tracker_on_tasks,
+        ),
         rule(States::Any, States::Only(&[Completed]), cache_insertion),
         universal(release_task_concurrency_slots),
     ]);
@@ -72,7 +150,11 @@ pub fn core_task_policy() -> Vec<RuleSpec> {
 pub fn minimal_task_policy() -> Vec<RuleSpec> {
     vec![
         universal(release_task_concurrency_slots),
-        rule(States::Only(&[Failed, Crashed]), States::Only(&[Completed]), add_unknown_result),
+        rule(
+            States::Only(&[Failed, Crashed]),
+            States::Only(&[Completed]),
+            add_unknown_result,
+        ),
     ]
 }
 
@@ -102,10 +184,15 @@ fn prevent_duplicate_transitions(t: &mut Transition<'_>) {
 }
 
 fn handle_flow_terminal_state_transitions(t: &mut Transition<'_>) {
-    let Some(initial) = t.initial().cloned() else { return };
+    let Some(initial) = t.initial().cloned() else {
+        return;
+    };
     let proposed = t.proposal().kind;
     if matches!(proposed, Cancelling | Paused | Crashed) {
-        t.abort(format!("Run is already in terminal state {}.", initial.kind.as_str()));
+        t.abort(format!(
+            "Run is already in terminal state {}.",
+            initial.kind.as_str()
+        ));
         return;
     }
     if initial.kind == Completed && !proposed.is_terminal() && initial.has_persisted_data() {
@@ -125,22 +212,35 @@ fn handle_flow_terminal_state_transitions(t: &mut Transition<'_>) {
 }
 
 fn enforce_cancelling_to_cancelled(t: &mut Transition<'_>) {
-    t.reject(None, "Cannot transition flows that are cancelling to a state other than Cancelled.");
+    t.reject(
+        None,
+        "Cannot transition flows that are cancelling to a state other than Cancelled.",
+    );
 }
 
 fn bypass_cancelling_with_no_infra(t: &mut Transition<'_>) {
-    let Some(initial) = t.initial().cloned() else { return };
+    let Some(initial) = t.initial().cloned() else {
+        return;
+    };
     let now = t.now();
     if (initial.kind == Scheduled && t.ctx.run.infrastructure_pid.is_none()) || initial.name == "Resuming" {
-        t.reject(Some(State::new(Cancelled, now)), "Scheduled flow run has no infrastructure to terminate.");
+        t.reject(
+            Some(State::new(Cancelled, now)),
+            "Scheduled flow run has no infrastructure to terminate.",
+        );
     } else if initial.kind == Paused && initial.state_details.pause_reschedule {
-        t.reject(Some(State::new(Cancelled, now)), "Suspended flow run has no infrastructure to terminate.");
+        t.reject(
+            Some(State::new(Cancelled, now)),
+            "Suspended flow run has no infrastructure to terminate.",
+        );
     }
 }
 
 fn prevent_pending_transitions(t: &mut Transition<'_>) {
     let kind = t.initial_type().map(StateType::as_str).unwrap_or("None");
-    t.abort(format!("This run is in a {kind} state and cannot transition to a PENDING state."));
+    t.abort(format!(
+        "This run is in a {kind} state and cannot transition to a PENDING state."
+    ));
 }
 
 fn ensure_only_scheduled_flows_marked_late(t: &mut Transition<'_>) {
@@ -164,10 +264,18 @@ fn handle_pausing_flows(t: &mut Transition<'_>) {
         return;
     };
     if initial != Running {
-        t.reject(None, format!("Cannot {verb} flows that are not currently running."));
+        t.reject(
+            None,
+            format!("Cannot {verb} flows that are not currently running."),
+        );
         return;
     }
-    let key = t.proposal().state_details.pause_key.clone().unwrap_or_else(|| Uuid::new_v4().to_string());
+    let key = t
+        .proposal()
+        .state_details
+        .pause_key
+        .clone()
+        .unwrap_or_else(|| Uuid::new_v4().to_string());
     if t.book.flow_policy.pause_keys.contains(&key) {
         t.reject(None, format!("This {verb} has already fired."));
         return;
@@ -186,7 +294,9 @@ fn handle_pausing_flows(t: &mut Transition<'_>) {
 }
 
 fn handle_resuming_paused_flows(t: &mut Transition<'_>) {
-    let Some(initial) = t.initial().cloned() else { return };
+    let Some(initial) = t.initial().cloned() else {
+        return;
+    };
     let proposed = t.proposal().kind;
     if !(matches!(proposed, Running | Scheduled) || proposed.is_terminal()) {
         t.reject(
@@ -200,14 +310,25 @@ fn handle_resuming_paused_flows(t: &mut Transition<'_>) {
         return;
     }
     if initial.state_details.pause_reschedule && t.ctx.run.deployment_id.is_none() {
-        t.reject(None, "Cannot reschedule a suspended flow run without a deployment.");
+        t.reject(
+            None,
+            "Cannot reschedule a suspended flow run without a deployment.",
+        );
         return;
     }
     if let Some(timeout) = initial.state_details.pause_timeout {
         if timeout < t.now() {
-            let (name, verb) = if initial.name == "Suspended" { ("suspended", "suspension") } else { ("paused", "pause") };
-            let failed = State::new(Failed, t.now()).with_message(format!("The flow was {name} and never resumed."));
-            t.reject(Some(failed), format!("The flow run {verb} has timed out and can no longer resume."));
+            let (name, verb) = if initial.name == "Suspended" {
+                ("suspended", "suspension")
+            } else {
+                ("paused", "pause")
+            };
+            let failed =
+                State::new(Failed, t.now()).with_message(format!("The flow was {name} and never resumed."));
+            t.reject(
+                Some(failed),
+                format!("The flow run {verb} has timed out and can no longer resume."),
+            );
             return;
         }
     }
@@ -224,7 +345,9 @@ fn copy_scheduled_time(t: &mut Transition<'_>) {
 }
 
 fn wait_for_scheduled_time(t: &mut Transition<'_>) {
-    let Some(scheduled) = t.initial().and_then(|s| s.state_details.scheduled_time) else { return };
+    let Some(scheduled) = t.initial().and_then(|s| s.state_details.scheduled_time) else {
+        return;
+    };
     // Whole seconds, truncated, as pendulum's `in_seconds()`.
     let delay = (scheduled - t.now()).num_seconds();
     if delay > 0 {
@@ -262,8 +385,10 @@ fn add_unknown_result(t: &mut Transition<'_>) {
         == Some("reference");
     if is_reference {
         if let Some(p) = t.proposal_mut() {
-            p.data = Some(json!({"type": "unknown", "value": null, "artifact_type": "result",
-                                 "artifact_description": "Unknown result persisted to Prefect."}));
+            p.data = Some(
+                json!({"type": "unknown", "value": null, "artifact_type": "result",
+                                 "artifact_description": "Unknown result persisted to Prefect."}),
+            );
         }
     }
 }
@@ -275,7 +400,9 @@ fn cache_retrieval(t: &mut Transition<'_>) {
     if details.cache_key.is_none() || details.refresh_cache == Some(true) {
         return;
     }
-    let Some(cached) = t.ctx.cached_state.clone() else { return };
+    let Some(cached) = t.ctx.cached_state.clone() else {
+        return;
+    };
     let mut copy = cached;
     copy.id = Uuid::new_v4();
     copy.timestamp = t.now();
@@ -284,7 +411,9 @@ fn cache_retrieval(t: &mut Transition<'_>) {
 }
 
 fn handle_task_terminal_state_transitions(t: &mut Transition<'_>) {
-    let Some(initial) = t.initial().cloned() else { return };
+    let Some(initial) = t.initial().cloned() else {
+        return;
+    };
     let proposed = t.proposal().kind;
     if matches!(proposed, Cancelling | Paused | Crashed) {
         t.abort(format!("Run is already {}.", initial.kind.as_str()));
@@ -353,7 +482,10 @@ fn secure_task_concurrency_slots(t: &mut Transition<'_>) {
             return;
         }
         if limit.active_slots.len() >= limit.limit as usize {
-            t.delay(wait, format!("Concurrency limit for the {tag} tag has been reached"));
+            t.delay(
+                wait,
+                format!("Concurrency limit for the {tag} tag has been reached"),
+            );
             return;
         }
         t.slots[i].active_slots.push(run_id);
@@ -378,8 +510,7 @@ fn retry_failed_tasks(t: &mut Transition<'_>) {
     };
     let proposal = t.proposal().clone();
     let mut retry = State::new(Scheduled, t.now()).named("AwaitingRetry");
-    retry.state_details.scheduled_time =
-        Some(t.now() + Duration::microseconds((delay * 1_000_000.0) as i64));
+    retry.state_details.scheduled_time = Some(t.now() + Duration::microseconds((delay * 1_000_000.0) as i64));
     retry.message = proposal.message;
     retry.data = proposal.data;
     t.reject(Some(retry), "Retrying");
@@ -416,7 +547,11 @@ fn rename_reruns(t: &mut Transition<'_>) {
     if t.book.run_count <= 0 {
         return;
     }
-    let name = if t.initial().is_some_and(|s| s.name == "AwaitingRetry") { "Retrying" } else { "Rerunning" };
+    let name = if t.initial().is_some_and(|s| s.name == "AwaitingRetry") {
+        "Retrying"
+    } else {
+        "Rerunning"
+    };
     if let Some(p) = t.proposal_mut() {
         p.name = name.to_string();
     }
@@ -434,7 +569,9 @@ fn cache_insertion(t: &mut Transition<'_>) {
 }
 
 fn release_task_concurrency_slots(t: &mut Transition<'_>) {
-    let Some(kind) = t.proposed.as_ref().map(|p| p.kind) else { return };
+    let Some(kind) = t.proposed.as_ref().map(|p| p.kind) else {
+        return;
+    };
     if matches!(kind, Running | Cancelling) {
         return;
     }
@@ -469,7 +606,10 @@ pub fn bookkeeping(t: &mut Transition<'_>) {
         book.end_time = Some(p.timestamp);
     }
     if let Some(init) = initial.as_ref().filter(|s| s.kind == Running) {
-        let micros = (p.timestamp - init.timestamp).num_microseconds().unwrap_or(0).max(0);
+        let micros = (p.timestamp - init.timestamp)
+            .num_microseconds()
+            .unwrap_or(0)
+            .max(0);
         book.total_run_time_micros += micros;
     }
     if book.expected_start_time.is_none() {
