@@ -1,6 +1,7 @@
 //! The Postgres pool, the embedded migrations, and one SQL module per table family.
 
 pub mod blocks;
+pub mod concurrency_limits;
 pub mod flow_run_inputs;
 pub mod flow_runs;
 pub mod flows;
