@@ -80,3 +80,15 @@ async fn bad_log_bodies_are_rejected_and_nothing_is_written() {
         422
     );
 }
+
+#[tokio::test]
+async fn a_full_client_log_batch_is_accepted() {
+    let app = TestApp::spawn().await;
+    // The client sends batches of up to 4,000,000 bytes.
+    let line = "x".repeat(900_000);
+    let batch: Vec<_> = (0..4)
+        .map(|_| json!({"name": "prefect", "level": 20, "message": line, "timestamp": "2026-11-24T10:00:00Z"}))
+        .collect();
+    let res = app.post("/api/logs/", json!(batch)).await;
+    assert_eq!(res.status, 201, "{}", res.text);
+}

@@ -10,10 +10,15 @@ use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
 use crate::app::{check_api_version, AppState};
 use crate::config::Settings;
 
+/// Largest request body accepted. The client batches up to 4,000,000 bytes of logs per
+/// request (`PREFECT_LOGGING_TO_API_BATCH_SIZE`) and JSON-escapes them.
+pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
 /// Mounts family routers under `/api` with the shared middleware and state.
 pub fn api(routes: Router<AppState>, state: AppState) -> Router {
     Router::new()
         .nest("/api", routes.fallback(crate::app::not_found))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(check_api_version))
         .layer(CorsLayer::permissive())
         .layer(CatchPanicLayer::custom(panic_response))
