@@ -87,7 +87,9 @@ async fn a_full_client_log_batch_is_accepted() {
     // The client sends batches of up to 4,000,000 bytes.
     let line = "x".repeat(900_000);
     let batch: Vec<_> = (0..4)
-        .map(|_| json!({"name": "prefect", "level": 20, "message": line, "timestamp": "2026-11-24T10:00:00Z"}))
+        .map(
+            |_| json!({"name": "prefect", "level": 20, "message": line, "timestamp": "2026-11-24T10:00:00Z"}),
+        )
         .collect();
     let res = app.post("/api/logs/", json!(batch)).await;
     assert_eq!(res.status, 201, "{}", res.text);
