@@ -21,9 +21,13 @@ pub struct LocalPostgres {
     pub url: String,
 }
 
-/// Finds the directory holding `initdb` and `pg_ctl`: on PATH, else the newest
-/// `/usr/lib/postgresql/<version>/bin`.
+/// Finds the directory holding `initdb` and `pg_ctl`: `STRATUS_POSTGRES_BIN` if set, else
+/// on PATH, else the newest `/usr/lib/postgresql/<version>/bin`.
 pub fn find_bin_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("STRATUS_POSTGRES_BIN").filter(|d| !d.is_empty()) {
+        let dir = PathBuf::from(dir);
+        return (dir.join("initdb").is_file() && dir.join("pg_ctl").is_file()).then_some(dir);
+    }
     if let Some(path) = std::env::var_os("PATH") {
         for dir in std::env::split_paths(&path) {
             if dir.join("initdb").is_file() && dir.join("pg_ctl").is_file() {
