@@ -1,4 +1,4 @@
-"""End-to-end tests: the stock `prefect` 2.20 client and CLI against a running Stratus.
+"""End-to-end tests: the stock `prefect` 2.20 client against a running Stratus server.
 
 Run through `scripts/test`, or directly from the repository root:
 
@@ -6,10 +6,22 @@ Run through `scripts/test`, or directly from the repository root:
     STRATUS_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres \
     ~/.cache/stratus/prefect-venv/bin/python -m pytest tests/e2e
 
-A session fixture creates a fresh database, starts `stratus server start` on a free port
-and stops it afterwards. Each flow runs in its own Python process, as a user would run it,
-with PREFECT_API_URL pointing at Stratus; the tests then read everything back through the
-stock client's own methods.
+Both variables default to the values above. A session fixture creates a fresh database
+`stratus_e2e_<hex>` on that Postgres, starts `$STRATUS_BIN server start` on a free port
+over it, waits for `GET /api/health`, and on teardown stops the server (SIGTERM, then
+SIGKILL) and drops the database. The server's output goes to a temporary file whose tail
+is attached to every failing test's report.
+
+Each flow runs in its own Python process, as a user would run `python flow.py`, with
+PREFECT_API_URL pointing at Stratus and a private PREFECT_HOME; the script prints a JSON
+line that the test reads. The tests then read everything back through the stock client's
+own methods (`PrefectClient.read_*`).
+
+To check the suite itself against a real Prefect 2.20 server, point it at one with
+`STRATUS_E2E_API_URL=http://127.0.0.1:4200/api` (started with
+PREFECT_TASK_RUN_TAG_CONCURRENCY_SLOT_WAIT_SECONDS=1); no database or Stratus process is
+then created. Set STRATUS_E2E_KEEP_LOG=1 to keep the server's log file. Tests marked `stratus_only` check where Stratus deliberately differs from
+Prefect (spec §10) and are skipped in that mode.
 """
 
 import asyncio
@@ -30,17 +42,45 @@ from pathlib import Path
 import pytest
 
 # The pytest process uses the client too; keep its settings away from the user's.
-os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="stratus-e2e-home-"))
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="stratus-e2e-home-")
+os.environ.pop("PREFECT_API_URL", None)
+os.environ.pop("PREFECT_PROFILE", None)
 
-import asyncpg  # noqa: E402  (installed with prefect)
+import asyncpg  # noqa: E402  (a dependency of prefect 2)
 
-ROOT = Path(__file__).resolve().parents[2]
-STRATUS_BIN = os.environ.get(
-    "STRATUS_BIN", str(Path.home() / ".cache/stratus/target/debug/stratus")
-)
-ADMIN_URL = os.environ.get(
-    "STRATUS_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres"
-)
+STRATUS_BIN = os.environ.get("STRATUS_BIN") or str(Path.home() / ".cache/stratus/target/debug/stratus")
+ADMIN_URL = os.environ.get("STRATUS_TEST_DATABASE_URL") or "postgres://postgres@127.0.0.1:5432/postgres"
+EXTERNAL_API_URL = os.environ.get("STRATUS_E2E_API_URL")
+STARTUP_TIMEOUT = 60.0
+FLOW_SCRIPT_TIMEOUT = 120.0
+
+_server_log: "Path | None" = None
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "stratus_only: checks a Stratus-specific behaviour (skipped against a real Prefect server)"
+    )
+    # Noise from prefect 2.20's own imports under pydantic 2.
+    config.addinivalue_line("filterwarnings", "ignore::DeprecationWarning")
+    config.addinivalue_line("filterwarnings", "ignore::PendingDeprecationWarning")
+
+
+def pytest_collection_modifyitems(config, items):
+    if EXTERNAL_API_URL:
+        skip = pytest.mark.skip(reason="Stratus-specific behaviour; STRATUS_E2E_API_URL is set")
+        for item in items:
+            if "stratus_only" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and _server_log is not None and _server_log.exists():
+        lines = _server_log.read_text(errors="replace").splitlines()
+        report.sections.append(("stratus server log (last 80 lines)", "\n".join(lines[-80:])))
 
 
 def _with_database(url: str, name: str) -> str:
@@ -62,82 +102,156 @@ async def _admin(sql: str) -> None:
         await conn.close()
 
 
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url + "/health", timeout=2) as res:
+            return json.load(res) is True
+    except Exception:
+        return False
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
 @pytest.fixture(scope="session")
 def stratus():
-    """The API URL of a Stratus server over a fresh database."""
+    """The API URL (`http://127.0.0.1:<port>/api`) of a Stratus server over a fresh database."""
+    global _server_log
+    if EXTERNAL_API_URL:
+        assert _healthy(EXTERNAL_API_URL), f"nothing healthy at {EXTERNAL_API_URL}"
+        yield EXTERNAL_API_URL.rstrip("/")
+        return
+    if not os.access(STRATUS_BIN, os.X_OK):
+        pytest.exit(f"STRATUS_BIN={STRATUS_BIN} is not an executable; build with `cargo build` first", 2)
+
     db = f"stratus_e2e_{uuid.uuid4().hex[:12]}"
     asyncio.run(_admin(f'CREATE DATABASE "{db}"'))
-    port = _free_port()
-    log = tempfile.NamedTemporaryFile(prefix="stratus-e2e-server-", suffix=".log", delete=False)
-    env = dict(
-        os.environ,
-        STRATUS_DATABASE_URL=_with_database(ADMIN_URL, db),
-        STRATUS_TASK_RUN_TAG_CONCURRENCY_SLOT_WAIT_SECONDS="1",
-        STRATUS_LOG="warn",
-    )
-    proc = subprocess.Popen(
-        [STRATUS_BIN, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}/api"
-    deadline = time.time() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=2) as res:
-                if json.load(res) is True:
-                    break
-        except Exception:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            raise RuntimeError("Stratus did not start:\n" + Path(log.name).read_text())
-        time.sleep(0.2)
+    proc = None
     try:
+        port = _free_port()
+        log = tempfile.NamedTemporaryFile(prefix="stratus-e2e-server-", suffix=".log", delete=False)
+        _server_log = Path(log.name)
+        env = dict(
+            os.environ,
+            STRATUS_DATABASE_URL=_with_database(ADMIN_URL, db),
+            # Prefect's server waits 30 s before a task retries a full tag-concurrency slot.
+            STRATUS_TASK_RUN_TAG_CONCURRENCY_SLOT_WAIT_SECONDS="1",
+        )
+        env.setdefault("STRATUS_LOG", "warn")
+        proc = subprocess.Popen(
+            [STRATUS_BIN, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        url = f"http://127.0.0.1:{port}/api"
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while not _healthy(url):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                why = f"exited with {proc.returncode}" if proc.poll() is not None else "timed out"
+                raise RuntimeError(
+                    f"Stratus did not become healthy at {url}/health ({why}). Server output:\n"
+                    + _server_log.read_text(errors="replace")
+                )
+            time.sleep(0.2)
         yield url
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        if proc is not None:
+            _stop(proc)
         asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
+        if _server_log is not None and not os.environ.get("STRATUS_E2E_KEEP_LOG"):
+            _server_log.unlink(missing_ok=True)
 
 
-@pytest.fixture
-def run_flow(stratus, tmp_path):
-    """Runs a flow script in its own process; returns the JSON its last line prints."""
+class FlowScripts:
+    """Writes flow scripts into the test's tmp dir and runs them with Python."""
 
-    def run(source: str, expect_failure: bool = False):
-        script = tmp_path / "flow_script.py"
+    def __init__(self, api_url: str, tmp_path: Path):
+        self.api_url = api_url
+        self.tmp_path = tmp_path
+        self.count = 0
+
+    def _prepare(self, source: str):
+        self.count += 1
+        script = self.tmp_path / f"flow_script_{self.count}.py"
         script.write_text(textwrap.dedent(source))
         env = dict(
             os.environ,
-            PREFECT_API_URL=stratus,
-            PREFECT_HOME=str(tmp_path / "prefect-home"),
+            PREFECT_API_URL=self.api_url,
+            # A fresh home per process: persisted results can only be found through the API.
+            PREFECT_HOME=str(self.tmp_path / f"prefect-home-{self.count}"),
             PREFECT_LOGGING_TO_API_BATCH_INTERVAL="0.3",
+            PREFECT_LOGGING_LEVEL="INFO",
+            PYTHONUNBUFFERED="1",
         )
+        return script, env
+
+    def run(self, source: str) -> dict:
+        """Runs the script to the end; returns the JSON object on its last `{` line."""
+        script, env = self._prepare(source)
         proc = subprocess.run(
             [sys.executable, str(script)],
             env=env,
-            cwd=tmp_path,
+            cwd=self.tmp_path,
             capture_output=True,
             text=True,
-            timeout=180,
+            timeout=FLOW_SCRIPT_TIMEOUT,
         )
-        if proc.returncode != 0 and not expect_failure:
-            raise AssertionError(f"flow script failed:\n{proc.stdout}\n{proc.stderr}")
-        lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
-        assert lines, f"no JSON line printed:\n{proc.stdout}\n{proc.stderr}"
+        return self._output(proc.returncode, proc.stdout, proc.stderr)
+
+    def start(self, source: str) -> subprocess.Popen:
+        """Starts the script in the background; finish it with `wait`."""
+        script, env = self._prepare(source)
+        return subprocess.Popen(
+            [sys.executable, str(script)],
+            env=env,
+            cwd=self.tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def wait(self, proc: subprocess.Popen, timeout: float = FLOW_SCRIPT_TIMEOUT) -> dict:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            stdout, stderr = proc.communicate()
+            raise AssertionError(f"flow script timed out:\n{stdout}\n{stderr}")
+        return self._output(proc.returncode, stdout, stderr)
+
+    @staticmethod
+    def _output(returncode, stdout, stderr) -> dict:
+        if returncode != 0:
+            raise AssertionError(f"flow script exited with {returncode}:\n{stdout}\n{stderr}")
+        lines = [line for line in stdout.splitlines() if line.startswith("{")]
+        assert lines, f"flow script printed no JSON line:\n{stdout}\n{stderr}"
         return json.loads(lines[-1])
 
-    return run
+
+@pytest.fixture
+def scripts(stratus, tmp_path) -> FlowScripts:
+    return FlowScripts(stratus, tmp_path)
+
+
+@pytest.fixture
+def run_flow(scripts):
+    """Runs a flow script in its own process; returns the JSON its last `{` line prints."""
+    return scripts.run
 
 
 @pytest.fixture
 def client(stratus):
-    """Runs a coroutine with a stock PrefectClient bound to Stratus."""
+    """`client(lambda c: c.read_flow_run(id))`: runs a coroutine with a stock PrefectClient."""
     from prefect.client.orchestration import PrefectClient
 
     def call(fn):
