@@ -479,9 +479,10 @@ impl WorkQueueFilter {
 }
 
 /// The body of the flow, flow-run and task-run list routes (`/filter`, `/count`, history).
-/// Explicit nulls mean "default", as the client sends `"limit": null`.
+/// Explicit nulls mean "default", as the client sends `"limit": null`. Like FastAPI's
+/// separate `Body` parameters, unknown top-level keys are ignored; the filter objects
+/// inside reject theirs.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RunFilterBody {
     #[serde(default)]
     pub limit: Option<i64>,

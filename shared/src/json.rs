@@ -15,6 +15,9 @@ pub const DEFAULT_LIMIT: i64 = 200;
 
 /// A JSON request body. An empty body counts as `{}`, because every Prefect list route
 /// takes only optional keys. Any failure becomes Prefect's 422 with the body echoed.
+///
+/// Strictness follows FastAPI: action schemas (`*Create`, `*Update`) and filter objects
+/// deny unknown keys; bodies made of several top-level keys ignore unknown ones.
 pub struct Body<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {

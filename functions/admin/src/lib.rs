@@ -41,7 +41,6 @@ async fn settings(State(app): State<AppState>) -> Response {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct Confirm {
     #[serde(default)]
     confirm: bool,

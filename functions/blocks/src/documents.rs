@@ -39,7 +39,6 @@ pub struct BlockDocumentUpdate {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct FilterBody {
     #[serde(default)]
     limit: Option<i64>,

@@ -24,7 +24,6 @@ pub struct BlockSchemaCreate {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct FilterBody {
     #[serde(default)]
     block_schemas: Option<BlockSchemaFilter>,

@@ -39,7 +39,6 @@ pub struct BlockTypeUpdate {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct FilterBody {
     #[serde(default)]
     block_types: Option<BlockTypeFilter>,

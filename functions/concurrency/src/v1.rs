@@ -18,7 +18,6 @@ pub struct LimitCreate {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct PageBody {
     #[serde(default)]
     limit: Option<i64>,
@@ -27,7 +26,6 @@ pub struct PageBody {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 pub struct ResetBody {
     #[serde(default)]
     slot_override: Option<Vec<Uuid>>,

@@ -49,7 +49,6 @@ pub struct LimitUpdate {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct PageBody {
     #[serde(default)]
     limit: Option<i64>,
@@ -58,7 +57,6 @@ pub struct PageBody {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SlotsBody {
     names: Vec<String>,
     slots: i32,

@@ -12,7 +12,6 @@ use stratus_shared::{ApiError, ApiResult, AppState, Body};
 use uuid::Uuid;
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct InputCreate {
     key: String,
     value: String,
@@ -21,7 +20,6 @@ pub struct InputCreate {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct InputFilter {
     prefix: String,
     #[serde(default)]

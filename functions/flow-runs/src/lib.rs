@@ -100,7 +100,6 @@ struct FlowRunUpdate {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct SetState {
     state: StateCreate,
     #[serde(default, deserialize_with = "null_default")]
@@ -108,7 +107,6 @@ struct SetState {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct Resume {
     #[serde(default)]
     run_input: Option<Map<String, Value>>,

@@ -24,7 +24,6 @@ async fn create(State(app): State<AppState>, Body(body): Body<Vec<LogCreate>>) -
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct FilterBody {
     #[serde(default)]
     limit: Option<i64>,

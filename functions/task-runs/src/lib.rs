@@ -69,7 +69,6 @@ struct TaskRunUpdate {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct SetState {
     state: StateCreate,
     #[serde(default, deserialize_with = "null_default")]
