@@ -17,6 +17,7 @@ pub fn routes() -> Router<AppState> {
         .merge(stratus_blocks::router())
         .merge(stratus_concurrency::router())
         .merge(stratus_admin::router())
+        .merge(stratus_work_pools::router())
 }
 
 /// The whole app, as `stratus server start` serves it.

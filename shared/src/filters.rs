@@ -399,8 +399,7 @@ impl TaskRunFilter {
     }
 }
 
-/// Deployment filter. Deployments live in the `deployment` table once it exists; until
-/// then the id criterion applies to the runs' `deployment_id` column.
+/// `deployments`: criteria on the `deployment` table.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeploymentFilter {
@@ -445,35 +444,40 @@ pub struct WorkQueueFilter {
 }
 
 impl DeploymentFilter {
-    /// Conditions on a flow run (alias `fr`) whose deployment matches.
-    pub fn run_sql(&self, q: &mut Query, fr: &str) -> String {
+    /// Conditions on deployments aliased `a`.
+    pub fn sql(&self, q: &mut Query, a: &str) -> String {
         let mut c = Conds::new(self.operator);
-        uuid_conds(&mut c, q, &format!("{fr}.deployment_id"), &self.id);
-        if self.name.is_some()
-            || self.paused.is_some()
-            || self.is_schedule_active.is_some()
-            || self.tags.is_some()
-            || self.work_queue_name.is_some()
-        {
-            // No deployment exists yet, so a criterion on deployment fields matches nothing.
-            c.push(format!("{fr}.deployment_id IS NOT NULL AND FALSE"));
+        uuid_conds(&mut c, q, &format!("{a}.id"), &self.id);
+        text_conds(&mut c, q, &format!("{a}.name"), &self.name);
+        if let Some(eq) = self.paused.as_ref().and_then(|f| f.eq_) {
+            c.push(format!("{a}.paused = {}", q.bind(eq)));
         }
+        if let Some(eq) = self.is_schedule_active.as_ref().and_then(|f| f.eq_) {
+            c.push(format!("{a}.paused = {}", q.bind(!eq)));
+        }
+        tags_conds(&mut c, q, &format!("{a}.tags"), &self.tags);
+        text_conds(&mut c, q, &format!("{a}.work_queue_name"), &self.work_queue_name);
         c.sql()
     }
 }
 
 impl WorkPoolFilter {
-    pub fn is_empty(&self) -> bool {
-        self.id.is_none() && self.name.is_none() && self.kind.is_none()
+    /// Conditions on work pools aliased `a`.
+    pub fn sql(&self, q: &mut Query, a: &str) -> String {
+        let mut c = Conds::new(self.operator);
+        uuid_conds(&mut c, q, &format!("{a}.id"), &self.id);
+        text_conds(&mut c, q, &format!("{a}.name"), &self.name);
+        text_conds(&mut c, q, &format!("{a}.type"), &self.kind);
+        c.sql()
     }
 }
 
 impl WorkQueueFilter {
-    /// Conditions on a flow run's queue columns.
-    pub fn run_sql(&self, q: &mut Query, fr: &str) -> String {
+    /// Conditions on work queues aliased `a`.
+    pub fn sql(&self, q: &mut Query, a: &str) -> String {
         let mut c = Conds::new(self.operator);
-        uuid_conds(&mut c, q, &format!("{fr}.work_queue_id"), &self.id);
-        text_conds(&mut c, q, &format!("{fr}.work_queue_name"), &self.name);
+        uuid_conds(&mut c, q, &format!("{a}.id"), &self.id);
+        text_conds(&mut c, q, &format!("{a}.name"), &self.name);
         c.sql()
     }
 }
@@ -603,14 +607,23 @@ impl RunFilters {
             ));
         }
         if let Some(f) = &self.deployments {
-            parts.push(f.run_sql(q, "fr"));
+            parts.push(format!(
+                "EXISTS (SELECT 1 FROM deployment d WHERE d.id = fr.deployment_id AND {})",
+                f.sql(q, "d")
+            ));
         }
         if let Some(f) = &self.work_pool_queues {
-            parts.push(f.run_sql(q, "fr"));
+            parts.push(format!(
+                "EXISTS (SELECT 1 FROM work_queue fwq WHERE fwq.id = fr.work_queue_id AND {})",
+                f.sql(q, "fwq")
+            ));
         }
-        if self.work_pools.as_ref().is_some_and(|f| !f.is_empty()) {
-            // No work pool exists yet: runs in a matching pool are none.
-            parts.push("FALSE".to_string());
+        if let Some(f) = &self.work_pools {
+            parts.push(format!(
+                "EXISTS (SELECT 1 FROM work_queue pwq JOIN work_pool pwp ON pwp.id = pwq.work_pool_id \
+                 WHERE pwq.id = fr.work_queue_id AND {})",
+                f.sql(q, "pwp")
+            ));
         }
         join_and(parts)
     }

@@ -67,12 +67,13 @@ fn columns() -> String {
          fr.state_type, fr.state_name, fr.run_count, fr.expected_start_time, \
          fr.next_scheduled_start_time, fr.start_time, fr.end_time, {total}, fr.auto_scheduled, \
          fr.infrastructure_document_id, fr.infrastructure_pid, fr.created_by, fr.job_variables, \
-         fr.state_timestamp, {STATE_COLUMNS}",
+         fr.state_timestamp, {STATE_COLUMNS}, wq.name, wp.id, wp.name",
         total = micros_sql("fr.total_run_time")
     )
 }
 
-const FROM: &str = "flow_run fr LEFT JOIN flow_run_state s ON s.id = fr.state_id";
+const FROM: &str = "flow_run fr LEFT JOIN flow_run_state s ON s.id = fr.state_id \
+    LEFT JOIN work_queue wq ON wq.id = fr.work_queue_id LEFT JOIN work_pool wp ON wp.id = wq.work_pool_id";
 
 pub fn from_row(row: &Row, now: DateTime<Utc>) -> FlowRun {
     let state_type: Option<String> = row.get(17);
@@ -92,7 +93,8 @@ pub fn from_row(row: &Row, now: DateTime<Utc>) -> FlowRun {
         deployment_id: row.get(6),
         deployment_version: row.get(7),
         work_queue_id: row.get(8),
-        work_queue_name: row.get(9),
+        // From the queue relation when the run has a queue, else the raw column.
+        work_queue_name: row.get::<_, Option<String>>(38).or_else(|| row.get(9)),
         flow_version: row.get(10),
         parameters: row.get(11),
         idempotency_key: row.get(12),
@@ -119,8 +121,8 @@ pub fn from_row(row: &Row, now: DateTime<Utc>) -> FlowRun {
         infrastructure_document_id: row.get(26),
         infrastructure_pid: row.get(27),
         created_by: row.get(28),
-        work_pool_id: None,
-        work_pool_name: None,
+        work_pool_id: row.get(39),
+        work_pool_name: row.get(40),
         job_variables: row.get(29),
         state: state_from_row(row, 31),
     }

@@ -1,0 +1,344 @@
+mod common;
+
+use chrono::{Duration, Utc};
+use common::TestApp;
+use serde_json::{json, Value};
+
+async fn pool(app: &TestApp, name: &str, extra: Value) -> Value {
+    let mut body = json!({"name": name, "type": "process"});
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    let res = app.post("/api/work_pools/", body).await;
+    assert_eq!(res.status, 201, "{}", res.text);
+    res.body
+}
+
+#[tokio::test]
+async fn pools_are_created_with_a_default_queue_and_validated() {
+    let app = TestApp::spawn().await;
+    let p = pool(&app, "local", json!({})).await;
+    assert_eq!(p["status"], "NOT_READY");
+    assert_eq!(p["type"], "process");
+    let read = app.get("/api/work_pools/local").await.body;
+    assert_eq!(read["id"], p["id"]);
+    let queues = app
+        .post("/api/work_pools/local/queues/filter", json!({}))
+        .await
+        .body;
+    assert_eq!(queues.as_array().unwrap().len(), 1);
+    assert_eq!(queues[0]["name"], "default");
+    assert_eq!(queues[0]["id"], p["default_queue_id"]);
+    assert_eq!(queues[0]["work_pool_name"], "local");
+
+    assert_eq!(
+        app.post("/api/work_pools/", json!({"name": "local"}))
+            .await
+            .status,
+        409
+    );
+    assert_eq!(
+        app.post("/api/work_pools/", json!({"name": "Prefect-pool"}))
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        app.post("/api/work_pools/", json!({"name": " "})).await.status,
+        400
+    );
+    let bad_template = app
+        .post("/api/work_pools/", json!({"name": "t", "base_job_template": {"job_configuration": {"command": "{{ cmd }}"}, "variables": {"properties": {}}}}))
+        .await;
+    assert_eq!(bad_template.status, 422);
+    let good_template = app
+        .post("/api/work_pools/", json!({"name": "t", "base_job_template": {"job_configuration": {"command": "{{ cmd }}"}, "variables": {"properties": {"cmd": {"type": "string"}}}}}))
+        .await;
+    assert_eq!(good_template.status, 201);
+    let agent = app.post("/api/work_pools/", json!({"name": "agents"})).await.body;
+    assert_eq!(
+        (agent["type"].clone(), agent["status"].clone()),
+        (json!("prefect-agent"), Value::Null)
+    );
+    assert_eq!(
+        app.get("/api/work_pools/nope").await.body,
+        json!({"detail": "Work pool \"nope\" not found."})
+    );
+    assert_eq!(app.post("/api/work_pools/count", json!({})).await.body, json!(3));
+    let by_type = app
+        .post(
+            "/api/work_pools/filter",
+            json!({"work_pools": {"type": {"any_": ["process"]}}}),
+        )
+        .await
+        .body;
+    assert_eq!(
+        by_type.as_array().unwrap().len(),
+        1,
+        "pools without a type are agent pools"
+    );
+}
+
+#[tokio::test]
+async fn pausing_heartbeats_and_deleting_pools() {
+    let app = TestApp::spawn().await;
+    pool(&app, "local", json!({})).await;
+    assert_eq!(
+        app.patch("/api/work_pools/local", json!({"is_paused": true}))
+            .await
+            .status,
+        204
+    );
+    assert_eq!(app.get("/api/work_pools/local").await.body["status"], "PAUSED");
+    app.patch("/api/work_pools/local", json!({"is_paused": false}))
+        .await;
+    assert_eq!(app.get("/api/work_pools/local").await.body["status"], "NOT_READY");
+
+    let hb = app
+        .post(
+            "/api/work_pools/local/workers/heartbeat",
+            json!({"name": "w1", "heartbeat_interval_seconds": 10.0}),
+        )
+        .await;
+    assert_eq!(hb.status, 204);
+    assert_eq!(app.get("/api/work_pools/local").await.body["status"], "READY");
+    let workers = app
+        .post("/api/work_pools/local/workers/filter", json!({}))
+        .await
+        .body;
+    assert_eq!(workers[0]["name"], "w1");
+    assert_eq!(workers[0]["status"], "ONLINE");
+    assert_eq!(workers[0]["heartbeat_interval_seconds"], 10);
+    let offline = app
+        .post(
+            "/api/work_pools/local/workers/filter",
+            json!({"workers": {"status": {"any_": ["OFFLINE"]}}}),
+        )
+        .await
+        .body;
+    assert_eq!(offline, json!([]));
+    assert_eq!(app.delete("/api/work_pools/local/workers/w1").await.status, 204);
+    assert_eq!(
+        app.delete("/api/work_pools/local/workers/w1").await.body,
+        json!({"detail": "Worker not found."})
+    );
+
+    assert_eq!(
+        app.patch("/api/work_pools/local", json!({"concurrency_limit": 3}))
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        app.get("/api/work_pools/local").await.body["concurrency_limit"],
+        3
+    );
+    app.patch("/api/work_pools/local", json!({"concurrency_limit": null}))
+        .await;
+    assert_eq!(
+        app.get("/api/work_pools/local").await.body["concurrency_limit"],
+        Value::Null
+    );
+
+    assert_eq!(app.delete("/api/work_pools/local").await.status, 204);
+    assert_eq!(app.get("/api/work_pools/local").await.status, 404);
+    assert_eq!(app.delete("/api/work_pools/local").await.status, 404);
+}
+
+#[tokio::test]
+async fn queues_keep_distinct_priorities() {
+    let app = TestApp::spawn().await;
+    pool(&app, "local", json!({})).await;
+    let high = app
+        .post("/api/work_pools/local/queues", json!({"name": "high"}))
+        .await;
+    assert_eq!(high.status, 201);
+    assert_eq!(high.body["priority"], 2);
+    app.post(
+        "/api/work_pools/local/queues",
+        json!({"name": "low", "concurrency_limit": 1}),
+    )
+    .await;
+    assert_eq!(
+        app.post("/api/work_pools/local/queues", json!({"name": "high"}))
+            .await
+            .status,
+        409
+    );
+    assert_eq!(
+        app.post(
+            "/api/work_pools/local/queues",
+            json!({"name": "x", "priority": 0})
+        )
+        .await
+        .status,
+        422
+    );
+
+    assert_eq!(
+        app.patch("/api/work_pools/local/queues/low", json!({"priority": 1}))
+            .await
+            .status,
+        204
+    );
+    let queues = app
+        .post("/api/work_pools/local/queues/filter", json!({}))
+        .await
+        .body;
+    let order: Vec<_> = queues
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| (q["name"].clone(), q["priority"].clone()))
+        .collect();
+    assert_eq!(
+        order,
+        vec![
+            (json!("low"), json!(1)),
+            (json!("default"), json!(2)),
+            (json!("high"), json!(3))
+        ]
+    );
+
+    app.patch("/api/work_pools/local/queues/high", json!({"is_paused": true}))
+        .await;
+    assert_eq!(
+        app.get("/api/work_pools/local/queues/high").await.body["status"],
+        "PAUSED"
+    );
+    let starts = app
+        .post(
+            "/api/work_pools/local/queues/filter",
+            json!({"work_queues": {"name": {"startswith_": ["hi"]}}}),
+        )
+        .await
+        .body;
+    assert_eq!(starts.as_array().unwrap().len(), 1);
+    assert_eq!(
+        app.delete("/api/work_pools/local/queues/default").await.status,
+        400
+    );
+    assert_eq!(app.delete("/api/work_pools/local/queues/high").await.status, 204);
+    assert_eq!(app.get("/api/work_pools/local/queues/high").await.status, 404);
+}
+
+/// A SCHEDULED run in the given queue, due `in_seconds` from now.
+async fn scheduled_run(app: &TestApp, queue_id: &Value, in_seconds: i64) -> Value {
+    let flow = app.post("/api/flows/", json!({"name": "f"})).await.body;
+    let at = (Utc::now() + Duration::seconds(in_seconds)).to_rfc3339();
+    let run = app
+        .post("/api/flow_runs/", json!({"flow_id": flow["id"], "state": {"type": "SCHEDULED", "state_details": {"scheduled_time": at}}}))
+        .await
+        .body;
+    let db = app.db().await;
+    let run_id: uuid::Uuid = run["id"].as_str().unwrap().parse().unwrap();
+    let queue: uuid::Uuid = queue_id.as_str().unwrap().parse().unwrap();
+    db.execute(
+        "UPDATE flow_run SET work_queue_id = $2 WHERE id = $1",
+        &[&run_id, &queue],
+    )
+    .await
+    .unwrap();
+    run
+}
+
+#[tokio::test]
+async fn the_poll_hands_out_due_runs_by_priority_within_limits() {
+    let app = TestApp::spawn().await;
+    let p = pool(&app, "local", json!({})).await;
+    let urgent = app
+        .post(
+            "/api/work_pools/local/queues",
+            json!({"name": "urgent", "priority": 1}),
+        )
+        .await
+        .body;
+    let capped = app
+        .post(
+            "/api/work_pools/local/queues",
+            json!({"name": "capped", "concurrency_limit": 1}),
+        )
+        .await
+        .body;
+    let a = scheduled_run(&app, &p["default_queue_id"], -10).await;
+    let b = scheduled_run(&app, &urgent["id"], -5).await;
+    let _later = scheduled_run(&app, &p["default_queue_id"], 3600).await;
+    let c1 = scheduled_run(&app, &capped["id"], -3).await;
+    let _c2 = scheduled_run(&app, &capped["id"], -2).await;
+
+    let now = Utc::now().to_rfc3339();
+    let res = app
+        .post(
+            "/api/work_pools/local/get_scheduled_flow_runs",
+            json!({"scheduled_before": now}),
+        )
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    let got: Vec<_> = res
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["flow_run"]["id"].clone())
+        .collect();
+    assert_eq!(
+        got,
+        vec![b["id"].clone(), a["id"].clone(), c1["id"].clone()],
+        "priority, then time, one from the capped queue"
+    );
+    assert_eq!(res.body[0]["work_pool_id"], p["id"]);
+    assert_eq!(res.body[0]["work_queue_id"], urgent["id"]);
+    assert_eq!(res.body[0]["flow_run"]["state"], Value::Null);
+
+    let read = app
+        .get(&format!("/api/flow_runs/{}", b["id"].as_str().unwrap()))
+        .await
+        .body;
+    assert_eq!(
+        (read["work_pool_name"].clone(), read["work_queue_name"].clone()),
+        (json!("local"), json!("urgent"))
+    );
+    let queue = app.get("/api/work_pools/local/queues/urgent").await.body;
+    assert_eq!(queue["status"], "READY");
+    assert!(queue["last_polled"].is_string());
+
+    let only_urgent = app
+        .post(
+            "/api/work_pools/local/get_scheduled_flow_runs",
+            json!({"work_queue_names": ["urgent"], "scheduled_before": now}),
+        )
+        .await;
+    assert_eq!(only_urgent.body.as_array().unwrap().len(), 1);
+    let missing = app
+        .post(
+            "/api/work_pools/local/get_scheduled_flow_runs",
+            json!({"work_queue_names": ["nope"]}),
+        )
+        .await;
+    assert_eq!(missing.status, 404);
+
+    app.patch("/api/work_pools/local", json!({"is_paused": true}))
+        .await;
+    let paused = app
+        .post(
+            "/api/work_pools/local/get_scheduled_flow_runs",
+            json!({"scheduled_before": now}),
+        )
+        .await;
+    assert_eq!(paused.body, json!([]));
+
+    let by_pool = app
+        .post(
+            "/api/flow_runs/count",
+            json!({"work_pools": {"name": {"any_": ["local"]}}}),
+        )
+        .await;
+    assert_eq!(by_pool.body, json!(5));
+    let by_queue = app
+        .post(
+            "/api/flow_runs/count",
+            json!({"work_pool_queues": {"name": {"any_": ["capped"]}}}),
+        )
+        .await;
+    assert_eq!(by_queue.body, json!(2));
+}
