@@ -18,6 +18,7 @@ pub fn routes() -> Router<AppState> {
         .merge(stratus_concurrency::router())
         .merge(stratus_admin::router())
         .merge(stratus_work_pools::router())
+        .merge(stratus_deployments::router())
 }
 
 /// The whole app, as `stratus server start` serves it.

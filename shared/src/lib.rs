@@ -11,6 +11,7 @@ pub mod json_schema;
 pub mod maintenance;
 pub mod names;
 pub mod run_routes;
+pub mod schedules;
 pub mod serve;
 
 pub use app::{ApiVersion, AppState};

@@ -150,6 +150,8 @@ async fn create(
         tags: Value::from(body.tags),
         idempotency_key: body.idempotency_key,
         work_queue_name: body.work_queue_name,
+        work_queue_id: None,
+        deployment_version: None,
         job_variables: body.job_variables.map(Value::Object),
     };
     let _ = (body.work_pool_name, body.created_by);

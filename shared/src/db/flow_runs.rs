@@ -151,6 +151,8 @@ pub struct NewFlowRun {
     pub tags: Value,
     pub idempotency_key: Option<String>,
     pub work_queue_name: Option<String>,
+    pub work_queue_id: Option<Uuid>,
+    pub deployment_version: Option<String>,
     pub job_variables: Option<Value>,
 }
 
@@ -161,8 +163,8 @@ pub async fn insert(c: &impl GenericClient, run: &NewFlowRun) -> Result<(Uuid, b
         .prepare_cached(
             "INSERT INTO flow_run (name, flow_id, deployment_id, flow_version, parameters, context, \
              parent_task_run_id, infrastructure_document_id, empirical_policy, tags, idempotency_key, \
-             work_queue_name, job_variables) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+             work_queue_name, job_variables, work_queue_id, deployment_version) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
              ON CONFLICT (flow_id, idempotency_key) DO NOTHING RETURNING id",
         )
         .await?;
@@ -184,6 +186,8 @@ pub async fn insert(c: &impl GenericClient, run: &NewFlowRun) -> Result<(Uuid, b
                 &run.idempotency_key,
                 &run.work_queue_name,
                 &run.job_variables,
+                &run.work_queue_id,
+                &run.deployment_version,
             ],
         )
         .await?;

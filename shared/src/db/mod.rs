@@ -2,6 +2,7 @@
 
 pub mod blocks;
 pub mod concurrency_limits;
+pub mod deployments;
 pub mod flow_run_inputs;
 pub mod flow_runs;
 pub mod flows;
