@@ -342,3 +342,13 @@ async fn the_poll_hands_out_due_runs_by_priority_within_limits() {
         .await;
     assert_eq!(by_queue.body, json!(2));
 }
+
+#[tokio::test]
+async fn worker_metadata_is_served_for_pool_creation() {
+    let app = TestApp::spawn().await;
+    let res = app.get("/api/collections/views/aggregate-worker-metadata").await;
+    assert_eq!(res.status, 200);
+    let template = &res.body["prefect"]["process"]["default_base_job_configuration"];
+    assert!(template["job_configuration"].is_object(), "{template}");
+    assert_eq!(app.get("/api/collections/views/nope").await.status, 404);
+}

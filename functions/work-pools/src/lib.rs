@@ -1,5 +1,7 @@
 //! The `/work_pools` route family: pools, their queues and workers, and the poll workers
-//! and agents use to get scheduled runs.
+//! and agents use to get scheduled runs; and the legacy `/work_queues` agents use.
+
+mod legacy;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -35,6 +37,38 @@ pub fn router() -> Router<AppState> {
         .route("/work_pools/{name}/workers/heartbeat", post(heartbeat))
         .route("/work_pools/{name}/workers/filter", post(filter_workers))
         .route("/work_pools/{name}/workers/{worker}", delete(delete_worker))
+        .route("/collections/views/{view}", get(collection_view))
+        .route("/work_queues", post(legacy::create))
+        .route("/work_queues/filter", post(legacy::filter))
+        .route("/work_queues/name/{name}", get(legacy::read_by_name))
+        .route(
+            "/work_queues/{id}",
+            get(legacy::read).patch(legacy::update).delete(legacy::delete),
+        )
+        .route("/work_queues/{id}/get_runs", post(legacy::get_runs))
+        .route("/work_queues/{id}/status", get(legacy::status))
+}
+
+/// Worker types and their default job templates, bundled from prefect 2.20 as Prefect
+/// bundles them for offline servers (`prefect work-pool create` reads it).
+const AGGREGATE_WORKER_METADATA: &str = include_str!("../../../shared/data/aggregate-worker-metadata.json");
+
+/// The collection registry views. Only the worker metadata is bundled (as in Prefect); the
+/// others come from the internet, which a Stratus server does not reach.
+async fn collection_view(Path(view): Path<String>) -> ApiResult<Response> {
+    match view.as_str() {
+        "aggregate-worker-metadata" => Ok((
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            AGGREGATE_WORKER_METADATA,
+        )
+            .into_response()),
+        "aggregate-block-metadata" | "aggregate-flow-metadata" | "demo-flows" => {
+            Err(ApiError::not_found(format!(
+                "View {view} is not available: the collection registry is not reachable from this server."
+            )))
+        }
+        _ => Err(ApiError::not_found(format!("View {view} not found in registry"))),
+    }
 }
 
 fn pool_not_found(name: &str) -> ApiError {
@@ -159,7 +193,7 @@ struct PoolUpdate {
 }
 
 /// Distinguishes an explicit `null` (clear the value) from an absent key.
-fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+pub(crate) fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
     d: D,
 ) -> Result<Option<Option<T>>, D::Error> {
     Ok(Some(Option::<T>::deserialize(d)?))
@@ -289,7 +323,7 @@ struct QueueCreate {
     priority: Option<i32>,
 }
 
-fn check_queue_numbers(limit: Option<i32>, priority: Option<i32>) -> ApiResult<()> {
+pub(crate) fn check_queue_numbers(limit: Option<i32>, priority: Option<i32>) -> ApiResult<()> {
     if limit.is_some_and(|l| l < 0) {
         return Err(ApiError::invalid(
             &["body", "concurrency_limit"],
@@ -379,6 +413,7 @@ async fn update_queue(
         concurrency_limit: body.concurrency_limit,
         priority: body.priority,
         last_polled: body.last_polled,
+        filter: None,
     };
     let mut client = app.client().await?;
     let tx = client.transaction().await?;

@@ -382,6 +382,8 @@ pub struct QueueChanges {
     pub concurrency_limit: Option<Option<i32>>,
     pub priority: Option<i32>,
     pub last_polled: Option<DateTime<Utc>>,
+    /// The deprecated tag filter of legacy queues.
+    pub filter: Option<Value>,
 }
 
 /// Applies the changes. A new priority shifts the queues between the old and new positions,
@@ -414,10 +416,11 @@ pub async fn update_queue(
         "UPDATE work_queue SET name = coalesce($2, name), description = coalesce($3, description), \
          is_paused = coalesce($4, is_paused), concurrency_limit = CASE WHEN $5 THEN $6 ELSE concurrency_limit END, \
          priority = coalesce($7, priority), last_polled = coalesce($8, last_polled), \
+         filter = coalesce($9, filter), \
          status = CASE WHEN $4 IS NULL THEN status WHEN $4 THEN 'PAUSED' \
              WHEN last_polled >= now() - interval '60 seconds' THEN 'READY' ELSE 'NOT_READY' END, \
          updated = now() WHERE id = $1",
-        &[&queue.id, &ch.name, &ch.description, &ch.is_paused, &set_limit, &limit, &ch.priority, &ch.last_polled],
+        &[&queue.id, &ch.name, &ch.description, &ch.is_paused, &set_limit, &limit, &ch.priority, &ch.last_polled, &ch.filter],
     )
     .await?;
     Ok(())
@@ -663,4 +666,74 @@ pub async fn queue_ids(c: &impl GenericClient, pool_id: Uuid) -> Result<Vec<Uuid
             .map(|r| r.get(0))
             .collect(),
     )
+}
+
+/// The legacy agent poll: SCHEDULED runs whose `work_queue_name` is the queue's name (runs
+/// are matched by name, not id), soonest first, within the queue's concurrency limit.
+pub async fn runs_for_agent(
+    c: &impl GenericClient,
+    queue: &WorkQueue,
+    scheduled_before: Option<DateTime<Utc>>,
+    limit: i64,
+) -> Result<Vec<Uuid>, tokio_postgres::Error> {
+    if queue.is_paused {
+        return Ok(Vec::new());
+    }
+    let mut limit = limit;
+    if let Some(cap) = queue.concurrency_limit {
+        let busy: i64 = c
+            .query_one(
+                "SELECT count(*) FROM flow_run WHERE work_queue_name = $1 AND state_type IN ('RUNNING','PENDING','CANCELLING')",
+                &[&queue.name],
+            )
+            .await?
+            .get(0);
+        limit = limit.min((i64::from(cap) - busy).max(0));
+    }
+    let rows = c
+        .query(
+            "SELECT id FROM flow_run WHERE work_queue_name = $1 AND state_type = 'SCHEDULED' \
+             AND ($2::timestamptz IS NULL OR next_scheduled_start_time <= $2) \
+             ORDER BY next_scheduled_start_time, id LIMIT $3 FOR UPDATE SKIP LOCKED",
+            &[&queue.name, &scheduled_before, &limit],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Records a poll of the queue: `last_polled`, READY status, its deployments, the agent.
+pub async fn record_poll(
+    c: &impl GenericClient,
+    queue: &WorkQueue,
+    agent_id: Option<Uuid>,
+) -> Result<(), tokio_postgres::Error> {
+    c.execute(
+        "UPDATE work_queue SET last_polled = now(), status = CASE WHEN is_paused THEN 'PAUSED' ELSE 'READY' END WHERE id = $1",
+        &[&queue.id],
+    )
+    .await?;
+    c.execute(
+        "UPDATE deployment SET last_polled = now(), status = 'READY' WHERE work_queue_id = $1",
+        &[&queue.id],
+    )
+    .await?;
+    if let Some(agent) = agent_id {
+        c.execute(
+            "INSERT INTO agent (id, name, work_queue_id, last_activity_time) VALUES ($1, $2, $3, now()) \
+             ON CONFLICT (id) DO UPDATE SET last_activity_time = now(), work_queue_id = EXCLUDED.work_queue_id",
+            &[&agent, &agent.to_string(), &queue.id],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Late runs in the queue and whether it was polled recently: the queue's health.
+pub async fn late_runs(c: &impl GenericClient, queue: &WorkQueue) -> Result<i64, tokio_postgres::Error> {
+    Ok(c.query_one(
+        "SELECT count(*) FROM flow_run WHERE work_queue_id = $1 AND state_name = 'Late' AND state_type = 'SCHEDULED'",
+        &[&queue.id],
+    )
+    .await?
+    .get(0))
 }
