@@ -1,0 +1,78 @@
+"""Deployments and work pools with the stock CLI: runs started from a deployment are
+picked up and executed by the stock `prefect worker` and `prefect agent`."""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from uuid import uuid4
+
+from _support import uid
+
+PREFECT = str(Path(sys.executable).with_name("prefect"))
+
+FLOW_SOURCE = """
+from prefect import flow, get_run_logger
+
+@flow
+def greet(name: str = "world"):
+    get_run_logger().info("greeting %s", name)
+    return f"hello {name}"
+"""
+
+
+def cli(stratus, tmp_path, *args, timeout=90):
+    # A wide terminal, so the CLI's tables do not truncate names.
+    env = dict(os.environ, PREFECT_API_URL=stratus, PREFECT_HOME=str(tmp_path / "cli-home"), COLUMNS="250")
+    proc = subprocess.run([PREFECT, *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"prefect {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+def deploy(run_flow, tmp_path, name, **target):
+    (tmp_path / "greet_flow.py").write_text(textwrap.dedent(FLOW_SOURCE))
+    keywords = ", ".join(f"{k}={v!r}" for k, v in target.items())
+    return run_flow(
+        f"""
+        import json
+        from prefect.deployments import Deployment
+        from greet_flow import greet
+
+        deployment = Deployment.build_from_flow(flow=greet, name={name!r}, parameters={{"name": "stratus"}}, {keywords})
+        print(json.dumps({{"deployment_id": str(deployment.apply())}}))
+        """
+    )["deployment_id"]
+
+
+def start_run(client, deployment_id):
+    return client(lambda c: c.create_flow_run_from_deployment(uid(deployment_id))).id
+
+
+def test_a_process_worker_runs_an_ad_hoc_deployment_run(stratus, tmp_path, run_flow, client):
+    pool = f"pool-{uuid4().hex[:8]}"
+    cli(stratus, tmp_path, "work-pool", "create", "--type", "process", pool)
+    assert pool in cli(stratus, tmp_path, "work-pool", "ls")
+    deployment_id = deploy(run_flow, tmp_path, "via-worker", work_pool_name=pool)
+    assert "greet/via-worker" in cli(stratus, tmp_path, "deployment", "ls")
+    run_id = start_run(client, deployment_id)
+
+    cli(stratus, tmp_path, "worker", "start", "--pool", pool, "--type", "process", "--run-once", timeout=120)
+
+    run = client(lambda c: c.read_flow_run(run_id))
+    assert run.state.type.value == "COMPLETED", run.state
+    assert run.work_pool_name == pool
+    assert client(lambda c: c.read_work_pool(pool)).status.value == "READY"
+    assert str(run_id)[:8] in cli(stratus, tmp_path, "flow-run", "ls")
+
+
+def test_an_agent_runs_a_legacy_queue_deployment_run(stratus, tmp_path, run_flow, client):
+    queue = f"queue-{uuid4().hex[:8]}"
+    deployment_id = deploy(run_flow, tmp_path, "via-agent", work_queue_name=queue)
+    run_id = start_run(client, deployment_id)
+
+    cli(stratus, tmp_path, "agent", "start", "--work-queue", queue, "--run-once", timeout=120)
+
+    run = client(lambda c: c.read_flow_run(run_id))
+    assert run.state.type.value == "COMPLETED", run.state
+    assert (run.work_queue_name, run.work_pool_name) == (queue, "default-agent-pool")
