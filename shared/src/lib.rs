@@ -12,6 +12,7 @@ pub mod maintenance;
 pub mod names;
 pub mod run_routes;
 pub mod schedules;
+pub mod scheduling;
 pub mod serve;
 
 pub use app::{ApiVersion, AppState};

@@ -1,0 +1,280 @@
+//! The dates a deployment schedule produces (reference §5, Scheduler): intervals from an
+//! anchor, cron strings and RRules, each in its time zone (DST included). Pure code; the
+//! scheduler (`crate::scheduler`) turns dates into runs.
+
+use std::str::FromStr;
+
+use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
+use chrono_tz::Tz;
+use croner::parser::CronParser;
+use serde_json::Value;
+
+/// Prefect's default interval anchor (`DEFAULT_ANCHOR_DATE`).
+pub fn default_anchor() -> DateTime<Utc> {
+    NaiveDate::from_ymd_opt(2020, 1, 1)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+fn timezone(schedule: &Value) -> Result<Tz, String> {
+    match schedule.get("timezone").and_then(Value::as_str) {
+        None => Ok(Tz::UTC),
+        Some(name) => Tz::from_str(name).map_err(|_| format!("unknown time zone {name:?}")),
+    }
+}
+
+/// Up to `max` dates of the schedule in `[start, end]`, ascending.
+pub fn dates(
+    schedule: &Value,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    max: usize,
+) -> Result<Vec<DateTime<Utc>>, String> {
+    let tz = timezone(schedule)?;
+    if let Some(seconds) = schedule.get("interval").and_then(Value::as_f64) {
+        let anchor = schedule
+            .get("anchor_date")
+            .and_then(Value::as_str)
+            .and_then(crate::json::parse_ts)
+            .unwrap_or_else(default_anchor);
+        return Ok(interval_dates(seconds, anchor, tz, start, end, max));
+    }
+    if let Some(cron) = schedule.get("cron").and_then(Value::as_str) {
+        let day_or = schedule.get("day_or").and_then(Value::as_bool).unwrap_or(true);
+        return cron_dates(cron, day_or, tz, start, end, max);
+    }
+    if let Some(rrule) = schedule.get("rrule").and_then(Value::as_str) {
+        return rrule_dates(rrule, tz, start, end, max);
+    }
+    Err("a schedule needs one of interval, cron or rrule".into())
+}
+
+/// Fixed intervals count from the anchor. Intervals of whole days keep the anchor's wall
+/// clock time in the schedule's time zone across DST changes, as Prefect's do.
+fn interval_dates(
+    seconds: f64,
+    anchor: DateTime<Utc>,
+    tz: Tz,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    max: usize,
+) -> Vec<DateTime<Utc>> {
+    let mut out = Vec::new();
+    if !(seconds.is_finite() && seconds > 0.0) {
+        return out;
+    }
+    let step = Duration::microseconds((seconds * 1_000_000.0) as i64);
+    let whole_days = seconds >= 86_400.0 && seconds % 86_400.0 == 0.0;
+    let elapsed = (start - anchor).num_microseconds().unwrap_or(0) as f64 / 1_000_000.0;
+    let mut k = if elapsed > 0.0 {
+        (elapsed / seconds).ceil() as i64
+    } else {
+        0
+    };
+    while out.len() < max {
+        let date = if whole_days {
+            let local =
+                anchor.with_timezone(&tz).naive_local() + Duration::days(k * (seconds / 86_400.0) as i64);
+            match tz.from_local_datetime(&local).earliest() {
+                Some(d) => d.with_timezone(&Utc),
+                // A wall time skipped by DST: an hour later exists.
+                None => match tz.from_local_datetime(&(local + Duration::hours(1))).earliest() {
+                    Some(d) => d.with_timezone(&Utc),
+                    None => break,
+                },
+            }
+        } else {
+            match step
+                .checked_mul(k as i32)
+                .and_then(|d| anchor.checked_add_signed(d))
+            {
+                Some(d) => d,
+                None => break,
+            }
+        };
+        if date > end {
+            break;
+        }
+        if date >= start {
+            out.push(date);
+        }
+        k += 1;
+    }
+    out
+}
+
+fn cron_dates(
+    pattern: &str,
+    day_or: bool,
+    tz: Tz,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    max: usize,
+) -> Result<Vec<DateTime<Utc>>, String> {
+    let cron = CronParser::builder()
+        .dom_and_dow(!day_or)
+        .build()
+        .parse(pattern)
+        .map_err(|e| format!("invalid cron string {pattern:?}: {e}"))?;
+    let mut out = Vec::new();
+    let mut cursor = start.with_timezone(&tz);
+    let mut inclusive = true;
+    while out.len() < max {
+        let Ok(next) = cron.find_next_occurrence(&cursor, inclusive) else {
+            break;
+        };
+        let utc = next.with_timezone(&Utc);
+        if utc > end {
+            break;
+        }
+        out.push(utc);
+        cursor = next;
+        inclusive = false;
+    }
+    Ok(out)
+}
+
+fn rrule_dates(
+    text: &str,
+    tz: Tz,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    max: usize,
+) -> Result<Vec<DateTime<Utc>>, String> {
+    // Without a DTSTART, Prefect anchors RRules at its default anchor date.
+    let full = if text.to_uppercase().contains("DTSTART") {
+        text.to_string()
+    } else {
+        let anchor = default_anchor().with_timezone(&tz);
+        let rule = if text.to_uppercase().starts_with("RRULE:") {
+            text.to_string()
+        } else {
+            format!("RRULE:{text}")
+        };
+        if tz == Tz::UTC {
+            format!("DTSTART:{}\n{rule}", anchor.format("%Y%m%dT%H%M%SZ"))
+        } else {
+            format!(
+                "DTSTART;TZID={}:{}\n{rule}",
+                tz.name(),
+                anchor.naive_local().format("%Y%m%dT%H%M%S")
+            )
+        }
+    };
+    let set: rrule::RRuleSet = full.parse().map_err(|e| format!("invalid rrule {text:?}: {e}"))?;
+    let rtz: rrule::Tz = tz.into();
+    let limit = u16::try_from(max).unwrap_or(u16::MAX);
+    let result = set
+        .after(start.with_timezone(&rtz) - Duration::microseconds(1))
+        .before(end.with_timezone(&rtz))
+        .all(limit);
+    Ok(result.dates.into_iter().map(|d| d.with_timezone(&Utc)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        crate::json::parse_ts(text).unwrap()
+    }
+
+    #[test]
+    fn intervals_count_from_the_anchor() {
+        let s = json!({"interval": 3600.0, "anchor_date": "2026-01-01T00:30:00Z"});
+        let got = dates(&s, at("2026-11-24T10:00:00Z"), at("2026-11-24T13:00:00Z"), 10).unwrap();
+        assert_eq!(
+            got,
+            vec![
+                at("2026-11-24T10:30:00Z"),
+                at("2026-11-24T11:30:00Z"),
+                at("2026-11-24T12:30:00Z")
+            ]
+        );
+        let capped = dates(&s, at("2026-11-24T10:00:00Z"), at("2026-11-30T00:00:00Z"), 2).unwrap();
+        assert_eq!(capped.len(), 2);
+    }
+
+    #[test]
+    fn daily_intervals_keep_local_time_across_dst() {
+        let s = json!({"interval": 86400.0, "anchor_date": "2026-03-01T09:00:00-05:00", "timezone": "America/New_York"});
+        // New York moves to summer time on 2026-03-08.
+        let got = dates(&s, at("2026-03-07T00:00:00Z"), at("2026-03-09T23:00:00Z"), 10).unwrap();
+        assert_eq!(
+            got,
+            vec![
+                at("2026-03-07T14:00:00Z"),
+                at("2026-03-08T13:00:00Z"),
+                at("2026-03-09T13:00:00Z")
+            ]
+        );
+    }
+
+    #[test]
+    fn cron_runs_in_its_time_zone() {
+        let s = json!({"cron": "0 9 * * *", "timezone": "Europe/Paris"});
+        // Paris is UTC+1 in November.
+        let got = dates(&s, at("2026-11-24T00:00:00Z"), at("2026-11-26T00:00:00Z"), 10).unwrap();
+        assert_eq!(got, vec![at("2026-11-24T08:00:00Z"), at("2026-11-25T08:00:00Z")]);
+        let every5 = dates(
+            &json!({"cron": "*/5 * * * *"}),
+            at("2026-11-24T10:00:00Z"),
+            at("2026-11-24T11:00:00Z"),
+            100,
+        )
+        .unwrap();
+        assert_eq!(every5.len(), 13, "an hour of */5 is 13 dates, as Prefect makes");
+        assert!(dates(
+            &json!({"cron": "nope nope"}),
+            at("2026-11-24T00:00:00Z"),
+            at("2026-11-25T00:00:00Z"),
+            3
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn cron_day_or_controls_day_matching() {
+        // The 1st of the month, or a Monday (OR); only Mondays that are the 1st (AND).
+        let or = dates(
+            &json!({"cron": "0 0 1 * MON"}),
+            at("2026-06-01T00:00:00Z"),
+            at("2026-06-30T00:00:00Z"),
+            10,
+        )
+        .unwrap();
+        assert_eq!(or.len(), 5);
+        let and = dates(
+            &json!({"cron": "0 0 1 * MON", "day_or": false}),
+            at("2026-06-01T00:00:00Z"),
+            at("2026-06-30T00:00:00Z"),
+            10,
+        )
+        .unwrap();
+        assert_eq!(and, vec![at("2026-06-01T00:00:00Z")]);
+    }
+
+    #[test]
+    fn rrules_with_and_without_dtstart() {
+        let got = dates(
+            &json!({"rrule": "FREQ=DAILY;BYHOUR=6"}),
+            at("2026-11-24T00:00:00Z"),
+            at("2026-11-26T00:00:00Z"),
+            10,
+        )
+        .unwrap();
+        assert_eq!(got, vec![at("2026-11-24T06:00:00Z"), at("2026-11-25T06:00:00Z")]);
+        let with_start = json!({"rrule": "DTSTART:20261124T120000Z\nRRULE:FREQ=HOURLY;COUNT=3"});
+        let got = dates(
+            &with_start,
+            at("2026-11-24T00:00:00Z"),
+            at("2026-11-25T00:00:00Z"),
+            10,
+        )
+        .unwrap();
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0], at("2026-11-24T12:00:00Z"));
+    }
+}
