@@ -34,6 +34,9 @@ pub struct Settings {
     /// `STRATUS_STATE_RETENTION_DAYS`, default 90: older state rows of finished runs are
     /// pruned (a run's current state is always kept); 0 keeps them forever.
     pub state_retention_days: i64,
+    /// `STRATUS_SCHEDULER_INTERVAL_SECONDS`, default 5: how often the local server's
+    /// scheduler ticks (creating scheduled runs, marking late ones).
+    pub scheduler_interval_seconds: u64,
 }
 
 impl Settings {
@@ -53,6 +56,7 @@ impl Settings {
             )?,
             log_retention_days: parse_var("STRATUS_LOG_RETENTION_DAYS", 30)?,
             state_retention_days: parse_var("STRATUS_STATE_RETENTION_DAYS", 90)?,
+            scheduler_interval_seconds: parse_var("STRATUS_SCHEDULER_INTERVAL_SECONDS", 5)?,
         })
     }
 

@@ -11,6 +11,7 @@ pub mod json_schema;
 pub mod maintenance;
 pub mod names;
 pub mod run_routes;
+pub mod scheduler;
 pub mod schedules;
 pub mod scheduling;
 pub mod serve;

@@ -31,6 +31,7 @@ async fn serve_until_stopped(mut settings: Settings, url: &str) -> Result<(), St
         .map_err(|e| format!("could not listen on {addr}: {e}"))?;
     let state = AppState::new(pool.clone(), settings.clone());
     let upkeep = tokio::spawn(upkeep(state.clone()));
+    let scheduler = tokio::spawn(scheduler(state.clone()));
 
     let base = format!("http://{addr}");
     println!("\n Stratus is running.\n");
@@ -44,6 +45,7 @@ async fn serve_until_stopped(mut settings: Settings, url: &str) -> Result<(), St
         .await
         .map_err(|e| format!("server error: {e}"));
     upkeep.abort();
+    scheduler.abort();
     pool.close();
     served
 }
@@ -65,6 +67,30 @@ async fn upkeep(state: AppState) {
         tick.tick().await;
         if let Err(e) = stratus_shared::maintenance::run_once(&state.db, &state.settings).await {
             tracing::warn!(error = ?e, "run upkeep failed; retrying next tick");
+        }
+    }
+}
+
+/// The scheduler function's timer: each tick is bounded by its interval, so ticks never
+/// pile up.
+async fn scheduler(state: AppState) {
+    let every = Duration::from_secs(state.settings.scheduler_interval_seconds.max(1));
+    let limits = stratus_shared::scheduler::Limits::default();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let wait = state.settings.tag_concurrency_slot_wait_seconds;
+        match stratus_shared::scheduler::tick(&state.db, &limits, every, wait).await {
+            Ok(report) if report.runs_created > 0 || report.late_marked > 0 => {
+                tracing::info!(
+                    runs = report.runs_created,
+                    late = report.late_marked,
+                    "scheduler tick"
+                )
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = ?e, "scheduler tick failed; retrying next tick"),
         }
     }
 }
