@@ -19,6 +19,7 @@ pub fn routes() -> Router<AppState> {
         .merge(stratus_admin::router())
         .merge(stratus_work_pools::router())
         .merge(stratus_deployments::router())
+        .merge(stratus_variables::router())
 }
 
 /// The whole app, as `stratus server start` serves it.

@@ -180,6 +180,36 @@ fn text_conds(c: &mut Conds, q: &mut Query, col: &str, f: &Option<TextFilter>) {
     null_cond(c, col, f.is_null_);
 }
 
+/// Conditions from several criteria (each `None` when absent), joined by `operator`.
+pub fn combine(operator: Option<Operator>, parts: Vec<Option<String>>) -> String {
+    let mut c = Conds::new(operator);
+    for part in parts.into_iter().flatten() {
+        c.push(part);
+    }
+    c.sql()
+}
+
+fn collect(build: impl FnOnce(&mut Conds)) -> Option<String> {
+    let mut c = Conds::new(None);
+    build(&mut c);
+    (!c.parts.is_empty()).then(|| c.sql())
+}
+
+/// The conditions of an id criterion on `col`, or None.
+pub fn id_sql(q: &mut Query, col: &str, f: &Option<IdFilter>) -> Option<String> {
+    collect(|c| uuid_conds(c, q, col, f))
+}
+
+/// The conditions of a text criterion on `col`, or None.
+pub fn text_sql(q: &mut Query, col: &str, f: &Option<TextFilter>) -> Option<String> {
+    collect(|c| text_conds(c, q, col, f))
+}
+
+/// The conditions of a tags criterion on `col`, or None.
+pub fn tags_sql(q: &mut Query, col: &str, f: &Option<TagsFilter>) -> Option<String> {
+    collect(|c| tags_conds(c, q, col, f))
+}
+
 fn escape_like(text: &str) -> String {
     text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
 }

@@ -10,6 +10,7 @@ pub mod logs;
 pub mod runs;
 pub mod task_runs;
 pub mod transitions;
+pub mod variables;
 pub mod work_pools;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
