@@ -20,6 +20,7 @@ pub fn routes() -> Router<AppState> {
         .merge(stratus_work_pools::router())
         .merge(stratus_deployments::router())
         .merge(stratus_variables::router())
+        .merge(stratus_artifacts::router())
 }
 
 /// The whole app, as `stratus server start` serves it.

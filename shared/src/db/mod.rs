@@ -1,5 +1,6 @@
 //! The Postgres pool, the embedded migrations, and one SQL module per table family.
 
+pub mod artifacts;
 pub mod blocks;
 pub mod concurrency_limits;
 pub mod deployments;
