@@ -21,6 +21,7 @@ pub fn routes() -> Router<AppState> {
         .merge(stratus_deployments::router())
         .merge(stratus_variables::router())
         .merge(stratus_artifacts::router())
+        .merge(stratus_ui::router())
 }
 
 /// The whole app, as `stratus server start` serves it.

@@ -9,6 +9,7 @@ pub mod flow_runs;
 pub mod flows;
 pub mod logs;
 pub mod runs;
+pub mod saved_searches;
 pub mod task_runs;
 pub mod transitions;
 pub mod variables;

@@ -1,0 +1,84 @@
+//! The UI's route family. For now: `/saved_searches`, the run filters the UI saves.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::Value;
+use stratus_shared::db::saved_searches;
+use stratus_shared::json::{null_default, page, path_id};
+use stratus_shared::{ApiError, ApiResult, AppState, Body};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/saved_searches", put(upsert))
+        .route("/saved_searches/filter", post(filter))
+        .route("/saved_searches/{id}", get(read).delete(remove))
+}
+
+fn not_found() -> ApiError {
+    ApiError::not_found("Saved search not found")
+}
+
+/// One saved filter criterion.
+#[derive(Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+struct SavedSearchFilter {
+    object: String,
+    property: String,
+    #[serde(rename = "type")]
+    kind: String,
+    operation: String,
+    value: Value,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SavedSearchCreate {
+    name: String,
+    #[serde(default, deserialize_with = "null_default")]
+    filters: Vec<SavedSearchFilter>,
+}
+
+async fn upsert(State(app): State<AppState>, Body(body): Body<SavedSearchCreate>) -> ApiResult<Response> {
+    let filters = serde_json::to_value(&body.filters)?;
+    let client = app.client().await?;
+    let (search, created) = saved_searches::upsert(&client, &body.name, &filters).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(search)).into_response())
+}
+
+async fn read(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    let id = path_id(&id)?;
+    let client = app.client().await?;
+    Ok(Json(saved_searches::read(&client, id).await?.ok_or_else(not_found)?).into_response())
+}
+
+async fn remove(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    let id = path_id(&id)?;
+    let client = app.client().await?;
+    if !saved_searches::delete(&client, id).await? {
+        return Err(not_found());
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, Default)]
+struct PageBody {
+    #[serde(default)]
+    limit: Option<i64>,
+    #[serde(default)]
+    offset: Option<i64>,
+}
+
+async fn filter(State(app): State<AppState>, Body(body): Body<PageBody>) -> ApiResult<Response> {
+    let (limit, offset) = page(body.limit, body.offset)?;
+    let client = app.client().await?;
+    Ok(Json(saved_searches::filter(&client, limit, offset).await?).into_response())
+}
