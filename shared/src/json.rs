@@ -166,6 +166,22 @@ pub fn page_with_max(limit: Option<i64>, offset: Option<i64>, max: i64) -> Resul
     Ok((limit, offset))
 }
 
+/// The `sort` key of a list body: the default when absent, else a known member, else
+/// Prefect's 422.
+pub fn sort<T>(raw: Option<&str>, default: T, parse: impl Fn(&str) -> Option<T>) -> Result<T, ApiError> {
+    match raw {
+        None => Ok(default),
+        Some(text) => parse(text).ok_or_else(|| {
+            ApiError::invalid(
+                &["body", "sort"],
+                format!("value is not a valid enumeration member; got {text:?}"),
+                "type_error.enum",
+                Value::Null,
+            )
+        }),
+    }
+}
+
 /// Parses an id from a URL path segment; a malformed one is Prefect's 422.
 pub fn path_id(raw: &str) -> Result<uuid::Uuid, ApiError> {
     uuid::Uuid::parse_str(raw).map_err(|_| ApiError::Validation {

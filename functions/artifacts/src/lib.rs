@@ -189,17 +189,7 @@ impl FilterBody {
     }
 
     fn sort(&self) -> ApiResult<ArtifactSort> {
-        match self.sort.as_deref() {
-            None => Ok(ArtifactSort::IdDesc),
-            Some(s) => ArtifactSort::parse(s).ok_or_else(|| {
-                ApiError::invalid(
-                    &["body", "sort"],
-                    format!("value is not a valid enumeration member; got {s:?}"),
-                    "type_error.enum",
-                    Value::Null,
-                )
-            }),
-        }
+        stratus_shared::json::sort(self.sort.as_deref(), ArtifactSort::IdDesc, ArtifactSort::parse)
     }
 }
 

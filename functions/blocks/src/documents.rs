@@ -217,17 +217,7 @@ pub async fn delete(State(app): State<AppState>, Path(id): Path<String>) -> ApiR
 }
 
 fn sort_of(sort: Option<&str>) -> ApiResult<DocumentSort> {
-    match sort {
-        None => Ok(DocumentSort::NameAsc),
-        Some(s) => DocumentSort::parse(s).ok_or_else(|| {
-            ApiError::invalid(
-                &["body", "sort"],
-                format!("value is not a valid enumeration member; got {s:?}"),
-                "type_error.enum",
-                Value::Null,
-            )
-        }),
-    }
+    stratus_shared::json::sort(sort, DocumentSort::NameAsc, DocumentSort::parse)
 }
 
 pub async fn filter(State(app): State<AppState>, Body(body): Body<FilterBody>) -> ApiResult<Response> {

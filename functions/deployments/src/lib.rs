@@ -472,17 +472,11 @@ async fn remove(State(app): State<AppState>, Path(id): Path<String>) -> ApiResul
 }
 
 fn sort_of(body: &RunFilterBody) -> ApiResult<DeploymentSort> {
-    match body.sort.as_deref() {
-        None => Ok(DeploymentSort::NameAsc),
-        Some(s) => DeploymentSort::parse(s).ok_or_else(|| {
-            ApiError::invalid(
-                &["body", "sort"],
-                format!("value is not a valid enumeration member; got {s:?}"),
-                "type_error.enum",
-                Value::Null,
-            )
-        }),
-    }
+    stratus_shared::json::sort(
+        body.sort.as_deref(),
+        DeploymentSort::NameAsc,
+        DeploymentSort::parse,
+    )
 }
 
 async fn filter(State(app): State<AppState>, Body(body): Body<RunFilterBody>) -> ApiResult<Response> {

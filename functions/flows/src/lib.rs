@@ -107,17 +107,7 @@ async fn delete(State(app): State<AppState>, Path(id): Path<String>) -> ApiResul
 }
 
 fn sort_of(body: &RunFilterBody) -> ApiResult<FlowSort> {
-    match body.sort.as_deref() {
-        None => Ok(FlowSort::NameAsc),
-        Some(text) => FlowSort::parse(text).ok_or_else(|| {
-            ApiError::invalid(
-                &["body", "sort"],
-                format!("value is not a valid enumeration member; permitted: 'CREATED_DESC', 'UPDATED_DESC', 'NAME_ASC', 'NAME_DESC' (got {text:?})"),
-                "type_error.enum",
-                Value::Null,
-            )
-        }),
-    }
+    stratus_shared::json::sort(body.sort.as_deref(), FlowSort::NameAsc, FlowSort::parse)
 }
 
 async fn filter(State(app): State<AppState>, Body(body): Body<RunFilterBody>) -> ApiResult<Response> {

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use stratus_shared::db::logs::{self, LogCreate, LogFilter, LogSort};
 use stratus_shared::json::page;
-use stratus_shared::{ApiError, ApiResult, AppState, Body};
+use stratus_shared::{ApiResult, AppState, Body};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -37,17 +37,7 @@ struct FilterBody {
 
 async fn filter(State(app): State<AppState>, Body(body): Body<FilterBody>) -> ApiResult<Response> {
     let (limit, offset) = page(body.limit, body.offset)?;
-    let sort = match body.sort.as_deref() {
-        None => LogSort::TimestampAsc,
-        Some(s) => LogSort::parse(s).ok_or_else(|| {
-            ApiError::invalid(
-                &["body", "sort"],
-                format!("value is not a valid enumeration member; got {s:?}"),
-                "type_error.enum",
-                Value::Null,
-            )
-        })?,
-    };
+    let sort = stratus_shared::json::sort(body.sort.as_deref(), LogSort::TimestampAsc, LogSort::parse)?;
     let client = app.client().await?;
     let found = logs::filter(&client, &body.logs.unwrap_or_default(), sort, limit, offset).await?;
     Ok(Json(found).into_response())

@@ -181,17 +181,7 @@ async fn delete(State(app): State<AppState>, Path(id): Path<String>) -> ApiResul
 }
 
 fn sort_of(body: &RunFilterBody) -> ApiResult<TaskRunSort> {
-    match body.sort.as_deref() {
-        None => Ok(TaskRunSort::IdDesc),
-        Some(text) => TaskRunSort::parse(text).ok_or_else(|| {
-            ApiError::invalid(
-                &["body", "sort"],
-                format!("value is not a valid enumeration member; got {text:?}"),
-                "type_error.enum",
-                Value::Null,
-            )
-        }),
-    }
+    stratus_shared::json::sort(body.sort.as_deref(), TaskRunSort::IdDesc, TaskRunSort::parse)
 }
 
 async fn filter(State(app): State<AppState>, Body(body): Body<RunFilterBody>) -> ApiResult<Response> {

@@ -158,17 +158,7 @@ struct FilterBody {
 
 async fn filter(State(app): State<AppState>, Body(body): Body<FilterBody>) -> ApiResult<Response> {
     let (limit, offset) = page(body.limit, body.offset)?;
-    let sort = match body.sort.as_deref() {
-        None => VariableSort::NameAsc,
-        Some(s) => VariableSort::parse(s).ok_or_else(|| {
-            ApiError::invalid(
-                &["body", "sort"],
-                format!("value is not a valid enumeration member; got {s:?}"),
-                "type_error.enum",
-                Value::Null,
-            )
-        })?,
-    };
+    let sort = stratus_shared::json::sort(body.sort.as_deref(), VariableSort::NameAsc, VariableSort::parse)?;
     let client = app.client().await?;
     Ok(
         Json(variables::filter(&client, &body.variables.unwrap_or_default(), sort, limit, offset).await?)
