@@ -1,11 +1,18 @@
-//! How rules run (reference §4.1): rules are chosen up front by the intended transition,
-//! run in priority order, and stop once one changes the proposed type. Rules entered
-//! before such a change "fizzle": what they did is undone. The rule that made the change
-//! keeps its own effects. Global bookkeeping then runs on the final proposal, and the
-//! after-hooks of rules that did not fizzle run last, in reverse order.
+//! How rules run (reference §4.1).
+//!
+//! * Rules are chosen up front by the intended transition (initial type or None, proposed
+//!   type) and run in priority order.
+//! * Once a rule changes the proposed *type* (a reject to another type or to None, a delay,
+//!   an abort), the rules after it are skipped and the rules before it "fizzle": what they
+//!   did is undone (their cleanup) and their after-hooks never run. The rule that made the
+//!   change does not fizzle: whatever it did before or while changing the type stands,
+//!   but it registers no after-hook.
+//! * A rename keeps the type and stops nothing.
+//! * The global bookkeeping then runs on the final proposed state (nothing when it is
+//!   None), then the universal transforms of the policy, then the after-hooks of the rules
+//!   that did not fizzle, in reverse order.
 
 use chrono::{DateTime, Utc};
-use std::collections::BTreeSet;
 
 use super::{Decision, Details, RunBook, Status, TagLimit, TransitionContext};
 use crate::states::{State, StateType};
@@ -23,6 +30,8 @@ impl States {
     pub fn contains(self, kind: Option<StateType>) -> bool {
         match (self, kind) {
             (States::Any, _) => true,
+            // ALL minus some types still includes None.
+            (States::AllBut(_), None) => true,
             (_, None) => false,
             (States::Only(set), Some(k)) => set.contains(&k),
             (States::AllBut(set), Some(k)) => !set.contains(&k),
@@ -34,9 +43,13 @@ impl States {
 /// Effects that take place after the transition is written, unless the rule fizzled.
 #[derive(Debug, Clone, PartialEq)]
 pub enum After {
+    /// HandlePausingFlows: remember the pause key.
     AddPauseKey(String),
+    /// HandleResumingPausedFlows: `empirical_policy.resuming = true`.
     SetResuming,
+    /// UpdateFlowRunTrackerOnTasks: `flow_run_run_count = <the flow run's run_count>`.
     TrackFlowRunCount(i32),
+    /// CacheInsertion: cache the validated state under its `cache_key`.
     InsertCache,
 }
 
@@ -48,26 +61,26 @@ pub struct Transition<'a> {
     pub proposed: Option<State>,
     pub status: Status,
     pub details: Details,
+    /// The run's bookkeeping as rules and transforms change it.
     pub book: RunBook,
+    /// The tag limits of the run as rules change them.
     pub slots: Vec<TagLimit>,
-    /// Limits whose slots changed.
-    pub touched: BTreeSet<String>,
-    original_book: RunBook,
-    original_slots: Vec<TagLimit>,
     intended: StateType,
     changed: bool,
     afters: Vec<After>,
-    pending_cache: Option<(String, Option<DateTime<Utc>>)>,
+    cache_insert: Option<(String, Option<DateTime<Utc>>)>,
 }
 
 pub type Rule = fn(&mut Transition<'_>);
 
 /// A rule with the transitions it is chosen for.
 pub struct RuleSpec {
+    pub name: &'static str,
     pub from: States,
     pub to: States,
     pub run: Rule,
-    /// Universal rules run after the bookkeeping on any non-null final state instead.
+    /// Universal transforms run after the bookkeeping, on any non-null final state,
+    /// whatever other rules did.
     pub universal: bool,
 }
 
@@ -80,18 +93,28 @@ impl<'a> Transition<'a> {
             details: Details::AcceptDetails,
             book: ctx.book.clone(),
             slots: ctx.tag_limits.clone(),
-            touched: BTreeSet::new(),
-            original_book: ctx.book.clone(),
-            original_slots: ctx.tag_limits.clone(),
             intended: ctx.proposed.kind,
             changed: false,
             afters: Vec::new(),
-            pending_cache: None,
+            cache_insert: None,
         }
     }
 
+    /// The server's clock for this transition.
     pub fn now(&self) -> DateTime<Utc> {
         self.ctx.now
+    }
+
+    /// The timestamp of a state a rule creates: `now`, but never before the proposal's
+    /// own timestamp (which the database layer keeps after the current state's, so that
+    /// `(run, timestamp)` stays unique and ordered).
+    pub fn stamp(&self) -> DateTime<Utc> {
+        self.ctx.now.max(self.ctx.proposed.timestamp)
+    }
+
+    /// A new state of this type made by a rule: a fresh id, stamped by [`Self::stamp`].
+    pub fn new_state(&self, kind: StateType) -> State {
+        State::new(kind, self.stamp())
     }
 
     pub fn initial(&self) -> Option<&State> {
@@ -102,7 +125,8 @@ impl<'a> Transition<'a> {
         self.ctx.initial.as_ref().map(|s| s.kind)
     }
 
-    /// The proposal; rules only run while it exists.
+    /// The proposal. Rules only run while it exists, so the fallback to the original
+    /// proposal is never observed.
     pub fn proposal(&self) -> &State {
         self.proposed.as_ref().unwrap_or(&self.ctx.proposed)
     }
@@ -111,19 +135,25 @@ impl<'a> Transition<'a> {
         self.proposed.as_mut()
     }
 
-    /// Undoes what earlier rules did: they fizzle because this rule changes the type.
+    /// Renames the proposal; the type stays, so no rule is skipped.
+    pub fn rename(&mut self, name: &str) {
+        if let Some(p) = self.proposed.as_mut() {
+            p.name = name.to_string();
+        }
+    }
+
+    /// The rules entered before this one fizzle because the proposed type changes: their
+    /// effects on the run are undone and their after-hooks dropped.
     fn fizzle_earlier(&mut self) {
         self.changed = true;
-        self.book = self.original_book.clone();
-        self.slots = self.original_slots.clone();
-        self.touched.clear();
+        self.book = self.ctx.book.clone();
+        self.slots = self.ctx.tag_limits.clone();
         self.afters.clear();
     }
 
     /// REJECT, replacing the proposal with `state` (None keeps the current state).
     pub fn reject(&mut self, state: Option<State>, reason: impl Into<String>) {
-        let type_changes = state.as_ref().map(|s| s.kind) != Some(self.intended);
-        if type_changes {
+        if state.as_ref().map(|s| s.kind) != Some(self.intended) {
             self.fizzle_earlier();
         }
         self.proposed = state;
@@ -154,65 +184,68 @@ impl<'a> Transition<'a> {
         };
     }
 
+    /// Registers an after-hook: applied once the state is written, unless a later rule
+    /// changes the proposed type.
     pub fn after(&mut self, effect: After) {
         self.afters.push(effect);
     }
 
-    /// Whether rules may still run: nothing changed the proposed type yet.
+    /// Whether the next rule may run: nothing changed the proposed type yet.
     fn live(&self) -> bool {
         !self.changed && self.proposed.as_ref().is_some_and(|p| p.kind == self.intended)
     }
-
-    /// Marks a limit's slots as changed.
-    pub fn touch(&mut self, tag: &str) {
-        self.touched.insert(tag.to_string());
-    }
 }
 
-/// Runs `rules` for the context, then bookkeeping, then after-hooks, and returns the decision.
-pub fn run(ctx: &TransitionContext, rules: &[RuleSpec], bookkeeping: fn(&mut Transition<'_>)) -> Decision {
-    let mut t = Transition::new(ctx);
+/// The rules of `policy` chosen for this transition, in priority order.
+pub fn select<'r>(ctx: &TransitionContext, policy: &'r [RuleSpec]) -> Vec<&'r RuleSpec> {
     let initial = ctx.initial.as_ref().map(|s| s.kind);
-    let selected: Vec<&RuleSpec> = rules
+    policy
         .iter()
         .filter(|r| r.from.contains(initial) && r.to.contains(Some(ctx.proposed.kind)))
-        .collect();
+        .collect()
+}
+
+/// Runs `policy` for the context, then bookkeeping, the universal transforms and the
+/// after-hooks, and returns the decision.
+pub fn run(ctx: &TransitionContext, policy: &[RuleSpec], bookkeeping: Rule) -> Decision {
+    let mut t = Transition::new(ctx);
+    let selected = select(ctx, policy);
     for rule in selected.iter().filter(|r| !r.universal) {
+        (rule.run)(&mut t);
         if !t.live() {
+            tracing::debug!(rule = rule.name, status = ?t.status, details = ?t.details, "orchestration rule changed the proposed state type");
             break;
         }
-        (rule.run)(&mut t);
     }
     if t.proposed.is_some() {
         bookkeeping(&mut t);
         for rule in selected.iter().filter(|r| r.universal) {
             (rule.run)(&mut t);
         }
-        if !t.changed {
-            let afters = std::mem::take(&mut t.afters);
-            for effect in afters.into_iter().rev() {
-                apply_after(&mut t, effect);
-            }
+        let afters = std::mem::take(&mut t.afters);
+        for effect in afters.into_iter().rev() {
+            apply_after(&mut t, effect);
         }
     }
-    let cache_insert = t.pending_cache.take();
     let tag_limits = t
         .slots
         .iter()
-        .filter(|l| t.touched.contains(&l.tag))
-        .cloned()
+        .zip(&ctx.tag_limits)
+        .filter(|(now, before)| now.active_slots != before.active_slots)
+        .map(|(now, _)| now.clone())
         .collect();
+    let book = if t.proposed.is_some() {
+        t.book
+    } else {
+        ctx.book.clone()
+    };
     Decision {
         status: t.status,
         details: t.details,
-        book: if t.proposed.is_some() {
-            t.book
-        } else {
-            ctx.book.clone()
-        },
         state: t.proposed,
+        book,
         tag_limits,
-        cache_insert,
+        cache_insert: t.cache_insert,
     }
 }
 
@@ -227,8 +260,8 @@ fn apply_after(t: &mut Transition<'_>, effect: After) {
         After::TrackFlowRunCount(count) => t.book.flow_run_run_count = count,
         After::InsertCache => {
             if let Some(state) = &t.proposed {
-                if let Some(key) = &state.state_details.cache_key {
-                    t.pending_cache = Some((key.clone(), state.state_details.cache_expiration));
+                if let Some(key) = state.state_details.cache_key.as_ref().filter(|k| !k.is_empty()) {
+                    t.cache_insert = Some((key.clone(), state.state_details.cache_expiration));
                 }
             }
         }

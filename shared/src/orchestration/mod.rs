@@ -7,8 +7,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+mod bookkeeping;
 mod engine;
+mod flow_rules;
+mod policies;
 mod rules;
+mod task_rules;
 #[cfg(test)]
 mod tests;
 
@@ -208,13 +212,17 @@ pub struct Decision {
 /// Runs the policy for this transition: the core (or minimal, when forced) policy's
 /// rules in priority order, then the global bookkeeping of the final proposed state.
 pub fn orchestrate(ctx: &TransitionContext) -> Decision {
-    let rules = match ctx.kind {
-        RunKind::Flow if ctx.force => rules::minimal_flow_policy(),
-        RunKind::Flow => rules::core_flow_policy(),
+    engine::run(ctx, &policy_for(ctx), bookkeeping::bookkeeping)
+}
+
+/// The policy a transition gets (reference §4.1 step 2).
+fn policy_for(ctx: &TransitionContext) -> Vec<engine::RuleSpec> {
+    match ctx.kind {
+        RunKind::Flow if ctx.force => policies::minimal_flow_policy(),
+        RunKind::Flow => policies::core_flow_policy(),
         // Autonomous tasks get their own policy even when forced.
-        RunKind::Task if ctx.run.flow_run_id.is_none() => rules::autonomous_task_policy(),
-        RunKind::Task if ctx.force => rules::minimal_task_policy(),
-        RunKind::Task => rules::core_task_policy(),
-    };
-    engine::run(ctx, &rules, rules::bookkeeping)
+        RunKind::Task if ctx.run.flow_run_id.is_none() => policies::autonomous_task_policy(),
+        RunKind::Task if ctx.force => policies::minimal_task_policy(),
+        RunKind::Task => policies::core_task_policy(),
+    }
 }
