@@ -114,7 +114,9 @@ impl From<tokio_postgres::Error> for ApiError {
 impl From<deadpool_postgres::PoolError> for ApiError {
     fn from(err: deadpool_postgres::PoolError) -> Self {
         match err {
-            deadpool_postgres::PoolError::Backend(e) => e.into(),
+            // The pool could not open a connection: the database is unreachable (503),
+            // unless Postgres itself refused with a reason worth logging.
+            deadpool_postgres::PoolError::Backend(e) if e.as_db_error().is_some() => e.into(),
             other => {
                 tracing::warn!("database pool error: {other}");
                 ApiError::Unavailable

@@ -1,4 +1,12 @@
 //! The `/admin` route family: settings, version, and database maintenance.
+//!
+//! The database routes need `{"confirm": true}` (else 400) and answer 204:
+//! * `clear` deletes every row and keeps the schema;
+//! * `drop` drops every Stratus table *and re-creates the empty schema* at once. Prefect
+//!   leaves the server without tables until `create`; a serverless function cannot be
+//!   restarted to repair that, so Stratus never leaves the schema missing;
+//! * `create` applies any pending migrations (a no-op on an up-to-date schema), which is
+//!   what Prefect's `create_all` amounts to.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -6,8 +14,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::json;
-use stratus_shared::app::{PREFECT_VERSION, SERVER_API_VERSION_STR};
+use serde_json::{json, Value};
+use stratus_shared::app::PREFECT_VERSION;
 use stratus_shared::{ApiError, ApiResult, AppState, Body};
 
 pub fn router() -> Router<AppState> {
@@ -19,27 +27,37 @@ pub fn router() -> Router<AppState> {
         .route("/admin/database/create", post(create))
 }
 
-/// The effective settings, named as Prefect names its own; no secrets are included (the
-/// database URL is reduced to whether one is configured).
+/// What Prefect shows for a secret setting that is set.
+const OBFUSCATED: &str = "********";
+
+/// The effective settings, under Prefect's names where Prefect has the setting and under
+/// `STRATUS_*` for Stratus' own. Secrets are obfuscated as Prefect does: the database
+/// URL (which may carry a password) is `********` when set, null when not.
 async fn settings(State(app): State<AppState>) -> Response {
     let s = &app.settings;
+    let database_url = match s.database_url {
+        Some(_) => Value::from(OBFUSCATED),
+        None => Value::Null,
+    };
     Json(json!({
         "PREFECT_API_URL": format!("http://{}:{}/api", s.host, s.port),
         "PREFECT_SERVER_API_HOST": s.host,
         "PREFECT_SERVER_API_PORT": s.port,
         "PREFECT_API_DEFAULT_LIMIT": stratus_shared::json::DEFAULT_LIMIT,
-        "PREFECT_API_DATABASE_CONNECTION_URL": "********",
+        "PREFECT_API_DATABASE_CONNECTION_URL": database_url,
         "PREFECT_SERVER_CSRF_PROTECTION_ENABLED": false,
         "PREFECT_EXPERIMENTAL_EVENTS": false,
         "PREFECT_TASK_RUN_TAG_CONCURRENCY_SLOT_WAIT_SECONDS": s.tag_concurrency_slot_wait_seconds,
+        "PREFECT_API_SERVICES_SCHEDULER_LOOP_SECONDS": s.scheduler_interval_seconds as f64,
         "STRATUS_DATABASE_POOL_SIZE": s.pool_size,
+        "STRATUS_DATA_DIR": s.data_dir.display().to_string(),
         "STRATUS_LOG_RETENTION_DAYS": s.log_retention_days,
         "STRATUS_STATE_RETENTION_DAYS": s.state_retention_days,
-        "SERVER_API_VERSION": SERVER_API_VERSION_STR,
     }))
     .into_response()
 }
 
+/// `{confirm: bool = false}`; other keys are ignored, as FastAPI ignores them.
 #[derive(Deserialize, Default)]
 struct Confirm {
     #[serde(default)]
@@ -61,13 +79,14 @@ async fn clear(State(app): State<AppState>, Body(body): Body<Confirm>) -> ApiRes
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Drops every Stratus table and re-creates the schema, so the server stays usable (a
-/// serverless function cannot be restarted to re-create it).
+/// Drops every Stratus table and re-creates the empty schema.
 async fn drop_all(State(app): State<AppState>, Body(body): Body<Confirm>) -> ApiResult<StatusCode> {
     require_confirm(&body)?;
-    stratus_shared::db::reset(&app.db)
-        .await
-        .map_err(ApiError::Internal)?;
+    let result = stratus_shared::db::reset(&app.db).await;
+    // Statements cached on pooled connections may name types and tables that were
+    // dropped and re-created.
+    app.db.manager().statement_caches.clear();
+    result.map_err(ApiError::Internal)?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -17,6 +17,7 @@ pub struct LimitCreate {
     concurrency_limit: i32,
 }
 
+/// Top-level body keys: explicit nulls mean the default, unknown keys are ignored.
 #[derive(Deserialize)]
 pub struct PageBody {
     #[serde(default)]
@@ -25,6 +26,7 @@ pub struct PageBody {
     offset: Option<i64>,
 }
 
+/// `{slot_override?: [uuid]}`: the new active slots, or none when absent or null.
 #[derive(Deserialize, Default)]
 pub struct ResetBody {
     #[serde(default)]
@@ -37,13 +39,17 @@ fn not_found() -> ApiError {
 
 /// Upsert by tag. Prefect answers 200 even when it creates (its created-vs-now check runs
 /// after the write).
-pub async fn create(State(app): State<AppState>, Body(body): Body<LimitCreate>) -> ApiResult<Response> {
+///
+/// Prefect's schema takes any integer; a negative limit could never be met (every task
+/// run with the tag would wait forever), so it is refused with a 422.
+pub async fn create(State(app): State<AppState>, Body(raw): Body<Value>) -> ApiResult<Response> {
+    let body: LimitCreate = stratus_shared::json::from_value(raw.clone())?;
     if body.concurrency_limit < 0 {
         return Err(ApiError::invalid(
             &["body", "concurrency_limit"],
             "ensure this value is greater than or equal to 0",
             "value_error.number.not_ge",
-            Value::Null,
+            raw,
         ));
     }
     let client = app.client().await?;

@@ -1,21 +1,24 @@
 //! `/v2/concurrency_limits`: global limits, taken and released in slots.
 
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use stratus_shared::db::concurrency_limits::{
-    self as limits, GlobalLimit, GlobalLimitChanges, NewGlobalLimit,
+    self as limits, GlobalLimit, GlobalLimitChanges, LimitKey, NewGlobalLimit,
 };
-use stratus_shared::json::{null_default, page};
+use stratus_shared::json::{page, ts};
 use stratus_shared::{ApiError, ApiResult, AppState, Body};
+use uuid::Uuid;
 
 fn default_true() -> bool {
     true
 }
 
+/// `ConcurrencyLimitV2Create`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitCreate {
@@ -31,6 +34,7 @@ pub struct LimitCreate {
     slot_decay_per_second: f64,
 }
 
+/// `ConcurrencyLimitV2Update`: only the keys sent change; an explicit null changes nothing.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitUpdate {
@@ -48,6 +52,7 @@ pub struct LimitUpdate {
     slot_decay_per_second: Option<f64>,
 }
 
+/// Top-level body keys: explicit nulls mean the default, unknown keys are ignored.
 #[derive(Deserialize)]
 pub struct PageBody {
     #[serde(default)]
@@ -62,34 +67,150 @@ pub struct SlotsBody {
     slots: i32,
     #[serde(default)]
     mode: Option<String>,
-    #[serde(default, deserialize_with = "null_default")]
+    #[serde(default)]
     occupancy_seconds: Option<f64>,
-    /// Accepted for newer clients; unknown names are always created, as in 2.20.
-    #[serde(default, rename = "create_if_missing")]
-    _create_if_missing: Option<bool>,
+    /// Newer clients send it; 2.20 always creates unknown names, and so do we unless it
+    /// is explicitly `false`.
+    #[serde(default)]
+    create_if_missing: Option<bool>,
+}
+
+/// `GlobalConcurrencyLimitResponse`: what reads and lists return (no `denied_slots`, no
+/// `avg_slot_occupancy_seconds`). Creation returns the whole `ConcurrencyLimitV2`.
+#[derive(Serialize)]
+struct LimitResponse<'a> {
+    id: Uuid,
+    #[serde(with = "ts")]
+    created: DateTime<Utc>,
+    #[serde(with = "ts")]
+    updated: DateTime<Utc>,
+    active: bool,
+    name: &'a str,
+    limit: i32,
+    active_slots: i32,
+    slot_decay_per_second: f64,
+}
+
+impl<'a> From<&'a GlobalLimit> for LimitResponse<'a> {
+    fn from(l: &'a GlobalLimit) -> Self {
+        LimitResponse {
+            id: l.id,
+            created: l.created,
+            updated: l.updated,
+            active: l.active,
+            name: &l.name,
+            limit: l.limit,
+            active_slots: l.active_slots,
+            slot_decay_per_second: l.slot_decay_per_second,
+        }
+    }
+}
+
+/// Prefect's 422 for one location, with pydantic's `ctx` when it has one.
+fn invalid(loc: &[&str], msg: impl Into<String>, kind: &str, ctx: Value, body: Value) -> ApiError {
+    let mut detail = json!({"loc": loc, "msg": msg.into(), "type": kind});
+    if ctx.as_object().is_some_and(|c| !c.is_empty()) {
+        detail["ctx"] = ctx;
+    }
+    ApiError::Validation {
+        detail: vec![detail],
+        body,
+    }
 }
 
 fn not_found() -> ApiError {
     ApiError::not_found("Concurrency Limit not found")
 }
 
-fn non_negative(field: &str, value: f64) -> ApiResult<()> {
-    if value < 0.0 {
-        return Err(ApiError::invalid(
+fn non_negative(field: &str, value: f64, body: &Value) -> ApiResult<()> {
+    if value < 0.0 || value.is_nan() {
+        return Err(invalid(
             &["body", field],
             "ensure this value is greater than or equal to 0",
             "value_error.number.not_ge",
-            Value::Null,
+            json!({"limit_value": 0}),
+            body.clone(),
         ));
     }
     Ok(())
 }
 
-pub async fn create(State(app): State<AppState>, Body(body): Body<LimitCreate>) -> ApiResult<Response> {
-    non_negative("limit", f64::from(body.limit))?;
-    non_negative("active_slots", f64::from(body.active_slots))?;
-    non_negative("denied_slots", f64::from(body.denied_slots))?;
-    non_negative("slot_decay_per_second", body.slot_decay_per_second)?;
+const BANNED_NAME_CHARACTERS: [char; 5] = ['/', '%', '&', '>', '<'];
+
+/// Python's `repr` of a string, as Prefect's messages quote names.
+fn py_repr(text: &str) -> String {
+    let quote = if text.contains('\'') && !text.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push(quote);
+    for ch in text.chars() {
+        match ch {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c == quote => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push(quote);
+    out
+}
+
+fn check_name(name: &str, body: &Value) -> ApiResult<()> {
+    if name.chars().any(|c| BANNED_NAME_CHARACTERS.contains(&c)) {
+        return Err(invalid(
+            &["body", "name"],
+            format!(
+                "Name {} contains an invalid character. Must not contain any of: ['/', '%', '&', '>', '<'].",
+                py_repr(name)
+            ),
+            "value_error",
+            json!({}),
+            body.clone(),
+        ));
+    }
+    Ok(())
+}
+
+/// The counters must not be negative, as Prefect's `NonNegativeInteger`/`Float` say.
+fn check_counters(
+    limit: Option<i32>,
+    active_slots: Option<i32>,
+    denied_slots: Option<i32>,
+    decay: Option<f64>,
+    body: &Value,
+) -> ApiResult<()> {
+    for (field, value) in [
+        ("limit", limit.map(f64::from)),
+        ("active_slots", active_slots.map(f64::from)),
+        ("denied_slots", denied_slots.map(f64::from)),
+        ("slot_decay_per_second", decay),
+    ] {
+        if let Some(v) = value {
+            non_negative(field, v, body)?;
+        }
+    }
+    Ok(())
+}
+
+pub async fn create(State(app): State<AppState>, Body(raw): Body<Value>) -> ApiResult<Response> {
+    let body: LimitCreate = stratus_shared::json::from_value(raw.clone())?;
+    check_name(&body.name, &raw)?;
+    check_counters(
+        Some(body.limit),
+        Some(body.active_slots),
+        Some(body.denied_slots),
+        Some(body.slot_decay_per_second),
+        &raw,
+    )?;
     let new = NewGlobalLimit {
         active: body.active,
         name: body.name,
@@ -99,37 +220,37 @@ pub async fn create(State(app): State<AppState>, Body(body): Body<LimitCreate>) 
         slot_decay_per_second: body.slot_decay_per_second,
     };
     let client = app.client().await?;
-    let created = limits::create_v2(&client, &new).await?.ok_or_else(|| {
-        ApiError::conflict(format!(
-            "Concurrency limit with name {:?} already exists.",
-            new.name
-        ))
-    })?;
+    // A taken name is Prefect's unhandled unique violation: the generic 409.
+    let created = limits::create_v2(&client, &new)
+        .await?
+        .ok_or(ApiError::Integrity)?;
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
 pub async fn read(State(app): State<AppState>, Path(key): Path<String>) -> ApiResult<Response> {
     let client = app.client().await?;
-    Ok(Json(limits::read_v2(&client, &key).await?.ok_or_else(not_found)?).into_response())
+    let found = limits::read_v2(&client, LimitKey::parse(&key))
+        .await?
+        .ok_or_else(not_found)?;
+    Ok(Json(LimitResponse::from(&found)).into_response())
 }
 
 pub async fn update(
     State(app): State<AppState>,
     Path(key): Path<String>,
-    Body(body): Body<LimitUpdate>,
+    Body(raw): Body<Value>,
 ) -> ApiResult<StatusCode> {
-    for (field, value) in [
-        ("limit", body.limit.map(f64::from)),
-        ("active_slots", body.active_slots.map(f64::from)),
-        ("denied_slots", body.denied_slots.map(f64::from)),
-        ("slot_decay_per_second", body.slot_decay_per_second),
-    ] {
-        if let Some(v) = value {
-            non_negative(field, v)?;
-        }
+    let body: LimitUpdate = stratus_shared::json::from_value(raw.clone())?;
+    if let Some(name) = &body.name {
+        check_name(name, &raw)?;
     }
-    let client = app.client().await?;
-    let existing = limits::read_v2(&client, &key).await?.ok_or_else(not_found)?;
+    check_counters(
+        body.limit,
+        body.active_slots,
+        body.denied_slots,
+        body.slot_decay_per_second,
+        &raw,
+    )?;
     let changes = GlobalLimitChanges {
         active: body.active,
         name: body.name,
@@ -138,7 +259,8 @@ pub async fn update(
         denied_slots: body.denied_slots,
         slot_decay_per_second: body.slot_decay_per_second,
     };
-    if !limits::update_v2(&client, existing.id, &changes).await? {
+    let client = app.client().await?;
+    if !limits::update_v2(&client, LimitKey::parse(&key), &changes).await? {
         return Err(not_found());
     }
     Ok(StatusCode::NO_CONTENT)
@@ -146,18 +268,21 @@ pub async fn update(
 
 pub async fn delete(State(app): State<AppState>, Path(key): Path<String>) -> ApiResult<StatusCode> {
     let client = app.client().await?;
-    let existing = limits::read_v2(&client, &key).await?.ok_or_else(not_found)?;
-    limits::delete_v2(&client, existing.id).await?;
+    if !limits::delete_v2(&client, LimitKey::parse(&key)).await? {
+        return Err(not_found());
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
 pub async fn filter(State(app): State<AppState>, Body(body): Body<PageBody>) -> ApiResult<Response> {
     let (limit, offset) = page(body.limit, body.offset)?;
     let client = app.client().await?;
-    Ok(Json(limits::filter_v2(&client, limit, offset).await?).into_response())
+    let found = limits::filter_v2(&client, limit, offset).await?;
+    Ok(Json(found.iter().map(LimitResponse::from).collect::<Vec<_>>()).into_response())
 }
 
-fn minimal(limits: &[GlobalLimit]) -> Value {
+/// `MinimalConcurrencyLimitResponse` for each limit.
+fn minimal(limits: &[&GlobalLimit]) -> Value {
     Value::from(
         limits
             .iter()
@@ -166,105 +291,188 @@ fn minimal(limits: &[GlobalLimit]) -> Value {
     )
 }
 
-fn check_slots(body: &SlotsBody) -> ApiResult<()> {
+fn check_slots(body: &SlotsBody, raw: &Value) -> ApiResult<()> {
     if body.names.is_empty() {
-        return Err(ApiError::invalid(
+        return Err(invalid(
             &["body", "names"],
             "ensure this value has at least 1 items",
             "value_error.list.min_items",
-            Value::Null,
+            json!({"limit_value": 1}),
+            raw.clone(),
         ));
     }
     if body.slots <= 0 {
-        return Err(ApiError::invalid(
+        return Err(invalid(
             &["body", "slots"],
             "ensure this value is greater than 0",
             "value_error.number.not_gt",
-            Value::Null,
+            json!({"limit_value": 0}),
+            raw.clone(),
         ));
     }
     Ok(())
 }
 
-pub async fn increment(State(app): State<AppState>, Body(body): Body<SlotsBody>) -> ApiResult<Response> {
-    check_slots(&body)?;
+/// `POST /v2/concurrency_limits/increment`: takes `slots` on every named active limit, or
+/// none (423 with `Retry-After`, counting the denial). Unknown names become inactive
+/// limits, which never block.
+pub async fn increment(State(app): State<AppState>, Body(raw): Body<Value>) -> ApiResult<Response> {
+    let body: SlotsBody = stratus_shared::json::from_value(raw.clone())?;
+    check_slots(&body, &raw)?;
     let rate_limit = match body.mode.as_deref() {
         None | Some("concurrency") => false,
         Some("rate_limit") => true,
         Some(other) => {
-            return Err(ApiError::invalid(
+            return Err(invalid(
                 &["body", "mode"],
-                format!("unexpected value {other:?}; permitted: 'concurrency', 'rate_limit'"),
+                "unexpected value; permitted: 'concurrency', 'rate_limit'",
                 "value_error.const",
-                Value::Null,
+                json!({"given": other, "permitted": ["concurrency", "rate_limit"]}),
+                raw.clone(),
             ))
         }
     };
     let mut client = app.client().await?;
     let tx = client.transaction().await?;
-    let all = limits::read_or_create_v2(&tx, &body.names).await?;
-    let active: Vec<GlobalLimit> = all.into_iter().filter(|l| l.active).collect();
-    if rate_limit && active.iter().any(|l| l.slot_decay_per_second == 0.0) {
-        return Err(ApiError::unprocessable(
-            "Only concurrency limits with slot decay can be used for rate limiting.",
-        ));
-    }
-    if active.iter().any(|l| body.slots > l.limit) {
+    let all = limits::lock_v2(&tx, &body.names, body.create_if_missing != Some(false)).await?;
+    let active: Vec<&GlobalLimit> = all.iter().filter(|l| l.active).collect();
+    if active.iter().any(|l| l.limit < body.slots) {
         return Err(ApiError::unprocessable(
             "Slots requested is greater than the limit",
         ));
     }
-    if limits::try_increment_v2(&tx, &active, body.slots).await? {
+    let non_decaying: Vec<&str> = active
+        .iter()
+        .filter(|l| l.slot_decay_per_second == 0.0)
+        .map(|l| l.name.as_str())
+        .collect();
+    if rate_limit && !non_decaying.is_empty() {
+        return Err(ApiError::unprocessable(format!(
+            "Only concurrency limits with slot decay can be used for rate limiting. \
+             The following limits do not have a decay configured: {}",
+            py_repr(&non_decaying.join(","))
+        )));
+    }
+    if active.iter().all(|l| l.active_slots + body.slots <= l.limit) {
+        if !active.is_empty() {
+            limits::take_slots_v2(&tx, &active, body.slots).await?;
+        }
         tx.commit().await?;
         return Ok(Json(minimal(&active)).into_response());
     }
-    limits::add_denied_v2(&tx, &active, body.slots).await?;
+    limits::deny_slots_v2(&tx, &active, body.slots).await?;
     tx.commit().await?;
     let retry_after = retry_after_seconds(&active, body.slots);
     let mut response = (StatusCode::LOCKED, Json(json!({"detail": "Locked"}))).into_response();
-    if let Ok(value) = header::HeaderValue::from_str(&retry_after.to_string()) {
+    if let Ok(value) = HeaderValue::from_str(&python_float(retry_after)) {
         response.headers_mut().insert(header::RETRY_AFTER, value);
     }
     Ok(response)
 }
 
-/// How long a denied caller should wait: the slowest limit's time per slot times the
-/// slots standing before it.
-fn retry_after_seconds(active: &[GlobalLimit], slots: i32) -> f64 {
-    let blocking = active
+/// How long a denied caller should wait, as Prefect computes it: the limit with the most
+/// slots standing in line (its denied slots plus these, per unit of limit when it does
+/// not decay) blocks; each of those slots takes its decay interval or its average
+/// occupancy.
+fn retry_after_seconds(active: &[&GlobalLimit], slots: i32) -> f64 {
+    let blocking = |l: &GlobalLimit| {
+        let waiting = f64::from(slots) + f64::from(l.denied_slots);
+        if l.slot_decay_per_second > 0.0 {
+            waiting
+        } else {
+            waiting / f64::from(l.limit.max(1))
+        }
+    };
+    let Some(limit) = active
         .iter()
-        .map(|l| {
-            let waiting = f64::from(slots + l.denied_slots);
-            if l.slot_decay_per_second > 0.0 {
-                waiting
-            } else {
-                waiting / f64::from(l.limit.max(1))
-            }
-        })
-        .fold(0.0, f64::max);
-    let per_slot = active
-        .iter()
-        .map(|l| {
-            if l.slot_decay_per_second > 0.0 {
-                1.0 / l.slot_decay_per_second
-            } else {
-                l.avg_slot_occupancy_seconds.max(0.1)
-            }
-        })
-        .fold(0.0, f64::max);
-    per_slot * blocking
+        .copied()
+        .max_by(|a, b| blocking(a).total_cmp(&blocking(b)))
+    else {
+        return 0.0;
+    };
+    let per_slot = if limit.slot_decay_per_second > 0.0 {
+        1.0 / limit.slot_decay_per_second
+    } else {
+        limit.avg_slot_occupancy_seconds
+    };
+    per_slot * blocking(limit)
 }
 
-pub async fn decrement(State(app): State<AppState>, Body(body): Body<SlotsBody>) -> ApiResult<Response> {
-    check_slots(&body)?;
+/// A float as Python's `str()` writes it (`2.0`, `0.5`), for the `Retry-After` header.
+fn python_float(value: f64) -> String {
+    let text = format!("{value:?}");
+    if text.contains(['.', 'e', 'E', 'N', 'n']) {
+        text
+    } else {
+        format!("{text}.0")
+    }
+}
+
+/// `POST /v2/concurrency_limits/decrement`: frees `slots` on every named active limit and
+/// folds `occupancy_seconds / slots` (at least 0.1) into the running average.
+pub async fn decrement(State(app): State<AppState>, Body(raw): Body<Value>) -> ApiResult<Response> {
+    let body: SlotsBody = stratus_shared::json::from_value(raw.clone())?;
+    check_slots(&body, &raw)?;
+    if let Some(o) = body.occupancy_seconds {
+        if o <= 0.0 || o.is_nan() {
+            return Err(invalid(
+                &["body", "occupancy_seconds"],
+                "ensure this value is greater than 0.0",
+                "value_error.number.not_gt",
+                json!({"limit_value": 0.0}),
+                raw.clone(),
+            ));
+        }
+    }
     let mut client = app.client().await?;
     let tx = client.transaction().await?;
-    let all = limits::lock_v2(&tx, &body.names).await?;
-    let active: Vec<GlobalLimit> = all.into_iter().filter(|l| l.active).collect();
-    let per_slot = body
-        .occupancy_seconds
-        .map(|o| (o / f64::from(body.slots)).max(0.1));
-    limits::decrement_v2(&tx, &active, body.slots, per_slot).await?;
+    let all = limits::lock_v2(&tx, &body.names, body.create_if_missing != Some(false)).await?;
+    let active: Vec<&GlobalLimit> = all.iter().filter(|l| l.active).collect();
+    if !active.is_empty() {
+        let per_slot = body
+            .occupancy_seconds
+            .map(|o| (o / f64::from(body.slots)).max(0.1));
+        limits::release_slots_v2(&tx, &active, body.slots, per_slot).await?;
+    }
     tx.commit().await?;
     Ok(Json(minimal(&active)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limit(limit: i32, denied: i32, decay: f64, avg: f64) -> GlobalLimit {
+        GlobalLimit {
+            id: Uuid::nil(),
+            created: Utc::now(),
+            updated: Utc::now(),
+            active: true,
+            name: "l".into(),
+            limit,
+            active_slots: limit,
+            denied_slots: denied,
+            slot_decay_per_second: decay,
+            avg_slot_occupancy_seconds: avg,
+        }
+    }
+
+    #[test]
+    fn retry_after_uses_the_most_blocking_limit() {
+        // (1 + 3) / 2 = 2 blocking slots of 4 s each.
+        let slow = limit(2, 3, 0.0, 4.0);
+        assert_eq!(retry_after_seconds(&[&slow], 1), 8.0);
+        // A rate limit: 1 + 1 slots at 0.5 slot/s.
+        let rate = limit(5, 1, 0.5, 2.0);
+        assert_eq!(retry_after_seconds(&[&slow, &rate], 1), 4.0);
+        assert_eq!(retry_after_seconds(&[], 1), 0.0);
+    }
+
+    #[test]
+    fn floats_and_names_print_as_python_does() {
+        assert_eq!(python_float(8.0), "8.0");
+        assert_eq!(python_float(0.25), "0.25");
+        assert_eq!(py_repr("a/b"), "'a/b'");
+        assert_eq!(py_repr("it's"), "\"it's\"");
+    }
 }

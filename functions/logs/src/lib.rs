@@ -8,7 +8,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::Value;
 use stratus_shared::db::logs::{self, LogCreate, LogFilter, LogSort};
-use stratus_shared::json::page;
+use stratus_shared::json::{page, sort};
 use stratus_shared::{ApiResult, AppState, Body};
 
 pub fn router() -> Router<AppState> {
@@ -17,12 +17,20 @@ pub fn router() -> Router<AppState> {
         .route("/logs/filter", post(filter))
 }
 
+/// `POST /logs/`: a JSON array of log lines, all written or none (one transaction, one
+/// multi-row INSERT per chunk). Prefect answers 201 with `null`.
 async fn create(State(app): State<AppState>, Body(body): Body<Vec<LogCreate>>) -> ApiResult<Response> {
-    let client = app.client().await?;
-    logs::insert(&client, &body).await?;
+    if !body.is_empty() {
+        let mut client = app.client().await?;
+        let tx = client.transaction().await?;
+        logs::insert(&tx, &body).await?;
+        tx.commit().await?;
+    }
     Ok((StatusCode::CREATED, Json(Value::Null)).into_response())
 }
 
+/// The top-level keys of `POST /logs/filter`; explicit nulls mean the default and unknown
+/// top-level keys are ignored (the `logs` object itself is strict).
 #[derive(Deserialize)]
 struct FilterBody {
     #[serde(default)]
@@ -37,8 +45,8 @@ struct FilterBody {
 
 async fn filter(State(app): State<AppState>, Body(body): Body<FilterBody>) -> ApiResult<Response> {
     let (limit, offset) = page(body.limit, body.offset)?;
-    let sort = stratus_shared::json::sort(body.sort.as_deref(), LogSort::TimestampAsc, LogSort::parse)?;
+    let order = sort(body.sort.as_deref(), LogSort::TimestampAsc, LogSort::parse)?;
     let client = app.client().await?;
-    let found = logs::filter(&client, &body.logs.unwrap_or_default(), sort, limit, offset).await?;
+    let found = logs::filter(&client, &body.logs.unwrap_or_default(), order, limit, offset).await?;
     Ok(Json(found).into_response())
 }

@@ -1,13 +1,20 @@
 //! The root routes: health, version, readiness, and the CSRF token endpoint.
 
-use axum::extract::State;
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::json;
+use serde_json::{json, Value};
 use stratus_shared::app::SERVER_API_VERSION_STR;
-use stratus_shared::AppState;
+use stratus_shared::{ApiError, AppState};
+
+/// How long `/ready` waits for a connection and a `SELECT 1` before answering 503.
+const READY_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -18,12 +25,19 @@ pub fn router() -> Router<AppState> {
         .route("/csrf-token", get(csrf_token))
 }
 
-async fn ready(State(app): State<AppState>) -> Response {
-    let ok = match app.db.get().await {
-        Ok(client) => client.simple_query("SELECT 1").await.is_ok(),
-        Err(_) => false,
+async fn database_answers(app: &AppState) -> bool {
+    let probe = async {
+        match app.db.get().await {
+            Ok(client) => client.simple_query("SELECT 1").await.is_ok(),
+            Err(_) => false,
+        }
     };
-    if ok {
+    tokio::time::timeout(READY_TIMEOUT, probe).await.unwrap_or(false)
+}
+
+/// 200 `{"message":"OK"}` when Postgres answers, else 503.
+async fn ready(State(app): State<AppState>) -> Response {
+    if database_answers(&app).await {
         Json(json!({"message": "OK"})).into_response()
     } else {
         (
@@ -34,8 +48,19 @@ async fn ready(State(app): State<AppState>) -> Response {
     }
 }
 
-/// CSRF protection is off (Prefect's default); the client turns it off on this answer.
-async fn csrf_token() -> Response {
+/// CSRF protection is off (Prefect's default), so the route answers 422 and the client
+/// stops asking. As in Prefect, the required `client` query parameter is validated first.
+async fn csrf_token(query: Result<Query<HashMap<String, String>>, QueryRejection>) -> Response {
+    let has_client = query.is_ok_and(|Query(q)| q.contains_key("client"));
+    if !has_client {
+        return ApiError::invalid(
+            &["query", "client"],
+            "field required",
+            "value_error.missing",
+            Value::Null,
+        )
+        .into_response();
+    }
     (
         StatusCode::UNPROCESSABLE_ENTITY,
         Json(json!({"detail": "CSRF protection is disabled."})),

@@ -1,12 +1,14 @@
 //! SQL for the `log` table.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use serde::{Deserialize, Serialize};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use crate::filters::{IdFilter, Query, TimeFilter};
+use crate::filters::{combine, id_sql, IdFilter, Operator, Query, TimeFilter};
 use crate::json::ts;
 
 #[derive(Debug, Clone, Serialize)]
@@ -25,6 +27,8 @@ pub struct Log {
     pub task_run_id: Option<Uuid>,
 }
 
+const COLUMNS: &str = "id, created, updated, name, level, message, timestamp, flow_run_id, task_run_id";
+
 fn from_row(r: &Row) -> Log {
     Log {
         id: r.get(0),
@@ -39,7 +43,7 @@ fn from_row(r: &Row) -> Log {
     }
 }
 
-/// One log line as the client sends it.
+/// One log line as the client sends it (`LogCreate`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogCreate {
@@ -57,8 +61,22 @@ pub struct LogCreate {
 /// Rows per INSERT statement; Prefect inserts in chunks of about this size too.
 pub const INSERT_CHUNK: usize = 4_600;
 
-/// Inserts logs with one multi-row statement per chunk.
+/// Postgres `text` cannot hold NUL characters, which subprocess output sometimes
+/// carries; they are stored as U+FFFD rather than failing the whole batch.
+fn storable(text: &str) -> Cow<'_, str> {
+    if text.contains('\0') {
+        Cow::Owned(text.replace('\0', "\u{FFFD}"))
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
+/// Inserts logs with one multi-row statement (`unnest` over column arrays) per chunk of
+/// [`INSERT_CHUNK`] rows. Run it in a transaction to make a multi-chunk batch atomic.
 pub async fn insert(c: &impl GenericClient, logs: &[LogCreate]) -> Result<(), tokio_postgres::Error> {
+    if logs.is_empty() {
+        return Ok(());
+    }
     let stmt = c
         .prepare_cached(
             "INSERT INTO log (name, level, message, timestamp, flow_run_id, task_run_id) \
@@ -66,9 +84,11 @@ pub async fn insert(c: &impl GenericClient, logs: &[LogCreate]) -> Result<(), to
         )
         .await?;
     for chunk in logs.chunks(INSERT_CHUNK) {
-        let names: Vec<&str> = chunk.iter().map(|l| l.name.as_str()).collect();
+        let names: Vec<Cow<'_, str>> = chunk.iter().map(|l| storable(&l.name)).collect();
+        let names: Vec<&str> = names.iter().map(|n| n.as_ref()).collect();
         let levels: Vec<i16> = chunk.iter().map(|l| l.level).collect();
-        let messages: Vec<&str> = chunk.iter().map(|l| l.message.as_str()).collect();
+        let messages: Vec<Cow<'_, str>> = chunk.iter().map(|l| storable(&l.message)).collect();
+        let messages: Vec<&str> = messages.iter().map(|m| m.as_ref()).collect();
         let timestamps: Vec<DateTime<Utc>> = chunk.iter().map(|l| l.timestamp).collect();
         let flow_runs: Vec<Option<Uuid>> = chunk.iter().map(|l| l.flow_run_id).collect();
         let task_runs: Vec<Option<Uuid>> = chunk.iter().map(|l| l.task_run_id).collect();
@@ -81,6 +101,7 @@ pub async fn insert(c: &impl GenericClient, logs: &[LogCreate]) -> Result<(), to
     Ok(())
 }
 
+/// `level{ge_, le_}`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LevelFilter {
@@ -90,11 +111,13 @@ pub struct LevelFilter {
     pub le_: Option<i16>,
 }
 
+/// The `logs` filter object: `level{ge_, le_}`, `timestamp{before_, after_}`,
+/// `flow_run_id{any_}`, `task_run_id{any_}` (plus `is_null_`/`not_any_` on the ids).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogFilter {
     #[serde(default)]
-    pub operator: Option<crate::filters::Operator>,
+    pub operator: Option<Operator>,
     #[serde(default)]
     pub level: Option<LevelFilter>,
     #[serde(default)]
@@ -105,7 +128,7 @@ pub struct LogFilter {
     pub task_run_id: Option<IdFilter>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogSort {
     TimestampAsc,
     TimestampDesc,
@@ -119,54 +142,53 @@ impl LogSort {
             _ => None,
         }
     }
+
+    fn order_by(self) -> &'static str {
+        match self {
+            LogSort::TimestampAsc => "timestamp ASC, id",
+            LogSort::TimestampDesc => "timestamp DESC, id",
+        }
+    }
 }
 
 impl LogFilter {
     fn sql(&self, q: &mut Query) -> String {
-        let mut parts = Vec::new();
-        if let Some(level) = &self.level {
-            if let Some(ge) = level.ge_ {
-                parts.push(format!("level >= {}", q.bind(ge)));
+        let mut level = Vec::new();
+        if let Some(l) = &self.level {
+            if let Some(ge) = l.ge_ {
+                level.push(format!("level >= {}", q.bind(ge)));
             }
-            if let Some(le) = level.le_ {
-                parts.push(format!("level <= {}", q.bind(le)));
+            if let Some(le) = l.le_ {
+                level.push(format!("level <= {}", q.bind(le)));
             }
         }
+        let mut timestamp = Vec::new();
         if let Some(t) = &self.timestamp {
             if let Some(before) = t.before_ {
-                parts.push(format!("timestamp <= {}", q.bind(before)));
+                timestamp.push(format!("timestamp <= {}", q.bind(before)));
             }
             if let Some(after) = t.after_ {
-                parts.push(format!("timestamp >= {}", q.bind(after)));
+                timestamp.push(format!("timestamp >= {}", q.bind(after)));
+            }
+            // The column is NOT NULL: `is_null_: true` matches nothing.
+            if t.is_null_ == Some(true) {
+                timestamp.push("FALSE".to_string());
             }
         }
-        for (col, f) in [
-            ("flow_run_id", &self.flow_run_id),
-            ("task_run_id", &self.task_run_id),
-        ] {
-            if let Some(f) = f {
-                if let Some(any) = &f.any_ {
-                    parts.push(format!("{col} = ANY({}::uuid[])", q.bind(any.clone())));
-                }
-                match f.is_null_ {
-                    Some(true) => parts.push(format!("{col} IS NULL")),
-                    Some(false) => parts.push(format!("{col} IS NOT NULL")),
-                    None => {}
-                }
-            }
-        }
-        if parts.is_empty() {
-            return "TRUE".into();
-        }
-        let sep = if self.operator == Some(crate::filters::Operator::Or) {
-            " OR "
-        } else {
-            " AND "
-        };
-        format!("({})", parts.join(sep))
+        let group = |parts: Vec<String>| (!parts.is_empty()).then(|| format!("({})", parts.join(" AND ")));
+        combine(
+            self.operator,
+            vec![
+                group(level),
+                group(timestamp),
+                id_sql(q, "flow_run_id", &self.flow_run_id),
+                id_sql(q, "task_run_id", &self.task_run_id),
+            ],
+        )
     }
 }
 
+/// A page of logs matching `filter`, in `sort` order.
 pub async fn filter(
     c: &impl GenericClient,
     filter: &LogFilter,
@@ -176,13 +198,9 @@ pub async fn filter(
 ) -> Result<Vec<Log>, tokio_postgres::Error> {
     let mut q = Query::default();
     let cond = filter.sql(&mut q);
-    let order = match sort {
-        LogSort::TimestampAsc => "timestamp ASC, id",
-        LogSort::TimestampDesc => "timestamp DESC, id",
-    };
     let sql = format!(
-        "SELECT id, created, updated, name, level, message, timestamp, flow_run_id, task_run_id \
-         FROM log WHERE {cond} ORDER BY {order} LIMIT {} OFFSET {}",
+        "SELECT {COLUMNS} FROM log WHERE {cond} ORDER BY {} LIMIT {} OFFSET {}",
+        sort.order_by(),
         q.bind(limit),
         q.bind(offset)
     );
@@ -191,4 +209,37 @@ pub async fn filter(
         .iter()
         .map(from_row)
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nul_characters_are_replaced_only_when_present() {
+        assert!(matches!(storable("plain"), Cow::Borrowed("plain")));
+        assert_eq!(storable("a\0b"), "a\u{FFFD}b");
+    }
+
+    #[test]
+    fn an_empty_filter_matches_everything() {
+        let mut q = Query::default();
+        assert_eq!(LogFilter::default().sql(&mut q), "TRUE");
+    }
+
+    #[test]
+    fn criteria_combine_with_the_operator() {
+        let f: LogFilter = serde_json::from_value(serde_json::json!({
+            "operator": "or_",
+            "level": {"ge_": 30, "le_": 40},
+            "flow_run_id": {"any_": [Uuid::nil()]},
+        }))
+        .unwrap();
+        let mut q = Query::default();
+        assert_eq!(
+            f.sql(&mut q),
+            "((level >= $1 AND level <= $2) OR (flow_run_id = ANY($3::uuid[])))"
+        );
+        assert!(serde_json::from_value::<LogFilter>(serde_json::json!({"levels": {}})).is_err());
+    }
 }
