@@ -53,6 +53,23 @@ fn references(value: &Value, out: &mut Vec<String>) {
     }
 }
 
+/// Prefect's `_get_non_block_reference_definitions`: the definitions `object` references
+/// (anywhere inside it, its own `definitions` included) that are not blocks, with the
+/// non-block definitions those reference in turn.
+pub fn non_block_reference_definitions(
+    object: &Value,
+    definitions: &Map<String, Value>,
+) -> Map<String, Value> {
+    non_block_definitions(object, definitions, 32)
+}
+
+/// The `$ref` strings anywhere inside `value`, in document order.
+pub fn reference_strings(value: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    references(value, &mut out);
+    out
+}
+
 /// The non-block definitions `object` references, directly or through other definitions.
 /// `depth` bounds the walk, since definitions may reference themselves.
 fn non_block_definitions(
@@ -120,11 +137,32 @@ pub fn python_dumps(value: &Value, out: &mut String) {
     }
 }
 
+/// Python's `repr(float)`: the shortest round-tripping digits, positional for exponents
+/// from -4 to 15 (with a trailing `.0` when integral), scientific (`1e-07`, `1.5e+16`)
+/// otherwise.
 fn python_float(f: f64) -> String {
-    if f.is_finite() && f.fract() == 0.0 && f.abs() < 1e16 {
-        format!("{f:.1}")
+    if !f.is_finite() {
+        return if f.is_nan() {
+            "NaN".into()
+        } else if f > 0.0 {
+            "Infinity".into()
+        } else {
+            "-Infinity".into()
+        };
+    }
+    let sci = format!("{f:e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if f == 0.0 || (-4..16).contains(&exp) {
+        let text = format!("{f}");
+        if text.contains('.') {
+            text
+        } else {
+            format!("{text}.0")
+        }
     } else {
-        format!("{f}")
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{mantissa}e{sign}{:02}", exp.abs())
     }
 }
 
@@ -158,9 +196,10 @@ mod tests {
     #[test]
     fn matches_the_checksums_the_prefect_client_computes() {
         let data: Value = serde_json::from_str(include_str!("../data/system_blocks.json")).unwrap();
-        let blocks = data["blocks"].as_array().unwrap();
-        assert!(blocks.len() > 20);
-        for block in blocks {
+        let core = data["blocks"].as_array().unwrap();
+        let collections = data["collections"].as_array().unwrap();
+        assert!(core.len() > 20 && collections.len() > 40);
+        for block in core.iter().chain(collections) {
             let expected = block["schema"]["checksum"].as_str().unwrap();
             assert_eq!(
                 schema_checksum(&block["schema"]["fields"]),
@@ -176,5 +215,18 @@ mod tests {
         let mut out = String::new();
         python_dumps(&serde_json::json!({"b": [1, 2.0, "é\n"], "a": null}), &mut out);
         assert_eq!(out, r#"{"a": null, "b": [1, 2.0, "\u00e9\n"]}"#);
+        for (f, python) in [
+            (0.1, "0.1"),
+            (1e-7, "1e-07"),
+            (0.0001, "0.0001"),
+            (1.5e16, "1.5e+16"),
+            (1e15, "1000000000000000.0"),
+            (-2.5, "-2.5"),
+            (0.0, "0.0"),
+            (123456789.125, "123456789.125"),
+            (1.7976931348623157e308, "1.7976931348623157e+308"),
+        ] {
+            assert_eq!(python_float(f), python, "{f}");
+        }
     }
 }

@@ -1,17 +1,22 @@
-//! The core block types and schemas Stratus registers, as a Prefect server does on start.
+//! The built-in block types and schemas Stratus registers, as a Prefect 2.20 server does on
+//! start (`run_block_auto_registration`): the client's core blocks (Webhook, JSON,
+//! DateTime, Secret, LocalFileSystem and Process protected), then the integration blocks
+//! of Prefect's bundled collection data, whose schemas reference each other's.
 //! The data is generated from the stock client by `scripts/gen_system_blocks.py`.
 
 use deadpool_postgres::GenericClient;
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
-use crate::db::blocks::{self, BlockTypeFields};
+use crate::db::blocks::{self, BlockTypeFields, SchemaError};
 
 const BUNDLED: &str = include_str!("../data/system_blocks.json");
 
 #[derive(Deserialize)]
 struct Bundle {
     blocks: Vec<SystemBlock>,
+    #[serde(default)]
+    collections: Vec<SystemBlock>,
 }
 
 #[derive(Deserialize)]
@@ -24,35 +29,69 @@ struct SystemBlock {
 struct SystemType {
     name: String,
     slug: String,
+    #[serde(default)]
+    is_protected: bool,
     #[serde(flatten)]
     fields: BlockTypeFields,
 }
 
 #[derive(Deserialize)]
 struct SystemSchema {
-    fields: Value,
+    fields: Map<String, Value>,
     capabilities: Vec<String>,
     version: String,
 }
 
+fn describe(e: SchemaError) -> String {
+    match e {
+        SchemaError::Db(e) => e.to_string(),
+        SchemaError::MissingBlockType(m) | SchemaError::Invalid(m) => m,
+    }
+}
+
 /// Registers (or refreshes) every bundled block type and schema; returns how many types.
+/// Types are matched by slug; schemas already registered (same checksum and version) are
+/// left as they are.
 pub async fn install(c: &impl GenericClient) -> Result<usize, String> {
     let bundle: Bundle =
         serde_json::from_str(BUNDLED).map_err(|e| format!("bundled block data is invalid: {e}"))?;
-    for block in &bundle.blocks {
-        let t = &block.block_type;
-        let block_type = blocks::upsert_system_type(c, &t.name, &t.slug, &t.fields)
-            .await
-            .map_err(|e| format!("could not register block type {}: {e}", t.slug))?;
-        blocks::create_schema(
-            c,
-            &block.schema.fields,
-            block_type.id,
-            &block.schema.capabilities,
-            &block.schema.version,
-        )
-        .await
-        .map_err(|e| format!("could not register the schema of {}: {e}", t.slug))?;
+    // Schemas reference other types (Docker containers name Docker registries): register
+    // every type of a group before its schemas.
+    for group in [&bundle.blocks, &bundle.collections] {
+        let mut ids = Vec::with_capacity(group.len());
+        for block in group {
+            let t = &block.block_type;
+            let block_type = blocks::register_type(c, &t.name, &t.slug, &t.fields, t.is_protected)
+                .await
+                .map_err(|e| format!("could not register block type {}: {e}", t.slug))?;
+            ids.push(block_type.id);
+        }
+        for (block, id) in group.iter().zip(ids) {
+            register_schema(c, block, id).await?;
+        }
     }
-    Ok(bundle.blocks.len())
+    Ok(bundle.blocks.len() + bundle.collections.len())
+}
+
+async fn register_schema(
+    c: &impl GenericClient,
+    block: &SystemBlock,
+    block_type_id: uuid::Uuid,
+) -> Result<(), String> {
+    blocks::create_schema(
+        c,
+        &block.schema.fields,
+        block_type_id,
+        &block.schema.capabilities,
+        &block.schema.version,
+    )
+    .await
+    .map_err(|e| {
+        format!(
+            "could not register the schema of {}: {}",
+            block.block_type.slug,
+            describe(e)
+        )
+    })?;
+    Ok(())
 }

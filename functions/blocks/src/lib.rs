@@ -1,58 +1,198 @@
 //! The block route families: `/block_types`, `/block_schemas`, `/block_documents`,
-//! `/block_capabilities`.
+//! `/block_capabilities` (spec §1.10).
 
-mod documents;
-mod schemas;
-mod types;
+mod block_documents;
+mod block_schemas;
+mod block_types;
 
 use axum::routing::{get, post};
 use axum::Router;
-use stratus_shared::AppState;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
+use serde_json::{json, Value};
+use stratus_shared::json::from_value;
+use stratus_shared::{ApiError, ApiResult, AppState};
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/block_types", post(types::create))
-        .route("/block_types/filter", post(types::filter))
+        .route("/block_types", post(block_types::create))
+        .route("/block_types/filter", post(block_types::filter))
         .route(
             "/block_types/install_system_block_types",
-            post(types::install_system),
+            post(block_types::install_system),
         )
-        .route("/block_types/slug/{slug}", get(types::read_by_slug))
+        .route("/block_types/slug/{slug}", get(block_types::read_by_slug))
         .route(
             "/block_types/slug/{slug}/block_documents",
-            get(documents::list_by_type_slug),
+            get(block_documents::list_by_type_slug),
         )
         .route(
             "/block_types/slug/{slug}/block_documents/name/{name}",
-            get(documents::read_by_type_slug_and_name),
+            get(block_documents::read_by_type_slug_and_name),
         )
         .route(
             "/block_types/{id}",
-            get(types::read).patch(types::update).delete(types::delete),
+            get(block_types::read)
+                .patch(block_types::update)
+                .delete(block_types::delete),
         )
-        .route("/block_schemas", post(schemas::create))
-        .route("/block_schemas/filter", post(schemas::filter))
+        .route("/block_schemas", post(block_schemas::create))
+        .route("/block_schemas/filter", post(block_schemas::filter))
         .route(
             "/block_schemas/checksum/{checksum}",
-            get(schemas::read_by_checksum),
+            get(block_schemas::read_by_checksum),
         )
-        .route("/block_schemas/{id}", get(schemas::read).delete(schemas::delete))
-        .route("/block_capabilities", get(schemas::capabilities))
-        .route("/block_documents", post(documents::create))
-        .route("/block_documents/filter", post(documents::filter))
-        .route("/block_documents/count", post(documents::count))
+        .route(
+            "/block_schemas/{id}",
+            get(block_schemas::read).delete(block_schemas::delete),
+        )
+        .route("/block_capabilities", get(block_schemas::capabilities))
+        .route("/block_documents", post(block_documents::create))
+        .route("/block_documents/filter", post(block_documents::filter))
+        .route("/block_documents/count", post(block_documents::count))
         .route(
             "/block_documents/{id}",
-            get(documents::read)
-                .patch(documents::update)
-                .delete(documents::delete),
+            get(block_documents::read)
+                .patch(block_documents::update)
+                .delete(block_documents::delete),
         )
 }
 
-/// Slugs and document names: lowercase letters, digits and dashes.
-pub(crate) fn is_slug(text: &str) -> bool {
-    !text.is_empty()
-        && text
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+/// Prefect's `^[a-z0-9-]*$` for slugs and document names (the empty string passes).
+pub(crate) fn lowercase_dashes(text: &str) -> bool {
+    text.chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// Parses a JSON body that must be an object. (Serde would read a struct from an array
+/// too, by position; Prefect answers 422.)
+pub(crate) fn object_body<T: DeserializeOwned>(raw: Value) -> ApiResult<T> {
+    if !raw.is_object() {
+        return Err(ApiError::Validation {
+            detail: vec![
+                json!({"loc": ["body"], "msg": "value is not a valid dict", "type": "type_error.dict"}),
+            ],
+            body: raw,
+        });
+    }
+    from_value(raw)
+}
+
+/// A 422 for one body field, echoing the body.
+pub(crate) fn invalid_field(field: &str, msg: impl Into<String>, kind: &str, body: &Value) -> ApiError {
+    ApiError::invalid(&["body", field], msg, kind, body.clone())
+}
+
+/// Tells a key given as null (`Some(None)`) from a missing one (`None`).
+pub(crate) fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Ok(Some(Option::<T>::deserialize(d)?))
+}
+
+/// The last value of a query parameter, as Starlette reads it.
+pub(crate) fn query_param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .rev()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+/// The `include_secrets` query parameter, parsed as pydantic parses a boolean.
+pub(crate) fn include_secrets(params: &[(String, String)]) -> ApiResult<bool> {
+    let Some(raw) = query_param(params, "include_secrets") else {
+        return Ok(false);
+    };
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "0" | "off" | "f" | "false" | "n" | "no" => Ok(false),
+        "1" | "on" | "t" | "true" | "y" | "yes" => Ok(true),
+        _ => Err(ApiError::Validation {
+            detail: vec![json!({
+                "loc": ["query", "include_secrets"],
+                "msg": "value could not be parsed to a boolean",
+                "type": "type_error.bool",
+            })],
+            body: Value::Null,
+        }),
+    }
+}
+
+/// Pydantic's `HttpUrl`: an http or https URL with a host that has a top-level domain
+/// (or is an IP address), at most 2083 characters.
+pub(crate) fn check_http_url(field: &str, url: &Option<String>, body: &Value) -> ApiResult<()> {
+    let Some(url) = url else { return Ok(()) };
+    let fail = |msg: &str, kind: &str| Err(invalid_field(field, msg, kind, body));
+    if url.len() > 2083 {
+        return fail(
+            "ensure this value has at most 2083 characters",
+            "value_error.any_str.max_length",
+        );
+    }
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return fail("invalid or missing URL scheme", "value_error.url.scheme");
+    };
+    if !matches!(scheme.to_ascii_lowercase().as_str(), "http" | "https") {
+        return fail("URL scheme not permitted", "value_error.url.scheme");
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority.rsplit('@').next().unwrap_or_default();
+    let host = if host_port.starts_with('[') {
+        host_port
+            .split(']')
+            .next()
+            .map(|h| format!("{h}]"))
+            .unwrap_or_default()
+    } else {
+        host_port.split(':').next().unwrap_or_default().to_string()
+    };
+    if host.is_empty() {
+        return fail("URL host invalid", "value_error.url.host");
+    }
+    let is_ip = host.starts_with('[') || host.parse::<std::net::Ipv4Addr>().is_ok();
+    let has_tld = host.rsplit_once('.').is_some_and(|(name, tld)| {
+        !name.is_empty() && tld.len() >= 2 && tld.chars().all(|c| c.is_ascii_alphabetic())
+    });
+    if !is_ip && !has_tld {
+        return fail(
+            "URL host invalid, top level domain required",
+            "value_error.url.host",
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_checked_like_pydantic_http_urls() {
+        let ok = |u: &str| check_http_url("logo_url", &Some(u.to_string()), &Value::Null).is_ok();
+        assert!(ok("https://images.ctfassets.net/logo.png"));
+        assert!(ok("http://127.0.0.1:4200/x"));
+        assert!(ok("https://user:pw@docs.prefect.io:8080/a?b#c"));
+        assert!(!ok("ftp://example.com/x"));
+        assert!(!ok("example.com/x"));
+        assert!(!ok("http://localhost/x"));
+        assert!(!ok("http:///x"));
+        assert!(check_http_url("logo_url", &None, &Value::Null).is_ok());
+    }
+
+    #[test]
+    fn include_secrets_parses_like_a_pydantic_bool() {
+        let q = |v: &str| include_secrets(&[("include_secrets".to_string(), v.to_string())]);
+        assert!(q("true").unwrap() && q("Yes").unwrap() && q("1").unwrap());
+        assert!(!q("false").unwrap() && !q("off").unwrap());
+        assert!(q("maybe").is_err());
+        assert!(!include_secrets(&[]).unwrap());
+    }
+
+    #[test]
+    fn slugs_allow_lowercase_digits_and_dashes() {
+        assert!(lowercase_dashes("local-file-system-2"));
+        assert!(lowercase_dashes(""));
+        assert!(!lowercase_dashes("Bad Slug"));
+        assert!(!lowercase_dashes("under_score"));
+    }
 }

@@ -6,10 +6,12 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use stratus_shared::db::blocks::{self, BlockSchemaFilter};
+use stratus_shared::db::blocks::{self, BlockSchemaFilter, SchemaError, DEFAULT_SCHEMA_VERSION};
 use stratus_shared::json::{null_default, page, path_id};
 use stratus_shared::{ApiError, ApiResult, AppState, Body};
 use uuid::Uuid;
+
+use crate::{object_body, query_param};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -33,30 +35,36 @@ pub struct FilterBody {
     offset: Option<i64>,
 }
 
-#[derive(Deserialize)]
-pub struct VersionQuery {
-    version: Option<String>,
-}
-
 fn not_found() -> ApiError {
     ApiError::not_found("Block schema not found")
 }
 
-pub async fn create(State(app): State<AppState>, Body(body): Body<BlockSchemaCreate>) -> ApiResult<Response> {
-    let client = app.client().await?;
-    if blocks::read_type(&client, body.block_type_id).await?.is_none() {
-        return Err(ApiError::not_found("Block type not found"));
+/// 201 with a new schema, 200 with the existing one of the same checksum and version.
+pub async fn create(State(app): State<AppState>, Body(raw): Body<Value>) -> ApiResult<Response> {
+    let body: BlockSchemaCreate = object_body(raw)?;
+    let version = body.version.unwrap_or_else(|| DEFAULT_SCHEMA_VERSION.to_string());
+    let mut client = app.client().await?;
+    let tx = client.transaction().await?;
+    if blocks::read_type(&tx, body.block_type_id).await?.is_none() {
+        return Err(ApiError::not_found(format!(
+            "Block type {} not found.",
+            body.block_type_id
+        )));
     }
-    let version = body.version.unwrap_or_else(|| "non-versioned".to_string());
     let (schema, created) = blocks::create_schema(
-        &client,
-        &Value::Object(body.fields),
+        &tx,
+        &body.fields,
         body.block_type_id,
         &body.capabilities,
         &version,
     )
-    .await?
-    .ok_or(ApiError::Integrity)?;
+    .await
+    .map_err(|e| match e {
+        SchemaError::Db(e) => e.into(),
+        SchemaError::MissingBlockType(message) => ApiError::conflict(message),
+        SchemaError::Invalid(message) => ApiError::unprocessable(message),
+    })?;
+    tx.commit().await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -68,35 +76,41 @@ pub async fn create(State(app): State<AppState>, Body(body): Body<BlockSchemaCre
 pub async fn read(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
     let id = path_id(&id)?;
     let client = app.client().await?;
-    Ok(Json(blocks::read_schema(&client, id).await?.ok_or_else(not_found)?).into_response())
+    let found = blocks::read_schema(&client, id).await?.ok_or_else(not_found)?;
+    Ok(Json(found).into_response())
 }
 
+/// The schema with that checksum and `?version=`, or without one the newest.
 pub async fn read_by_checksum(
     State(app): State<AppState>,
     Path(checksum): Path<String>,
-    Query(q): Query<VersionQuery>,
+    Query(params): Query<Vec<(String, String)>>,
 ) -> ApiResult<Response> {
     let client = app.client().await?;
-    let schema = blocks::read_schema_by_checksum(&client, &checksum, q.version.as_deref())
+    let found = blocks::read_schema_by_checksum(&client, &checksum, query_param(&params, "version"))
         .await?
         .ok_or_else(not_found)?;
-    Ok(Json(schema).into_response())
+    Ok(Json(found).into_response())
 }
 
 pub async fn delete(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
     let id = path_id(&id)?;
-    let client = app.client().await?;
-    let schema = blocks::read_schema(&client, id).await?.ok_or_else(not_found)?;
+    let mut client = app.client().await?;
+    let tx = client.transaction().await?;
+    let schema = blocks::read_schema(&tx, id).await?.ok_or_else(not_found)?;
     if schema.block_type.as_ref().is_some_and(|t| t.is_protected) {
         return Err(ApiError::forbidden(
             "Block schemas for protected block types cannot be deleted.",
         ));
     }
-    blocks::delete_schema(&client, id).await?;
+    blocks::delete_schema(&tx, id).await?;
+    tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub async fn filter(State(app): State<AppState>, Body(body): Body<FilterBody>) -> ApiResult<Response> {
+/// Schemas matching the filter, newest first.
+pub async fn filter(State(app): State<AppState>, Body(raw): Body<Value>) -> ApiResult<Response> {
+    let body: FilterBody = object_body(raw)?;
     let (limit, offset) = page(body.limit, body.offset)?;
     let client = app.client().await?;
     let found =

@@ -5,10 +5,15 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
-use stratus_shared::db::blocks::{self, BlockSchemaFilter, BlockTypeFields, BlockTypeFilter};
+use serde_json::Value;
+use stratus_shared::db::blocks::{self, BlockSchemaFilter, BlockTypeFields, BlockTypeFilter, BlockTypePatch};
 use stratus_shared::json::{page, path_id};
 use stratus_shared::{ApiError, ApiResult, AppState, Body};
+
+use crate::{check_http_url, invalid_field, lowercase_dashes, object_body, present};
+
+/// Characters Prefect bans from names.
+const BANNED_CHARACTERS: [char; 5] = ['/', '%', '&', '>', '<'];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -25,17 +30,18 @@ pub struct BlockTypeCreate {
     code_example: Option<String>,
 }
 
+/// Every key is optional; an explicit null clears the field, as in Prefect.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BlockTypeUpdate {
-    #[serde(default)]
-    logo_url: Option<String>,
-    #[serde(default)]
-    documentation_url: Option<String>,
-    #[serde(default)]
-    description: Option<String>,
-    #[serde(default)]
-    code_example: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    logo_url: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    documentation_url: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    description: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    code_example: Option<Option<String>>,
 }
 
 #[derive(Deserialize)]
@@ -54,15 +60,30 @@ fn not_found() -> ApiError {
     ApiError::not_found("Block type not found")
 }
 
-pub async fn create(State(app): State<AppState>, Body(body): Body<BlockTypeCreate>) -> ApiResult<Response> {
-    if !crate::is_slug(&body.slug) {
-        return Err(ApiError::invalid(
-            &["body", "slug"],
-            "slug must only contain lowercase letters, numbers, and dashes",
-            "value_error",
-            json!({"slug": body.slug}),
+pub async fn create(State(app): State<AppState>, Body(raw): Body<Value>) -> ApiResult<Response> {
+    let body: BlockTypeCreate = object_body(raw.clone())?;
+    if body.name.contains(BANNED_CHARACTERS) {
+        return Err(invalid_field(
+            "name",
+            format!(
+                "Name '{}' contains an invalid character. Must not contain any of: ['/', '%', '&', '>', '<'].",
+                body.name
+            ),
+            "value_error.invalidname",
+            &raw,
         ));
     }
+    if !lowercase_dashes(&body.slug) {
+        return Err(invalid_field(
+            "slug",
+            "Block type slug must only contain lowercase letters, numbers, and dashes.",
+            "value_error",
+            &raw,
+        ));
+    }
+    check_http_url("logo_url", &body.logo_url, &raw)?;
+    check_http_url("documentation_url", &body.documentation_url, &raw)?;
+    // API-created block types cannot start with "Prefect": it is reserved for the system.
     if body.name.to_lowercase().starts_with("prefect") {
         return Err(ApiError::forbidden(
             "Block type names beginning with 'Prefect' are reserved.",
@@ -78,10 +99,7 @@ pub async fn create(State(app): State<AppState>, Body(body): Body<BlockTypeCreat
     let created = blocks::create_type(&client, &body.name, &body.slug, &fields, false)
         .await?
         .ok_or_else(|| {
-            ApiError::conflict(format!(
-                "Block type with name {:?} or slug {:?} already exists",
-                body.name, body.slug
-            ))
+            ApiError::conflict(format!("Block type with name \"{}\" already exists", body.name))
         })?;
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
@@ -89,50 +107,64 @@ pub async fn create(State(app): State<AppState>, Body(body): Body<BlockTypeCreat
 pub async fn read(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
     let id = path_id(&id)?;
     let client = app.client().await?;
-    Ok(Json(blocks::read_type(&client, id).await?.ok_or_else(not_found)?).into_response())
+    let found = blocks::read_type(&client, id).await?.ok_or_else(not_found)?;
+    Ok(Json(found).into_response())
 }
 
 pub async fn read_by_slug(State(app): State<AppState>, Path(slug): Path<String>) -> ApiResult<Response> {
     let client = app.client().await?;
-    Ok(Json(
-        blocks::read_type_by_slug(&client, &slug)
-            .await?
-            .ok_or_else(not_found)?,
-    )
-    .into_response())
+    let found = blocks::read_type_by_slug(&client, &slug)
+        .await?
+        .ok_or_else(not_found)?;
+    Ok(Json(found).into_response())
 }
 
+/// Writes only when the patch changes something, as Prefect does (this avoids lock
+/// contention when many clients register the same block type).
 pub async fn update(
     State(app): State<AppState>,
     Path(id): Path<String>,
-    Body(body): Body<BlockTypeUpdate>,
+    Body(raw): Body<Value>,
 ) -> ApiResult<StatusCode> {
     let id = path_id(&id)?;
-    let fields = BlockTypeFields {
+    let body: BlockTypeUpdate = object_body(raw.clone())?;
+    check_http_url("logo_url", &body.logo_url.clone().flatten(), &raw)?;
+    check_http_url(
+        "documentation_url",
+        &body.documentation_url.clone().flatten(),
+        &raw,
+    )?;
+    let patch = BlockTypePatch {
         logo_url: body.logo_url,
         documentation_url: body.documentation_url,
         description: body.description,
         code_example: body.code_example,
     };
-    let client = app.client().await?;
-    if !blocks::update_type(&client, id, &fields).await? {
+    let mut client = app.client().await?;
+    let tx = client.transaction().await?;
+    let current = blocks::read_type(&tx, id).await?.ok_or_else(not_found)?;
+    if patch.changes(&current) && !blocks::update_type(&tx, id, &patch).await? {
         return Err(not_found());
     }
+    tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 pub async fn delete(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
     let id = path_id(&id)?;
-    let client = app.client().await?;
-    let block_type = blocks::read_type(&client, id).await?.ok_or_else(not_found)?;
+    let mut client = app.client().await?;
+    let tx = client.transaction().await?;
+    let block_type = blocks::read_type(&tx, id).await?.ok_or_else(not_found)?;
     if block_type.is_protected {
         return Err(ApiError::forbidden("protected block types cannot be deleted."));
     }
-    blocks::delete_type(&client, id).await?;
+    blocks::delete_type(&tx, id).await?;
+    tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub async fn filter(State(app): State<AppState>, Body(body): Body<FilterBody>) -> ApiResult<Response> {
+pub async fn filter(State(app): State<AppState>, Body(raw): Body<Value>) -> ApiResult<Response> {
+    let body: FilterBody = object_body(raw)?;
     let (limit, offset) = page(body.limit, body.offset)?;
     let client = app.client().await?;
     let found = blocks::filter_types(
@@ -146,6 +178,8 @@ pub async fn filter(State(app): State<AppState>, Body(body): Body<FilterBody>) -
     Ok(Json(found).into_response())
 }
 
+/// Registers the built-in block types and schemas (the protected core ones and the rest
+/// Prefect registers on start).
 pub async fn install_system(State(app): State<AppState>) -> ApiResult<Response> {
     let mut client = app.client().await?;
     let tx = client.transaction().await?;

@@ -1,0 +1,570 @@
+//! Block documents, with their references to other documents.
+
+use std::collections::{HashMap, HashSet};
+
+use deadpool_postgres::GenericClient;
+use serde_json::{json, Map, Value};
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use super::secrets::{obfuscate, restore, secret_fields};
+use super::{
+    read_schemas_by_id, type_from_row, BlockDocument, BlockDocumentFilter, BlockSchemaFilter, BlockType,
+    BlockTypeFilter, TYPE_COLUMNS,
+};
+use crate::filters::Query;
+
+/// How deep references are followed when a document is read.
+const MAX_DEPTH: usize = 16;
+
+const DOC_COLUMNS: &str =
+    "bd.id, bd.created, bd.updated, bd.name, bd.data, bd.block_schema_id, bd.block_type_id, \
+     bd.block_type_name, bd.is_anonymous";
+const DOC_WIDTH: usize = 9;
+
+/// Document data split from its references to other documents.
+#[derive(Debug, Default, PartialEq)]
+pub struct SplitData {
+    /// The data without references.
+    pub data: Map<String, Value>,
+    /// `(key, referenced document id)`.
+    pub references: Vec<(String, Uuid)>,
+}
+
+/// Prefect's `_separate_block_references_from_data`: top-level values of the form
+/// `{"$ref": {"block_document_id": ...}}` become `(key, id)` references; the rest is data.
+/// A malformed reference is an error naming its key.
+pub fn split_references(data: &Map<String, Value>) -> Result<SplitData, String> {
+    let mut plain = Map::new();
+    let mut references = Vec::new();
+    for (key, value) in data {
+        match value.as_object().and_then(|v| v.get("$ref")) {
+            Some(reference) => {
+                let Some(id) = reference.get("block_document_id").filter(|v| !v.is_null()) else {
+                    return Err(format!(
+                        "Received block reference without a block_document_id in key {key}"
+                    ));
+                };
+                let id = id.as_str().and_then(|s| s.parse::<Uuid>().ok()).ok_or_else(|| {
+                    format!("Invalid block_document_id in the block reference in key {key}")
+                })?;
+                references.push((key.clone(), id));
+            }
+            None => {
+                plain.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    Ok(SplitData {
+        data: plain,
+        references,
+    })
+}
+
+pub struct NewBlockDocument {
+    pub name: String,
+    /// The data without references.
+    pub data: Map<String, Value>,
+    pub references: Vec<(String, Uuid)>,
+    pub block_schema_id: Uuid,
+    pub block_type_id: Uuid,
+    pub is_anonymous: bool,
+}
+
+pub enum CreatedDocument {
+    Created(Uuid),
+    /// A document of that type already has that name.
+    NameTaken,
+    /// The block type does not exist.
+    NoBlockType,
+}
+
+/// Whether a document of that block type has that name.
+pub async fn document_name_taken(
+    c: &impl GenericClient,
+    block_type_id: Uuid,
+    name: &str,
+) -> Result<bool, tokio_postgres::Error> {
+    Ok(c.query_one(
+        "SELECT EXISTS (SELECT 1 FROM block_document WHERE block_type_id = $1 AND name = $2)",
+        &[&block_type_id, &name],
+    )
+    .await?
+    .get(0))
+}
+
+/// Inserts a document (recording its type's name) and its reference rows. A missing
+/// schema or referenced document is a foreign-key violation.
+pub async fn create_document(
+    c: &impl GenericClient,
+    doc: &NewBlockDocument,
+) -> Result<CreatedDocument, tokio_postgres::Error> {
+    let row = c
+        .query_opt(
+            "INSERT INTO block_document (name, data, is_anonymous, block_type_name, block_type_id, block_schema_id, created, updated) \
+             SELECT $1, $2, $3, bt.name, bt.id, $5, clock_timestamp(), clock_timestamp() FROM block_type bt WHERE bt.id = $4 \
+             ON CONFLICT (block_type_id, name) DO NOTHING RETURNING id",
+            &[
+                &doc.name,
+                &Value::Object(doc.data.clone()),
+                &doc.is_anonymous,
+                &doc.block_type_id,
+                &doc.block_schema_id,
+            ],
+        )
+        .await?;
+    let Some(row) = row else {
+        let type_exists: bool = c
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM block_type WHERE id = $1)",
+                &[&doc.block_type_id],
+            )
+            .await?
+            .get(0);
+        return Ok(if type_exists {
+            CreatedDocument::NameTaken
+        } else {
+            CreatedDocument::NoBlockType
+        });
+    };
+    let id: Uuid = row.get(0);
+    for (name, target) in &doc.references {
+        insert_reference(c, id, name, *target).await?;
+    }
+    Ok(CreatedDocument::Created(id))
+}
+
+async fn insert_reference(
+    c: &impl GenericClient,
+    parent: Uuid,
+    name: &str,
+    target: Uuid,
+) -> Result<(), tokio_postgres::Error> {
+    c.execute(
+        "INSERT INTO block_document_reference (name, parent_block_document_id, reference_block_document_id, created, updated) \
+         VALUES ($1, $2, $3, clock_timestamp(), clock_timestamp())",
+        &[&name, &parent, &target],
+    )
+    .await?;
+    Ok(())
+}
+
+/// A PATCH of a document's data (already split from its references) and schema.
+pub struct DocumentUpdate {
+    /// None when the body gave no data.
+    pub data: Option<SplitData>,
+    pub merge_existing_data: bool,
+    pub block_schema_id: Option<Uuid>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum UpdatedDocument {
+    Updated,
+    NotFound,
+    SchemaNotFound,
+    /// The proposed schema belongs to another block type.
+    OtherBlockType,
+    /// The document would reference itself.
+    SelfReference,
+}
+
+/// Prefect's `update_block_document`. With `merge_existing_data` and no data nothing is
+/// written. Otherwise secrets given back obfuscated keep their stored values, the data is
+/// merged into (or replaces) the stored data, the schema may move to another schema of the
+/// same block type, and the reference rows become exactly those of the given data.
+pub async fn update_document(
+    c: &impl GenericClient,
+    id: Uuid,
+    update: DocumentUpdate,
+) -> Result<UpdatedDocument, tokio_postgres::Error> {
+    let Some(current) = c
+        .query_opt(
+            "SELECT bd.data, bd.block_schema_id, bd.block_type_id, bs.fields FROM block_document bd \
+             JOIN block_schema bs ON bs.id = bd.block_schema_id WHERE bd.id = $1 FOR UPDATE OF bd",
+            &[&id],
+        )
+        .await?
+    else {
+        return Ok(UpdatedDocument::NotFound);
+    };
+    let data = match update.data {
+        Some(data) => data,
+        None if update.merge_existing_data => return Ok(UpdatedDocument::Updated),
+        None => SplitData::default(),
+    };
+    let SplitData {
+        data: mut plain,
+        references,
+    } = data;
+    if references.iter().any(|(_, target)| *target == id) {
+        return Ok(UpdatedDocument::SelfReference);
+    }
+    let current_data: Map<String, Value> = match current.get::<_, Value>(0) {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    };
+    let current_schema: Uuid = current.get(1);
+    let block_type_id: Uuid = current.get(2);
+    restore(
+        &mut plain,
+        &current_data,
+        &secret_fields(&current.get::<_, Value>(3)),
+    );
+
+    let new_data = if update.merge_existing_data {
+        let mut merged = current_data;
+        merged.extend(plain);
+        for (name, _) in &references {
+            merged.remove(name);
+        }
+        merged
+    } else {
+        plain
+    };
+
+    let mut schema_id = current_schema;
+    if let Some(proposed) = update.block_schema_id.filter(|p| *p != current_schema) {
+        let row = c
+            .query_opt(
+                "SELECT block_type_id FROM block_schema WHERE id = $1",
+                &[&proposed],
+            )
+            .await?;
+        match row {
+            None => return Ok(UpdatedDocument::SchemaNotFound),
+            Some(r) if r.get::<_, Uuid>(0) != block_type_id => return Ok(UpdatedDocument::OtherBlockType),
+            Some(_) => schema_id = proposed,
+        }
+    }
+    c.execute(
+        "UPDATE block_document SET data = $2, block_schema_id = $3, updated = clock_timestamp() WHERE id = $1",
+        &[&id, &Value::Object(new_data), &schema_id],
+    )
+    .await?;
+
+    let existing = c
+        .query(
+            "SELECT id, name, reference_block_document_id FROM block_document_reference \
+             WHERE parent_block_document_id = $1",
+            &[&id],
+        )
+        .await?;
+    let mut kept = HashSet::new();
+    for (name, target) in &references {
+        let matching = existing.iter().find(|r| {
+            r.get::<_, String>(1) == *name
+                && r.get::<_, Uuid>(2) == *target
+                && !kept.contains(&r.get::<_, Uuid>(0))
+        });
+        match matching {
+            Some(r) => {
+                kept.insert(r.get::<_, Uuid>(0));
+            }
+            None => insert_reference(c, id, name, *target).await?,
+        }
+    }
+    let stale: Vec<Uuid> = existing
+        .iter()
+        .map(|r| r.get::<_, Uuid>(0))
+        .filter(|rid| !kept.contains(rid))
+        .collect();
+    if !stale.is_empty() {
+        c.execute(
+            "DELETE FROM block_document_reference WHERE id = ANY($1)",
+            &[&stale],
+        )
+        .await?;
+    }
+    Ok(UpdatedDocument::Updated)
+}
+
+pub async fn delete_document(c: &impl GenericClient, id: Uuid) -> Result<bool, tokio_postgres::Error> {
+    Ok(c.execute("DELETE FROM block_document WHERE id = $1", &[&id])
+        .await?
+        > 0)
+}
+
+/// A document as stored, its own secrets already hidden when asked, before its references
+/// are hydrated.
+struct Stored {
+    id: Uuid,
+    created: chrono::DateTime<chrono::Utc>,
+    updated: chrono::DateTime<chrono::Utc>,
+    name: String,
+    data: Value,
+    block_schema_id: Uuid,
+    block_type_id: Uuid,
+    block_type_name: Option<String>,
+    is_anonymous: bool,
+    block_type: BlockType,
+}
+
+/// Reads `DOC_COLUMNS, bs.fields, TYPE_COLUMNS` from `at`.
+fn stored_from_row(r: &Row, at: usize, include_secrets: bool) -> Stored {
+    let mut data: Value = r.get(at + 4);
+    if !include_secrets {
+        obfuscate(&mut data, &secret_fields(&r.get::<_, Value>(at + DOC_WIDTH)));
+    }
+    Stored {
+        id: r.get(at),
+        created: r.get(at + 1),
+        updated: r.get(at + 2),
+        name: r.get(at + 3),
+        data,
+        block_schema_id: r.get(at + 5),
+        block_type_id: r.get(at + 6),
+        block_type_name: r.get(at + 7),
+        is_anonymous: r.get(at + 8),
+        block_type: type_from_row(r, at + DOC_WIDTH + 1),
+    }
+}
+
+type Edges = HashMap<Uuid, Vec<(String, Stored)>>;
+
+/// Prefect's `_construct_full_block_document`: each referenced document's (hydrated) data
+/// goes under its reference name, and is described in `block_document_references`.
+fn hydrate(doc: &Stored, edges: &Edges, path: &mut Vec<Uuid>) -> (Value, Map<String, Value>) {
+    let mut data = doc.data.clone();
+    let mut references = Map::new();
+    if path.len() >= MAX_DEPTH {
+        return (data, references);
+    }
+    path.push(doc.id);
+    for (name, child) in edges.get(&doc.id).map(Vec::as_slice).unwrap_or_default() {
+        if path.contains(&child.id) {
+            continue;
+        }
+        let (child_data, child_references) = hydrate(child, edges, path);
+        if let Value::Object(map) = &mut data {
+            map.insert(name.clone(), child_data);
+        }
+        references.insert(
+            name.clone(),
+            json!({"block_document": {
+                "id": child.id,
+                "name": child.name,
+                "block_type": child.block_type,
+                "is_anonymous": child.is_anonymous,
+                "block_document_references": child_references,
+            }}),
+        );
+    }
+    path.pop();
+    (data, references)
+}
+
+/// Documents matching `cond` (on `bd`, `bs`, `bt`), in `order_limit`, fully built.
+async fn select_documents(
+    c: &impl GenericClient,
+    cond: &str,
+    q: &Query,
+    order_limit: &str,
+    include_secrets: bool,
+) -> Result<Vec<BlockDocument>, tokio_postgres::Error> {
+    let sql = format!(
+        "SELECT {DOC_COLUMNS}, bs.fields, {TYPE_COLUMNS} FROM block_document bd \
+         JOIN block_schema bs ON bs.id = bd.block_schema_id JOIN block_type bt ON bt.id = bd.block_type_id \
+         WHERE {cond} {order_limit}"
+    );
+    let roots: Vec<Stored> = c
+        .query(sql.as_str(), &q.params())
+        .await?
+        .iter()
+        .map(|r| stored_from_row(r, 0, include_secrets))
+        .collect();
+    if roots.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = roots.iter().map(|d| d.id).collect();
+    let sql = format!(
+        "WITH RECURSIVE refs(parent, child, name) AS ( \
+           SELECT parent_block_document_id, reference_block_document_id, name FROM block_document_reference \
+             WHERE parent_block_document_id = ANY($1) \
+           UNION \
+           SELECT r.parent_block_document_id, r.reference_block_document_id, r.name FROM block_document_reference r \
+             JOIN refs ON r.parent_block_document_id = refs.child) \
+         SELECT refs.parent, refs.name, {DOC_COLUMNS}, bs.fields, {TYPE_COLUMNS} FROM refs \
+           JOIN block_document bd ON bd.id = refs.child JOIN block_schema bs ON bs.id = bd.block_schema_id \
+           JOIN block_type bt ON bt.id = bd.block_type_id \
+         ORDER BY refs.name"
+    );
+    let mut edges: Edges = HashMap::new();
+    for r in c.query(sql.as_str(), &[&ids]).await? {
+        edges
+            .entry(r.get(0))
+            .or_default()
+            .push((r.get(1), stored_from_row(&r, 2, include_secrets)));
+    }
+    let mut schema_ids: Vec<Uuid> = roots.iter().map(|d| d.block_schema_id).collect();
+    schema_ids.sort();
+    schema_ids.dedup();
+    let schemas = read_schemas_by_id(c, schema_ids).await?;
+    Ok(roots
+        .iter()
+        .map(|doc| {
+            let (data, references) = hydrate(doc, &edges, &mut Vec::new());
+            BlockDocument {
+                id: doc.id,
+                created: doc.created,
+                updated: doc.updated,
+                name: doc.name.clone(),
+                data,
+                block_schema_id: doc.block_schema_id,
+                block_schema: schemas.get(&doc.block_schema_id).cloned(),
+                block_type_id: doc.block_type_id,
+                block_type_name: doc.block_type_name.clone(),
+                block_type: Some(doc.block_type.clone()),
+                block_document_references: references,
+                is_anonymous: doc.is_anonymous,
+            }
+        })
+        .collect())
+}
+
+/// A document by id, anonymous or not.
+pub async fn read_document(
+    c: &impl GenericClient,
+    id: Uuid,
+    include_secrets: bool,
+) -> Result<Option<BlockDocument>, tokio_postgres::Error> {
+    let mut q = Query::default();
+    let cond = format!("bd.id = {}", q.bind(id));
+    Ok(select_documents(c, &cond, &q, "", include_secrets)
+        .await?
+        .into_iter()
+        .next())
+}
+
+/// The named (not anonymous) documents of a block type, by name.
+pub async fn read_documents_by_type_slug(
+    c: &impl GenericClient,
+    slug: &str,
+    include_secrets: bool,
+) -> Result<Vec<BlockDocument>, tokio_postgres::Error> {
+    let mut q = Query::default();
+    let cond = format!("bt.slug = {} AND NOT bd.is_anonymous", q.bind(slug.to_string()));
+    select_documents(c, &cond, &q, "ORDER BY bd.name, bd.id", include_secrets).await
+}
+
+/// The document of a block type with that name, anonymous or not.
+pub async fn read_document_by_type_slug_and_name(
+    c: &impl GenericClient,
+    slug: &str,
+    name: &str,
+    include_secrets: bool,
+) -> Result<Option<BlockDocument>, tokio_postgres::Error> {
+    let mut q = Query::default();
+    let cond = format!(
+        "bt.slug = {} AND bd.name = {}",
+        q.bind(slug.to_string()),
+        q.bind(name.to_string())
+    );
+    Ok(select_documents(c, &cond, &q, "LIMIT 1", include_secrets)
+        .await?
+        .into_iter()
+        .next())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DocumentSort {
+    NameAsc,
+    NameDesc,
+    BlockTypeAndNameAsc,
+}
+
+impl DocumentSort {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "NAME_ASC" => Some(DocumentSort::NameAsc),
+            "NAME_DESC" => Some(DocumentSort::NameDesc),
+            "BLOCK_TYPE_AND_NAME_ASC" => Some(DocumentSort::BlockTypeAndNameAsc),
+            _ => None,
+        }
+    }
+
+    fn sql(self) -> &'static str {
+        match self {
+            DocumentSort::NameAsc => "bd.name ASC, bd.id",
+            DocumentSort::NameDesc => "bd.name DESC, bd.id",
+            DocumentSort::BlockTypeAndNameAsc => "bd.block_type_name ASC, bd.name ASC, bd.id",
+        }
+    }
+}
+
+/// The filters of `/block_documents/filter` and `/count`. Without a `block_documents`
+/// filter, anonymous documents are left out.
+#[derive(Default)]
+pub struct DocumentQuery<'a> {
+    pub documents: Option<&'a BlockDocumentFilter>,
+    pub types: Option<&'a BlockTypeFilter>,
+    pub schemas: Option<&'a BlockSchemaFilter>,
+}
+
+impl DocumentQuery<'_> {
+    fn cond(&self, q: &mut Query) -> String {
+        let default = BlockDocumentFilter::default();
+        let mut parts = vec![self.documents.unwrap_or(&default).sql(q)];
+        if let Some(f) = self.types {
+            parts.push(f.sql(q));
+        }
+        if let Some(f) = self.schemas {
+            parts.push(f.sql(q, "bs"));
+        }
+        parts.join(" AND ")
+    }
+}
+
+pub async fn filter_documents(
+    c: &impl GenericClient,
+    query: &DocumentQuery<'_>,
+    sort: DocumentSort,
+    include_secrets: bool,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<BlockDocument>, tokio_postgres::Error> {
+    let mut q = Query::default();
+    let cond = query.cond(&mut q);
+    let order = format!(
+        "ORDER BY {} LIMIT {} OFFSET {}",
+        sort.sql(),
+        q.bind(limit),
+        q.bind(offset)
+    );
+    select_documents(c, &cond, &q, &order, include_secrets).await
+}
+
+pub async fn count_documents(
+    c: &impl GenericClient,
+    query: &DocumentQuery<'_>,
+) -> Result<i64, tokio_postgres::Error> {
+    let mut q = Query::default();
+    let cond = query.cond(&mut q);
+    let sql = format!(
+        "SELECT count(*) FROM block_document bd JOIN block_schema bs ON bs.id = bd.block_schema_id \
+         JOIN block_type bt ON bt.id = bd.block_type_id WHERE {cond}"
+    );
+    Ok(c.query_one(sql.as_str(), &q.params()).await?.get(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_are_split_from_data() {
+        let id = Uuid::new_v4();
+        let data =
+            json!({"a": 1, "nested": {"$ref": {"block_document_id": id.to_string()}}, "plain": {"x": 1}});
+        let split = split_references(data.as_object().unwrap()).unwrap();
+        assert_eq!(Value::Object(split.data), json!({"a": 1, "plain": {"x": 1}}));
+        assert_eq!(split.references, vec![("nested".to_string(), id)]);
+        assert!(split_references(json!({"k": {"$ref": {}}}).as_object().unwrap()).is_err());
+        assert!(split_references(json!({"k": {"$ref": "#/definitions/X"}}).as_object().unwrap()).is_err());
+        assert!(split_references(
+            json!({"k": {"$ref": {"block_document_id": "nope"}}})
+                .as_object()
+                .unwrap()
+        )
+        .is_err());
+    }
+}
