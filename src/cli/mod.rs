@@ -1,7 +1,10 @@
 //! The `stratus` command line.
 
+pub mod database;
 pub mod local_postgres;
 pub mod server;
+pub mod signals;
+pub mod system;
 
 use clap::{Parser, Subcommand};
 use stratus_shared::config::Settings;
@@ -12,7 +15,10 @@ use local_postgres::LocalPostgres;
 #[command(
     name = "stratus",
     version,
-    about = "A Prefect 2 compatible orchestration server"
+    about = "A Prefect 2 compatible orchestration server",
+    after_help = "Configuration comes from environment variables: STRATUS_DATABASE_URL (or DATABASE_URL; \
+                  unset, Stratus runs its own Postgres under STRATUS_DATA_DIR), STRATUS_HOST, STRATUS_PORT, \
+                  STRATUS_LOG. See the README for the full list."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -37,8 +43,10 @@ pub enum Command {
 pub enum ServerCommand {
     /// Serve every route family under /api (default 127.0.0.1:4200).
     Start {
+        /// Address to listen on [env: STRATUS_HOST, default 127.0.0.1].
         #[arg(long)]
         host: Option<String>,
+        /// Port to listen on [env: STRATUS_PORT, default 4200].
         #[arg(long)]
         port: Option<u16>,
     },
@@ -56,8 +64,8 @@ pub enum DatabaseCommand {
     },
 }
 
-/// The database to use: the configured one, or the managed local cluster (started here,
-/// returned so the caller stops it on exit).
+/// The database to use: the configured one, or the managed local cluster (started or
+/// joined here, and returned so the caller leaves it on exit).
 pub async fn database(settings: &Settings) -> Result<(String, Option<LocalPostgres>), String> {
     if let Some(url) = &settings.database_url {
         return Ok((url.clone(), None));
@@ -65,12 +73,27 @@ pub async fn database(settings: &Settings) -> Result<(String, Option<LocalPostgr
     let data_dir = settings.data_dir.clone();
     let pg = tokio::task::spawn_blocking(move || LocalPostgres::start(&data_dir))
         .await
-        .map_err(|e| e.to_string())??;
+        .map_err(|e| format!("could not start the managed Postgres: {e}"))??;
+    println!(
+        "Using the managed Postgres in {} on 127.0.0.1:{}{}.",
+        pg.data_dir().display(),
+        pg.port,
+        if pg.started { "" } else { " (already running)" }
+    );
     if let Err(e) = local_postgres::ensure_database(&pg.admin_url(), "stratus").await {
-        pg.stop();
+        leave(Some(pg)).await;
         return Err(e);
     }
     Ok((pg.url.clone(), Some(pg)))
+}
+
+/// Leaves the managed cluster (stopping it if no other Stratus process uses it).
+pub async fn leave(local: Option<LocalPostgres>) {
+    if let Some(pg) = local {
+        if let Err(e) = tokio::task::spawn_blocking(move || pg.stop()).await {
+            eprintln!("warning: could not stop the managed Postgres: {e}");
+        }
+    }
 }
 
 pub async fn run(cli: Cli) -> Result<(), String> {
@@ -87,49 +110,6 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             }
             server::start(settings).await
         }
-        Command::Database { command } => {
-            let (url, local) = database(&settings).await?;
-            let result = database_command(command, &url).await;
-            if let Some(pg) = local {
-                pg.stop();
-            }
-            result
-        }
+        Command::Database { command } => database::run(command, &settings).await,
     }
-}
-
-async fn database_command(command: DatabaseCommand, url: &str) -> Result<(), String> {
-    let pool = stratus_shared::db::pool(url, 1)?;
-    match command {
-        DatabaseCommand::Upgrade => {
-            let applied = stratus_shared::db::migrate(&pool).await?;
-            server::register_system_blocks(&pool).await?;
-            println!("Database upgraded: {applied} migration(s) applied.");
-        }
-        DatabaseCommand::Reset { yes } => {
-            if !yes
-                && !confirm(
-                    "Are you sure you want to reset the Stratus database? All data will be lost. [y/N] ",
-                )
-            {
-                println!("Reset aborted.");
-                return Ok(());
-            }
-            let applied = stratus_shared::db::reset(&pool).await?;
-            server::register_system_blocks(&pool).await?;
-            println!("Database reset: {applied} migration(s) applied.");
-        }
-    }
-    Ok(())
-}
-
-fn confirm(prompt: &str) -> bool {
-    use std::io::Write;
-    print!("{prompt}");
-    let _ = std::io::stdout().flush();
-    let mut answer = String::new();
-    if std::io::stdin().read_line(&mut answer).is_err() {
-        return false;
-    }
-    matches!(answer.trim().to_lowercase().as_str(), "y" | "yes")
 }

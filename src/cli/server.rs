@@ -1,53 +1,136 @@
-//! `stratus server start`: every route family in one process, plus the upkeep timer.
+//! `stratus server start`: every route family in one process, plus the upkeep and
+//! scheduler timers.
 
+use std::future::IntoFuture;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use stratus_shared::config::Settings;
 use stratus_shared::{serve, AppState};
 use tower::make::Shared;
 
+use super::signals::Shutdown;
+
 /// How often the local server runs run upkeep (expired pauses, cancellation cleanup,
 /// retention), as Prefect's services do every few seconds.
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
+/// How long open connections get to finish after SIGINT/SIGTERM.
+const GRACE: Duration = Duration::from_secs(10);
+
+const BANNER: &str = r"
+ ___   _____   ___     _     _____   _   _   ___
+/ __| |_   _| | _ \   /_\   |_   _| | | | | / __|
+\__ \   | |   |   /  / _ \    | |   | |_| | \__ \
+|___/   |_|   |_|_\ /_/ \_\   |_|    \___/  |___/
+";
+
+/// Logs go to stdout, filtered by `STRATUS_LOG` (default: info, without the migration
+/// runner's and the driver's chatter).
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STRATUS_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,refinery_core=warn,tokio_postgres=warn")
+    });
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+}
+
 pub async fn start(settings: Settings) -> Result<(), String> {
-    serve::init_tracing();
-    let (url, local) = super::database(&settings).await?;
-    let result = serve_until_stopped(settings, &url).await;
-    if let Some(pg) = local {
-        pg.stop();
-    }
+    init_tracing();
+    let shutdown = Shutdown::listen()?;
+    // Before Postgres: a taken port fails at once.
+    let listener = tokio::net::TcpListener::bind((settings.host.as_str(), settings.port))
+        .await
+        .map_err(|e| {
+            format!(
+                "could not listen on {}:{}: {e} (is another server running there? choose another with --port or STRATUS_PORT)",
+                settings.host, settings.port
+            )
+        })?;
+    let (url, local) = tokio::select! {
+        db = super::database(&settings) => db?,
+        _ = shutdown.signalled(2) => return Err("interrupted while starting Postgres".into()),
+    };
+    let result = if shutdown.requested() {
+        Ok(())
+    } else {
+        serve_until_stopped(settings, &url, listener, &shutdown).await
+    };
+    super::leave(local).await;
     result
 }
 
-async fn serve_until_stopped(mut settings: Settings, url: &str) -> Result<(), String> {
+async fn serve_until_stopped(
+    mut settings: Settings,
+    url: &str,
+    listener: tokio::net::TcpListener,
+    shutdown: &Shutdown,
+) -> Result<(), String> {
     settings.database_url = Some(url.to_string());
     let pool = stratus_shared::db::pool(url, settings.pool_size)?;
-    stratus_shared::db::migrate(&pool).await?;
+    let applied = stratus_shared::db::migrate(&pool).await?;
+    if applied > 0 {
+        tracing::info!(applied, "database migrated");
+    }
     register_system_blocks(&pool).await?;
-    let addr = format!("{}:{}", settings.host, settings.port);
-    let listener = tokio::net::TcpListener::bind(&addr)
-        .await
-        .map_err(|e| format!("could not listen on {addr}: {e}"))?;
-    let state = AppState::new(pool.clone(), settings.clone());
+    if shutdown.requested() {
+        pool.close();
+        return Ok(());
+    }
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("could not read the listening address: {e}"))?;
+    print_banner(&addr);
+
+    let state = AppState::new(pool.clone(), settings);
     let upkeep = tokio::spawn(upkeep(state.clone()));
     let scheduler = tokio::spawn(scheduler(state.clone()));
 
-    let base = format!("http://{addr}");
-    println!("\n Stratus is running.\n");
-    println!("Configure Prefect to communicate with the server with:\n");
-    println!("    prefect config set PREFECT_API_URL={base}/api\n");
-    println!("Check out the dashboard at {base}\n");
-
     let app = serve::normalize(crate::app(state));
-    let served = axum::serve(listener, Shared::new(app))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|e| format!("server error: {e}"));
+    let graceful = shutdown.clone();
+    let server = axum::serve(listener, Shared::new(app))
+        .with_graceful_shutdown(async move {
+            graceful.signalled(1).await;
+            tracing::info!("shutting down");
+        })
+        .into_future();
+    tokio::pin!(server);
+    let served = tokio::select! {
+        r = &mut server => r.map_err(|e| format!("server error: {e}")),
+        _ = shutdown.signalled(2) => {
+            tracing::warn!("second signal: stopping without waiting for open connections");
+            Ok(())
+        }
+        _ = async { shutdown.signalled(1).await; tokio::time::sleep(GRACE).await } => {
+            tracing::warn!("open connections did not finish within {GRACE:?}; stopping anyway");
+            Ok(())
+        }
+    };
     upkeep.abort();
     scheduler.abort();
     pool.close();
     served
+}
+
+fn print_banner(addr: &SocketAddr) {
+    let ip = addr.ip();
+    let host = if ip.is_unspecified() {
+        // Listening everywhere; the client still reaches it on loopback.
+        if ip.is_ipv4() {
+            "127.0.0.1".to_string()
+        } else {
+            "[::1]".to_string()
+        }
+    } else if ip.is_ipv6() {
+        format!("[{ip}]")
+    } else {
+        ip.to_string()
+    };
+    let base = format!("http://{host}:{}", addr.port());
+    println!("{BANNER}");
+    println!("Stratus is listening on {addr}.\n");
+    println!("Configure Prefect to communicate with the server with:\n");
+    println!("    prefect config set PREFECT_API_URL={base}/api\n");
+    println!("Check that it answers with: curl {base}/api/health\n");
 }
 
 /// Prefect registers its core block types on start; so does Stratus.
@@ -56,13 +139,19 @@ pub async fn register_system_blocks(pool: &deadpool_postgres::Pool) -> Result<()
         .get()
         .await
         .map_err(|e| format!("could not connect to Postgres: {e}"))?;
-    let tx = client.transaction().await.map_err(|e| e.to_string())?;
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| format!("could not register the core block types: {e}"))?;
     stratus_shared::system_blocks::install(&tx).await?;
-    tx.commit().await.map_err(|e| e.to_string())
+    tx.commit()
+        .await
+        .map_err(|e| format!("could not register the core block types: {e}"))
 }
 
 async fn upkeep(state: AppState) {
     let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         if let Err(e) = stratus_shared::maintenance::run_once(&state.db, &state.settings).await {
@@ -93,26 +182,4 @@ async fn scheduler(state: AppState) {
             Err(e) => tracing::warn!(error = ?e, "scheduler tick failed; retrying next tick"),
         }
     }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = terminate => {},
-    }
-    tracing::info!("shutting down");
 }
