@@ -31,6 +31,16 @@ pub async fn history(app: &AppState, body: &RunFilterBody, task_runs: bool) -> A
     Ok(Json(intervals).into_response())
 }
 
+/// A `set_state` answer: 201 when a new state row was written, else 200.
+pub fn respond(outcome: crate::db::transitions::Outcome) -> Response {
+    let status = if outcome.written {
+        axum::http::StatusCode::CREATED
+    } else {
+        axum::http::StatusCode::OK
+    };
+    (status, Json(outcome.result)).into_response()
+}
+
 /// A state as `/flow_run_states` and `/task_run_states` return it: with its run's id.
 pub fn state_json(run_id: Uuid, fk: &str, state: State) -> Value {
     let mut value = serde_json::to_value(&state).unwrap_or(Value::Null);

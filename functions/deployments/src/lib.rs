@@ -638,16 +638,8 @@ async fn create_flow_run(
         deployment_version: deployment.version.clone(),
         job_variables: Some(Value::Object(body.job_variables.unwrap_or_default())),
     };
-    let (run_id, created) = flow_runs::insert(&tx, &new).await?;
-    if created {
-        let opts = Options {
-            force: true,
-            api_version: version,
-            tag_slot_wait_seconds: app.settings.tag_concurrency_slot_wait_seconds,
-        };
-        transitions::set_flow_run_state(&tx, run_id, initial, opts).await?;
-    }
-    let run = flow_runs::read(&tx, run_id)
+    let opts = Options::new(&app.settings, version, true);
+    let (run, created) = transitions::create_flow_run(&tx, &new, initial, opts)
         .await?
         .ok_or_else(|| ApiError::not_found("Flow run not found"))?;
     tx.commit().await?;

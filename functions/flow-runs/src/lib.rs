@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use stratus_shared::db::flow_runs::{self, FlowRunChanges, FlowRunSort, NewFlowRun};
 use stratus_shared::db::runs::{self, RunTable};
-use stratus_shared::db::transitions::{self, Options, OrchestrationResult, Outcome};
+use stratus_shared::db::transitions::{self, Options, OrchestrationResult};
 use stratus_shared::filters::RunFilterBody;
 use stratus_shared::json::{null_default, page, path_id};
 use stratus_shared::orchestration::{Details, FlowRunPolicy, Status};
@@ -116,14 +116,6 @@ fn run_not_found(id: Uuid) -> ApiError {
     ApiError::ObjectNotFound(format!("Flow run with id {id} not found"))
 }
 
-fn options(app: &AppState, version: ApiVersion, force: bool) -> Options {
-    Options {
-        force,
-        api_version: version,
-        tag_slot_wait_seconds: app.settings.tag_concurrency_slot_wait_seconds,
-    }
-}
-
 async fn create(
     State(app): State<AppState>,
     version: ApiVersion,
@@ -160,11 +152,10 @@ async fn create(
     if stratus_shared::db::flows::read(&tx, new.flow_id).await?.is_none() {
         return Err(ApiError::not_found("Flow not found"));
     }
-    let (id, created) = flow_runs::insert(&tx, &new).await?;
-    if created {
-        transitions::set_flow_run_state(&tx, id, initial, options(&app, version, true)).await?;
-    }
-    let run = flow_runs::read(&tx, id).await?.ok_or_else(|| run_not_found(id))?;
+    let opts = Options::new(&app.settings, version, true);
+    let (run, created) = transitions::create_flow_run(&tx, &new, initial, opts)
+        .await?
+        .ok_or_else(|| ApiError::not_found("Flow run not found"))?;
     tx.commit().await?;
     let status = if created {
         StatusCode::CREATED
@@ -256,15 +247,6 @@ async fn lateness(State(app): State<AppState>, Body(body): Body<RunFilterBody>) 
     Ok(Json(flow_runs::lateness(&client, &body.filters()).await?).into_response())
 }
 
-fn respond(outcome: Outcome) -> Response {
-    let status = if outcome.written {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    (status, Json(outcome.result)).into_response()
-}
-
 async fn set_state(
     State(app): State<AppState>,
     version: ApiVersion,
@@ -275,11 +257,16 @@ async fn set_state(
     let proposed = body.state.into_state(Utc::now());
     let mut client = app.client().await?;
     let tx = client.transaction().await?;
-    let outcome = transitions::set_flow_run_state(&tx, id, proposed, options(&app, version, body.force))
-        .await?
-        .ok_or_else(|| run_not_found(id))?;
+    let outcome = transitions::set_flow_run_state(
+        &tx,
+        id,
+        proposed,
+        Options::new(&app.settings, version, body.force),
+    )
+    .await?
+    .ok_or_else(|| run_not_found(id))?;
     tx.commit().await?;
-    Ok(respond(outcome))
+    Ok(stratus_shared::run_routes::respond(outcome))
 }
 
 async fn resume(
@@ -322,9 +309,10 @@ async fn resume(
     } else {
         RunState::new(StateType::Running, now)
     };
-    let outcome = transitions::set_flow_run_state(&tx, id, proposed, options(&app, version, false))
-        .await?
-        .ok_or_else(|| run_not_found(id))?;
+    let outcome =
+        transitions::set_flow_run_state(&tx, id, proposed, Options::new(&app.settings, version, false))
+            .await?
+            .ok_or_else(|| run_not_found(id))?;
     let accepted = matches!(outcome.result.status, Status::Accept);
     if let (true, Some(response_key)) = (
         accepted,
@@ -337,7 +325,7 @@ async fn resume(
             .await?;
     }
     tx.commit().await?;
-    Ok(respond(outcome))
+    Ok(stratus_shared::run_routes::respond(outcome))
 }
 
 #[derive(Deserialize)]

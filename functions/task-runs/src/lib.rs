@@ -79,14 +79,6 @@ fn run_not_found(id: Uuid) -> ApiError {
     ApiError::ObjectNotFound(format!("Task run with id {id} not found"))
 }
 
-fn options(app: &AppState, version: ApiVersion, force: bool) -> Options {
-    Options {
-        force,
-        api_version: version,
-        tag_slot_wait_seconds: app.settings.tag_concurrency_slot_wait_seconds,
-    }
-}
-
 async fn create(
     State(app): State<AppState>,
     version: ApiVersion,
@@ -137,7 +129,7 @@ async fn create(
     }
     let (id, created) = task_runs::insert(&tx, &new).await?;
     if created {
-        transitions::set_task_run_state(&tx, id, initial, options(&app, version, true)).await?;
+        transitions::set_task_run_state(&tx, id, initial, Options::new(&app.settings, version, true)).await?;
     }
     let run = task_runs::read(&tx, id).await?.ok_or_else(|| run_not_found(id))?;
     tx.commit().await?;
@@ -210,16 +202,16 @@ async fn set_state(
     let proposed = body.state.into_state(Utc::now());
     let mut client = app.client().await?;
     let tx = client.transaction().await?;
-    let outcome = transitions::set_task_run_state(&tx, id, proposed, options(&app, version, body.force))
-        .await?
-        .ok_or_else(|| run_not_found(id))?;
+    let outcome = transitions::set_task_run_state(
+        &tx,
+        id,
+        proposed,
+        Options::new(&app.settings, version, body.force),
+    )
+    .await?
+    .ok_or_else(|| run_not_found(id))?;
     tx.commit().await?;
-    let status = if outcome.written {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, Json(outcome.result)).into_response())
+    Ok(stratus_shared::run_routes::respond(outcome))
 }
 
 #[derive(Deserialize)]

@@ -40,6 +40,33 @@ pub struct Options {
     pub tag_slot_wait_seconds: i64,
 }
 
+impl Options {
+    /// Options for a request: its API version, and the configured tag slot wait.
+    pub fn new(settings: &crate::config::Settings, api_version: ApiVersion, force: bool) -> Self {
+        Options {
+            force,
+            api_version,
+            tag_slot_wait_seconds: settings.tag_concurrency_slot_wait_seconds,
+        }
+    }
+}
+
+/// Inserts a flow run (idempotent on its flow and key) and, when it is new, applies its
+/// initial state with force, as Prefect does on create. Returns the run and whether it
+/// is new.
+pub async fn create_flow_run(
+    c: &impl GenericClient,
+    new: &crate::db::flow_runs::NewFlowRun,
+    initial: State,
+    opts: Options,
+) -> ApiResult<Option<(crate::db::flow_runs::FlowRun, bool)>> {
+    let (id, created) = crate::db::flow_runs::insert(c, new).await?;
+    if created {
+        set_flow_run_state(c, id, initial, Options { force: true, ..opts }).await?;
+    }
+    Ok(crate::db::flow_runs::read(c, id).await?.map(|run| (run, created)))
+}
+
 /// Keeps `(run_id, timestamp)` unique and states ordered: a proposal is never stamped at
 /// or before the current state.
 fn after_current(mut proposed: State, initial: Option<&State>) -> State {
