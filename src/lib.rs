@@ -4,6 +4,7 @@ use axum::Router;
 use stratus_shared::serve;
 use stratus_shared::AppState;
 
+pub mod agent;
 pub mod cli;
 
 /// Every API route family, relative to `/api`.

@@ -38,9 +38,15 @@ async fn interval_schedules_get_distinct_runs_and_repeated_ticks_add_none() {
     let app = TestApp::spawn().await;
     let d = deployment(&app, json!([{"schedule": {"interval": 1800}}])).await;
     let limits = Limits::default();
-    let report = scheduler::tick(&app.state.db, &limits, Duration::from_secs(5), 30)
-        .await
-        .unwrap();
+    let report = scheduler::tick(
+        &app.state.db,
+        app.state.queue.as_ref(),
+        &limits,
+        Duration::from_secs(5),
+        30,
+    )
+    .await
+    .unwrap();
     assert_eq!(report.deployments, 1);
     let runs = scheduled_runs(&app, &d["id"]).await;
     assert_eq!(runs.len(), 3, "three runs reach an hour ahead");
@@ -69,9 +75,15 @@ async fn interval_schedules_get_distinct_runs_and_repeated_ticks_add_none() {
         run["next_scheduled_start_time"]
     );
 
-    let again = scheduler::tick(&app.state.db, &limits, Duration::from_secs(5), 30)
-        .await
-        .unwrap();
+    let again = scheduler::tick(
+        &app.state.db,
+        app.state.queue.as_ref(),
+        &limits,
+        Duration::from_secs(5),
+        30,
+    )
+    .await
+    .unwrap();
     assert_eq!(again.runs_created, 0);
     assert_eq!(scheduled_runs(&app, &d["id"]).await.len(), 3);
 
@@ -92,9 +104,9 @@ async fn concurrent_ticks_never_duplicate_a_run() {
     let limits = Limits::default();
     let budget = Duration::from_secs(5);
     let (a, b, c) = tokio::join!(
-        scheduler::tick(&app.state.db, &limits, budget, 30),
-        scheduler::tick(&app.state.db, &limits, budget, 30),
-        scheduler::tick(&app.state.db, &limits, budget, 30),
+        scheduler::tick(&app.state.db, app.state.queue.as_ref(), &limits, budget, 30),
+        scheduler::tick(&app.state.db, app.state.queue.as_ref(), &limits, budget, 30),
+        scheduler::tick(&app.state.db, app.state.queue.as_ref(), &limits, budget, 30),
     );
     let created = a.unwrap().runs_created + b.unwrap().runs_created + c.unwrap().runs_created;
     let runs = scheduled_runs(&app, &d["id"]).await;
@@ -107,9 +119,15 @@ async fn paused_deployments_and_inactive_schedules_get_no_runs() {
     let app = TestApp::spawn().await;
     let d = deployment(&app, json!([{"schedule": {"interval": 600}, "active": false}])).await;
     let limits = Limits::default();
-    scheduler::tick(&app.state.db, &limits, Duration::from_secs(5), 30)
-        .await
-        .unwrap();
+    scheduler::tick(
+        &app.state.db,
+        app.state.queue.as_ref(),
+        &limits,
+        Duration::from_secs(5),
+        30,
+    )
+    .await
+    .unwrap();
     assert!(scheduled_runs(&app, &d["id"]).await.is_empty());
     let id = d["id"].as_str().unwrap();
     app.post(
@@ -122,9 +140,15 @@ async fn paused_deployments_and_inactive_schedules_get_no_runs() {
         .patch(&format!("/api/deployments/{id}"), json!({"paused": true}))
         .await;
     assert_eq!(paused.status, 204);
-    scheduler::tick(&app.state.db, &limits, Duration::from_secs(5), 30)
-        .await
-        .unwrap();
+    scheduler::tick(
+        &app.state.db,
+        app.state.queue.as_ref(),
+        &limits,
+        Duration::from_secs(5),
+        30,
+    )
+    .await
+    .unwrap();
     assert!(scheduled_runs(&app, &d["id"]).await.is_empty());
 }
 

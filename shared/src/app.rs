@@ -12,19 +12,34 @@ use deadpool_postgres::Pool;
 use crate::config::Settings;
 use crate::db::Client;
 use crate::error::ApiError;
+use crate::queue::postgres::PgQueue;
+use crate::queue::MessageQueue;
 
 #[derive(Clone)]
 pub struct AppState {
     pub db: Pool,
     pub settings: Arc<Settings>,
+    /// The work pools' message queues: Postgres-backed unless SQS is configured.
+    pub queue: Arc<dyn MessageQueue>,
 }
 
 impl AppState {
+    /// State over `db`, with the queues served from the same Postgres.
     pub fn new(db: Pool, settings: Settings) -> Self {
         AppState {
+            queue: Arc::new(PgQueue::new(db.clone())),
             db,
             settings: Arc::new(settings),
         }
+    }
+
+    pub fn with_queue(self, queue: Arc<dyn MessageQueue>) -> Self {
+        AppState { queue, ..self }
+    }
+
+    /// Publishes the outbox messages a committed change left for `runs`.
+    pub async fn publish_runs(&self, runs: &[uuid::Uuid]) {
+        crate::outbox::publish_runs(&self.db, self.queue.as_ref(), runs).await;
     }
 
     pub async fn client(&self) -> Result<Client, ApiError> {

@@ -37,19 +37,90 @@ pub struct Settings {
     /// `STRATUS_SCHEDULER_INTERVAL_SECONDS`, default 5: how often the local server's
     /// scheduler ticks (creating scheduled runs, marking late ones).
     pub scheduler_interval_seconds: u64,
+    /// `STRATUS_SQS_ENDPOINT`: a URL (LocalStack) or `aws` (the SDK's own endpoint). Unset:
+    /// the work pools' queues are served from Postgres.
+    pub sqs_endpoint: Option<AwsEndpoint>,
+    /// `STRATUS_QUEUE_PREFIX`, default `stratus-pool-`: SQS queues are `<prefix><pool id>`.
+    pub queue_prefix: String,
+    /// `STRATUS_S3_ENDPOINT`: a URL or `aws`. Unset: flow code goes to `storage_dir`.
+    pub s3_endpoint: Option<AwsEndpoint>,
+    /// `STRATUS_S3_BUCKET`, default `stratus-flow-code`.
+    pub s3_bucket: String,
+    /// `STRATUS_STORAGE_DIR`, default `<data dir>/storage`: flow code without S3.
+    pub storage_dir: PathBuf,
+}
+
+/// Where an AWS service is: the SDK's default endpoint, or an override such as LocalStack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AwsEndpoint {
+    Aws,
+    Url(String),
+}
+
+impl AwsEndpoint {
+    fn parse(name: &str, raw: &str) -> Result<Self, ConfigError> {
+        let raw = raw.trim();
+        if raw.eq_ignore_ascii_case("aws") {
+            return Ok(AwsEndpoint::Aws);
+        }
+        if (raw.starts_with("http://") || raw.starts_with("https://")) && raw.len() > "https://".len() {
+            return Ok(AwsEndpoint::Url(raw.trim_end_matches('/').to_string()));
+        }
+        Err(ConfigError(format!(
+            "{name}={raw:?} is not valid: expected an http(s) URL such as http://127.0.0.1:4566, or `aws`"
+        )))
+    }
+
+    /// The override URL, if any.
+    pub fn url(&self) -> Option<&str> {
+        match self {
+            AwsEndpoint::Aws => None,
+            AwsEndpoint::Url(u) => Some(u),
+        }
+    }
+}
+
+impl std::fmt::Display for AwsEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AwsEndpoint::Aws => f.write_str("aws"),
+            AwsEndpoint::Url(u) => f.write_str(u),
+        }
+    }
+}
+
+fn endpoint_var(name: &str) -> Result<Option<AwsEndpoint>, ConfigError> {
+    non_empty(name)
+        .map(|raw| AwsEndpoint::parse(name, &raw))
+        .transpose()
 }
 
 impl Settings {
     pub fn from_env() -> Result<Self, ConfigError> {
         let database_url = non_empty("STRATUS_DATABASE_URL").or_else(|| non_empty("DATABASE_URL"));
+        let data_dir = non_empty("STRATUS_DATA_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(default_data_dir);
+        let queue_prefix = non_empty("STRATUS_QUEUE_PREFIX").unwrap_or_else(|| "stratus-pool-".into());
+        // SQS names: up to 80 of [A-Za-z0-9_-], and the pool id takes 36.
+        if queue_prefix.len() > 44
+            || !queue_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(ConfigError(format!(
+                "STRATUS_QUEUE_PREFIX={queue_prefix:?} is not valid: at most 44 letters, digits, '-' or '_'"
+            )));
+        }
         Ok(Settings {
             database_url,
             pool_size: parse_var("STRATUS_DATABASE_POOL_SIZE", 16)?,
             host: non_empty("STRATUS_HOST").unwrap_or_else(|| "127.0.0.1".to_string()),
             port: parse_var("STRATUS_PORT", 4200)?,
-            data_dir: non_empty("STRATUS_DATA_DIR")
+            storage_dir: non_empty("STRATUS_STORAGE_DIR")
                 .map(PathBuf::from)
-                .unwrap_or_else(default_data_dir),
+                .unwrap_or_else(|| data_dir.join("storage")),
+            data_dir,
             tag_concurrency_slot_wait_seconds: parse_var(
                 "STRATUS_TASK_RUN_TAG_CONCURRENCY_SLOT_WAIT_SECONDS",
                 30,
@@ -57,6 +128,10 @@ impl Settings {
             log_retention_days: parse_var("STRATUS_LOG_RETENTION_DAYS", 30)?,
             state_retention_days: parse_var("STRATUS_STATE_RETENTION_DAYS", 90)?,
             scheduler_interval_seconds: parse_var("STRATUS_SCHEDULER_INTERVAL_SECONDS", 5)?,
+            sqs_endpoint: endpoint_var("STRATUS_SQS_ENDPOINT")?,
+            queue_prefix,
+            s3_endpoint: endpoint_var("STRATUS_S3_ENDPOINT")?,
+            s3_bucket: non_empty("STRATUS_S3_BUCKET").unwrap_or_else(|| "stratus-flow-code".into()),
         })
     }
 

@@ -49,6 +49,16 @@ impl ApiError {
     }
 }
 
+impl From<crate::queue::QueueError> for ApiError {
+    fn from(e: crate::queue::QueueError) -> Self {
+        tracing::warn!(error = %e, "message queue unavailable");
+        ApiError::Detail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("The work pool's message queue is unavailable: {e}"),
+        )
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, body) = match self {

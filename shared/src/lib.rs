@@ -10,11 +10,14 @@ pub mod json;
 pub mod json_schema;
 pub mod maintenance;
 pub mod names;
+pub mod outbox;
+pub mod queue;
 pub mod run_routes;
 pub mod scheduler;
 pub mod schedules;
 pub mod scheduling;
 pub mod serve;
+pub mod storage;
 
 pub use app::{ApiVersion, AppState};
 pub use error::{ApiError, ApiResult};

@@ -14,6 +14,8 @@ use crate::app::SERVER_API_VERSION;
 use crate::db::deployments::{self, Deployment};
 use crate::db::transitions::{self, Options};
 use crate::error::ApiResult;
+use crate::outbox;
+use crate::queue::MessageQueue;
 use crate::states::{State, StateType};
 
 /// Prefect's scheduler settings (`PREFECT_API_SERVICES_SCHEDULER_*`).
@@ -47,6 +49,9 @@ pub struct TickReport {
     pub deployments: usize,
     pub runs_created: usize,
     pub late_marked: usize,
+    /// Outbox messages the sweep published (and failed to).
+    pub published: usize,
+    pub publish_failed: usize,
 }
 
 /// The idempotency key of a scheduled run: `scheduled {deployment_id} {ISO datetime}`.
@@ -85,13 +90,13 @@ pub fn upcoming_dates(d: &Deployment, now: DateTime<Utc>, limits: &Limits) -> Ve
     all
 }
 
-/// Inserts the runs for `dates`; returns how many were new. The unique
+/// Inserts the runs for `dates`, each with its outbox message; returns the new ones. The unique
 /// `(flow_id, idempotency_key)` makes repeated and overlapping ticks harmless.
 pub async fn insert_runs(
     c: &impl GenericClient,
     d: &Deployment,
     dates: &[DateTime<Utc>],
-) -> ApiResult<usize> {
+) -> ApiResult<Vec<Uuid>> {
     let mut tags = vec![Value::from("auto-scheduled")];
     tags.extend(
         d.tags
@@ -112,7 +117,7 @@ pub async fn insert_runs(
         )
         .await?;
     let policy = serde_json::to_value(crate::orchestration::FlowRunPolicy::default())?;
-    let mut created = 0;
+    let mut created = Vec::new();
     for date in dates {
         let key = idempotency_key(d.id, *date);
         let row = c
@@ -152,7 +157,8 @@ pub async fn insert_runs(
             &[&run_id, &state_id, &now],
         )
         .await?;
-        created += 1;
+        crate::db::outbox::enqueue_run(c, run_id).await?;
+        created.push(run_id);
     }
     Ok(created)
 }
@@ -182,6 +188,7 @@ async fn deployments_needing_runs(
 /// Schedules runs for deployments in batches until none need more or `deadline` passes.
 pub async fn schedule_deployments(
     pool: &Pool,
+    queue: &dyn MessageQueue,
     limits: &Limits,
     deadline: Instant,
 ) -> ApiResult<(usize, usize)> {
@@ -200,12 +207,16 @@ pub async fn schedule_deployments(
             }
             let mut client = pool.get().await?;
             let tx = client.transaction().await?;
+            let mut created = Vec::new();
             if let Some(d) = deployments::read(&tx, id).await? {
                 let dates = upcoming_dates(&d, Utc::now(), limits);
-                runs += insert_runs(&tx, &d, &dates).await?;
+                created = insert_runs(&tx, &d, &dates).await?;
                 deployments_seen += 1;
             }
             tx.commit().await?;
+            drop(client);
+            runs += created.len();
+            outbox::publish_runs(pool, queue, &created).await;
         }
     }
     Ok((deployments_seen, runs))
@@ -245,20 +256,28 @@ pub async fn mark_late_runs(pool: &Pool, limits: &Limits, tag_slot_wait_seconds:
     Ok(marked)
 }
 
-/// One scheduler tick, bounded by `budget`.
+/// One scheduler tick, bounded by `budget`: new scheduled runs, Late marks, then the
+/// outbox sweep (which gets a share of the budget of its own, so a long scheduling pass
+/// cannot starve it).
 pub async fn tick(
     pool: &Pool,
+    queue: &dyn MessageQueue,
     limits: &Limits,
     budget: std::time::Duration,
     tag_slot_wait_seconds: i64,
 ) -> ApiResult<TickReport> {
-    let deadline = Instant::now() + budget;
-    let (deployments, runs_created) = schedule_deployments(pool, limits, deadline).await?;
+    let start = Instant::now();
+    let (deployments, runs_created) =
+        schedule_deployments(pool, queue, limits, start + budget * 2 / 3).await?;
     let late_marked = mark_late_runs(pool, limits, tag_slot_wait_seconds).await?;
+    let sweep_deadline = (start + budget).max(Instant::now() + budget / 4);
+    let swept = outbox::sweep(pool, queue, sweep_deadline).await?;
     Ok(TickReport {
         deployments,
         runs_created,
         late_marked,
+        published: swept.sent,
+        publish_failed: swept.failed,
     })
 }
 

@@ -1,6 +1,7 @@
 //! The `stratus` command line.
 
 pub mod database;
+pub mod deploy;
 pub mod local_postgres;
 pub mod server;
 pub mod signals;
@@ -37,6 +38,48 @@ pub enum Command {
         #[command(subcommand)]
         command: DatabaseCommand,
     },
+    /// Run flow runs of a work pool: long-polls the pool's queue and claims runs at once.
+    Agent {
+        #[command(subcommand)]
+        command: AgentCommand,
+    },
+    /// Package a flow's directory, store it (S3 or the local storage folder) and register
+    /// a deployment that the Stratus agent runs from it.
+    Deploy(deploy::DeployArgs),
+}
+
+#[derive(Subcommand)]
+pub enum AgentCommand {
+    /// Start an agent for a work pool.
+    Start {
+        /// The work pool (created, of type "process", if it does not exist).
+        #[arg(long, short = 'p')]
+        pool: String,
+        /// Only runs of these queues of the pool (default: all).
+        #[arg(long = "queue", short = 'q')]
+        queues: Vec<String>,
+        /// The agent's name in the pool's worker list [default: StratusAgent <random>].
+        #[arg(long, short = 'n')]
+        name: Option<String>,
+        /// Run at most this many flow runs at once.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// The Python that runs flows (needs prefect 2) [env: STRATUS_PYTHON, default python3].
+        #[arg(long)]
+        python: Option<String>,
+        /// Where flow code is unpacked [default: <STRATUS_DATA_DIR>/agent].
+        #[arg(long)]
+        work_dir: Option<std::path::PathBuf>,
+        /// Seconds running flows get to finish after SIGINT/SIGTERM before they are killed.
+        #[arg(long, default_value_t = 30)]
+        shutdown_grace: u64,
+        /// Seconds between HTTP polls while the queue is unreachable.
+        #[arg(long, default_value_t = 5)]
+        poll_interval: u64,
+        /// The Stratus API [env: PREFECT_API_URL, default http://127.0.0.1:4200/api].
+        #[arg(long)]
+        api_url: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -62,6 +105,15 @@ pub enum DatabaseCommand {
         #[arg(long, short)]
         yes: bool,
     },
+}
+
+fn init_agent_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STRATUS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// The database to use: the configured one, or the managed local cluster (started or
@@ -111,5 +163,35 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             server::start(settings).await
         }
         Command::Database { command } => database::run(command, &settings).await,
+        Command::Deploy(args) => deploy::run(args, &settings).await,
+        Command::Agent {
+            command:
+                AgentCommand::Start {
+                    pool,
+                    queues,
+                    name,
+                    limit,
+                    python,
+                    work_dir,
+                    shutdown_grace,
+                    poll_interval,
+                    api_url,
+                },
+        } => {
+            init_agent_tracing();
+            let shutdown = signals::Shutdown::listen()?;
+            let config = crate::agent::Config {
+                api_url: deploy::api_url(api_url),
+                pool,
+                queues,
+                name: name.unwrap_or_else(|| format!("StratusAgent {}", uuid::Uuid::new_v4())),
+                python: deploy::python(python),
+                work_dir: work_dir.unwrap_or_else(|| settings.data_dir.join("agent")),
+                limit: limit.filter(|l| *l > 0),
+                shutdown_grace: std::time::Duration::from_secs(shutdown_grace),
+                poll_interval: std::time::Duration::from_secs(poll_interval.max(1)),
+            };
+            crate::agent::run(config, shutdown).await
+        }
     }
 }

@@ -72,6 +72,7 @@ async fn serve_until_stopped(
         tracing::info!(applied, "database migrated");
     }
     register_system_blocks(&pool).await?;
+    stratus_aws::check(&settings).await?;
     if shutdown.requested() {
         pool.close();
         return Ok(());
@@ -81,7 +82,27 @@ async fn serve_until_stopped(
         .map_err(|e| format!("could not read the listening address: {e}"))?;
     print_banner(&addr);
 
-    let state = AppState::new(pool.clone(), settings);
+    let state = AppState::new(pool.clone(), settings.clone());
+    let state = state
+        .clone()
+        .with_queue(stratus_aws::queue(&settings, &state).await);
+    match &settings.sqs_endpoint {
+        Some(endpoint) => println!(
+            "Work pool queues: SQS at {endpoint} ({}<pool id>).",
+            settings.queue_prefix
+        ),
+        None => println!("Work pool queues: served from Postgres (set STRATUS_SQS_ENDPOINT to use SQS)."),
+    }
+    match &settings.s3_endpoint {
+        Some(endpoint) => println!(
+            "Flow code storage: S3 bucket {} at {endpoint}.",
+            settings.s3_bucket
+        ),
+        None => println!(
+            "Flow code storage: {} (set STRATUS_S3_ENDPOINT to use S3).",
+            settings.storage_dir.display()
+        ),
+    }
     let upkeep = tokio::spawn(upkeep(state.clone()));
     let scheduler = tokio::spawn(scheduler(state.clone()));
 
@@ -170,11 +191,18 @@ async fn scheduler(state: AppState) {
     loop {
         tick.tick().await;
         let wait = state.settings.tag_concurrency_slot_wait_seconds;
-        match stratus_shared::scheduler::tick(&state.db, &limits, every, wait).await {
-            Ok(report) if report.runs_created > 0 || report.late_marked > 0 => {
+        match stratus_shared::scheduler::tick(&state.db, state.queue.as_ref(), &limits, every, wait).await {
+            Ok(report)
+                if report.runs_created > 0
+                    || report.late_marked > 0
+                    || report.published > 0
+                    || report.publish_failed > 0 =>
+            {
                 tracing::info!(
                     runs = report.runs_created,
                     late = report.late_marked,
+                    published = report.published,
+                    publish_failed = report.publish_failed,
                     "scheduler tick"
                 )
             }

@@ -643,6 +643,10 @@ async fn create_flow_run(
         .await?
         .ok_or_else(|| ApiError::not_found("Flow run not found"))?;
     tx.commit().await?;
+    drop(client);
+    if created {
+        app.publish_runs(&[run.id]).await;
+    }
     let status = if created {
         StatusCode::CREATED
     } else {

@@ -266,6 +266,10 @@ async fn set_state(
     .await?
     .ok_or_else(|| run_not_found(id))?;
     tx.commit().await?;
+    drop(client);
+    if outcome.enqueued {
+        app.publish_runs(&[id]).await;
+    }
     Ok(stratus_shared::run_routes::respond(outcome))
 }
 
@@ -325,6 +329,10 @@ async fn resume(
             .await?;
     }
     tx.commit().await?;
+    drop(client);
+    if outcome.enqueued {
+        app.publish_runs(&[id]).await;
+    }
     Ok(stratus_shared::run_routes::respond(outcome))
 }
 

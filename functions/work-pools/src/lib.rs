@@ -2,6 +2,7 @@
 //! and agents use to get scheduled runs; and the legacy `/work_queues` agents use.
 
 mod legacy;
+mod message_queue;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -33,6 +34,19 @@ pub fn router() -> Router<AppState> {
         .route(
             "/work_pools/{name}/queues/{queue}",
             get(read_queue).patch(update_queue).delete(delete_queue),
+        )
+        .route("/work_pools/{name}/message_queue", get(message_queue::info))
+        .route(
+            "/work_pools/{name}/message_queue/receive",
+            post(message_queue::receive),
+        )
+        .route(
+            "/work_pools/{name}/message_queue/delete",
+            post(message_queue::delete),
+        )
+        .route(
+            "/work_pools/{name}/message_queue/release",
+            post(message_queue::release),
         )
         .route("/work_pools/{name}/workers/heartbeat", post(heartbeat))
         .route("/work_pools/{name}/workers/filter", post(filter_workers))
@@ -79,7 +93,7 @@ fn reserved(name: &str) -> bool {
     name.to_lowercase().starts_with("prefect")
 }
 
-async fn pool_named(app: &AppState, name: &str) -> ApiResult<WorkPool> {
+pub(crate) async fn pool_named(app: &AppState, name: &str) -> ApiResult<WorkPool> {
     let client = app.client().await?;
     pools::read_pool_by_name(&client, name)
         .await?
@@ -171,6 +185,9 @@ async fn create(State(app): State<AppState>, Body(body): Body<PoolCreate>) -> Ap
     let pool = pools::create_pool(&tx, &new)
         .await?
         .ok_or_else(|| ApiError::conflict("A work pool with this name already exists."))?;
+    // The pool's queue exists before anyone can see the pool (queue creation is idempotent,
+    // so a failed commit leaves at worst an empty queue behind).
+    app.queue.ensure(pool.id).await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(pool)).into_response())
 }
@@ -235,6 +252,10 @@ async fn remove(State(app): State<AppState>, Path(name): Path<String>) -> ApiRes
     let tx = client.transaction().await?;
     pools::delete_pool(&tx, pool.id).await?;
     tx.commit().await?;
+    drop(client);
+    if let Err(e) = app.queue.remove(pool.id).await {
+        tracing::warn!(work_pool_id = %pool.id, "the deleted pool's queue stays behind: {e}");
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -31,6 +31,8 @@ pub struct Outcome {
     pub result: OrchestrationResult,
     /// A new state row was written (HTTP 201 rather than 200).
     pub written: bool,
+    /// The run became due on its work pool's queue: an outbox message awaits publishing.
+    pub enqueued: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -136,6 +138,13 @@ pub async fn set_flow_run_state(
     };
     let decision = orchestrate(&ctx);
     let written = apply(c, RunKind::Flow, run_id, &ctx, &decision).await?;
+    // Marking a run Late changes nothing for the agents that already have its message.
+    let enqueued = match &written {
+        Some(s) if s.kind == StateType::Scheduled && s.name != "Late" => {
+            crate::db::outbox::enqueue_run(c, run_id).await?
+        }
+        _ => false,
+    };
 
     if let (Some(state), Some(parent_task)) = (&written, parent_task_run_id) {
         // The client never sets states on a subflow's parent task run: the server mirrors.
@@ -146,7 +155,9 @@ pub async fn set_flow_run_state(
         let mirror_opts = Options { force: true, ..opts };
         Box::pin(set_task_run_state(c, parent_task, mirrored, mirror_opts)).await?;
     }
-    Ok(Some(outcome(ctx.initial, decision, written)))
+    let mut outcome = outcome(ctx.initial, decision, written);
+    outcome.enqueued = enqueued;
+    Ok(Some(outcome))
 }
 
 /// Sets a task run's state. Returns None when the run does not exist.
@@ -276,6 +287,7 @@ fn outcome(initial: Option<State>, decision: Decision, written: Option<State>) -
             details: decision.details,
         },
         written: is_written,
+        enqueued: false,
     }
 }
 

@@ -1,0 +1,122 @@
+//! The AWS side of Stratus's ports: the work pools' queues on SQS ([`sqs::SqsQueue`]) and
+//! flow code in S3 ([`s3::S3Storage`]). Kept out of `stratus-shared` because the SDK takes
+//! minutes to build: only what talks to SQS or S3 links this crate.
+
+pub mod s3;
+pub mod sqs;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use stratus_shared::config::{AwsEndpoint, Settings};
+use stratus_shared::queue::MessageQueue;
+use stratus_shared::storage::{LocalStorage, Storage};
+use stratus_shared::AppState;
+
+/// The SDK configuration for `endpoint`: the default chain of region and credentials, with
+/// LocalStack's conventions (region us-east-1, test credentials) when the endpoint is a URL
+/// and the environment names none. Timeouts are short: a queue that does not answer must
+/// not hold up an API request for long.
+pub async fn sdk_config(endpoint: &AwsEndpoint) -> SdkConfig {
+    sdk_config_in(endpoint, None).await
+}
+
+/// As [`sdk_config`], in `region` when given (an agent learns its queue's region from the
+/// API).
+pub async fn sdk_config_in(endpoint: &AwsEndpoint, region: Option<&str>) -> SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(RetryConfig::standard().with_max_attempts(2))
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(3))
+                // Long polls wait up to 20 s.
+                .operation_attempt_timeout(Duration::from_secs(30))
+                .build(),
+        );
+    if let Some(region) = region {
+        loader = loader.region(Region::new(region.to_string()));
+    }
+    if let Some(url) = endpoint.url() {
+        loader = loader.endpoint_url(url);
+        if region.is_none()
+            && std::env::var_os("AWS_REGION").is_none()
+            && std::env::var_os("AWS_DEFAULT_REGION").is_none()
+        {
+            loader = loader.region(Region::new("us-east-1"));
+        }
+        if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() && std::env::var_os("AWS_PROFILE").is_none() {
+            loader = loader.credentials_provider(aws_sdk_sqs::config::Credentials::new(
+                "test",
+                "test",
+                None,
+                None,
+                "localstack",
+            ));
+        }
+    }
+    loader.load().await
+}
+
+/// The queue the settings ask for: SQS when `STRATUS_SQS_ENDPOINT` is set, else Postgres.
+pub async fn queue(settings: &Settings, state: &AppState) -> Arc<dyn MessageQueue> {
+    match &settings.sqs_endpoint {
+        Some(endpoint) => Arc::new(sqs::SqsQueue::new(
+            &sdk_config(endpoint).await,
+            &settings.queue_prefix,
+        )),
+        None => state.queue.clone(),
+    }
+}
+
+/// The flow-code store the settings ask for: S3 when `STRATUS_S3_ENDPOINT` is set, else
+/// the local storage folder.
+pub async fn storage(settings: &Settings) -> Arc<dyn Storage> {
+    match &settings.s3_endpoint {
+        Some(endpoint) => Arc::new(s3::S3Storage::new(
+            &sdk_config(endpoint).await,
+            &settings.s3_bucket,
+        )),
+        None => Arc::new(LocalStorage::new(&settings.storage_dir)),
+    }
+}
+
+/// Checks that the configured SQS and S3 answer, creating the bucket if it is missing.
+/// The error names the variable and endpoint, and what to do.
+pub async fn check(settings: &Settings) -> Result<(), String> {
+    if let Some(endpoint) = &settings.sqs_endpoint {
+        let q = sqs::SqsQueue::new(&sdk_config(endpoint).await, &settings.queue_prefix);
+        q.check().await.map_err(|e| {
+            format!(
+                "STRATUS_SQS_ENDPOINT={endpoint} is configured but SQS does not answer there: {e}\n\
+                 Start LocalStack (localstack/start), or unset STRATUS_SQS_ENDPOINT to serve the work pools' queues from Postgres."
+            )
+        })?;
+    }
+    if let Some(endpoint) = &settings.s3_endpoint {
+        let s = s3::S3Storage::new(&sdk_config(endpoint).await, &settings.s3_bucket);
+        s.ensure_bucket().await.map_err(|e| {
+            format!(
+                "STRATUS_S3_ENDPOINT={endpoint} is configured but bucket {} cannot be used there: {e}\n\
+                 Start LocalStack (localstack/start), or unset STRATUS_S3_ENDPOINT to keep flow code in {}.",
+                settings.s3_bucket,
+                settings.storage_dir.display()
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// Runs a route family that publishes to the work pools' queues as a Lambda function.
+pub async fn lambda(routes: axum::Router<AppState>) -> Result<(), lambda_http::Error> {
+    stratus_shared::serve::init_tracing();
+    let state = stratus_shared::serve::state_from_env().await?;
+    let queue = queue(&state.settings.clone(), &state).await;
+    let state = state.with_queue(queue);
+    lambda_http::run(stratus_shared::serve::normalize(stratus_shared::serve::api(
+        routes, state,
+    )))
+    .await
+}

@@ -1,0 +1,121 @@
+//! The storage port for flow code: packages stored under a key, fetched back by the URL
+//! the store returned. Two real implementations: S3 (the `stratus-aws` crate, `s3://`
+//! URLs) and a local folder (`file://` URLs) for the zero-configuration local mode.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+
+pub type StorageFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StorageError>> + Send + 'a>>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageError(pub String);
+
+impl std::fmt::Display for StorageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StorageError {}
+
+pub trait Storage: Send + Sync {
+    /// Stores `bytes` under `key` (overwriting) and returns the URL that fetches them.
+    fn put<'a>(&'a self, key: &'a str, bytes: Vec<u8>) -> StorageFuture<'a, String>;
+    /// Fetches what a URL of this store names.
+    fn get<'a>(&'a self, url: &'a str) -> StorageFuture<'a, Vec<u8>>;
+}
+
+/// A folder on this machine; URLs are `file://` URLs of absolute paths.
+#[derive(Debug, Clone)]
+pub struct LocalStorage {
+    dir: PathBuf,
+}
+
+impl LocalStorage {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        LocalStorage { dir: dir.into() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// The path a `file://` URL names.
+pub fn file_url_path(url: &str) -> Option<PathBuf> {
+    let path = url.strip_prefix("file://")?;
+    path.starts_with('/').then(|| PathBuf::from(path))
+}
+
+/// Keys are relative paths of plain segments: nothing may escape the store's folder.
+fn check_key(key: &str) -> Result<(), StorageError> {
+    let ok = !key.is_empty()
+        && !key.starts_with('/')
+        && key
+            .split('/')
+            .all(|seg| !seg.is_empty() && seg != "." && seg != ".." && !seg.contains('\\'));
+    if ok {
+        Ok(())
+    } else {
+        Err(StorageError(format!("invalid storage key {key:?}")))
+    }
+}
+
+impl Storage for LocalStorage {
+    fn put<'a>(&'a self, key: &'a str, bytes: Vec<u8>) -> StorageFuture<'a, String> {
+        Box::pin(async move {
+            check_key(key)?;
+            let dir = std::path::absolute(&self.dir)
+                .map_err(|e| StorageError(format!("{}: {e}", self.dir.display())))?;
+            let path = dir.join(key);
+            if let Some(parent) = path.parent() {
+                tokio::fs::create_dir_all(parent)
+                    .await
+                    .map_err(|e| StorageError(format!("cannot create {}: {e}", parent.display())))?;
+            }
+            // Write then rename, so a reader never sees half a package.
+            let tmp = path.with_extension(format!("part-{}", uuid::Uuid::new_v4()));
+            tokio::fs::write(&tmp, bytes)
+                .await
+                .map_err(|e| StorageError(format!("cannot write {}: {e}", tmp.display())))?;
+            tokio::fs::rename(&tmp, &path)
+                .await
+                .map_err(|e| StorageError(format!("cannot write {}: {e}", path.display())))?;
+            Ok(format!("file://{}", path.display()))
+        })
+    }
+
+    fn get<'a>(&'a self, url: &'a str) -> StorageFuture<'a, Vec<u8>> {
+        Box::pin(async move {
+            let path = file_url_path(url).ok_or_else(|| StorageError(format!("not a file:// URL: {url}")))?;
+            tokio::fs::read(&path)
+                .await
+                .map_err(|e| StorageError(format!("cannot read {}: {e}", path.display())))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_cannot_escape() {
+        assert!(check_key("flows/abc.tar.gz").is_ok());
+        for bad in ["", "/etc/passwd", "../x", "a/../../x", "a//b", "a/./b"] {
+            assert!(check_key(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn local_round_trip() {
+        let dir = std::env::temp_dir().join(format!("stratus-storage-{}", uuid::Uuid::new_v4()));
+        let store = LocalStorage::new(&dir);
+        let url = store.put("flows/x.tar.gz", b"hello".to_vec()).await.unwrap();
+        assert!(url.starts_with("file:///"), "{url}");
+        assert_eq!(store.get(&url).await.unwrap(), b"hello");
+        assert!(store.get("s3://b/k").await.is_err());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
