@@ -475,3 +475,28 @@ async fn database_reset_asks_first() {
         .get(0);
     assert_eq!(tables, 1, "the schema is re-applied");
 }
+
+#[tokio::test]
+async fn an_unreachable_sqs_endpoint_is_reported_clearly() {
+    let db = FreshDatabase::create().await;
+    let out = stratus()
+        .args(["server", "start", "--port", &free_port().to_string()])
+        .env("STRATUS_DATABASE_URL", &db.url)
+        // Nothing listens on the discard port.
+        .env("STRATUS_SQS_ENDPOINT", "http://127.0.0.1:9")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr
+            .contains("STRATUS_SQS_ENDPOINT=http://127.0.0.1:9 is configured but SQS does not answer there"),
+        "{stderr}"
+    );
+    let bad = stratus()
+        .args(["server", "start"])
+        .env("STRATUS_S3_ENDPOINT", "localhost:4566")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("STRATUS_S3_ENDPOINT"));
+}

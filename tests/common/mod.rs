@@ -181,8 +181,34 @@ impl TestApp {
         self.request(Method::PUT, path, Some(body)).await
     }
 
+    /// The same app and database, publishing to `queue` instead.
+    pub fn with_queue(&self, queue: std::sync::Arc<dyn stratus_shared::queue::MessageQueue>) -> TestApp {
+        let state = self.state.clone().with_queue(queue);
+        TestApp {
+            service: stratus_shared::serve::normalize(stratus::app(state.clone())),
+            state,
+            database_url: self.database_url.clone(),
+        }
+    }
+
     /// A direct connection to this test's database, for assertions on rows.
     pub async fn db(&self) -> tokio_postgres::Client {
         connect(&self.database_url).await
     }
+}
+
+/// LocalStack's endpoint when the test command started it (`STRATUS_TEST_AWS_ENDPOINT`).
+/// Under the test command (`STRATUS_TEST_REQUIRE_LOCALSTACK=1`) its absence is a failure,
+/// not a skip.
+pub fn localstack() -> Option<String> {
+    let endpoint = std::env::var("STRATUS_TEST_AWS_ENDPOINT")
+        .ok()
+        .filter(|v| !v.is_empty());
+    if endpoint.is_none() && std::env::var_os("STRATUS_TEST_REQUIRE_LOCALSTACK").is_some() {
+        panic!("STRATUS_TEST_REQUIRE_LOCALSTACK is set but STRATUS_TEST_AWS_ENDPOINT is not");
+    }
+    if endpoint.is_none() {
+        eprintln!("LocalStack is not running (scripts/test starts it): the SQS part of this test is skipped");
+    }
+    endpoint
 }

@@ -54,7 +54,7 @@ EXTERNAL_API_URL = os.environ.get("STRATUS_E2E_API_URL")
 STARTUP_TIMEOUT = 60.0
 FLOW_SCRIPT_TIMEOUT = 120.0
 
-_server_log: "Path | None" = None
+_server_logs: "list[Path]" = []
 
 
 def pytest_configure(config):
@@ -78,9 +78,11 @@ def pytest_collection_modifyitems(config, items):
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
-    if report.failed and _server_log is not None and _server_log.exists():
-        lines = _server_log.read_text(errors="replace").splitlines()
-        report.sections.append(("stratus server log (last 80 lines)", "\n".join(lines[-80:])))
+    if report.failed:
+        for log in _server_logs:
+            if log.exists():
+                lines = log.read_text(errors="replace").splitlines()
+                report.sections.append((f"stratus server log {log.name} (last 80 lines)", "\n".join(lines[-80:])))
 
 
 def _with_database(url: str, name: str) -> str:
@@ -121,32 +123,54 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait(timeout=10)
 
 
-@pytest.fixture(scope="session")
-def stratus():
-    """The API URL (`http://127.0.0.1:<port>/api`) of a Stratus server over a fresh database."""
-    global _server_log
-    if EXTERNAL_API_URL:
-        assert _healthy(EXTERNAL_API_URL), f"nothing healthy at {EXTERNAL_API_URL}"
-        yield EXTERNAL_API_URL.rstrip("/")
-        return
-    if not os.access(STRATUS_BIN, os.X_OK):
-        pytest.exit(f"STRATUS_BIN={STRATUS_BIN} is not an executable; build with `cargo build` first", 2)
+# LocalStack, when the test command started it: the server then uses SQS and S3.
+AWS_ENDPOINT = os.environ.get("STRATUS_TEST_AWS_ENDPOINT")
+if os.environ.get("STRATUS_E2E_REQUIRE_LOCALSTACK") and not AWS_ENDPOINT:
+    raise RuntimeError("STRATUS_E2E_REQUIRE_LOCALSTACK is set but STRATUS_TEST_AWS_ENDPOINT is not")
+SESSION = uuid.uuid4().hex[:8]
+# What every Stratus process of this session (server, agents, `stratus deploy`) shares.
+AWS_ENV = (
+    {
+        "STRATUS_SQS_ENDPOINT": AWS_ENDPOINT,
+        "STRATUS_S3_ENDPOINT": AWS_ENDPOINT,
+        "STRATUS_S3_BUCKET": os.environ.get("STRATUS_TEST_S3_BUCKET", "stratus-flow-code"),
+        "STRATUS_QUEUE_PREFIX": f"e2e-{SESSION}-",
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_REGION": "us-east-1",
+    }
+    if AWS_ENDPOINT
+    else {}
+)
 
-    db = f"stratus_e2e_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin(f'CREATE DATABASE "{db}"'))
-    proc = None
-    try:
+
+class Server:
+    """A `stratus server start` over a fresh database."""
+
+    def __init__(self, extra_env: dict):
+        self.db = f"stratus_e2e_{uuid.uuid4().hex[:12]}"
+        self.database_url = _with_database(ADMIN_URL, self.db)
+        self.extra_env = extra_env
+        self.proc = None
+        self.log = None
+        self.url = None
+
+    def start(self) -> str:
+        asyncio.run(_admin(f'CREATE DATABASE "{self.db}"'))
         port = _free_port()
         log = tempfile.NamedTemporaryFile(prefix="stratus-e2e-server-", suffix=".log", delete=False)
-        _server_log = Path(log.name)
+        self.log = Path(log.name)
+        _server_logs.append(self.log)
         env = dict(
             os.environ,
-            STRATUS_DATABASE_URL=_with_database(ADMIN_URL, db),
+            STRATUS_DATABASE_URL=self.database_url,
             # Prefect's server waits 30 s before a task retries a full tag-concurrency slot.
             STRATUS_TASK_RUN_TAG_CONCURRENCY_SLOT_WAIT_SECONDS="1",
+            STRATUS_SCHEDULER_INTERVAL_SECONDS="1",
+            **self.extra_env,
         )
         env.setdefault("STRATUS_LOG", "warn")
-        proc = subprocess.Popen(
+        self.proc = subprocess.Popen(
             [STRATUS_BIN, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
             env=env,
             stdin=subprocess.DEVNULL,
@@ -156,20 +180,66 @@ def stratus():
         url = f"http://127.0.0.1:{port}/api"
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while not _healthy(url):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                why = f"exited with {proc.returncode}" if proc.poll() is not None else "timed out"
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                why = f"exited with {self.proc.returncode}" if self.proc.poll() is not None else "timed out"
                 raise RuntimeError(
                     f"Stratus did not become healthy at {url}/health ({why}). Server output:\n"
-                    + _server_log.read_text(errors="replace")
+                    + self.log.read_text(errors="replace")
                 )
             time.sleep(0.2)
-        yield url
+        self.url = url
+        return url
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop(self.proc)
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{self.db}" WITH (FORCE)'))
+        if self.log is not None and not os.environ.get("STRATUS_E2E_KEEP_LOG"):
+            self.log.unlink(missing_ok=True)
+
+    async def sql(self, query: str, *args):
+        """Runs SQL on the server's database (to arrange faults, or read what the API hides)."""
+        conn = await asyncpg.connect(self.database_url)
+        try:
+            return await conn.fetch(query, *args)
+        finally:
+            await conn.close()
+
+
+def _server(extra_env: dict):
+    if not os.access(STRATUS_BIN, os.X_OK):
+        pytest.exit(f"STRATUS_BIN={STRATUS_BIN} is not an executable; build with `cargo build` first", 2)
+    server = Server(extra_env)
+    try:
+        server.start()
+        yield server
     finally:
-        if proc is not None:
-            _stop(proc)
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
-        if _server_log is not None and not os.environ.get("STRATUS_E2E_KEEP_LOG"):
-            _server_log.unlink(missing_ok=True)
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def stratus_server():
+    """The session's Stratus server: with SQS and S3 (LocalStack) when available."""
+    if EXTERNAL_API_URL:
+        pytest.skip("needs a Stratus server of its own")
+    yield from _server(AWS_ENV)
+
+
+@pytest.fixture(scope="session")
+def stratus_pg_server():
+    """A second server whose work pool queues are served from Postgres (no SQS, no S3)."""
+    if EXTERNAL_API_URL:
+        pytest.skip("needs a Stratus server of its own")
+    yield from _server({})
+
+
+@pytest.fixture(scope="session")
+def stratus(request):
+    """The API URL (`http://127.0.0.1:<port>/api`) of a Stratus server over a fresh database."""
+    if EXTERNAL_API_URL:
+        assert _healthy(EXTERNAL_API_URL), f"nothing healthy at {EXTERNAL_API_URL}"
+        return EXTERNAL_API_URL.rstrip("/")
+    return request.getfixturevalue("stratus_server").url
 
 
 class FlowScripts:
