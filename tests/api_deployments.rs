@@ -364,3 +364,135 @@ async fn pausing_drops_auto_scheduled_runs_and_schedules_are_managed() {
         .await;
     assert_eq!(listed.body.as_array().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn backfill_creates_the_runs_of_a_window_once() {
+    let app = TestApp::spawn().await;
+    let f = flow(&app).await;
+    app.post("/api/work_pools/", json!({"name": "bf", "type": "process"}))
+        .await;
+    let d = app
+        .post(
+            "/api/deployments/",
+            deployment(&f, json!({"work_pool_name": "bf", "schedules": [{"schedule": {"interval": 3600, "anchor_date": "2026-01-01T00:00:00Z"}}]})),
+        )
+        .await
+        .body;
+    let id = d["id"].as_str().unwrap();
+    let window = json!({"start_time": "2026-03-01T00:00:00Z", "end_time": "2026-03-01T05:30:00Z", "min_runs": 1, "max_runs": 100, "min_time": 86400});
+    let res = app
+        .post(&format!("/api/deployments/{id}/schedule"), window.clone())
+        .await;
+    assert_eq!(
+        (res.status.as_u16(), &res.body),
+        (200, &Value::Null),
+        "{}",
+        res.text
+    );
+    let runs = app
+        .post(
+            "/api/flow_runs/filter",
+            json!({"flow_runs": {"deployment_id": {"any_": [id]}}, "sort": "EXPECTED_START_TIME_ASC"}),
+        )
+        .await
+        .body;
+    let times: Vec<&str> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["expected_start_time"].as_str().unwrap())
+        .collect();
+    assert_eq!(times.len(), 6, "{times:?}");
+    assert!(
+        times[0].starts_with("2026-03-01T00:00:00") && times[5].starts_with("2026-03-01T05:00:00"),
+        "{times:?}"
+    );
+    assert!(runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["auto_scheduled"] == true && r["work_pool_name"] == "bf"));
+    // Backfilling again adds nothing.
+    app.post(&format!("/api/deployments/{id}/schedule"), window).await;
+    let count = app
+        .post(
+            "/api/flow_runs/count",
+            json!({"flow_runs": {"deployment_id": {"any_": [id]}}}),
+        )
+        .await
+        .body;
+    assert_eq!(count, json!(6));
+
+    let res = app
+        .post(
+            &format!("/api/deployments/{id}/schedule"),
+            json!({"end_time": "2000-01-01T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(res.status, 422, "{}", res.text);
+    let res = app
+        .post(
+            &format!("/api/deployments/{id}/schedule"),
+            json!({"max_runs": -1}),
+        )
+        .await;
+    assert_eq!(res.status, 422);
+    let missing = uuid::Uuid::new_v4();
+    assert_eq!(
+        app.post(&format!("/api/deployments/{missing}/schedule"), json!({}))
+            .await
+            .status,
+        404
+    );
+}
+
+#[tokio::test]
+async fn work_queue_check_lists_legacy_queues_whose_filter_matches() {
+    let app = TestApp::spawn().await;
+    let f = flow(&app).await;
+    let d = app
+        .post(
+            "/api/deployments/",
+            deployment(&f, json!({"tags": ["etl", "nightly"]})),
+        )
+        .await
+        .body;
+    let id = d["id"].as_str().unwrap();
+    let make = |name: &str, filter: Value| {
+        let app = &app;
+        let name = name.to_string();
+        async move {
+            let res = app
+                .post("/api/work_queues/", json!({"name": name, "filter": filter}))
+                .await;
+            assert_eq!(res.status, 201, "{}", res.text);
+        }
+    };
+    make("etl-only", json!({"tags": ["etl"], "deployment_ids": null})).await;
+    make("this-one", json!({"tags": [], "deployment_ids": [id]})).await;
+    make("other-tag", json!({"tags": ["ml"], "deployment_ids": null})).await;
+    make(
+        "other-deployment",
+        json!({"tags": [], "deployment_ids": [uuid::Uuid::new_v4()]}),
+    )
+    .await;
+    make("no-filter", Value::Null).await;
+    let res = app.get(&format!("/api/deployments/{id}/work_queue_check")).await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    let mut names: Vec<&str> = res
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["etl-only", "this-one"]);
+    let missing = uuid::Uuid::new_v4();
+    assert_eq!(
+        app.get(&format!("/api/deployments/{missing}/work_queue_check"))
+            .await
+            .status,
+        404
+    );
+}

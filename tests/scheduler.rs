@@ -197,3 +197,25 @@ async fn overdue_scheduled_runs_are_marked_late() {
         "Late runs are not re-marked"
     );
 }
+
+#[tokio::test]
+async fn the_scheduler_function_ticks_sweeps_and_runs_upkeep_in_one_invocation() {
+    let app = TestApp::spawn().await;
+    let d = deployment(&app, json!([{"schedule": {"interval": 60}}])).await;
+    let report = stratus_scheduler::invoke(&app.state, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(report["runs_created"].as_u64().unwrap() >= 3, "{report}");
+    // The first run is due within SQS's delay window: its message went out.
+    assert!(
+        report["published"].as_u64().unwrap() >= 1 || {
+            let db = app.db().await;
+            let row = db
+                .query_one("SELECT count(*) FROM outbox WHERE published IS NOT NULL", &[])
+                .await
+                .unwrap();
+            row.get::<_, i64>(0) >= 1
+        }
+    );
+    assert!(!scheduled_runs(&app, &d["id"]).await.is_empty());
+}

@@ -62,6 +62,20 @@ pub async fn prune(pool: &Pool, retention: Retention) -> ApiResult<(u64, u64)> {
                 .await?;
         }
     }
+    // Published outbox rows are only kept a day, for inspection; the Postgres queue keeps
+    // messages as long as SQS would (14 days, the retention Stratus's SQS queues get).
+    client
+        .execute(
+            "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE published < now() - interval '1 day' LIMIT $1)",
+            &[&PRUNE_BATCH_SIZE],
+        )
+        .await?;
+    client
+        .execute(
+            "DELETE FROM queue_message WHERE id IN (SELECT id FROM queue_message WHERE created < now() - interval '14 days' LIMIT $1)",
+            &[&PRUNE_BATCH_SIZE],
+        )
+        .await?;
     Ok((logs, states))
 }
 

@@ -163,6 +163,24 @@ pub async fn insert_runs(
     Ok(created)
 }
 
+/// Backfill (`POST /deployments/{id}/schedule`): the runs of the deployment's active
+/// schedules from `start` up to `end`, with the tick's rules for how many. Returns the new
+/// runs (already-existing ones are kept, by their idempotency keys).
+pub async fn schedule_between(
+    c: &impl GenericClient,
+    d: &Deployment,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    limits: &Limits,
+) -> ApiResult<Vec<Uuid>> {
+    let limits = Limits {
+        max_time: (end - start).max(Duration::zero()),
+        ..*limits
+    };
+    let dates = upcoming_dates(d, start, &limits);
+    insert_runs(c, d, &dates).await
+}
+
 /// Deployments that need runs: unpaused, with an active schedule, and fewer than
 /// `min_runs` future auto-scheduled runs or none reaching `min_time` ahead.
 async fn deployments_needing_runs(

@@ -1,5 +1,5 @@
-//! `stratus server start`: every route family in one process, plus the upkeep and
-//! scheduler timers.
+//! `stratus server start`: every route family in one process, plus the scheduler
+//! function on a timer.
 
 use std::future::IntoFuture;
 use std::net::SocketAddr;
@@ -10,10 +10,6 @@ use stratus_shared::{serve, AppState};
 use tower::make::Shared;
 
 use super::signals::Shutdown;
-
-/// How often the local server runs run upkeep (expired pauses, cancellation cleanup,
-/// retention), as Prefect's services do every few seconds.
-const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 /// How long open connections get to finish after SIGINT/SIGTERM.
 const GRACE: Duration = Duration::from_secs(10);
@@ -103,7 +99,6 @@ async fn serve_until_stopped(
             settings.storage_dir.display()
         ),
     }
-    let upkeep = tokio::spawn(upkeep(state.clone()));
     let scheduler = tokio::spawn(scheduler(state.clone()));
 
     let app = serve::normalize(crate::app(state));
@@ -126,7 +121,6 @@ async fn serve_until_stopped(
             Ok(())
         }
     };
-    upkeep.abort();
     scheduler.abort();
     pool.close();
     served
@@ -170,44 +164,16 @@ pub async fn register_system_blocks(pool: &deadpool_postgres::Pool) -> Result<()
         .map_err(|e| format!("could not register the core block types: {e}"))
 }
 
-async fn upkeep(state: AppState) {
-    let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        if let Err(e) = stratus_shared::maintenance::run_once(&state.db, &state.settings).await {
-            tracing::warn!(error = ?e, "run upkeep failed; retrying next tick");
-        }
-    }
-}
-
-/// The scheduler function's timer: each tick is bounded by its interval, so ticks never
-/// pile up.
+/// The scheduler function on a timer: each invocation (tick, outbox sweep, run upkeep) is
+/// bounded by the interval, so invocations never pile up.
 async fn scheduler(state: AppState) {
     let every = Duration::from_secs(state.settings.scheduler_interval_seconds.max(1));
-    let limits = stratus_shared::scheduler::Limits::default();
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let wait = state.settings.tag_concurrency_slot_wait_seconds;
-        match stratus_shared::scheduler::tick(&state.db, state.queue.as_ref(), &limits, every, wait).await {
-            Ok(report)
-                if report.runs_created > 0
-                    || report.late_marked > 0
-                    || report.published > 0
-                    || report.publish_failed > 0 =>
-            {
-                tracing::info!(
-                    runs = report.runs_created,
-                    late = report.late_marked,
-                    published = report.published,
-                    publish_failed = report.publish_failed,
-                    "scheduler tick"
-                )
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = ?e, "scheduler tick failed; retrying next tick"),
+        if let Err(e) = stratus_scheduler::invoke(&state, every).await {
+            tracing::warn!("{e}; retrying next tick");
         }
     }
 }

@@ -76,3 +76,32 @@ def test_an_agent_runs_a_legacy_queue_deployment_run(stratus, tmp_path, run_flow
     run = client(lambda c: c.read_flow_run(run_id))
     assert run.state.type.value == "COMPLETED", run.state
     assert (run.work_queue_name, run.work_pool_name) == (queue, "default-agent-pool")
+
+
+def test_prefect_deploy_and_a_process_worker_run_an_ad_hoc_run(stratus, tmp_path, client):
+    pool = f"deploy-pool-{uuid4().hex[:8]}"
+    cli(stratus, tmp_path, "work-pool", "create", "--type", "process", pool)
+    (tmp_path / "greet_flow.py").write_text(textwrap.dedent(FLOW_SOURCE))
+    cli(stratus, tmp_path, "--no-prompt", "deploy", "greet_flow.py:greet", "--name", "projects", "--pool", pool)
+    deployment = client(lambda c: c.read_deployment_by_name("greet/projects"))
+    assert deployment.work_pool_name == pool and deployment.pull_steps
+    run_id = start_run(client, deployment.id)
+
+    cli(stratus, tmp_path, "worker", "start", "--pool", pool, "--type", "process", "--run-once", timeout=120)
+
+    run = client(lambda c: c.read_flow_run(run_id))
+    assert run.state.type.value == "COMPLETED", run.state
+    assert "greet/projects" in cli(stratus, tmp_path, "deployment", "ls")
+
+
+def test_an_agent_runs_a_run_of_its_pool(stratus, tmp_path, run_flow, client):
+    pool = f"agent-pool-{uuid4().hex[:8]}"
+    cli(stratus, tmp_path, "work-pool", "create", "--type", "prefect-agent", pool)
+    deployment_id = deploy(run_flow, tmp_path, "via-agent-pool", work_pool_name=pool)
+    run_id = start_run(client, deployment_id)
+
+    cli(stratus, tmp_path, "agent", "start", "--pool", pool, "--run-once", timeout=120)
+
+    run = client(lambda c: c.read_flow_run(run_id))
+    assert run.state.type.value == "COMPLETED", run.state
+    assert (run.work_pool_name, run.work_queue_name) == (pool, "default")

@@ -1,6 +1,7 @@
 //! The `/deployments` route family: deployments with their schedules, ad hoc runs, and the
 //! poll `flow.serve()` runners use.
 
+mod backfill;
 mod schedules;
 
 use axum::extract::{Path, State};
@@ -36,6 +37,11 @@ pub fn router() -> Router<AppState> {
         .route("/deployments/name/{flow}/{name}", get(read_by_name))
         .route("/deployments/{id}", get(read).patch(update).delete(remove))
         .route("/deployments/{id}/create_flow_run", post(create_flow_run))
+        .route("/deployments/{id}/schedule", post(backfill::schedule))
+        .route(
+            "/deployments/{id}/work_queue_check",
+            get(backfill::work_queue_check),
+        )
         .route("/deployments/{id}/pause_deployment", post(pause))
         .route("/deployments/{id}/set_schedule_inactive", post(pause))
         .route("/deployments/{id}/resume_deployment", post(resume))

@@ -1,4 +1,4 @@
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    stratus_shared::serve::lambda(stratus_work_pools::router()).await
+    stratus_aws::lambda(stratus_work_pools::router()).await
 }

@@ -426,6 +426,28 @@ pub async fn update_queue(
     Ok(())
 }
 
+/// Legacy tag-filter queues that would pick up a deployment: their filter's tags are a
+/// subset of the deployment's, and its deployment ids (if any) include it.
+pub async fn queues_matching_deployment(
+    c: &impl GenericClient,
+    deployment_id: Uuid,
+    tags: &Value,
+) -> Result<Vec<WorkQueue>, tokio_postgres::Error> {
+    let sql = format!(
+        "SELECT {QUEUE_COLUMNS} FROM work_queue wq JOIN work_pool wp ON wp.id = wq.work_pool_id \
+         WHERE wq.filter IS NOT NULL AND jsonb_typeof(wq.filter) = 'object' \
+           AND $2::jsonb @> coalesce(nullif(wq.filter->'tags', 'null'::jsonb), '[]'::jsonb) \
+           AND (coalesce(nullif(wq.filter->'deployment_ids', 'null'::jsonb), '[]'::jsonb) = '[]'::jsonb \
+                OR wq.filter->'deployment_ids' ? $1::text) \
+         ORDER BY wq.priority, wq.name"
+    );
+    Ok(c.query(sql.as_str(), &[&deployment_id.to_string(), tags])
+        .await?
+        .iter()
+        .map(queue_from_row)
+        .collect())
+}
+
 pub async fn delete_queue(c: &impl GenericClient, id: Uuid) -> Result<bool, tokio_postgres::Error> {
     Ok(c.execute("DELETE FROM work_queue WHERE id = $1", &[&id]).await? > 0)
 }

@@ -1,0 +1,98 @@
+//! `POST /deployments/{id}/schedule` (backfill: create the runs of a time window now) and
+//! the deprecated `GET /deployments/{id}/work_queue_check`.
+
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Duration, Utc};
+use serde::Deserialize;
+use serde_json::Value;
+use stratus_shared::db::deployments;
+use stratus_shared::db::work_pools as pools;
+use stratus_shared::json::{path_id, ts_opt};
+use stratus_shared::scheduler::{self, Limits};
+use stratus_shared::{ApiError, ApiResult, AppState, Body};
+
+use crate::not_found;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleBody {
+    #[serde(default, with = "ts_opt")]
+    start_time: Option<DateTime<Utc>>,
+    #[serde(default, with = "ts_opt")]
+    end_time: Option<DateTime<Utc>>,
+    /// Seconds.
+    #[serde(default)]
+    min_time: Option<f64>,
+    #[serde(default)]
+    min_runs: Option<i64>,
+    #[serde(default)]
+    max_runs: Option<i64>,
+}
+
+fn invalid(field: &str, msg: &str, value: Value) -> ApiError {
+    ApiError::invalid(&["body", field], msg, "value_error", value)
+}
+
+pub async fn schedule(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Body(body): Body<ScheduleBody>,
+) -> ApiResult<Response> {
+    let id = path_id(&id)?;
+    let defaults = Limits::default();
+    let start = body.start_time.unwrap_or_else(Utc::now);
+    let end = body.end_time.unwrap_or(start + defaults.max_time);
+    if end < start {
+        return Err(invalid(
+            "end_time",
+            "end_time must not be before start_time",
+            Value::Null,
+        ));
+    }
+    let min_time = match body.min_time {
+        Some(s) if !(s.is_finite() && s >= 0.0) => {
+            return Err(invalid(
+                "min_time",
+                "ensure this value is a non-negative number of seconds",
+                Value::from(s),
+            ))
+        }
+        Some(s) => Duration::milliseconds((s * 1000.0) as i64),
+        None => defaults.min_time,
+    };
+    let count = |field: &str, v: Option<i64>, default: usize| -> ApiResult<usize> {
+        match v {
+            Some(n) if !(0..=10_000).contains(&n) => Err(invalid(
+                field,
+                "ensure this value is between 0 and 10000",
+                Value::from(n),
+            )),
+            Some(n) => Ok(n as usize),
+            None => Ok(default),
+        }
+    };
+    let limits = Limits {
+        min_time,
+        min_runs: count("min_runs", body.min_runs, defaults.min_runs)?,
+        max_runs: count("max_runs", body.max_runs, defaults.max_runs)?,
+        ..defaults
+    };
+    let mut client = app.client().await?;
+    let tx = client.transaction().await?;
+    let deployment = deployments::read(&tx, id).await?.ok_or_else(not_found)?;
+    let created = scheduler::schedule_between(&tx, &deployment, start, end, &limits).await?;
+    tx.commit().await?;
+    drop(client);
+    app.publish_runs(&created).await;
+    Ok(Json(Value::Null).into_response())
+}
+
+pub async fn work_queue_check(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    let id = path_id(&id)?;
+    let client = app.client().await?;
+    let deployment = deployments::read(&client, id).await?.ok_or_else(not_found)?;
+    let queues = pools::queues_matching_deployment(&client, id, &deployment.tags).await?;
+    Ok(Json(queues).into_response())
+}

@@ -1,0 +1,35 @@
+//! The scheduler function. On AWS an EventBridge rule invokes it every minute; locally
+//! `stratus server start` runs the same pieces on timers. One invocation: a scheduler tick
+//! (new scheduled runs, Late marks, the outbox sweep), then run upkeep (expired pauses,
+//! cancellation cleanup, retention), within `budget`.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use stratus_shared::scheduler::{self, Limits};
+use stratus_shared::AppState;
+
+pub async fn invoke(state: &AppState, budget: Duration) -> Result<Value, String> {
+    let tick = scheduler::tick(
+        &state.db,
+        state.queue.as_ref(),
+        &Limits::default(),
+        budget,
+        state.settings.tag_concurrency_slot_wait_seconds,
+    )
+    .await
+    .map_err(|e| format!("scheduler tick failed: {e:?}"))?;
+    let upkeep = stratus_shared::maintenance::run_once(&state.db, &state.settings)
+        .await
+        .map_err(|e| format!("run upkeep failed: {e:?}"))?;
+    if tick != Default::default() || upkeep != Default::default() {
+        tracing::info!(?tick, ?upkeep, "scheduler invocation");
+    }
+    Ok(json!({
+        "deployments": tick.deployments,
+        "runs_created": tick.runs_created,
+        "late_marked": tick.late_marked,
+        "published": tick.published,
+        "publish_failed": tick.publish_failed,
+    }))
+}
