@@ -292,3 +292,20 @@ def test_cancelling_a_running_run_kills_its_process(stratus_server, tmp_path, ag
             break
         assert time.monotonic() < deadline, f"the flow's process {pid} is still alive"
         time.sleep(0.2)
+
+
+@pytest.mark.stratus_only
+def test_the_agent_falls_back_to_the_http_poll_when_its_queue_is_unreachable(stratus_server, tmp_path, agents_for):
+    if not AWS_ENV:
+        pytest.skip("LocalStack is not running (the test command starts it)")
+    api, client = stratus_server.url, client_for(stratus_server.url)
+    pool = f"fallback-{uuid4().hex[:8]}"
+    make_pool(api, tmp_path, pool)
+    deploy(api, tmp_path, AWS_ENV, pool, "fallback")
+    # This agent's SQS endpoint is a port nothing listens on: every receive fails.
+    agents = agents_for(api, dict(AWS_ENV, STRATUS_SQS_ENDPOINT="http://127.0.0.1:9"))
+    agents.start(pool, "--poll-interval", "1")
+    [run_id] = create_runs(client, deployment_id_of(client, "fallback"), 1, datetime.now(timezone.utc))
+    [run] = wait_for(client, [run_id], {"COMPLETED", "FAILED", "CRASHED"}, 90, agents)
+    assert run.state.type.value == "COMPLETED", (run.state, agents.logs())
+    assert "falling back to the HTTP poll" in agents.logs()
