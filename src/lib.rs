@@ -25,7 +25,8 @@ pub fn routes() -> Router<AppState> {
         .merge(stratus_ui::router())
 }
 
-/// The whole app, as `stratus server start` serves it.
+/// The whole app, as `stratus server start` serves it: the API under `/api`, the web UI
+/// at the root.
 pub fn app(state: AppState) -> Router {
-    serve::api(routes(), state)
+    serve::api(routes(), state.clone()).merge(stratus_ui::pages::router().with_state(state))
 }

@@ -1,4 +1,5 @@
-//! The UI's route family. For now: `/saved_searches`, the run filters the UI saves.
+//! The UI function: the web UI's pages at the site root ([`pages::router`]), and its API
+//! routes under `/api`: `/saved_searches`, the run filters the UI saves.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -10,6 +11,8 @@ use serde_json::Value;
 use stratus_shared::db::saved_searches;
 use stratus_shared::json::{null_default, page, path_id};
 use stratus_shared::{ApiError, ApiResult, AppState, Body};
+
+pub mod pages;
 
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -1,4 +1,11 @@
+use stratus_shared::serve;
+
+/// The UI function serves its API routes under `/api` and the pages at the root.
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    stratus_shared::serve::lambda(stratus_ui::router()).await
+    serve::init_tracing();
+    let state = serve::state_from_env().await?;
+    let app =
+        serve::api(stratus_ui::router(), state.clone()).merge(stratus_ui::pages::router().with_state(state));
+    lambda_http::run(serve::normalize(app)).await
 }

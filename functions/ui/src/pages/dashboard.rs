@@ -1,0 +1,176 @@
+//! The dashboard: runs by state over a window, their history, failed and late runs, and
+//! the work pools' health.
+
+use std::collections::HashMap;
+
+use askama::Template;
+use axum::extract::State;
+use chrono::{Duration, Utc};
+use serde_json::json;
+use stratus_shared::db::flow_runs::{self, FlowRunSort};
+use stratus_shared::db::work_pools::{self as pools, WorkerFilter};
+use stratus_shared::filters::{Query, WorkPoolFilter};
+use stratus_shared::AppState;
+
+use super::view::{self, RunRow};
+use super::{filters, flow_names, int_param, render, PageResult, Params};
+
+const STATES: [(&str, &str); 9] = [
+    ("COMPLETED", "Completed"),
+    ("RUNNING", "Running"),
+    ("SCHEDULED", "Scheduled"),
+    ("PENDING", "Pending"),
+    ("FAILED", "Failed"),
+    ("CRASHED", "Crashed"),
+    ("CANCELLED", "Cancelled"),
+    ("CANCELLING", "Cancelling"),
+    ("PAUSED", "Paused"),
+];
+const BARS: i64 = 48;
+
+pub struct Count {
+    kind: &'static str,
+    label: &'static str,
+    class: String,
+    count: i64,
+}
+
+pub struct Segment {
+    class: String,
+    height: String,
+}
+
+pub struct Bar {
+    title: String,
+    segments: Vec<Segment>,
+}
+
+pub struct PoolRow {
+    name: String,
+    name_path: String,
+    kind: String,
+    status: String,
+    status_class: String,
+    online: usize,
+    last_heartbeat: String,
+}
+
+#[derive(Template)]
+#[template(path = "dashboard.html")]
+struct Dashboard {
+    nav: &'static str,
+    hours: i64,
+    windows: Vec<(i64, &'static str)>,
+    counts: Vec<Count>,
+    bars: Vec<Bar>,
+    chart_start: String,
+    chart_end: String,
+    failed: Vec<RunRow>,
+    late: Vec<RunRow>,
+    pools: Vec<PoolRow>,
+}
+
+pub async fn page(State(app): State<AppState>, params: Params) -> PageResult {
+    let hours = int_param(&params, "hours", 24, 1, 24 * 90)?;
+    let end = Utc::now();
+    let start = end - Duration::hours(hours);
+    let c = app.client().await?;
+
+    let window = filters(json!({"flow_runs": {"expected_start_time": {"after_": start, "before_": end}}}))?;
+    let mut q = Query::default();
+    let from_where = format!("flow_run fr WHERE {}", window.flow_run_sql(&mut q));
+    let step = (end - start).num_microseconds().unwrap_or(i64::MAX) / BARS;
+    let history = flow_runs::history(&c, "fr", (from_where, q), start, end, step).await?;
+    let mut totals: HashMap<String, i64> = HashMap::new();
+    let peak = history
+        .iter()
+        .map(|i| i.states.iter().map(|s| s.count_runs).sum::<i64>())
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let mut bars = Vec::with_capacity(history.len());
+    for interval in &history {
+        let mut segments = Vec::new();
+        let mut parts = Vec::new();
+        for (kind, label) in STATES {
+            let n: i64 = interval
+                .states
+                .iter()
+                .filter(|s| s.state_type == kind)
+                .map(|s| s.count_runs)
+                .sum();
+            if n > 0 {
+                *totals.entry(kind.to_string()).or_default() += n;
+                segments.push(Segment {
+                    class: view::state_class(Some(kind)),
+                    height: format!("{:.1}", n as f64 * 100.0 / peak as f64),
+                });
+                parts.push(format!("{n} {label}"));
+            }
+        }
+        let title = format!(
+            "{} – {}: {}",
+            interval.interval_start.format("%b %d %H:%M"),
+            interval.interval_end.format("%H:%M"),
+            if parts.is_empty() {
+                "no runs".to_string()
+            } else {
+                parts.join(", ")
+            }
+        );
+        bars.push(Bar { title, segments });
+    }
+    let counts = STATES
+        .iter()
+        .map(|(kind, label)| Count {
+            kind,
+            label,
+            class: view::state_class(Some(kind)),
+            count: totals.get(*kind).copied().unwrap_or(0),
+        })
+        .collect();
+
+    let failed_f = filters(
+        json!({"flow_runs": {"state": {"type": {"any_": ["FAILED", "CRASHED"]}},
+                                   "expected_start_time": {"after_": start}}}),
+    )?;
+    let failed = flow_runs::filter(&c, &failed_f, FlowRunSort::ExpectedStartTimeDesc, 10, 0).await?;
+    let late_f = filters(json!({"flow_runs": {"state": {"name": {"any_": ["Late"]}}}}))?;
+    let late = flow_runs::filter(&c, &late_f, FlowRunSort::ExpectedStartTimeAsc, 10, 0).await?;
+    let names = flow_names(&c, failed.iter().chain(late.iter()).map(|r| r.flow_id)).await?;
+    let row =
+        |r: &flow_runs::FlowRun| RunRow::new(r, names.get(&r.flow_id).map(String::as_str).unwrap_or("?"));
+
+    let mut pool_rows = Vec::new();
+    for p in pools::filter_pools(&c, &WorkPoolFilter::default(), 100, 0).await? {
+        let workers = pools::filter_workers(&c, p.id, &WorkerFilter::default(), 200, 0).await?;
+        let status = p.status.clone().unwrap_or_else(|| "NOT_READY".into());
+        pool_rows.push(PoolRow {
+            name_path: super::work_pools::path_segment(&p.name),
+            name: p.name,
+            kind: p.kind,
+            status_class: status.to_ascii_lowercase(),
+            status: status.replace('_', " "),
+            online: workers.iter().filter(|w| w.status == "ONLINE").count(),
+            last_heartbeat: view::when(workers.iter().map(|w| w.last_heartbeat_time).max()),
+        });
+    }
+
+    Ok(render(&Dashboard {
+        nav: "dashboard",
+        hours,
+        windows: vec![
+            (1, "Last hour"),
+            (24, "Last day"),
+            (168, "Last week"),
+            (720, "Last 30 days"),
+        ],
+        counts,
+        bars,
+        chart_start: view::when(Some(start)),
+        chart_end: view::when(Some(end)),
+        failed: failed.iter().map(row).collect(),
+        late: late.iter().map(row).collect(),
+        pools: pool_rows,
+    }))
+}

@@ -1,0 +1,179 @@
+//! Flows and deployments: lists, a flow's deployments and runs, and a deployment's
+//! schedules, upcoming runs and the form that starts an ad hoc run.
+
+use askama::Template;
+use axum::extract::{Path, State};
+use serde_json::{json, Value};
+use stratus_shared::db::deployments::{self, Deployment, DeploymentSort};
+use stratus_shared::db::flow_runs::{self, FlowRunSort};
+use stratus_shared::db::flows::{self, FlowSort};
+use stratus_shared::AppState;
+
+use super::view::{self, RunRow};
+use super::{filters, flow_names, id_param, render, PageError, PageResult};
+
+pub struct DeploymentRow {
+    id: String,
+    name: String,
+    flow_name: String,
+    schedules: String,
+    pool: String,
+    paused: bool,
+    status: String,
+}
+
+/// A schedule as a person reads it.
+pub fn describe_schedule(s: &Value) -> String {
+    let tz = s.get("timezone").and_then(Value::as_str).filter(|t| *t != "UTC");
+    let suffix = tz.map(|t| format!(" ({t})")).unwrap_or_default();
+    if let Some(cron) = s.get("cron").and_then(Value::as_str) {
+        return format!("cron “{cron}”{suffix}");
+    }
+    if let Some(secs) = s.get("interval").and_then(Value::as_f64) {
+        return format!("every {}{suffix}", view::duration(secs));
+    }
+    if let Some(rrule) = s.get("rrule").and_then(Value::as_str) {
+        return format!("rrule “{rrule}”{suffix}");
+    }
+    s.to_string()
+}
+
+fn row(d: &Deployment, flow_name: &str) -> DeploymentRow {
+    let schedules: Vec<String> = d
+        .schedules
+        .iter()
+        .map(|s| describe_schedule(&s.schedule))
+        .collect();
+    DeploymentRow {
+        id: d.id.to_string(),
+        name: d.name.clone(),
+        flow_name: flow_name.to_string(),
+        schedules: if schedules.is_empty() {
+            "—".into()
+        } else {
+            schedules.join("; ")
+        },
+        pool: d.work_pool_name.clone().unwrap_or_else(|| "—".into()),
+        paused: d.paused,
+        status: d.status.clone(),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "flows.html")]
+struct FlowsPage {
+    nav: &'static str,
+    flows: Vec<(String, String, i64, String)>,
+}
+
+pub async fn flows(State(app): State<AppState>) -> PageResult {
+    let c = app.client().await?;
+    let all = flows::filter(&c, &filters(json!({}))?, FlowSort::NameAsc, 500, 0).await?;
+    let mut rows = Vec::with_capacity(all.len());
+    for f in all {
+        let n = deployments::count(&c, &filters(json!({"flows": {"id": {"any_": [f.id]}}}))?).await?;
+        rows.push((f.id.to_string(), f.name, n, view::when(Some(f.created))));
+    }
+    Ok(render(&FlowsPage {
+        nav: "flows",
+        flows: rows,
+    }))
+}
+
+#[derive(Template)]
+#[template(path = "flow.html")]
+struct FlowPage {
+    nav: &'static str,
+    name: String,
+    deployment_rows: Vec<DeploymentRow>,
+    runs: Vec<RunRow>,
+}
+
+pub async fn flow(State(app): State<AppState>, Path(raw): Path<String>) -> PageResult {
+    let id = id_param(&raw, "flow")?;
+    let c = app.client().await?;
+    let f = flows::read(&c, id)
+        .await?
+        .ok_or_else(|| PageError::NotFound(format!("There is no flow {id}.")))?;
+    let of_flow = filters(json!({"flows": {"id": {"any_": [id]}}}))?;
+    let deps = deployments::filter(&c, &of_flow, DeploymentSort::NameAsc, 200, 0).await?;
+    let runs = flow_runs::filter(&c, &of_flow, FlowRunSort::ExpectedStartTimeDesc, 20, 0).await?;
+    Ok(render(&FlowPage {
+        nav: "flows",
+        deployment_rows: deps.iter().map(|d| row(d, &f.name)).collect(),
+        runs: runs.iter().map(|r| RunRow::new(r, &f.name)).collect(),
+        name: f.name,
+    }))
+}
+
+#[derive(Template)]
+#[template(path = "deployments.html")]
+struct DeploymentsPage {
+    nav: &'static str,
+    deployments: Vec<DeploymentRow>,
+}
+
+pub async fn list(State(app): State<AppState>) -> PageResult {
+    let c = app.client().await?;
+    let deps = deployments::filter(&c, &filters(json!({}))?, DeploymentSort::NameAsc, 500, 0).await?;
+    let names = flow_names(&c, deps.iter().map(|d| d.flow_id)).await?;
+    Ok(render(&DeploymentsPage {
+        nav: "deployments",
+        deployments: deps
+            .iter()
+            .map(|d| row(d, names.get(&d.flow_id).map(String::as_str).unwrap_or("?")))
+            .collect(),
+    }))
+}
+
+#[derive(Template)]
+#[template(path = "deployment.html")]
+struct DeploymentPage {
+    nav: &'static str,
+    d: DeploymentRow,
+    flow_id: String,
+    entrypoint: String,
+    path: String,
+    description: String,
+    tags: Vec<String>,
+    parameters: String,
+    schedules: Vec<(String, bool)>,
+    upcoming: Vec<RunRow>,
+    recent: Vec<RunRow>,
+}
+
+pub async fn page(State(app): State<AppState>, Path(raw): Path<String>) -> PageResult {
+    let id = id_param(&raw, "deployment")?;
+    let c = app.client().await?;
+    let d = deployments::read(&c, id)
+        .await?
+        .ok_or_else(|| PageError::NotFound(format!("There is no deployment {id}.")))?;
+    let flow_name = flows::read(&c, d.flow_id)
+        .await?
+        .map(|f| f.name)
+        .unwrap_or_default();
+    let upcoming_f = filters(
+        json!({"flow_runs": {"deployment_id": {"any_": [id]}, "state": {"type": {"any_": ["SCHEDULED"]}}}}),
+    )?;
+    let upcoming = flow_runs::filter(&c, &upcoming_f, FlowRunSort::NextScheduledStartTimeAsc, 10, 0).await?;
+    let recent_f = filters(json!({"flow_runs": {"deployment_id": {"any_": [id]},
+                                                "state": {"type": {"not_any_": ["SCHEDULED"]}}}}))?;
+    let recent = flow_runs::filter(&c, &recent_f, FlowRunSort::ExpectedStartTimeDesc, 20, 0).await?;
+    Ok(render(&DeploymentPage {
+        nav: "deployments",
+        flow_id: d.flow_id.to_string(),
+        entrypoint: d.entrypoint.clone().unwrap_or_default(),
+        path: d.path.clone().unwrap_or_default(),
+        description: d.description.clone().unwrap_or_default(),
+        tags: view::tags(&d.tags),
+        parameters: view::pretty(&d.parameters),
+        schedules: d
+            .schedules
+            .iter()
+            .map(|s| (describe_schedule(&s.schedule), s.active))
+            .collect(),
+        upcoming: upcoming.iter().map(|r| RunRow::new(r, &flow_name)).collect(),
+        recent: recent.iter().map(|r| RunRow::new(r, &flow_name)).collect(),
+        d: row(&d, &flow_name),
+    }))
+}

@@ -1,0 +1,296 @@
+//! One flow run: its states, parameters, task runs with their dependency graph, subflows,
+//! and logs (live while the run is active), with cancel, retry and resume.
+
+use std::collections::HashMap;
+
+use askama::Template;
+use axum::extract::{Path, State};
+use serde_json::json;
+use stratus_shared::db::flow_runs::{self, FlowRunSort, GraphNode};
+use stratus_shared::db::logs::{self, LogFilter, LogSort};
+use stratus_shared::db::runs::{self, RunTable};
+use stratus_shared::db::task_runs::{self, TaskRunSort};
+use stratus_shared::db::{deployments, flows};
+use stratus_shared::AppState;
+use uuid::Uuid;
+
+use super::view::{self, RunRow};
+use super::{filters, flow_names, id_param, int_param, render, PageError, PageResult, Params};
+
+pub struct StateRow {
+    class: String,
+    name: String,
+    when: String,
+    message: String,
+}
+
+pub struct TaskRow {
+    class: String,
+    state_name: String,
+    name: String,
+    start: String,
+    duration: String,
+    child: Option<String>,
+}
+
+pub struct LogRow {
+    when: String,
+    level_name: String,
+    logger: String,
+    message: String,
+}
+
+#[derive(Template)]
+#[template(path = "flow_run.html")]
+struct FlowRunPage {
+    nav: &'static str,
+    id: String,
+    name: String,
+    flow_id: String,
+    flow_name: String,
+    state_class: String,
+    state_name: String,
+    active: bool,
+    can_cancel: bool,
+    can_retry: bool,
+    can_resume: bool,
+    start: String,
+    duration: String,
+    run_count: i32,
+    deployment: Option<(String, String)>,
+    work_pool: Option<(String, String)>,
+    work_queue: Option<String>,
+    parent_run: Option<String>,
+    tags: Vec<String>,
+    states: Vec<StateRow>,
+    tasks: Vec<TaskRow>,
+    graph: String,
+    subflows: Vec<RunRow>,
+    parameters: String,
+    levels: Vec<(i64, &'static str)>,
+    level: i64,
+    logs: Vec<LogRow>,
+    last_log: String,
+}
+
+pub fn level_name(level: i16) -> &'static str {
+    match level {
+        l if l >= 50 => "CRITICAL",
+        l if l >= 40 => "ERROR",
+        l if l >= 30 => "WARNING",
+        l if l >= 20 => "INFO",
+        _ => "DEBUG",
+    }
+}
+
+pub async fn page(State(app): State<AppState>, Path(raw): Path<String>, params: Params) -> PageResult {
+    let id = id_param(&raw, "flow run")?;
+    let level = int_param(&params, "level", 0, 0, 50)?;
+    let c = app.client().await?;
+    let run = flow_runs::read(&c, id)
+        .await?
+        .ok_or_else(|| PageError::NotFound(format!("There is no flow run {id}.")))?;
+    let flow_name = flows::read(&c, run.flow_id)
+        .await?
+        .map(|f| f.name)
+        .unwrap_or_default();
+    let deployment = match run.deployment_id {
+        Some(d) => deployments::read(&c, d)
+            .await?
+            .map(|d| (d.id.to_string(), d.name)),
+        None => None,
+    };
+    let parent_run = match run.parent_task_run_id {
+        Some(t) => task_runs::read(&c, t)
+            .await?
+            .and_then(|t| t.flow_run_id)
+            .map(|u| u.to_string()),
+        None => None,
+    };
+    let states = runs::read_states_of_run(&c, RunTable::Flow, id)
+        .await?
+        .into_iter()
+        .map(|(_, _, _, s)| StateRow {
+            class: view::state_class(Some(s.kind.as_str())),
+            name: s.name,
+            when: view::when(Some(s.timestamp)),
+            message: s.message.unwrap_or_default(),
+        })
+        .collect();
+    let task_filter = filters(json!({"task_runs": {"flow_run_id": {"any_": [id]}}}))?;
+    let tasks = task_runs::filter(&c, &task_filter, TaskRunSort::ExpectedStartTimeAsc, 1000, 0).await?;
+    let graph = flow_runs::graph(&c, id).await?;
+    let subflow_filter = filters(json!({"flow_runs": {"parent_flow_run_id": {"any_": [id]}}}))?;
+    let subflows = flow_runs::filter(&c, &subflow_filter, FlowRunSort::ExpectedStartTimeAsc, 200, 0).await?;
+    let names = flow_names(&c, subflows.iter().map(|r| r.flow_id)).await?;
+    let log_filter: LogFilter =
+        serde_json::from_value(json!({"flow_run_id": {"any_": [id]}, "level": {"ge_": level}}))
+            .map_err(|e| PageError::Internal(e.to_string()))?;
+    let log_rows = logs::filter(&c, &log_filter, LogSort::TimestampAsc, 2000, 0).await?;
+
+    let kind = run.state_type.map(|k| k.as_str());
+    let active = matches!(
+        kind,
+        Some("SCHEDULED" | "PENDING" | "RUNNING" | "CANCELLING" | "PAUSED")
+    );
+    let child_of: HashMap<Uuid, Uuid> = tasks
+        .iter()
+        .filter_map(|t| Some((t.id, t.state.as_ref()?.state_details.child_flow_run_id?)))
+        .collect();
+    Ok(render(&FlowRunPage {
+        nav: "runs",
+        id: id.to_string(),
+        name: run.name.clone(),
+        flow_id: run.flow_id.to_string(),
+        flow_name,
+        state_class: view::state_class(kind),
+        state_name: run.state_name.clone().unwrap_or_else(|| "—".into()),
+        active,
+        can_cancel: matches!(kind, Some("SCHEDULED" | "PENDING" | "RUNNING" | "PAUSED")),
+        can_retry: run.deployment_id.is_some()
+            && matches!(kind, Some("FAILED" | "CRASHED" | "CANCELLED" | "COMPLETED")),
+        can_resume: kind == Some("PAUSED"),
+        start: view::when(run.start_time.or(run.expected_start_time)),
+        duration: view::duration(run.estimated_run_time.max(run.total_run_time)),
+        run_count: run.run_count,
+        deployment,
+        work_pool: run
+            .work_pool_name
+            .clone()
+            .map(|n| (super::work_pools::path_segment(&n), n)),
+        work_queue: run.work_queue_name.clone(),
+        parent_run,
+        tags: view::tags(&run.tags),
+        states,
+        graph: graph_svg(&graph),
+        tasks: tasks
+            .iter()
+            .map(|t| TaskRow {
+                class: view::state_class(t.state_type.map(|k| k.as_str())),
+                state_name: t.state_name.clone().unwrap_or_else(|| "—".into()),
+                name: t.name.clone(),
+                start: view::when(t.start_time.or(t.expected_start_time)),
+                duration: view::duration(t.estimated_run_time.max(t.total_run_time)),
+                child: child_of.get(&t.id).map(Uuid::to_string),
+            })
+            .collect(),
+        subflows: subflows
+            .iter()
+            .map(|r| RunRow::new(r, names.get(&r.flow_id).map(String::as_str).unwrap_or("?")))
+            .collect(),
+        parameters: view::pretty(&run.parameters),
+        levels: vec![
+            (0, "All"),
+            (20, "Info and above"),
+            (30, "Warnings and errors"),
+            (40, "Errors only"),
+        ],
+        level,
+        last_log: log_rows
+            .last()
+            .map(|l| stratus_shared::json::format_ts(&l.timestamp))
+            .unwrap_or_default(),
+        logs: log_rows
+            .iter()
+            .map(|l| LogRow {
+                when: l.timestamp.format("%H:%M:%S%.3f").to_string(),
+                level_name: level_name(l.level).to_string(),
+                logger: l.name.clone(),
+                message: l.message.clone(),
+            })
+            .collect(),
+    }))
+}
+
+/// The task dependency graph as SVG: each task in the column after its latest upstream
+/// task, boxes coloured by state, edges from upstream to downstream.
+pub fn graph_svg(nodes: &[GraphNode]) -> String {
+    if nodes.is_empty() {
+        return String::new();
+    }
+    let index: HashMap<Uuid, usize> = nodes.iter().enumerate().map(|(i, n)| (n.id, i)).collect();
+    let upstream: Vec<Vec<usize>> = nodes
+        .iter()
+        .map(|n| {
+            n.upstream_dependencies
+                .iter()
+                .filter_map(|d| d.get("id")?.as_str()?.parse::<Uuid>().ok())
+                .filter_map(|u| index.get(&u).copied())
+                .collect()
+        })
+        .collect();
+    // Nodes come in start order, so upstream tasks usually come first; a few passes settle
+    // the rest, and cycles (impossible in Prefect) stop at the bound.
+    let mut column = vec![0usize; nodes.len()];
+    for _ in 0..nodes.len().min(50) {
+        let mut changed = false;
+        for i in 0..nodes.len() {
+            let c = upstream[i].iter().map(|&u| column[u] + 1).max().unwrap_or(0);
+            if c > column[i] {
+                column[i] = c;
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    let mut row_in_column: HashMap<usize, usize> = HashMap::new();
+    let mut pos = vec![(0usize, 0usize); nodes.len()];
+    for i in 0..nodes.len() {
+        let r = row_in_column.entry(column[i]).or_default();
+        pos[i] = (column[i], *r);
+        *r += 1;
+    }
+    let (w, h, gx, gy) = (170usize, 30usize, 50usize, 14usize);
+    let cols = column.iter().max().copied().unwrap_or(0) + 1;
+    let rows = row_in_column.values().max().copied().unwrap_or(1);
+    let width = cols * (w + gx);
+    let height = rows * (h + gy) + gy;
+    let xy = |i: usize| (pos[i].0 * (w + gx) + 4, pos[i].1 * (h + gy) + gy / 2);
+    let mut svg = format!(
+        "<svg class=\"task-graph\" viewBox=\"0 0 {width} {height}\" width=\"{width}\" height=\"{height}\" xmlns=\"http://www.w3.org/2000/svg\" role=\"img\" aria-label=\"Task dependency graph\">"
+    );
+    for (i, ups) in upstream.iter().enumerate() {
+        for &u in ups {
+            let (x1, y1) = xy(u);
+            let (x2, y2) = xy(i);
+            svg.push_str(&format!(
+                "<path class=\"edge\" d=\"M{} {} C{} {} {} {} {} {}\"/>",
+                x1 + w,
+                y1 + h / 2,
+                x1 + w + gx / 2,
+                y1 + h / 2,
+                x2 - gx / 2,
+                y2 + h / 2,
+                x2,
+                y2 + h / 2
+            ));
+        }
+    }
+    for (i, n) in nodes.iter().enumerate() {
+        let (x, y) = xy(i);
+        let kind = n
+            .state
+            .as_ref()
+            .map(|s| s.kind.as_str().to_ascii_lowercase())
+            .unwrap_or_else(|| "none".into());
+        let label: String = n.name.chars().take(22).collect();
+        svg.push_str(&format!(
+            "<g class=\"node node-{kind}\"><title>{}</title><rect x=\"{x}\" y=\"{y}\" width=\"{w}\" height=\"{h}\" rx=\"6\"/><text x=\"{}\" y=\"{}\">{}</text></g>",
+            escape(&n.name),
+            x + 10,
+            y + h / 2 + 4,
+            escape(&label)
+        ));
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}

@@ -1,0 +1,206 @@
+//! The web UI: pages rendered on the server from templates compiled into the binary,
+//! with a little hand-written JavaScript (`static/app.js`) for live refresh and for the
+//! buttons, which call the same JSON API the Prefect client uses.
+
+mod dashboard;
+mod deployments;
+mod flow_run;
+mod flow_runs;
+mod resources;
+pub mod view;
+mod work_pools;
+
+use std::collections::HashMap;
+
+use askama::Template;
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde_json::{json, Value};
+use stratus_shared::db::flows::{self, FlowSort};
+use stratus_shared::filters::{RunFilterBody, RunFilters};
+use stratus_shared::{ApiError, AppState};
+use uuid::Uuid;
+
+/// Every page, at the site root (the API lives under `/api`).
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", get(dashboard::page))
+        .route("/flow-runs", get(flow_runs::page))
+        .route("/flow-runs/{id}", get(flow_run::page))
+        .route("/flows", get(deployments::flows))
+        .route("/flows/{id}", get(deployments::flow))
+        .route("/deployments", get(deployments::list))
+        .route("/deployments/{id}", get(deployments::page))
+        .route("/work-pools", get(work_pools::list))
+        .route("/work-pools/{name}", get(work_pools::page))
+        .route("/blocks", get(resources::blocks))
+        .route("/blocks/{id}", get(resources::block))
+        .route("/concurrency-limits", get(resources::concurrency))
+        .route("/variables", get(resources::variables))
+        .route("/artifacts", get(resources::artifacts))
+        .route("/ui-settings", get(ui_settings))
+        .route("/ui-static/app.css", get(css))
+        .route("/ui-static/app.js", get(js))
+        .fallback(missing)
+}
+
+const CSS: &str = include_str!("../../static/app.css");
+const JS: &str = include_str!("../../static/app.js");
+
+async fn css() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        CSS,
+    )
+        .into_response()
+}
+
+async fn js() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        JS,
+    )
+        .into_response()
+}
+
+/// What Prefect's UI reads first (reference 1.18).
+async fn ui_settings() -> Response {
+    axum::Json(json!({"api_url": "/api", "csrf_enabled": false, "flags": []})).into_response()
+}
+
+async fn missing(State(_): State<AppState>) -> Response {
+    PageError::NotFound("There is no page here.".into()).into_response()
+}
+
+/// Why a page could not be shown; always a friendly page, never a bare 500.
+#[derive(Debug)]
+pub enum PageError {
+    BadRequest(String),
+    NotFound(String),
+    Internal(String),
+}
+
+impl From<ApiError> for PageError {
+    fn from(e: ApiError) -> Self {
+        PageError::Internal(format!("{e:?}"))
+    }
+}
+
+impl From<tokio_postgres::Error> for PageError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        PageError::Internal(e.to_string())
+    }
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage {
+    nav: &'static str,
+    title: String,
+    message: String,
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let (status, title, message) = match self {
+            PageError::BadRequest(m) => (StatusCode::BAD_REQUEST, "That request did not make sense", m),
+            PageError::NotFound(m) => (StatusCode::NOT_FOUND, "Not found", m),
+            PageError::Internal(m) => {
+                tracing::error!(error = %m, "page failed");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Something went wrong",
+                    "Stratus could not load this page. Try again in a moment.".to_string(),
+                )
+            }
+        };
+        let page = ErrorPage {
+            nav: "",
+            title: title.to_string(),
+            message,
+        };
+        (status, render(&page)).into_response()
+    }
+}
+
+pub type PageResult = Result<Response, PageError>;
+
+pub fn render(t: &impl Template) -> Response {
+    match t.render() {
+        Ok(html) => Html(html).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "template failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Html("<h1>Something went wrong</h1>".to_string()),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// Query parameters, read leniently and checked by the page.
+pub type Params = Query<HashMap<String, String>>;
+
+pub fn param<'a>(p: &'a HashMap<String, String>, key: &str) -> Option<&'a str> {
+    p.get(key).map(|s| s.trim()).filter(|s| !s.is_empty())
+}
+
+pub fn int_param(
+    p: &HashMap<String, String>,
+    key: &str,
+    default: i64,
+    min: i64,
+    max: i64,
+) -> Result<i64, PageError> {
+    match param(p, key) {
+        None => Ok(default),
+        Some(raw) => match raw.parse::<i64>() {
+            Ok(n) if (min..=max).contains(&n) => Ok(n),
+            _ => Err(PageError::BadRequest(format!(
+                "“{key}” must be a whole number from {min} to {max}, not “{raw}”."
+            ))),
+        },
+    }
+}
+
+pub fn id_param(raw: &str, what: &str) -> Result<Uuid, PageError> {
+    raw.parse()
+        .map_err(|_| PageError::NotFound(format!("“{raw}” is not the id of any {what}.")))
+}
+
+/// Run filters written as Prefect's filter JSON (the shape the API takes).
+pub fn filters(v: Value) -> Result<RunFilters, PageError> {
+    serde_json::from_value::<RunFilterBody>(v)
+        .map(|b| b.filters())
+        .map_err(|e| PageError::Internal(format!("filter: {e}")))
+}
+
+/// Flow names by id, for tables of runs.
+pub async fn flow_names(
+    c: &impl deadpool_postgres::GenericClient,
+    ids: impl IntoIterator<Item = Uuid>,
+) -> Result<HashMap<Uuid, String>, PageError> {
+    let mut ids: Vec<Uuid> = ids.into_iter().collect();
+    ids.sort();
+    ids.dedup();
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let f = filters(json!({"flows": {"id": {"any_": ids}}}))?;
+    let limit = ids.len() as i64;
+    Ok(flows::filter(c, &f, FlowSort::NameAsc, limit, 0)
+        .await?
+        .into_iter()
+        .map(|f| (f.id, f.name))
+        .collect())
+}

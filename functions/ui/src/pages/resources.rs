@@ -1,0 +1,207 @@
+//! Blocks, concurrency limits, variables and artifacts: lists to read, and a block to
+//! inspect (secret values hidden).
+
+use askama::Template;
+use axum::extract::{Path, State};
+use serde_json::json;
+use stratus_shared::db::artifacts::{self, ArtifactFilter, ArtifactSort};
+use stratus_shared::db::blocks::BlockDocumentFilter;
+use stratus_shared::db::blocks::{self as docs, DocumentQuery, DocumentSort};
+use stratus_shared::db::concurrency_limits as limits;
+use stratus_shared::db::variables::{self, VariableFilter, VariableSort};
+use stratus_shared::AppState;
+
+use super::view;
+use super::{filters, id_param, render, PageError, PageResult};
+
+pub struct Cell {
+    text: String,
+    href: Option<String>,
+    code: bool,
+}
+
+fn text(t: impl Into<String>) -> Cell {
+    Cell {
+        text: t.into(),
+        href: None,
+        code: false,
+    }
+}
+
+fn link(t: impl Into<String>, href: String) -> Cell {
+    Cell {
+        text: t.into(),
+        href: Some(href),
+        code: false,
+    }
+}
+
+fn code(t: impl Into<String>) -> Cell {
+    Cell {
+        text: t.into(),
+        href: None,
+        code: true,
+    }
+}
+
+pub struct Table {
+    caption: String,
+    head: Vec<&'static str>,
+    rows: Vec<Vec<Cell>>,
+    empty: &'static str,
+}
+
+#[derive(Template)]
+#[template(path = "table.html")]
+struct TablePage {
+    nav: &'static str,
+    title: String,
+    tables: Vec<Table>,
+    detail: String,
+}
+
+fn page(nav: &'static str, title: &str, tables: Vec<Table>, detail: String) -> PageResult {
+    Ok(render(&TablePage {
+        nav,
+        title: title.to_string(),
+        tables,
+        detail,
+    }))
+}
+
+pub async fn blocks(State(app): State<AppState>) -> PageResult {
+    let c = app.client().await?;
+    let named: BlockDocumentFilter = serde_json::from_value(json!({"is_anonymous": {"eq_": false}}))
+        .map_err(|e| PageError::Internal(e.to_string()))?;
+    let query = DocumentQuery {
+        documents: Some(&named),
+        types: None,
+        schemas: None,
+    };
+    let rows = docs::filter_documents(&c, &query, DocumentSort::BlockTypeAndNameAsc, false, 500, 0).await?;
+    let table = Table {
+        caption: String::new(),
+        head: vec!["Block", "Type", "Updated"],
+        rows: rows
+            .iter()
+            .map(|d| {
+                vec![
+                    link(d.name.clone(), format!("/blocks/{}", d.id)),
+                    text(d.block_type_name.clone().unwrap_or_default()),
+                    text(view::when(Some(d.updated))),
+                ]
+            })
+            .collect(),
+        empty: "No blocks yet.",
+    };
+    page("blocks", "Blocks", vec![table], String::new())
+}
+
+pub async fn block(State(app): State<AppState>, Path(raw): Path<String>) -> PageResult {
+    let id = id_param(&raw, "block")?;
+    let c = app.client().await?;
+    // Never with secrets: the page shows them obfuscated.
+    let d = docs::read_document(&c, id, false)
+        .await?
+        .ok_or_else(|| PageError::NotFound(format!("There is no block {id}.")))?;
+    let title = format!("{} ({})", d.name, d.block_type_name.clone().unwrap_or_default());
+    page("blocks", &title, Vec::new(), view::pretty(&d.data))
+}
+
+pub async fn concurrency(State(app): State<AppState>) -> PageResult {
+    let c = app.client().await?;
+    let tags = limits::filter_v1(&c, 500, 0).await?;
+    let global = limits::filter_v2(&c, 500, 0).await?;
+    let tables = vec![
+        Table {
+            caption: "Tag limits".into(),
+            head: vec!["Tag", "Limit", "Active slots"],
+            rows: tags
+                .iter()
+                .map(|l| {
+                    let active = l.active_slots.as_array().map(Vec::len).unwrap_or(0);
+                    vec![
+                        code(l.tag.clone()),
+                        text(l.concurrency_limit.to_string()),
+                        text(active.to_string()),
+                    ]
+                })
+                .collect(),
+            empty: "No tag concurrency limits.",
+        },
+        Table {
+            caption: "Global limits".into(),
+            head: vec!["Name", "Limit", "Active slots", "Active"],
+            rows: global
+                .iter()
+                .map(|l| {
+                    vec![
+                        code(l.name.clone()),
+                        text(l.limit.to_string()),
+                        text(l.active_slots.to_string()),
+                        text(if l.active { "yes" } else { "no" }),
+                    ]
+                })
+                .collect(),
+            empty: "No global concurrency limits.",
+        },
+    ];
+    page("limits", "Concurrency limits", tables, String::new())
+}
+
+pub async fn variables(State(app): State<AppState>) -> PageResult {
+    let c = app.client().await?;
+    let rows = variables::filter(&c, &VariableFilter::default(), VariableSort::NameAsc, 500, 0).await?;
+    let table = Table {
+        caption: String::new(),
+        head: vec!["Name", "Value", "Tags", "Updated"],
+        rows: rows
+            .iter()
+            .map(|v| {
+                vec![
+                    code(v.name.clone()),
+                    code(v.value.clone()),
+                    text(view::tags(&v.tags).join(", ")),
+                    text(view::when(Some(v.updated))),
+                ]
+            })
+            .collect(),
+        empty: "No variables yet.",
+    };
+    page("variables", "Variables", vec![table], String::new())
+}
+
+pub async fn artifacts(State(app): State<AppState>) -> PageResult {
+    let c = app.client().await?;
+    let rows = artifacts::filter(
+        &c,
+        false,
+        &ArtifactFilter::default(),
+        &filters(json!({}))?,
+        ArtifactSort::CreatedDesc,
+        200,
+        0,
+    )
+    .await?;
+    let table = Table {
+        caption: String::new(),
+        head: vec!["Key", "Type", "Description", "Flow run", "Created"],
+        rows: rows
+            .iter()
+            .map(|a| {
+                vec![
+                    code(a.key.clone().unwrap_or_else(|| "—".into())),
+                    text(a.kind.clone().unwrap_or_default()),
+                    text(a.description.clone().unwrap_or_default()),
+                    match a.flow_run_id {
+                        Some(r) => link(r.to_string(), format!("/flow-runs/{r}")),
+                        None => text("—"),
+                    },
+                    text(view::when(Some(a.created))),
+                ]
+            })
+            .collect(),
+        empty: "No artifacts yet.",
+    };
+    page("artifacts", "Artifacts", vec![table], String::new())
+}

@@ -1,0 +1,141 @@
+//! Work pools: the list with the create form, and one pool with its queues, workers and
+//! the runs waiting in it.
+
+use askama::Template;
+use axum::extract::{Path, State};
+use serde_json::json;
+use stratus_shared::db::flow_runs::{self, FlowRunSort};
+use stratus_shared::db::work_pools::{self as pools, WorkPool, WorkerFilter};
+use stratus_shared::filters::{WorkPoolFilter, WorkQueueFilter};
+use stratus_shared::AppState;
+
+use super::view::{self, RunRow};
+use super::{filters, flow_names, render, PageError, PageResult};
+
+/// A pool name as a URL path segment.
+pub fn path_segment(name: &str) -> String {
+    crate::pages::flow_runs::enc(name)
+}
+
+pub struct PoolRow {
+    name: String,
+    path: String,
+    kind: String,
+    status: String,
+    status_class: String,
+    limit: String,
+    online: usize,
+    last_heartbeat: String,
+}
+
+async fn pool_row(
+    c: &impl deadpool_postgres::GenericClient,
+    p: &WorkPool,
+) -> Result<(PoolRow, Vec<pools::Worker>), PageError> {
+    let workers = pools::filter_workers(c, p.id, &WorkerFilter::default(), 200, 0).await?;
+    let status = if p.is_paused {
+        "PAUSED".to_string()
+    } else {
+        p.status.clone().unwrap_or_else(|| "NOT_READY".into())
+    };
+    let row = PoolRow {
+        name: p.name.clone(),
+        path: path_segment(&p.name),
+        kind: p.kind.clone(),
+        status_class: status.to_ascii_lowercase(),
+        status: status.replace('_', " "),
+        limit: p
+            .concurrency_limit
+            .map(|l| l.to_string())
+            .unwrap_or_else(|| "none".into()),
+        online: workers.iter().filter(|w| w.status == "ONLINE").count(),
+        last_heartbeat: view::when(workers.iter().map(|w| w.last_heartbeat_time).max()),
+    };
+    Ok((row, workers))
+}
+
+#[derive(Template)]
+#[template(path = "work_pools.html")]
+struct PoolsPage {
+    nav: &'static str,
+    pools: Vec<PoolRow>,
+}
+
+pub async fn list(State(app): State<AppState>) -> PageResult {
+    let c = app.client().await?;
+    let mut rows = Vec::new();
+    for p in pools::filter_pools(&c, &WorkPoolFilter::default(), 500, 0).await? {
+        rows.push(pool_row(&c, &p).await?.0);
+    }
+    Ok(render(&PoolsPage {
+        nav: "pools",
+        pools: rows,
+    }))
+}
+
+#[derive(Template)]
+#[template(path = "work_pool.html")]
+struct PoolPage {
+    nav: &'static str,
+    p: PoolRow,
+    paused: bool,
+    backend: String,
+    queues: Vec<(String, i32, String, String, String)>,
+    workers: Vec<(String, String, String)>,
+    runs: Vec<RunRow>,
+}
+
+pub async fn page(State(app): State<AppState>, Path(name): Path<String>) -> PageResult {
+    let c = app.client().await?;
+    let pool = pools::read_pool_by_name(&c, &name)
+        .await?
+        .ok_or_else(|| PageError::NotFound(format!("There is no work pool named “{name}”.")))?;
+    let (row, workers) = pool_row(&c, &pool).await?;
+    let queues = pools::filter_queues(&c, Some(pool.id), &WorkQueueFilter::default(), 200, 0).await?;
+    let waiting_f = filters(json!({"work_pools": {"name": {"any_": [pool.name]}},
+                                   "flow_runs": {"state": {"type": {"any_": ["SCHEDULED", "PENDING"]}}}}))?;
+    let runs = flow_runs::filter(&c, &waiting_f, FlowRunSort::NextScheduledStartTimeAsc, 50, 0).await?;
+    let names = flow_names(&c, runs.iter().map(|r| r.flow_id)).await?;
+    let backend = match &app.settings.sqs_endpoint {
+        Some(_) => format!("SQS ({}{})", app.settings.queue_prefix, pool.id),
+        None => "Postgres".to_string(),
+    };
+    Ok(render(&PoolPage {
+        nav: "pools",
+        paused: pool.is_paused,
+        backend,
+        queues: queues
+            .iter()
+            .map(|q| {
+                (
+                    q.name.clone(),
+                    q.priority,
+                    q.concurrency_limit
+                        .map(|l| l.to_string())
+                        .unwrap_or_else(|| "none".into()),
+                    if q.is_paused {
+                        "PAUSED".into()
+                    } else {
+                        q.status.replace('_', " ")
+                    },
+                    view::when(q.last_polled),
+                )
+            })
+            .collect(),
+        workers: workers
+            .iter()
+            .map(|w| {
+                (
+                    w.name.clone(),
+                    w.status.clone(),
+                    view::when(Some(w.last_heartbeat_time)),
+                )
+            })
+            .collect(),
+        runs: runs
+            .iter()
+            .map(|r| RunRow::new(r, names.get(&r.flow_id).map(String::as_str).unwrap_or("?")))
+            .collect(),
+        p: row,
+    }))
+}
