@@ -6,6 +6,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod filters;
+pub mod hydration;
 pub mod json;
 pub mod json_schema;
 pub mod maintenance;

@@ -1,5 +1,6 @@
 //! The UI function: the web UI's pages at the site root ([`pages::router`]), and its API
-//! routes under `/api`: `/saved_searches`, the run filters the UI saves.
+//! routes under `/api`: `/saved_searches`, the run filters the UI saves, and the `/ui/*`
+//! routes of [`ui_routes`].
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -13,9 +14,10 @@ use stratus_shared::json::{null_default, page, path_id};
 use stratus_shared::{ApiError, ApiResult, AppState, Body};
 
 pub mod pages;
+mod ui_routes;
 
 pub fn router() -> Router<AppState> {
-    Router::new()
+    ui_routes::router()
         .route("/saved_searches", put(upsert))
         .route("/saved_searches/filter", post(filter))
         .route("/saved_searches/{id}", get(read).delete(remove))

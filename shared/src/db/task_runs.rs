@@ -270,3 +270,50 @@ pub async fn count(c: &impl GenericClient, filters: &RunFilters) -> Result<i64, 
     let sql = format!("SELECT count(*) FROM task_run tr WHERE {cond}");
     Ok(c.query_one(sql.as_str(), &q.params()).await?.get(0))
 }
+
+/// Task runs per state type (`/ui/task_runs/count`).
+pub async fn count_by_state(
+    c: &impl GenericClient,
+    filters: &RunFilters,
+) -> Result<Vec<(String, i64)>, tokio_postgres::Error> {
+    let mut q = Query::default();
+    let cond = filters.task_run_sql(&mut q);
+    let sql = format!(
+        "SELECT tr.state_type, count(*) FROM task_run tr WHERE {cond} AND tr.state_type IS NOT NULL \
+         GROUP BY tr.state_type"
+    );
+    Ok(c.query(sql.as_str(), &q.params())
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
+}
+
+/// Terminal task runs by start-time bucket (`/ui/task_runs/dashboard/counts`): for each
+/// bucket index from `start`, `(index, completed, failed)`, where failed counts FAILED and
+/// CRASHED, as Prefect's dashboard does.
+pub async fn terminal_counts_by_bucket(
+    c: &impl GenericClient,
+    filters: &RunFilters,
+    start: DateTime<Utc>,
+    bucket_seconds: f64,
+) -> Result<Vec<(i64, i64, i64)>, tokio_postgres::Error> {
+    let mut q = Query::default();
+    let cond = filters.task_run_sql(&mut q);
+    let sql = format!(
+        "SELECT floor(extract(epoch from tr.start_time - {start}::timestamptz) / {width}::float8)::int8 AS bucket, \
+           count(*) FILTER (WHERE tr.state_type = 'COMPLETED'), \
+           count(*) FILTER (WHERE tr.state_type IN ('FAILED', 'CRASHED')) \
+         FROM task_run tr \
+         WHERE {cond} AND tr.state_type IN ('COMPLETED', 'FAILED', 'CRASHED', 'CANCELLED') \
+           AND tr.start_time IS NOT NULL \
+         GROUP BY 1 ORDER BY 1",
+        start = q.bind(start),
+        width = q.bind(bucket_seconds),
+    );
+    Ok(c.query(sql.as_str(), &q.params())
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect())
+}

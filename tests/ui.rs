@@ -1,0 +1,289 @@
+//! The web UI against a real database: the `/api/ui/*` routes Prefect's UI reads, and the
+//! server-rendered pages with real runs (they render, link to each other, filter, and turn
+//! bad input into friendly pages, never a 500).
+
+mod common;
+
+use common::TestApp;
+use serde_json::{json, Value};
+
+fn state(kind: &str) -> Value {
+    json!({"type": kind, "name": null, "message": null, "data": null, "state_details": {}})
+}
+
+async fn flow_run(app: &TestApp, flow: &str, tags: Value) -> Value {
+    let flow = app.post("/api/flows/", json!({"name": flow})).await.body;
+    let res = app
+        .post(
+            "/api/flow_runs/",
+            json!({"flow_id": flow["id"], "name": format!("run-{}", uuid::Uuid::new_v4().simple()), "tags": tags}),
+        )
+        .await;
+    assert_eq!(res.status, 201, "{}", res.text);
+    res.body
+}
+
+async fn set_state(app: &TestApp, family: &str, id: &Value, kind: &str) {
+    let res = app
+        .post(
+            &format!("/api/{family}/{}/set_state", id.as_str().unwrap()),
+            json!({"state": state(kind), "force": true}),
+        )
+        .await;
+    assert_eq!(res.status, 201, "{}", res.text);
+}
+
+async fn task_run(app: &TestApp, flow_run: &Value, key: &str, end: &str) -> Value {
+    let t = app
+        .post(
+            "/api/task_runs/",
+            json!({"flow_run_id": flow_run["id"], "task_key": key, "dynamic_key": "0", "name": key}),
+        )
+        .await
+        .body;
+    set_state(app, "task_runs", &t["id"], "RUNNING").await;
+    set_state(app, "task_runs", &t["id"], end).await;
+    t
+}
+
+#[tokio::test]
+async fn ui_history_lists_runs_with_timestamp_duration_and_lateness() {
+    let app = TestApp::spawn().await;
+    let a = flow_run(&app, "etl", json!([])).await;
+    let b = flow_run(&app, "etl", json!([])).await;
+    set_state(&app, "flow_runs", &a["id"], "RUNNING").await;
+    set_state(&app, "flow_runs", &a["id"], "COMPLETED").await;
+
+    let res = app.post("/api/ui/flow_runs/history", json!({})).await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    let points = res.body.as_array().unwrap();
+    assert_eq!(points.len(), 2);
+    let pa = points.iter().find(|p| p["id"] == a["id"]).unwrap();
+    assert_eq!(pa["state_type"], "COMPLETED");
+    assert!(pa["duration"].as_f64().unwrap() >= 0.0);
+    assert!(pa["lateness"].is_number());
+    assert!(pa["timestamp"].is_string());
+    let pb = points.iter().find(|p| p["id"] == b["id"]).unwrap();
+    assert_eq!(pb["state_type"], "PENDING");
+
+    let one = app
+        .post(
+            "/api/ui/flow_runs/history",
+            json!({"flow_runs": {"id": {"any_": [a["id"]]}}, "limit": 1}),
+        )
+        .await;
+    assert_eq!(one.body.as_array().unwrap().len(), 1);
+    assert_eq!(
+        app.post("/api/ui/flow_runs/history", json!({"limit": 1001}))
+            .await
+            .status,
+        422
+    );
+    assert_eq!(
+        app.post("/api/ui/flow_runs/history", json!({"sort": "NOPE"}))
+            .await
+            .status,
+        422
+    );
+}
+
+#[tokio::test]
+async fn ui_task_run_counts_by_state_and_dashboard_buckets() {
+    let app = TestApp::spawn().await;
+    let fr = flow_run(&app, "etl", json!([])).await;
+    set_state(&app, "flow_runs", &fr["id"], "RUNNING").await;
+    task_run(&app, &fr, "a", "COMPLETED").await;
+    task_run(&app, &fr, "b", "COMPLETED").await;
+    task_run(&app, &fr, "c", "FAILED").await;
+    task_run(&app, &fr, "d", "CRASHED").await;
+    task_run(&app, &fr, "e", "RUNNING").await;
+
+    let counts = app.post("/api/ui/task_runs/count", json!({})).await;
+    assert_eq!(counts.status, 200, "{}", counts.text);
+    assert_eq!(
+        counts.body,
+        json!({"COMPLETED": 2, "PENDING": 0, "RUNNING": 1, "FAILED": 1, "CANCELLED": 0,
+               "CRASHED": 1, "PAUSED": 0, "CANCELLING": 0, "SCHEDULED": 0})
+    );
+
+    let missing = app
+        .post("/api/ui/task_runs/dashboard/counts", json!({"task_runs": {}}))
+        .await;
+    assert_eq!(missing.status, 422, "{}", missing.text);
+
+    let after = chrono::Utc::now() - chrono::Duration::hours(1);
+    let res = app
+        .post(
+            "/api/ui/task_runs/dashboard/counts",
+            json!({"task_runs": {"start_time": {"after_": after}}}),
+        )
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    let buckets = res.body.as_array().unwrap();
+    assert_eq!(buckets.len(), 20);
+    let completed: i64 = buckets.iter().map(|b| b["completed"].as_i64().unwrap()).sum();
+    let failed: i64 = buckets.iter().map(|b| b["failed"].as_i64().unwrap()).sum();
+    assert_eq!((completed, failed), (2, 2));
+    // Everything ran just now: the last bucket holds it.
+    assert_eq!(buckets[19]["completed"], 2);
+}
+
+#[tokio::test]
+async fn ui_schema_validation_hydrates_and_nests_errors() {
+    let app = TestApp::spawn().await;
+    let created = app
+        .post("/api/variables/", json!({"name": "bucket", "value": "data"}))
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let schema = json!({
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "n": {"type": "integer"}, "xs": {"type": "array", "items": {"type": "integer"}}},
+        "required": ["name", "n"]
+    });
+    let ok = app
+        .post(
+            "/api/ui/schemas/validate",
+            json!({"schema": schema, "values": {
+                "name": {"__prefect_kind": "workspace_variable", "variable_name": "bucket"},
+                "n": {"__prefect_kind": "json", "value": "3"}
+            }}),
+        )
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.text);
+    assert_eq!(ok.body, json!({"errors": [], "valid": true}));
+
+    let bad = app
+        .post(
+            "/api/ui/schemas/validate",
+            json!({"schema": schema, "values": {
+                "name": {"__prefect_kind": "workspace_variable", "variable_name": "nope"},
+                "xs": [1, "two"]
+            }}),
+        )
+        .await;
+    assert_eq!(bad.status, 200);
+    assert_eq!(bad.body["valid"], false);
+    let errors = bad.body["errors"].as_array().unwrap();
+    assert!(errors.contains(&json!({"property": "n", "errors": ["'n' is a required property"]})));
+    assert!(errors.contains(&json!({"property": "name", "errors": ["Variable 'nope' not found."]})));
+    assert!(errors.contains(
+        &json!({"property": "xs", "errors": [{"index": 1, "errors": ["'two' is not of type 'integer'"]}]})
+    ));
+    assert_eq!(
+        app.post("/api/ui/schemas/validate", json!({"schema": {}}))
+            .await
+            .status,
+        422
+    );
+}
+
+#[tokio::test]
+async fn ui_settings_point_at_the_api() {
+    let app = TestApp::spawn().await;
+    let res = app.get("/ui-settings").await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.body["api_url"], "/api");
+}
+
+fn html(res: &common::Response) -> &str {
+    assert!(
+        res.headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .starts_with("text/html"),
+        "not HTML: {:?}",
+        res.headers
+    );
+    &res.text
+}
+
+#[tokio::test]
+async fn pages_render_real_runs_and_link_to_each_other() {
+    let app = TestApp::spawn().await;
+    let run = flow_run(&app, "nightly-etl", json!(["prod"])).await;
+    set_state(&app, "flow_runs", &run["id"], "RUNNING").await;
+    task_run(&app, &run, "extract", "COMPLETED").await;
+    task_run(&app, &run, "load", "FAILED").await;
+    let logs = app
+        .post(
+            "/api/logs/",
+            json!([{"name": "prefect.flow_runs", "level": 20, "message": "hello from the run",
+                    "timestamp": chrono::Utc::now(), "flow_run_id": run["id"]}]),
+        )
+        .await;
+    assert_eq!(logs.status, 201, "{}", logs.text);
+    let other = flow_run(&app, "reports", json!([])).await;
+
+    let dashboard = app.get("/").await;
+    assert_eq!(dashboard.status, 200);
+    assert!(html(&dashboard).contains("nightly-etl") || dashboard.text.contains("Running"));
+
+    let list = app.get("/flow-runs").await;
+    assert_eq!(list.status, 200);
+    let run_link = format!("/flow-runs/{}", run["id"].as_str().unwrap());
+    assert!(html(&list).contains(&run_link));
+    assert!(list.text.contains(other["name"].as_str().unwrap()));
+
+    let filtered = app.get("/flow-runs?flow=nightly&tag=prod&state=running").await;
+    assert_eq!(filtered.status, 200, "{}", filtered.text);
+    assert!(filtered.text.contains(&run_link));
+    assert!(!filtered.text.contains(other["name"].as_str().unwrap()));
+
+    let detail = app.get(&run_link).await;
+    assert_eq!(detail.status, 200, "{}", detail.text);
+    for text in ["extract", "load", "hello from the run", "nightly-etl"] {
+        assert!(html(&detail).contains(text), "flow run page lacks {text}");
+    }
+    let errors_only = app.get(&format!("{run_link}?level=40")).await;
+    assert_eq!(errors_only.status, 200);
+    assert!(!errors_only.text.contains("hello from the run"));
+
+    let flow_id = run["flow_id"].as_str().unwrap();
+    for page in [
+        "/flows".to_string(),
+        format!("/flows/{flow_id}"),
+        "/deployments".into(),
+        "/work-pools".into(),
+        "/blocks".into(),
+        "/concurrency-limits".into(),
+        "/variables".into(),
+        "/artifacts".into(),
+    ] {
+        let res = app.get(&page).await;
+        assert_eq!(res.status, 200, "{page}: {}", res.text);
+        html(&res);
+    }
+    let css = app.get("/ui-static/app.css").await;
+    assert_eq!(css.status, 200);
+    assert!(app.get("/ui-static/app.js").await.text.contains("fetch("));
+}
+
+#[tokio::test]
+async fn bad_page_input_gets_a_friendly_page_not_a_500() {
+    let app = TestApp::spawn().await;
+    for (path, status) in [
+        ("/flow-runs?page=abc", 400),
+        ("/flow-runs?page=0", 400),
+        ("/flow-runs?state=EXPLODED", 400),
+        ("/flow-runs?since=yesterday", 400),
+        ("/flow-runs?since_hours=-3", 400),
+        ("/?hours=nope", 400),
+        ("/flow-runs/not-a-uuid", 404),
+        ("/flow-runs/00000000-0000-0000-0000-000000000000", 404),
+        ("/flow-runs/00000000-0000-0000-0000-000000000000?level=abc", 400),
+        ("/deployments/zzz", 404),
+        ("/flows/00000000-0000-0000-0000-000000000000", 404),
+        ("/work-pools/no-such-pool", 404),
+        ("/blocks/zzz", 404),
+        ("/no/such/page", 404),
+    ] {
+        let res = app.get(path).await;
+        assert_eq!(res.status, status, "{path}: {}", res.text);
+        assert!(html(&res).contains("<nav"), "{path} is not a full page");
+        assert!(!res.text.to_lowercase().contains("panicked"));
+    }
+    // A huge page number is simply empty.
+    let far = app.get("/flow-runs?page=99999").await;
+    assert_eq!(far.status, 200);
+}
