@@ -96,10 +96,18 @@ async fn task_run_dashboard_counts(
             "task_runs.start_time.before_ must be after task_runs.start_time.after_",
         ));
     }
-    let bucket_seconds =
-        (end - start).num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6 / DASHBOARD_BUCKETS as f64;
+    let width = (end - start) / DASHBOARD_BUCKETS as i32;
+    let bounds: Vec<DateTime<Utc>> = (1..=DASHBOARD_BUCKETS as i32)
+        .map(|i| {
+            if i == DASHBOARD_BUCKETS as i32 {
+                end
+            } else {
+                start + width * i
+            }
+        })
+        .collect();
     let client = app.client().await?;
-    let rows = task_runs::terminal_counts_by_bucket(&client, &body.filters(), start, bucket_seconds).await?;
+    let rows = task_runs::terminal_counts_by_bucket(&client, &body.filters(), &bounds).await?;
     let mut buckets = [TaskRunCount::default(); DASHBOARD_BUCKETS];
     for (index, completed, failed) in rows {
         if let Some(b) = usize::try_from(index).ok().and_then(|i| buckets.get_mut(i)) {

@@ -290,26 +290,30 @@ pub async fn count_by_state(
 }
 
 /// Terminal task runs by start-time bucket (`/ui/task_runs/dashboard/counts`): for each
-/// bucket index from `start`, `(index, completed, failed)`, where failed counts FAILED and
-/// CRASHED, as Prefect's dashboard does.
+/// bucket index, `(index, completed, failed)`, where failed counts FAILED and CRASHED, as
+/// Prefect's dashboard does. `bounds` are the buckets' upper bounds in order: bucket `i`
+/// holds runs that started before `bounds[i]` and at or after `bounds[i - 1]`; runs at or
+/// after the last bound get index `bounds.len()`.
 pub async fn terminal_counts_by_bucket(
     c: &impl GenericClient,
     filters: &RunFilters,
-    start: DateTime<Utc>,
-    bucket_seconds: f64,
+    bounds: &[DateTime<Utc>],
 ) -> Result<Vec<(i64, i64, i64)>, tokio_postgres::Error> {
     let mut q = Query::default();
     let cond = filters.task_run_sql(&mut q);
     let sql = format!(
-        "SELECT floor(extract(epoch from tr.start_time - {start}::timestamptz) / {width}::float8)::int8 AS bucket, \
-           count(*) FILTER (WHERE tr.state_type = 'COMPLETED'), \
-           count(*) FILTER (WHERE tr.state_type IN ('FAILED', 'CRASHED')) \
-         FROM task_run tr \
-         WHERE {cond} AND tr.state_type IN ('COMPLETED', 'FAILED', 'CRASHED', 'CANCELLED') \
-           AND tr.start_time IS NOT NULL \
-         GROUP BY 1 ORDER BY 1",
-        start = q.bind(start),
-        width = q.bind(bucket_seconds),
+        // width_bucket is a binary search over timestamps (no numeric epoch arithmetic per
+        // row), and the fence (OFFSET 0) lets the planner see few buckets and hash them.
+        "SELECT bucket::int8, sum(completed)::int8, sum(failed)::int8 FROM ( \
+           SELECT width_bucket(tr.start_time, {bounds}::timestamptz[]) AS bucket, \
+             (tr.state_type = 'COMPLETED')::int AS completed, \
+             (tr.state_type IN ('FAILED', 'CRASHED'))::int AS failed \
+           FROM task_run tr \
+           WHERE {cond} AND tr.state_type IN ('COMPLETED', 'FAILED', 'CRASHED', 'CANCELLED') \
+             AND tr.start_time IS NOT NULL \
+           OFFSET 0 \
+         ) runs GROUP BY bucket ORDER BY bucket",
+        bounds = q.bind(bounds.to_vec()),
     );
     Ok(c.query(sql.as_str(), &q.params())
         .await?
