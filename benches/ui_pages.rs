@@ -1,7 +1,7 @@
 //! How long each web UI page takes to render on the server with a realistic history:
 //! 10,000 flow runs over the past week (completed, failed, running, late, cancelled), over
-//! 100,000 task runs with dependencies, about 100,000 logs, deployments, pools, limits,
-//! variables, artifacts and blocks.
+//! 100,000 task runs with dependencies, about 100,000 logs, one wide run of 2,000 mapped
+//! task runs, deployments, pools, limits, variables, artifacts and blocks.
 //!
 //! `cargo bench --bench ui_pages [-- <postgres url> [iterations]]`
 //!
@@ -217,6 +217,36 @@ async fn seed_history(db: &tokio_postgres::Client, flows: &[uuid::Uuid], deploym
     ))
     .await
     .expect("history");
+    // One wide run: 2,000 mapped task runs fanned out from 50 upstream ones, 2,000 logs.
+    db.batch_execute(
+        "WITH big AS ( \
+           INSERT INTO flow_run (name, flow_id, state_type, state_name, state_timestamp, run_count, \
+             expected_start_time, start_time, end_time, total_run_time, tags) \
+           SELECT 'bench-big-run', id, 'COMPLETED', 'Completed', now() - interval '1 hour', 1, \
+             now() - interval '2 hours', now() - interval '2 hours', now() - interval '1 hour', interval '1 hour', \
+             '[\"big\"]' FROM flow WHERE name = 'bench-flow-0' RETURNING id, start_time \
+         ), tasks AS ( \
+           INSERT INTO task_run (id, flow_run_id, name, task_key, dynamic_key, task_inputs, state_type, state_name, \
+             state_timestamp, run_count, expected_start_time, start_time, end_time, total_run_time) \
+           SELECT md5(big.id::text || t)::uuid, big.id, 'mapped-' || t, 'mapped', t::text, \
+             CASE WHEN t < 50 THEN '{}'::jsonb ELSE jsonb_build_object('x', jsonb_build_array( \
+               jsonb_build_object('input_type', 'task_run', 'id', md5(big.id::text || (t % 50))::uuid))) END, \
+             'COMPLETED', 'Completed', big.start_time + t * interval '1 second', 1, \
+             big.start_time + t * interval '1 second', big.start_time + t * interval '1 second', \
+             big.start_time + (t + 1) * interval '1 second', interval '1 second' \
+           FROM big, generate_series(0, 1999) t RETURNING id, state_timestamp \
+         ), task_states AS ( \
+           INSERT INTO task_run_state (task_run_id, type, name, timestamp) \
+           SELECT id, 'COMPLETED', 'Completed', state_timestamp FROM tasks \
+         ) \
+         INSERT INTO log (name, level, flow_run_id, message, timestamp) \
+           SELECT 'prefect.task_runs', 20, big.id, 'mapped item ' || i || ' done', big.start_time + i * interval '1 second' \
+           FROM big, generate_series(0, 1999) i; \
+         UPDATE task_run tr SET state_id = s.id FROM task_run_state s \
+           WHERE s.task_run_id = tr.id AND tr.state_id IS NULL;",
+    )
+    .await
+    .expect("the wide run");
     // What autovacuum would have done by the time a history this long was read.
     db.batch_execute("VACUUM ANALYZE").await.expect("vacuum");
 }
@@ -288,6 +318,12 @@ async fn main() {
         .expect("a failed run")
         .get(0);
 
+    let big: uuid::Uuid = db
+        .query_one("SELECT id FROM flow_run WHERE name = 'bench-big-run'", &[])
+        .await
+        .expect("the wide run")
+        .get(0);
+
     let since = (chrono::Utc::now() - chrono::Duration::days(7)).to_rfc3339();
     let pages: Vec<(String, Option<Value>)> = vec![
         ("/".into(), None),
@@ -299,6 +335,7 @@ async fn main() {
         ("/flow-runs?page=199".into(), None),
         (format!("/flow-runs/{busy}"), None),
         (format!("/flow-runs/{busy}?level=40"), None),
+        (format!("/flow-runs/{big}"), None),
         ("/flows".into(), None),
         (format!("/flows/{}", flows[3]), None),
         ("/deployments".into(), None),

@@ -98,7 +98,7 @@ class Page:
             try:
                 if predicate():
                     return
-            except (StaleElementReferenceException, NoSuchElementException):
+            except (StaleElementReferenceException, NoSuchElementException, IndexError):
                 pass
             time.sleep(0.3)
         raise AssertionError(f"timed out after {timeout}s waiting for {what} on {self.d.current_url}:\n{self.text()}")
@@ -227,11 +227,43 @@ def test_every_page_opens_links_to_the_others_filters_and_shows_logs(browser, st
     page.follow(parent, "flow")
     assert parent in page.text()
 
-    # Deployment and work pool pages, reached by links.
+    # Deployment and work pool pages, reached by links; a schedule turned off and on.
+    deployment = client(lambda c: c.read_deployment_by_name(f"work/{tag}-deployment"))
+    from prefect.client.schemas.schedules import IntervalSchedule
+    from datetime import timedelta
+
+    client(lambda c: c.create_deployment_schedules(deployment.id, [(IntervalSchedule(interval=timedelta(hours=6)), True)]))
     page.open("/deployments").follow(f"{tag}-deployment", "deployment")
-    assert "Run now" in page.text()
+    assert "Run now" in page.text() and "every 6h" in page.text()
+    page.css("ul.schedules button")[0].click()
+    page.wait_for(lambda: "(off)" in page.text(), "the schedule to turn off")
+    page.checked("deployment-schedule-off")
+    [schedule] = client(lambda c: c.read_deployment_schedules(deployment.id))
+    assert schedule.active is False
+    page.css("ul.schedules button")[0].click()
+    page.wait_for(lambda: "(off)" not in page.text() and page.css("ul.schedules button"), "the schedule to turn on")
+    assert client(lambda c: c.read_deployment_schedules(deployment.id))[0].active is True
+
     page.open("/work-pools").follow(pool, "work-pool")
     assert pool in page.text()
+
+    # A pool created from the form, then paused and resumed from its page.
+    made = f"{tag}-made"
+    page.open("/work-pools")
+    form = browser.find_element("id", "create-pool")
+    form.find_element("name", "name").send_keys(made)
+    form.find_element("name", "concurrency_limit").send_keys("2")
+    form.find_element("css selector", "button[type=submit]").click()
+    page.wait_for(lambda: browser.current_url.endswith(f"/work-pools/{made}"), "the new pool's page")
+    page.checked("work-pool-created")
+    assert client(lambda c: c.read_work_pool(made)).concurrency_limit == 2
+    page.css(".actions button")[0].click()
+    page.wait_for(lambda: page.css(".actions button")[0].text == "Resume", "the pool to pause")
+    assert client(lambda c: c.read_work_pool(made)).is_paused is True
+    page.checked("work-pool-paused")
+    page.css(".actions button")[0].click()
+    page.wait_for(lambda: page.css(".actions button")[0].text == "Pause", "the pool to resume")
+    assert client(lambda c: c.read_work_pool(made)).is_paused is False
 
     # Readable on a phone: nothing wider than the screen.
     browser.set_window_size(390, 844)
@@ -296,6 +328,15 @@ def test_an_ad_hoc_run_from_the_deployment_form_runs_and_a_running_run_is_cancel
     page.wait_for(lambda: "helper says packaged-helper" in page.text(), "the run's logs")
     page.checked("ad-hoc-run-completed")
     assert client(lambda c: c.read_flow_run(uid(run_id))).state.type.value == "COMPLETED"
+
+    # Retried from its page: scheduled again, picked up again, completed a second time.
+    retry = [b for b in page.css(".actions button") if b.text == "Retry"]
+    assert retry, "no Retry button on a finished deployment run"
+    retry[0].click()
+    page.wait_for(lambda: client(lambda c: c.read_flow_run(uid(run_id))).run_count == 2
+                  and page.run_state() == "Completed", "the retried run to complete again", timeout=90)
+    page.checked("ad-hoc-run-retried")
+    assert "AwaitingRetry" in page.text()
 
     # It appears in the runs list, filtered by deployment.
     page.open(f"/flow-runs?deployment={name}")

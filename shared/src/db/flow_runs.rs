@@ -505,6 +505,53 @@ pub async fn history(
     Ok(out)
 }
 
+/// One box of a drawn task graph: what the UI needs, without the states' payloads.
+#[derive(Debug, Clone)]
+pub struct GraphOutlineNode {
+    pub id: Uuid,
+    pub name: String,
+    pub state_type: Option<String>,
+    pub upstream: Vec<Uuid>,
+}
+
+/// The first `limit` task runs of a flow run (in start order) with the task runs their
+/// inputs came from, and how many task runs the flow run has in all. Cheaper than
+/// [`graph`] for wide runs: no state rows are read or decoded.
+pub async fn graph_outline(
+    c: &impl GenericClient,
+    flow_run_id: Uuid,
+    limit: i64,
+) -> Result<(Vec<GraphOutlineNode>, i64), tokio_postgres::Error> {
+    let rows = c
+        .query(
+            // The inputs are unpacked only for the rows kept.
+            "SELECT t.id, t.name, t.state_type, \
+               coalesce(ARRAY(SELECT (i ->> 'id')::uuid FROM jsonb_each(t.task_inputs) e, \
+                 jsonb_array_elements(CASE WHEN jsonb_typeof(e.value) = 'array' THEN e.value ELSE '[]' END) i \
+                 WHERE i ->> 'input_type' = 'task_run' AND i ->> 'id' ~* '^[0-9a-f-]{36}$'), '{}'), \
+               t.total \
+             FROM (SELECT tr.id, tr.name, tr.state_type, tr.task_inputs, tr.expected_start_time, \
+                     count(*) OVER () AS total \
+                   FROM task_run tr WHERE tr.flow_run_id = $1 \
+                   ORDER BY tr.expected_start_time, tr.id LIMIT $2) t \
+             ORDER BY t.expected_start_time, t.id",
+            &[&flow_run_id, &limit],
+        )
+        .await?;
+    let total = rows.first().map(|r| r.get::<_, i64>(4)).unwrap_or(0);
+    Ok((
+        rows.iter()
+            .map(|r| GraphOutlineNode {
+                id: r.get(0),
+                name: r.get(1),
+                state_type: r.get(2),
+                upstream: r.get(3),
+            })
+            .collect(),
+        total,
+    ))
+}
+
 /// Most nodes `/flow_runs/{id}/graph-v2` returns (`PREFECT_API_MAX_FLOW_RUN_GRAPH_NODES`).
 pub const MAX_GRAPH_NODES: i64 = 10_000;
 

@@ -238,8 +238,13 @@ mod tests {
         let mut q = Query::default();
         assert_eq!(
             f.sql(&mut q),
-            "((level >= $1 AND level <= $2) OR (flow_run_id = ANY($3::uuid[])))"
+            "((level >= $1 AND level <= $2) OR (flow_run_id = $3::uuid))"
         );
+        let two: LogFilter = serde_json::from_value(serde_json::json!({
+            "flow_run_id": {"any_": [Uuid::nil(), Uuid::max()]},
+        }))
+        .unwrap();
+        assert_eq!(two.sql(&mut Query::default()), "((flow_run_id = ANY($1::uuid[])))");
         assert!(serde_json::from_value::<LogFilter>(serde_json::json!({"levels": {}})).is_err());
     }
 }

@@ -137,7 +137,8 @@ struct DeploymentPage {
     description: String,
     tags: Vec<String>,
     parameters: String,
-    schedules: Vec<(String, bool)>,
+    /// (id, description, active)
+    schedules: Vec<(String, String, bool)>,
     upcoming: Vec<RunRow>,
     recent: Vec<RunRow>,
 }
@@ -170,7 +171,7 @@ pub async fn page(State(app): State<AppState>, Path(raw): Path<String>) -> PageR
         schedules: d
             .schedules
             .iter()
-            .map(|s| (describe_schedule(&s.schedule), s.active))
+            .map(|s| (s.id.to_string(), describe_schedule(&s.schedule), s.active))
             .collect(),
         upcoming: upcoming.iter().map(|r| RunRow::new(r, &flow_name)).collect(),
         recent: recent.iter().map(|r| RunRow::new(r, &flow_name)).collect(),

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use askama::Template;
 use axum::extract::{Path, State};
 use serde_json::json;
-use stratus_shared::db::flow_runs::{self, FlowRunSort, GraphNode};
+use stratus_shared::db::flow_runs::{self, FlowRunSort, GraphOutlineNode};
 use stratus_shared::db::logs::{self, LogFilter, LogSort};
 use stratus_shared::db::runs::{self, RunTable};
 use stratus_shared::db::task_runs::{self, TaskRunSort};
@@ -40,9 +40,18 @@ pub struct LogRow {
     message: String,
 }
 
+/// Most task runs listed, boxes drawn and log lines shown on one page, so a run with
+/// thousands of tasks still renders quickly; the page says when it shows fewer.
+const TASK_ROWS: usize = 200;
+const GRAPH_NODES: usize = 500;
+const LOG_ROWS: i64 = 500;
+
 #[derive(Template)]
 #[template(path = "flow_run.html")]
 struct FlowRunPage {
+    graph_truncated: bool,
+    task_total: usize,
+    earlier_logs: bool,
     nav: &'static str,
     id: String,
     name: String,
@@ -118,15 +127,27 @@ pub async fn page(State(app): State<AppState>, Path(raw): Path<String>, params: 
         })
         .collect();
     let task_filter = filters(json!({"task_runs": {"flow_run_id": {"any_": [id]}}}))?;
-    let tasks = task_runs::filter(&c, &task_filter, TaskRunSort::ExpectedStartTimeAsc, 1000, 0).await?;
-    let graph = flow_runs::graph(&c, id).await?;
+    let tasks = task_runs::filter(
+        &c,
+        &task_filter,
+        TaskRunSort::ExpectedStartTimeAsc,
+        TASK_ROWS as i64,
+        0,
+    )
+    .await?;
+    let (drawn, task_total) = flow_runs::graph_outline(&c, id, GRAPH_NODES as i64).await?;
+    let task_total = (task_total as usize).max(tasks.len());
     let subflow_filter = filters(json!({"flow_runs": {"parent_flow_run_id": {"any_": [id]}}}))?;
     let subflows = flow_runs::filter(&c, &subflow_filter, FlowRunSort::ExpectedStartTimeAsc, 200, 0).await?;
     let names = flow_names(&c, subflows.iter().map(|r| r.flow_id)).await?;
     let log_filter: LogFilter =
         serde_json::from_value(json!({"flow_run_id": {"any_": [id]}, "level": {"ge_": level}}))
             .map_err(|e| PageError::Internal(e.to_string()))?;
-    let log_rows = logs::filter(&c, &log_filter, LogSort::TimestampAsc, 2000, 0).await?;
+    // The latest lines, oldest first; the live tail appends after them.
+    let mut log_rows = logs::filter(&c, &log_filter, LogSort::TimestampDesc, LOG_ROWS + 1, 0).await?;
+    let earlier_logs = log_rows.len() as i64 > LOG_ROWS;
+    log_rows.truncate(LOG_ROWS as usize);
+    log_rows.reverse();
 
     let kind = run.state_type.map(|k| k.as_str());
     let active = matches!(
@@ -162,7 +183,10 @@ pub async fn page(State(app): State<AppState>, Path(raw): Path<String>, params: 
         parent_run,
         tags: view::tags(&run.tags),
         states,
-        graph: graph_svg(&graph),
+        graph: graph_svg(&drawn),
+        graph_truncated: drawn.len() < task_total,
+        task_total,
+        earlier_logs,
         tasks: tasks
             .iter()
             .map(|t| TaskRow {
@@ -204,20 +228,14 @@ pub async fn page(State(app): State<AppState>, Path(raw): Path<String>, params: 
 
 /// The task dependency graph as SVG: each task in the column after its latest upstream
 /// task, boxes coloured by state, edges from upstream to downstream.
-pub fn graph_svg(nodes: &[GraphNode]) -> String {
+pub fn graph_svg(nodes: &[GraphOutlineNode]) -> String {
     if nodes.is_empty() {
         return String::new();
     }
     let index: HashMap<Uuid, usize> = nodes.iter().enumerate().map(|(i, n)| (n.id, i)).collect();
     let upstream: Vec<Vec<usize>> = nodes
         .iter()
-        .map(|n| {
-            n.upstream_dependencies
-                .iter()
-                .filter_map(|d| d.get("id")?.as_str()?.parse::<Uuid>().ok())
-                .filter_map(|u| index.get(&u).copied())
-                .collect()
-        })
+        .map(|n| n.upstream.iter().filter_map(|u| index.get(u).copied()).collect())
         .collect();
     // Nodes come in start order, so upstream tasks usually come first; a few passes settle
     // the rest, and cycles (impossible in Prefect) stop at the bound.
@@ -271,9 +289,9 @@ pub fn graph_svg(nodes: &[GraphNode]) -> String {
     for (i, n) in nodes.iter().enumerate() {
         let (x, y) = xy(i);
         let kind = n
-            .state
-            .as_ref()
-            .map(|s| s.kind.as_str().to_ascii_lowercase())
+            .state_type
+            .as_deref()
+            .map(str::to_ascii_lowercase)
             .unwrap_or_else(|| "none".into());
         let label: String = n.name.chars().take(22).collect();
         svg.push_str(&format!(
@@ -293,4 +311,32 @@ fn escape(s: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, upstream: &[Uuid]) -> GraphOutlineNode {
+        GraphOutlineNode {
+            id: Uuid::new_v4(),
+            name: name.into(),
+            state_type: Some("COMPLETED".into()),
+            upstream: upstream.to_vec(),
+        }
+    }
+
+    #[test]
+    fn the_graph_puts_each_task_after_its_upstream_and_draws_the_edges() {
+        let a = node("extract", &[]);
+        let b = node("transform", &[a.id]);
+        let c = node("load <all>", &[b.id, Uuid::new_v4()]);
+        let svg = graph_svg(&[a, b, c]);
+        assert_eq!(svg.matches("<g class=\"node node-completed\">").count(), 3);
+        assert_eq!(svg.matches("class=\"edge\"").count(), 2);
+        assert!(svg.contains("load &lt;all&gt;"));
+        // Three columns wide.
+        assert!(svg.contains("width=\"660\""), "{svg}");
+        assert_eq!(graph_svg(&[]), "");
+    }
 }
