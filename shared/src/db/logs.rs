@@ -244,7 +244,10 @@ mod tests {
             "flow_run_id": {"any_": [Uuid::nil(), Uuid::max()]},
         }))
         .unwrap();
-        assert_eq!(two.sql(&mut Query::default()), "((flow_run_id = ANY($1::uuid[])))");
+        assert_eq!(
+            two.sql(&mut Query::default()),
+            "((flow_run_id = ANY($1::uuid[])))"
+        );
         assert!(serde_json::from_value::<LogFilter>(serde_json::json!({"levels": {}})).is_err());
     }
 }
