@@ -234,7 +234,7 @@ def test_every_page_opens_links_to_the_others_filters_and_shows_logs(browser, st
 
     client(lambda c: c.create_deployment_schedules(deployment.id, [(IntervalSchedule(interval=timedelta(hours=6)), True)]))
     page.open("/deployments").follow(f"{tag}-deployment", "deployment")
-    assert "Run now" in page.text() and "every 6h" in page.text()
+    assert "Run now" in page.text() and "every 6 hours" in page.text()
     page.css("ul.schedules button")[0].click()
     page.wait_for(lambda: "(off)" in page.text(), "the schedule to turn off")
     page.checked("deployment-schedule-off")

@@ -30,12 +30,30 @@ pub fn describe_schedule(s: &Value) -> String {
         return format!("cron “{cron}”{suffix}");
     }
     if let Some(secs) = s.get("interval").and_then(Value::as_f64) {
-        return format!("every {}{suffix}", view::duration(secs));
+        return format!("every {}{suffix}", interval_text(secs));
     }
     if let Some(rrule) = s.get("rrule").and_then(Value::as_str) {
         return format!("rrule “{rrule}”{suffix}");
     }
     s.to_string()
+}
+
+/// "6 hours", "90 seconds": an interval in the largest whole unit.
+fn interval_text(secs: f64) -> String {
+    if secs.fract() != 0.0 || secs < 1.0 {
+        return view::duration(secs);
+    }
+    let n = secs as i64;
+    let (count, unit) = [(86_400, "day"), (3_600, "hour"), (60, "minute")]
+        .iter()
+        .find(|(size, _)| n % size == 0)
+        .map(|(size, unit)| (n / size, *unit))
+        .unwrap_or((n, "second"));
+    if count == 1 {
+        format!("{count} {unit}")
+    } else {
+        format!("{count} {unit}s")
+    }
 }
 
 fn row(d: &Deployment, flow_name: &str) -> DeploymentRow {
@@ -177,4 +195,22 @@ pub async fn page(State(app): State<AppState>, Path(raw): Path<String>) -> PageR
         recent: recent.iter().map(|r| RunRow::new(r, &flow_name)).collect(),
         d: row(&d, &flow_name),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn schedules_read_as_people_write_them() {
+        assert_eq!(describe_schedule(&json!({"interval": 21600.0})), "every 6 hours");
+        assert_eq!(describe_schedule(&json!({"interval": 60})), "every 1 minute");
+        assert_eq!(describe_schedule(&json!({"interval": 90})), "every 90 seconds");
+        assert_eq!(describe_schedule(&json!({"interval": 172800})), "every 2 days");
+        assert_eq!(
+            describe_schedule(&json!({"cron": "0 3 * * *", "timezone": "Europe/Paris"})),
+            "cron “0 3 * * *” (Europe/Paris)"
+        );
+    }
 }
