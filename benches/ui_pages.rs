@@ -51,17 +51,7 @@ async fn api(app: &App, method: Method, path: &str, body: Value) -> Value {
     serde_json::from_slice(&bytes).unwrap_or(Value::Null)
 }
 
-fn with_database(url: &str, db: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, format!("?{q}")),
-        None => (url, String::new()),
-    };
-    let base = match base.rfind('/') {
-        Some(i) if i > "postgres://".len() => &base[..i],
-        _ => base,
-    };
-    format!("{base}/{db}{query}")
-}
+use stratus_shared::url::with_database;
 
 async fn connect(url: &str) -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)

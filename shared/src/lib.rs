@@ -26,3 +26,4 @@ pub use json::Body;
 pub mod orchestration;
 pub mod states;
 pub mod system_blocks;
+pub mod url;

@@ -93,17 +93,7 @@ impl Api {
 }
 
 /// A path segment, percent-encoded (pool and queue names may hold anything).
-pub fn segment(raw: &str) -> String {
-    let mut out = String::with_capacity(raw.len());
-    for b in raw.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+pub use stratus_shared::url::percent_encode as segment;
 
 #[cfg(test)]
 mod tests {

@@ -419,8 +419,15 @@ impl Agent {
                 },
             );
         }
-        let dir = self.cfg.work_dir.join("runs").join(id.to_string());
-        let outcome = self.clone().supervise(id, &run, &dir, cancel).await;
+        // A retried run can be claimed again while its last execution is still cleaning
+        // up: each execution has a folder (and a cancel handle) of its own.
+        let execution = Uuid::new_v4().simple().to_string();
+        let dir = self
+            .cfg
+            .work_dir
+            .join("runs")
+            .join(format!("{id}-{}", &execution[..8]));
+        let outcome = self.clone().supervise(id, &run, &dir, cancel.clone()).await;
         match outcome {
             Ok(process::Ended::Exited(0)) => println!("Flow run {id} finished."),
             Ok(process::Ended::Exited(code)) => {
@@ -445,7 +452,9 @@ impl Agent {
         }
         let _ = tokio::fs::remove_dir_all(&dir).await;
         if let Ok(mut r) = self.running.lock() {
-            r.remove(&id);
+            if r.get(&id).is_some_and(|e| Arc::ptr_eq(&e.cancel, &cancel)) {
+                r.remove(&id);
+            }
         }
     }
 

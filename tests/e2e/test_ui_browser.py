@@ -304,6 +304,17 @@ def test_an_ad_hoc_run_from_the_deployment_form_runs_and_a_running_run_is_cancel
     agents.start(pool)
 
     page = Page(browser, api)
+
+    # A run started elsewhere shows up in an open, filtered runs list without a reload.
+    page.open(f"/flow-runs?deployment={name}")
+    assert "No flow runs." in page.text()
+    browser.execute_script("window.stratusMarker = 'same page'")
+    deployment_id = client(lambda c: c.read_deployment_by_name(f"work/{name}")).id
+    elsewhere = client(lambda c: c.create_flow_run_from_deployment(deployment_id, parameters={"sleep": 0}))
+    page.wait_for(lambda: elsewhere.name in page.text(), "the new run in the open list", timeout=20)
+    assert browser.execute_script("return window.stratusMarker") == "same page", "the page was reloaded"
+    page.checked("flow-runs-live")
+
     page.open("/deployments").follow(name, "deployment-form")
 
     def run_with(parameters):

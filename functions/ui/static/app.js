@@ -1,4 +1,5 @@
-// Stratus UI: buttons and forms that call the JSON API, and live refresh of an active run.
+// Stratus UI: buttons and forms that call the JSON API, the live tail of an active run,
+// and live regions (lists and counts) kept up to date in place.
 "use strict";
 
 function notice(text, ok) {
@@ -128,3 +129,28 @@ async function tail() {
   setTimeout(tick, 2000);
 }
 document.addEventListener("DOMContentLoaded", tail);
+
+// Live regions: every 5 s while the tab is visible, the page is fetched again and each
+// element marked data-live is brought up to date, unless the user is working in it.
+function live() {
+  if (!document.querySelector("[data-live][id]")) return;
+  const tick = async () => {
+    if (!document.hidden) {
+      try {
+        const res = await fetch(location.href, { headers: { accept: "text/html" } });
+        if (res.ok) {
+          const fresh = new DOMParser().parseFromString(await res.text(), "text/html");
+          for (const el of document.querySelectorAll("[data-live][id]")) {
+            const next = fresh.getElementById(el.id);
+            if (next && next.innerHTML !== el.innerHTML && !el.contains(document.activeElement)) {
+              el.innerHTML = next.innerHTML;
+            }
+          }
+        }
+      } catch (_) { /* try again next tick */ }
+    }
+    setTimeout(tick, 5000);
+  };
+  setTimeout(tick, 5000);
+}
+document.addEventListener("DOMContentLoaded", live);

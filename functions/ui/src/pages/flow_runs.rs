@@ -5,6 +5,7 @@ use axum::extract::State;
 use chrono::{DateTime, Duration, NaiveDateTime, Utc};
 use serde_json::{json, Map, Value};
 use stratus_shared::db::flow_runs::{self, FlowRunSort};
+use stratus_shared::url::percent_encode;
 use stratus_shared::AppState;
 
 use super::view::RunRow;
@@ -128,7 +129,7 @@ pub async fn page(State(app): State<AppState>, params: Params) -> PageResult {
         pairs.push(("page".into(), p.to_string()));
         let q: Vec<String> = pairs
             .iter()
-            .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+            .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v)))
             .collect();
         format!("/flow-runs?{}", q.join("&"))
     };
@@ -154,17 +155,4 @@ pub async fn page(State(app): State<AppState>, params: Params) -> PageResult {
         next: (page * PAGE_SIZE < total).then(|| link(page + 1)),
         page,
     }))
-}
-
-/// Percent-encodes a query component.
-pub fn enc(raw: &str) -> String {
-    let mut out = String::new();
-    for b in raw.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }

@@ -14,7 +14,7 @@ use super::{filters, flow_names, render, PageError, PageResult};
 
 /// A pool name as a URL path segment.
 pub fn path_segment(name: &str) -> String {
-    crate::pages::flow_runs::enc(name)
+    stratus_shared::url::percent_encode(name)
 }
 
 pub struct PoolRow {
