@@ -211,6 +211,8 @@ def test_every_page_opens_links_to_the_others_filters_and_shows_logs(browser, st
     body = page.text()
     for text in ["double-0", "double-1", "flaky-0", "parent says hello", "parent warns once", "Completed"]:
         assert text in body, f"the flow run page lacks {text!r}:\n{body}"
+    flaky_row = [r for r in page.css("table tr") if "flaky-0" in r.text][0]
+    assert flaky_row.find_element("css selector", ".task-attempts").text == "2", "the retry is not shown"
     # double-0 → double-1 → the subflow's task: drawn as boxes joined by edges.
     assert len(page.css(".graph svg g.node")) >= 4, "no task graph"
     assert len(page.css(".graph svg path.edge")) >= 2, "the graph has no dependency edges"

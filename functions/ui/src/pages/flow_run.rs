@@ -30,6 +30,8 @@ pub struct TaskRow {
     name: String,
     start: String,
     duration: String,
+    /// Attempts, so retried tasks stand out.
+    run_count: i32,
     child: Option<String>,
 }
 
@@ -195,6 +197,7 @@ pub async fn page(State(app): State<AppState>, Path(raw): Path<String>, params: 
                 name: t.name.clone(),
                 start: view::when(t.start_time.or(t.expected_start_time)),
                 duration: view::duration(t.estimated_run_time.max(t.total_run_time)),
+                run_count: t.run_count,
                 child: child_of.get(&t.id).map(Uuid::to_string),
             })
             .collect(),
