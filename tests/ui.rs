@@ -277,6 +277,8 @@ async fn bad_page_input_gets_a_friendly_page_not_a_500() {
         ("/work-pools/no-such-pool", 404),
         ("/blocks/zzz", 404),
         ("/no/such/page", 404),
+        ("/work-pools/%FF", 400),
+        ("/flow-runs/%E0%A4%A", 400),
     ] {
         let res = app.get(path).await;
         assert_eq!(res.status, status, "{path}: {}", res.text);

@@ -2,7 +2,7 @@
 //! schedules, upcoming runs and the form that starts an ad hoc run.
 
 use askama::Template;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde_json::{json, Value};
 use stratus_shared::db::deployments::{self, Deployment, DeploymentSort};
 use stratus_shared::db::flow_runs::{self, FlowRunSort};
@@ -10,7 +10,7 @@ use stratus_shared::db::flows::{self, FlowSort};
 use stratus_shared::AppState;
 
 use super::view::{self, RunRow};
-use super::{filters, flow_names, id_param, render, PageError, PageResult};
+use super::{filters, flow_names, id_param, render, PageError, PagePath, PageResult};
 
 pub struct DeploymentRow {
     id: String,
@@ -107,7 +107,7 @@ struct FlowPage {
     runs: Vec<RunRow>,
 }
 
-pub async fn flow(State(app): State<AppState>, Path(raw): Path<String>) -> PageResult {
+pub async fn flow(State(app): State<AppState>, PagePath(raw): PagePath) -> PageResult {
     let id = id_param(&raw, "flow")?;
     let c = app.client().await?;
     let f = flows::read(&c, id)
@@ -161,7 +161,7 @@ struct DeploymentPage {
     recent: Vec<RunRow>,
 }
 
-pub async fn page(State(app): State<AppState>, Path(raw): Path<String>) -> PageResult {
+pub async fn page(State(app): State<AppState>, PagePath(raw): PagePath) -> PageResult {
     let id = id_param(&raw, "deployment")?;
     let c = app.client().await?;
     let d = deployments::read(&c, id)

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use askama::Template;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde_json::json;
 use stratus_shared::db::flow_runs::{self, FlowRunSort, GraphOutlineNode};
 use stratus_shared::db::logs::{self, LogFilter, LogSort};
@@ -15,7 +15,7 @@ use stratus_shared::AppState;
 use uuid::Uuid;
 
 use super::view::{self, RunRow};
-use super::{filters, flow_names, id_param, int_param, render, PageError, PageResult, Params};
+use super::{filters, flow_names, id_param, int_param, render, PageError, PagePath, PageResult, Params};
 
 pub struct StateRow {
     class: String,
@@ -94,7 +94,7 @@ pub fn level_name(level: i16) -> &'static str {
     }
 }
 
-pub async fn page(State(app): State<AppState>, Path(raw): Path<String>, params: Params) -> PageResult {
+pub async fn page(State(app): State<AppState>, PagePath(raw): PagePath, params: Params) -> PageResult {
     let id = id_param(&raw, "flow run")?;
     let level = int_param(&params, "level", 0, 0, 50)?;
     let c = app.client().await?;

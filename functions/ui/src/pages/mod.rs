@@ -148,6 +148,27 @@ pub fn render(t: &impl Template) -> Response {
     }
 }
 
+/// A page's path parameter. One that is not valid UTF-8 once decoded gets the friendly
+/// 400 page rather than axum's plain-text rejection.
+pub struct PagePath(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PagePath {
+    type Rejection = PageError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<String>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(raw)) => Ok(PagePath(raw)),
+            Err(e) => Err(PageError::BadRequest(format!(
+                "That address is not valid: {}.",
+                e.body_text()
+            ))),
+        }
+    }
+}
+
 /// Query parameters, read leniently and checked by the page.
 pub type Params = Query<HashMap<String, String>>;
 

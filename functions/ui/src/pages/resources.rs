@@ -2,7 +2,7 @@
 //! inspect (secret values hidden).
 
 use askama::Template;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde_json::json;
 use stratus_shared::db::artifacts::{self, ArtifactFilter, ArtifactSort};
 use stratus_shared::db::blocks::BlockDocumentFilter;
@@ -12,7 +12,7 @@ use stratus_shared::db::variables::{self, VariableFilter, VariableSort};
 use stratus_shared::AppState;
 
 use super::view;
-use super::{filters, id_param, render, PageError, PageResult};
+use super::{filters, id_param, render, PageError, PagePath, PageResult};
 
 pub struct Cell {
     text: String,
@@ -97,7 +97,7 @@ pub async fn blocks(State(app): State<AppState>) -> PageResult {
     page("blocks", "Blocks", vec![table], String::new())
 }
 
-pub async fn block(State(app): State<AppState>, Path(raw): Path<String>) -> PageResult {
+pub async fn block(State(app): State<AppState>, PagePath(raw): PagePath) -> PageResult {
     let id = id_param(&raw, "block")?;
     let c = app.client().await?;
     // Never with secrets: the page shows them obfuscated.

@@ -2,7 +2,7 @@
 //! the runs waiting in it.
 
 use askama::Template;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde_json::json;
 use stratus_shared::db::flow_runs::{self, FlowRunSort};
 use stratus_shared::db::work_pools::{self as pools, WorkPool, WorkerFilter};
@@ -10,7 +10,7 @@ use stratus_shared::filters::{WorkPoolFilter, WorkQueueFilter};
 use stratus_shared::AppState;
 
 use super::view::{self, RunRow};
-use super::{filters, flow_names, render, PageError, PageResult};
+use super::{filters, flow_names, render, PageError, PagePath, PageResult};
 
 /// A pool name as a URL path segment.
 pub fn path_segment(name: &str) -> String {
@@ -85,7 +85,7 @@ struct PoolPage {
     runs: Vec<RunRow>,
 }
 
-pub async fn page(State(app): State<AppState>, Path(name): Path<String>) -> PageResult {
+pub async fn page(State(app): State<AppState>, PagePath(name): PagePath) -> PageResult {
     let c = app.client().await?;
     let pool = pools::read_pool_by_name(&c, &name)
         .await?
