@@ -529,7 +529,23 @@ impl Agent {
             if let Err(e) = self.api.post(&path, &body).await {
                 tracing::warn!("heartbeat failed: {e}");
             }
+            self.mark_queues_polled().await;
             tokio::time::sleep(HEARTBEAT).await;
+        }
+    }
+
+    /// Runs reach this agent from the pool's message queue, not from polls of its work
+    /// queues, so it also sends the workers' poll asking for nothing (runs due before
+    /// 2000): the queues it serves are marked polled and READY, as a polling worker's are.
+    async fn mark_queues_polled(&self) {
+        let body = json!({
+            "work_queue_names": self.cfg.queues,
+            "scheduled_before": "2000-01-01T00:00:00Z",
+            "limit": 1,
+        });
+        let path = format!("/work_pools/{}/get_scheduled_flow_runs", self.pool_path);
+        if let Err(e) = self.api.post(&path, &body).await {
+            tracing::warn!("could not mark the pool's queues polled: {e}");
         }
     }
 

@@ -317,6 +317,20 @@ def test_an_ad_hoc_run_from_the_deployment_form_runs_and_a_running_run_is_cancel
     assert browser.execute_script("return window.stratusMarker") == "same page", "the page was reloaded"
     page.checked("flow-runs-live")
 
+    # The pool's page: the agent's heartbeat, and a run waiting for tomorrow.
+    from prefect.states import Scheduled
+    from datetime import datetime, timedelta, timezone
+
+    later = client(lambda c: c.create_flow_run_from_deployment(
+        deployment_id, state=Scheduled(scheduled_time=datetime.now(timezone.utc) + timedelta(days=1))))
+    page.open("/work-pools").follow(pool)
+    page.wait_for(lambda: "agent-0" in page.text() and "ONLINE" in page.text().upper(), "the agent's heartbeat")
+    queue_row = [r for r in page.css("table tr") if r.text.startswith("default")][0]
+    assert "NOT READY" not in queue_row.text and "READY" in queue_row.text, queue_row.text
+    assert later.name in page.text(), "the waiting run is not listed"
+    page.checked("work-pool-with-agent")
+    client(lambda c: c.delete_flow_run(later.id))
+
     page.open("/deployments").follow(name, "deployment-form")
 
     def run_with(parameters):
