@@ -344,13 +344,8 @@ impl Agent {
 
     /// The HTTP poll the stock workers use, for when the queue is unreachable.
     async fn poll_once(self: &Arc<Self>, capacity: usize, tasks: &mut tokio::task::JoinSet<()>) {
-        let body = json!({
-            "work_queue_names": self.cfg.queues,
-            "scheduled_before": stratus_shared::json::format_ts(&(Utc::now() + chrono::Duration::seconds(1))),
-            "limit": capacity.min(100),
-        });
-        let path = format!("/work_pools/{}/get_scheduled_flow_runs", self.pool_path);
-        let items = match self.api.post(&path, &body).await {
+        let due = stratus_shared::json::format_ts(&(Utc::now() + chrono::Duration::seconds(1)));
+        let items = match self.poll(&due, capacity.min(100)).await {
             Ok(Value::Array(items)) => items,
             Ok(_) => return,
             Err(e) => {
@@ -538,15 +533,20 @@ impl Agent {
     /// queues, so it also sends the workers' poll asking for nothing (runs due before
     /// 2000): the queues it serves are marked polled and READY, as a polling worker's are.
     async fn mark_queues_polled(&self) {
-        let body = json!({
-            "work_queue_names": self.cfg.queues,
-            "scheduled_before": "2000-01-01T00:00:00Z",
-            "limit": 1,
-        });
-        let path = format!("/work_pools/{}/get_scheduled_flow_runs", self.pool_path);
-        if let Err(e) = self.api.post(&path, &body).await {
+        if let Err(e) = self.poll("2000-01-01T00:00:00Z", 1).await {
             tracing::warn!("could not mark the pool's queues polled: {e}");
         }
+    }
+
+    /// The workers' poll of this agent's queues for runs due before `scheduled_before`.
+    async fn poll(&self, scheduled_before: &str, limit: usize) -> Result<Value, api::CallError> {
+        let body = json!({
+            "work_queue_names": self.cfg.queues,
+            "scheduled_before": scheduled_before,
+            "limit": limit,
+        });
+        let path = format!("/work_pools/{}/get_scheduled_flow_runs", self.pool_path);
+        self.api.post(&path, &body).await
     }
 
     /// Kills the process of any run of ours that is being cancelled.

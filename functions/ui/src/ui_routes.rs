@@ -118,19 +118,6 @@ async fn task_run_dashboard_counts(
     Ok(Json(buckets.to_vec()).into_response())
 }
 
-/// The state types Prefect's `CountByState` lists, each present even when zero.
-const COUNTED_STATES: [&str; 9] = [
-    "COMPLETED",
-    "PENDING",
-    "RUNNING",
-    "FAILED",
-    "CANCELLED",
-    "CRASHED",
-    "PAUSED",
-    "CANCELLING",
-    "SCHEDULED",
-];
-
 async fn task_run_counts_by_state(
     State(app): State<AppState>,
     Body(body): Body<RunFilterBody>,
@@ -138,8 +125,9 @@ async fn task_run_counts_by_state(
     let client = app.client().await?;
     let counts = task_runs::count_by_state(&client, &body.filters()).await?;
     let mut out = Map::new();
-    for state in COUNTED_STATES {
-        out.insert(state.to_string(), json!(0));
+    // Prefect's `CountByState` lists every state type, zero or not.
+    for state in StateType::ALL {
+        out.insert(state.as_str().to_string(), json!(0));
     }
     for (state, n) in counts {
         out.insert(state, json!(n));

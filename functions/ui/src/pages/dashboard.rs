@@ -8,29 +8,32 @@ use axum::extract::State;
 use chrono::{Duration, Utc};
 use serde_json::json;
 use stratus_shared::db::flow_runs::{self, FlowRunSort};
-use stratus_shared::db::work_pools::{self as pools, WorkerFilter};
+use stratus_shared::db::work_pools as pools;
 use stratus_shared::filters::{Query, WorkPoolFilter};
+use stratus_shared::states::StateType;
 use stratus_shared::AppState;
 
 use super::view::{self, RunRow};
+use super::work_pools::{pool_row, PoolRow};
 use super::{filters, flow_names, int_param, render, PageResult, Params};
 
-const STATES: [(&str, &str); 9] = [
-    ("COMPLETED", "Completed"),
-    ("RUNNING", "Running"),
-    ("SCHEDULED", "Scheduled"),
-    ("PENDING", "Pending"),
-    ("FAILED", "Failed"),
-    ("CRASHED", "Crashed"),
-    ("CANCELLED", "Cancelled"),
-    ("CANCELLING", "Cancelling"),
-    ("PAUSED", "Paused"),
+/// The order the counts and chart segments are shown in.
+const STATES: [StateType; 9] = [
+    StateType::Completed,
+    StateType::Running,
+    StateType::Scheduled,
+    StateType::Pending,
+    StateType::Failed,
+    StateType::Crashed,
+    StateType::Cancelled,
+    StateType::Cancelling,
+    StateType::Paused,
 ];
 const BARS: i64 = 48;
 
 pub struct Count {
     kind: &'static str,
-    label: &'static str,
+    label: String,
     class: String,
     count: i64,
 }
@@ -43,16 +46,6 @@ pub struct Segment {
 pub struct Bar {
     title: String,
     segments: Vec<Segment>,
-}
-
-pub struct PoolRow {
-    name: String,
-    name_path: String,
-    kind: String,
-    status: String,
-    status_class: String,
-    online: usize,
-    last_heartbeat: String,
 }
 
 #[derive(Template)]
@@ -92,7 +85,8 @@ pub async fn page(State(app): State<AppState>, params: Params) -> PageResult {
     for interval in &history {
         let mut segments = Vec::new();
         let mut parts = Vec::new();
-        for (kind, label) in STATES {
+        for state in STATES {
+            let kind = state.as_str();
             let n: i64 = interval
                 .states
                 .iter()
@@ -105,7 +99,7 @@ pub async fn page(State(app): State<AppState>, params: Params) -> PageResult {
                     class: view::state_class(Some(kind)),
                     height: format!("{:.1}", n as f64 * 100.0 / peak as f64),
                 });
-                parts.push(format!("{n} {label}"));
+                parts.push(format!("{n} {}", state.default_name()));
             }
         }
         let title = format!(
@@ -122,11 +116,11 @@ pub async fn page(State(app): State<AppState>, params: Params) -> PageResult {
     }
     let counts = STATES
         .iter()
-        .map(|(kind, label)| Count {
-            kind,
-            label,
-            class: view::state_class(Some(kind)),
-            count: totals.get(*kind).copied().unwrap_or(0),
+        .map(|state| Count {
+            kind: state.as_str(),
+            label: state.default_name(),
+            class: view::state_class(Some(state.as_str())),
+            count: totals.get(state.as_str()).copied().unwrap_or(0),
         })
         .collect();
 
@@ -138,22 +132,11 @@ pub async fn page(State(app): State<AppState>, params: Params) -> PageResult {
     let late_f = filters(json!({"flow_runs": {"state": {"name": {"any_": ["Late"]}}}}))?;
     let late = flow_runs::filter(&c, &late_f, FlowRunSort::ExpectedStartTimeAsc, 10, 0).await?;
     let names = flow_names(&c, failed.iter().chain(late.iter()).map(|r| r.flow_id)).await?;
-    let row =
-        |r: &flow_runs::FlowRun| RunRow::new(r, names.get(&r.flow_id).map(String::as_str).unwrap_or("?"));
+    let row = |r: &flow_runs::FlowRun| RunRow::named(r, &names);
 
     let mut pool_rows = Vec::new();
     for p in pools::filter_pools(&c, &WorkPoolFilter::default(), 100, 0).await? {
-        let workers = pools::filter_workers(&c, p.id, &WorkerFilter::default(), 200, 0).await?;
-        let status = p.status.clone().unwrap_or_else(|| "NOT_READY".into());
-        pool_rows.push(PoolRow {
-            name_path: super::work_pools::path_segment(&p.name),
-            name: p.name,
-            kind: p.kind,
-            status_class: status.to_ascii_lowercase(),
-            status: status.replace('_', " "),
-            online: workers.iter().filter(|w| w.status == "ONLINE").count(),
-            last_heartbeat: view::when(workers.iter().map(|w| w.last_heartbeat_time).max()),
-        });
+        pool_rows.push(pool_row(&c, &p).await?.0);
     }
 
     Ok(render(&Dashboard {

@@ -201,10 +201,7 @@ pub async fn page(State(app): State<AppState>, PagePath(raw): PagePath, params: 
                 child: child_of.get(&t.id).map(Uuid::to_string),
             })
             .collect(),
-        subflows: subflows
-            .iter()
-            .map(|r| RunRow::new(r, names.get(&r.flow_id).map(String::as_str).unwrap_or("?")))
-            .collect(),
+        subflows: subflows.iter().map(|r| RunRow::named(r, &names)).collect(),
         parameters: view::pretty(&run.parameters),
         levels: vec![
             (0, "All"),

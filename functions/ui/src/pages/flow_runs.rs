@@ -8,21 +8,16 @@ use stratus_shared::db::flow_runs::{self, FlowRunSort};
 use stratus_shared::url::percent_encode;
 use stratus_shared::AppState;
 
+use stratus_shared::states::StateType;
+
 use super::view::RunRow;
 use super::{filters, flow_names, int_param, param, render, PageError, PageResult, Params};
 
 const PAGE_SIZE: i64 = 50;
-const STATES: [&str; 9] = [
-    "SCHEDULED",
-    "PENDING",
-    "RUNNING",
-    "COMPLETED",
-    "FAILED",
-    "CANCELLED",
-    "CRASHED",
-    "PAUSED",
-    "CANCELLING",
-];
+
+fn state_options() -> Vec<String> {
+    StateType::ALL.iter().map(|t| t.as_str().to_string()).collect()
+}
 
 #[derive(Template)]
 #[template(path = "flow_runs.html")]
@@ -67,10 +62,10 @@ pub async fn page(State(app): State<AppState>, params: Params) -> PageResult {
     let deployment = param(&params, "deployment").unwrap_or_default().to_string();
     let tag = param(&params, "tag").unwrap_or_default().to_string();
     let state = param(&params, "state").unwrap_or_default().to_ascii_uppercase();
-    if !state.is_empty() && !STATES.contains(&state.as_str()) {
+    if !state.is_empty() && StateType::parse(&state).is_none() {
         return Err(PageError::BadRequest(format!(
             "“{state}” is not a state; use one of {}.",
-            STATES.join(", ")
+            state_options().join(", ")
         )));
     }
     let mut since = time_param(&params, "since")?;
@@ -139,10 +134,7 @@ pub async fn page(State(app): State<AppState>, params: Params) -> PageResult {
     };
     Ok(render(&FlowRunsPage {
         nav: "runs",
-        runs: runs
-            .iter()
-            .map(|r| RunRow::new(r, names.get(&r.flow_id).map(String::as_str).unwrap_or("?")))
-            .collect(),
+        runs: runs.iter().map(|r| RunRow::named(r, &names)).collect(),
         total,
         flow,
         deployment,
@@ -150,7 +142,7 @@ pub async fn page(State(app): State<AppState>, params: Params) -> PageResult {
         state,
         since: fmt_input(since),
         until: fmt_input(until),
-        state_options: STATES.iter().map(|s| s.to_string()).collect(),
+        state_options: state_options(),
         prev: (page > 1).then(|| link(page - 1)),
         next: (page * PAGE_SIZE < total).then(|| link(page + 1)),
         page,

@@ -60,6 +60,11 @@ pub struct RunRow {
 }
 
 impl RunRow {
+    /// A row whose flow name is looked up in `names` (see `pages::flow_names`).
+    pub fn named(run: &FlowRun, names: &std::collections::HashMap<uuid::Uuid, String>) -> Self {
+        RunRow::new(run, names.get(&run.flow_id).map(String::as_str).unwrap_or("?"))
+    }
+
     pub fn new(run: &FlowRun, flow_name: &str) -> Self {
         let kind = run.state_type.map(|t| t.as_str());
         RunRow {

@@ -18,17 +18,17 @@ pub fn path_segment(name: &str) -> String {
 }
 
 pub struct PoolRow {
-    name: String,
-    path: String,
-    kind: String,
-    status: String,
-    status_class: String,
-    limit: String,
-    online: usize,
-    last_heartbeat: String,
+    pub(super) name: String,
+    pub(super) path: String,
+    pub(super) kind: String,
+    pub(super) status: String,
+    pub(super) status_class: String,
+    pub(super) limit: String,
+    pub(super) online: usize,
+    pub(super) last_heartbeat: String,
 }
 
-async fn pool_row(
+pub async fn pool_row(
     c: &impl deadpool_postgres::GenericClient,
     p: &WorkPool,
 ) -> Result<(PoolRow, Vec<pools::Worker>), PageError> {
@@ -132,10 +132,7 @@ pub async fn page(State(app): State<AppState>, PagePath(name): PagePath) -> Page
                 )
             })
             .collect(),
-        runs: runs
-            .iter()
-            .map(|r| RunRow::new(r, names.get(&r.flow_id).map(String::as_str).unwrap_or("?")))
-            .collect(),
+        runs: runs.iter().map(|r| RunRow::named(r, &names)).collect(),
         p: row,
     }))
 }
