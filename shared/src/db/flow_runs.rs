@@ -371,6 +371,19 @@ pub struct GraphNode {
     pub untrackable_result: bool,
 }
 
+/// The task-run references among a task run's inputs (`{"input_type": "task_run", "id"}`).
+fn upstream_task_runs(inputs: &Value) -> Vec<Value> {
+    inputs
+        .as_object()
+        .into_iter()
+        .flat_map(|map| map.values())
+        .filter_map(Value::as_array)
+        .flatten()
+        .filter(|item| item.get("input_type").and_then(Value::as_str) == Some("task_run"))
+        .cloned()
+        .collect()
+}
+
 pub async fn graph(
     c: &impl GenericClient,
     flow_run_id: Uuid,
@@ -387,17 +400,7 @@ pub async fn graph(
     Ok(rows
         .iter()
         .map(|r| {
-            let inputs: Value = r.get(2);
-            let mut upstream = Vec::new();
-            if let Some(map) = inputs.as_object() {
-                for refs in map.values() {
-                    for item in refs.as_array().into_iter().flatten() {
-                        if item.get("input_type").and_then(Value::as_str) == Some("task_run") {
-                            upstream.push(item.clone());
-                        }
-                    }
-                }
-            }
+            let upstream = upstream_task_runs(&r.get::<_, Value>(2));
             let total: i64 = r.get(6);
             let state_type: Option<String> = r.get(7);
             let state = state_from_row(r, 9);
@@ -524,17 +527,9 @@ pub async fn graph_outline(
 ) -> Result<(Vec<GraphOutlineNode>, i64), tokio_postgres::Error> {
     let rows = c
         .query(
-            // The inputs are unpacked only for the rows kept.
-            "SELECT t.id, t.name, t.state_type, \
-               coalesce(ARRAY(SELECT (i ->> 'id')::uuid FROM jsonb_each(t.task_inputs) e, \
-                 jsonb_array_elements(CASE WHEN jsonb_typeof(e.value) = 'array' THEN e.value ELSE '[]' END) i \
-                 WHERE i ->> 'input_type' = 'task_run' AND i ->> 'id' ~* '^[0-9a-f-]{36}$'), '{}'), \
-               t.total \
-             FROM (SELECT tr.id, tr.name, tr.state_type, tr.task_inputs, tr.expected_start_time, \
-                     count(*) OVER () AS total \
-                   FROM task_run tr WHERE tr.flow_run_id = $1 \
-                   ORDER BY tr.expected_start_time, tr.id LIMIT $2) t \
-             ORDER BY t.expected_start_time, t.id",
+            "SELECT tr.id, tr.name, tr.state_type, tr.task_inputs, count(*) OVER () \
+             FROM task_run tr WHERE tr.flow_run_id = $1 \
+             ORDER BY tr.expected_start_time, tr.id LIMIT $2",
             &[&flow_run_id, &limit],
         )
         .await?;
@@ -545,7 +540,10 @@ pub async fn graph_outline(
                 id: r.get(0),
                 name: r.get(1),
                 state_type: r.get(2),
-                upstream: r.get(3),
+                upstream: upstream_task_runs(&r.get::<_, Value>(3))
+                    .iter()
+                    .filter_map(|d| d.get("id")?.as_str()?.parse().ok())
+                    .collect(),
             })
             .collect(),
         total,
