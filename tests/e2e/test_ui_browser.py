@@ -61,9 +61,29 @@ class Page:
         self.d.get(self.base + path)
         return self.checked(shot)
 
+    def navigate(self, element, shot=None):
+        """Clicks what loads a new page, waits until that page has replaced this one, and checks it.
+        The click returns before the browser has left the old page, so checking at once may read it."""
+        from selenium.common.exceptions import StaleElementReferenceException
+
+        old = self.d.find_element("tag name", "html")
+        element.click()
+
+        def replaced():
+            try:
+                old.tag_name
+                return False
+            except StaleElementReferenceException:
+                return self.d.execute_script("return document.readyState") == "complete"
+
+        self.wait_for(replaced, "the next page to load")
+        return self.checked(shot)
+
     def checked(self, shot=None):
         from selenium.webdriver.common.by import By
 
+        # A page reached by a script or a form may still be loading when its URL has changed.
+        self.wait_for(lambda: self.d.execute_script("return document.readyState") == "complete", "the page to load")
         title = self.d.title
         assert "Not found" not in title and "Something went wrong" not in title, f"{self.d.current_url}: {title}"
         assert self.d.find_elements(By.CSS_SELECTOR, "header.top nav a"), f"{self.d.current_url} has no navigation"
@@ -84,8 +104,7 @@ class Page:
         return self.d.find_element(By.PARTIAL_LINK_TEXT, text)
 
     def follow(self, text, shot=None):
-        self.link(text).click()
-        return self.checked(shot)
+        return self.navigate(self.link(text), shot)
 
     def text(self):
         return self.d.find_element("tag name", "body").text
@@ -180,8 +199,7 @@ def test_every_page_opens_links_to_the_others_filters_and_shows_logs(browser, st
     for label, shot in [("Flow runs", "flow-runs"), ("Flows", "flows"), ("Deployments", "deployments"),
                         ("Work pools", "work-pools"), ("Blocks", "blocks"), ("Concurrency", "concurrency-limits"),
                         ("Variables", "variables"), ("Artifacts", "artifacts"), ("Dashboard", "dashboard-again")]:
-        page.css(f"header.top nav a[href='{page_href(label)}']")[0].click()
-        page.checked(shot)
+        page.navigate(page.css(f"header.top nav a[href='{page_href(label)}']")[0], shot)
     assert f"{tag}-report" in page.open("/artifacts").text()
     assert f"{tag}_region" in page.open("/variables").text()
     assert tag in page.open("/concurrency-limits").text()
@@ -197,8 +215,7 @@ def test_every_page_opens_links_to_the_others_filters_and_shows_logs(browser, st
     from selenium.webdriver.support.ui import Select
 
     Select(form.find_element("name", "state")).select_by_value("COMPLETED")
-    form.find_element("css selector", "button[type=submit]").click()
-    page.checked("flow-runs-filtered")
+    page.navigate(form.find_element("css selector", "button[type=submit]"), "flow-runs-filtered")
     rows = page.css("table.runs tbody tr")
     assert len(rows) == 1, page.text()
     assert parent in rows[0].text and "Completed" in rows[0].text
