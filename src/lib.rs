@@ -22,6 +22,7 @@ pub fn routes() -> Router<AppState> {
         .merge(stratus_deployments::router())
         .merge(stratus_variables::router())
         .merge(stratus_artifacts::router())
+        .merge(stratus_notifier::router())
         .merge(stratus_ui::router())
 }
 

@@ -45,6 +45,9 @@ impl SqsQueue {
     }
 
     pub fn name(&self, pool_id: Uuid) -> String {
+        if pool_id == stratus_shared::queue::NOTIFICATIONS_QUEUE {
+            return format!("{}notifications", self.prefix);
+        }
         format!("{}{pool_id}", self.prefix)
     }
 

@@ -42,6 +42,17 @@ impl AppState {
         crate::outbox::publish_runs(&self.db, self.queue.as_ref(), runs).await;
     }
 
+    /// Publishes what a committed state change of `run` left behind: its message to its
+    /// pool's queue, and its notifications.
+    pub async fn publish_outcome(&self, run: uuid::Uuid, outcome: &crate::db::transitions::Outcome) {
+        if outcome.enqueued {
+            self.publish_runs(&[run]).await;
+        }
+        if outcome.notified {
+            crate::notifications::publish_run(&self.db, self.queue.as_ref(), run).await;
+        }
+    }
+
     pub async fn client(&self) -> Result<Client, ApiError> {
         Ok(self.db.get().await?)
     }

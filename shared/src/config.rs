@@ -48,6 +48,9 @@ pub struct Settings {
     pub s3_bucket: String,
     /// `STRATUS_STORAGE_DIR`, default `<data dir>/storage`: flow code without S3.
     pub storage_dir: PathBuf,
+    /// `STRATUS_UI_URL`: where people open the web UI, for the links in notifications.
+    /// Unset: this server's own address ([`Settings::ui_url`]).
+    pub ui_url: Option<String>,
 }
 
 /// Where an AWS service is: the SDK's default endpoint, or an override such as LocalStack.
@@ -112,11 +115,23 @@ impl Settings {
                 "STRATUS_QUEUE_PREFIX={queue_prefix:?} is not valid: at most 44 letters, digits, '-' or '_'"
             )));
         }
+        let ui_url = match non_empty("STRATUS_UI_URL") {
+            Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+                Some(url.trim_end_matches('/').to_string())
+            }
+            Some(url) => {
+                return Err(ConfigError(format!(
+                    "STRATUS_UI_URL={url:?} is not valid: expected an http(s) URL such as https://stratus.example.com"
+                )))
+            }
+            None => None,
+        };
         Ok(Settings {
             database_url,
             pool_size: parse_var("STRATUS_DATABASE_POOL_SIZE", 16)?,
             host: non_empty("STRATUS_HOST").unwrap_or_else(|| "127.0.0.1".to_string()),
             port: parse_var("STRATUS_PORT", 4200)?,
+            ui_url,
             storage_dir: non_empty("STRATUS_STORAGE_DIR")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| data_dir.join("storage")),
@@ -133,6 +148,24 @@ impl Settings {
             s3_endpoint: endpoint_var("STRATUS_S3_ENDPOINT")?,
             s3_bucket: non_empty("STRATUS_S3_BUCKET").unwrap_or_else(|| "stratus-flow-code".into()),
         })
+    }
+
+    /// Where people open the web UI: `STRATUS_UI_URL`, else the address a browser on this
+    /// machine reaches the server at.
+    pub fn ui_url(&self) -> String {
+        if let Some(url) = &self.ui_url {
+            return url.clone();
+        }
+        let host = match self.host.as_str() {
+            "0.0.0.0" | "" => "127.0.0.1",
+            "::" => "::1",
+            h => h,
+        };
+        if host.contains(':') && !host.starts_with('[') {
+            format!("http://[{host}]:{}", self.port)
+        } else {
+            format!("http://{host}:{}", self.port)
+        }
     }
 
     /// The database URL, or an error that says which variable to set.

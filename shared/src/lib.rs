@@ -11,6 +11,7 @@ pub mod json;
 pub mod json_schema;
 pub mod maintenance;
 pub mod names;
+pub mod notifications;
 pub mod outbox;
 pub mod queue;
 pub mod run_routes;

@@ -52,6 +52,8 @@ pub struct TickReport {
     /// Outbox messages the sweep published (and failed to).
     pub published: usize,
     pub publish_failed: usize,
+    /// Queued notifications the sweep handed to the notifier's queue.
+    pub notifications_published: usize,
 }
 
 /// The idempotency key of a scheduled run: `scheduled {deployment_id} {ISO datetime}`.
@@ -275,7 +277,7 @@ pub async fn mark_late_runs(pool: &Pool, limits: &Limits, tag_slot_wait_seconds:
 }
 
 /// One scheduler tick, bounded by `budget`: new scheduled runs, Late marks, then the
-/// outbox sweep (which gets a share of the budget of its own, so a long scheduling pass
+/// outbox sweeps (runs, then notifications) (which gets a share of the budget of its own, so a long scheduling pass
 /// cannot starve it).
 pub async fn tick(
     pool: &Pool,
@@ -290,12 +292,15 @@ pub async fn tick(
     let late_marked = mark_late_runs(pool, limits, tag_slot_wait_seconds).await?;
     let sweep_deadline = (start + budget).max(Instant::now() + budget / 4);
     let swept = outbox::sweep(pool, queue, sweep_deadline).await?;
+    // Late marks queue notifications too, so this comes last.
+    let notified = crate::notifications::publish(pool, queue, None).await?;
     Ok(TickReport {
         deployments,
         runs_created,
         late_marked,
         published: swept.sent,
-        publish_failed: swept.failed,
+        publish_failed: swept.failed + notified.failed,
+        notifications_published: notified.sent,
     })
 }
 

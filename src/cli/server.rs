@@ -1,5 +1,5 @@
 //! `stratus server start`: every route family in one process, plus the scheduler
-//! function on a timer.
+//! function on a timer and the notifier reading its queue.
 
 use std::future::IntoFuture;
 use std::net::SocketAddr;
@@ -77,6 +77,8 @@ async fn serve_until_stopped(
         .local_addr()
         .map_err(|e| format!("could not read the listening address: {e}"))?;
     print_banner(&addr);
+    // Port 0 asks for any free port: links in notifications need the one given.
+    settings.port = addr.port();
 
     let state = AppState::new(pool.clone(), settings.clone());
     let state = state
@@ -100,6 +102,7 @@ async fn serve_until_stopped(
         ),
     }
     let scheduler = tokio::spawn(scheduler(state.clone()));
+    let notifier = tokio::spawn(stratus_notifier::deliver::run(state.clone()));
 
     let app = serve::normalize(crate::app(state));
     let graceful = shutdown.clone();
@@ -122,6 +125,7 @@ async fn serve_until_stopped(
         }
     };
     scheduler.abort();
+    notifier.abort();
     pool.close();
     served
 }

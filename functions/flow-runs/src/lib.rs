@@ -267,9 +267,7 @@ async fn set_state(
     .ok_or_else(|| run_not_found(id))?;
     tx.commit().await?;
     drop(client);
-    if outcome.enqueued {
-        app.publish_runs(&[id]).await;
-    }
+    app.publish_outcome(id, &outcome).await;
     Ok(stratus_shared::run_routes::respond(outcome))
 }
 
@@ -330,9 +328,7 @@ async fn resume(
     }
     tx.commit().await?;
     drop(client);
-    if outcome.enqueued {
-        app.publish_runs(&[id]).await;
-    }
+    app.publish_outcome(id, &outcome).await;
     Ok(stratus_shared::run_routes::respond(outcome))
 }
 

@@ -31,5 +31,6 @@ pub async fn invoke(state: &AppState, budget: Duration) -> Result<Value, String>
         "late_marked": tick.late_marked,
         "published": tick.published,
         "publish_failed": tick.publish_failed,
+        "notifications_published": tick.notifications_published,
     }))
 }

@@ -8,6 +8,7 @@ pub mod flow_run_inputs;
 pub mod flow_runs;
 pub mod flows;
 pub mod logs;
+pub mod notifications;
 pub mod outbox;
 pub mod runs;
 pub mod saved_searches;

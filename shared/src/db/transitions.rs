@@ -33,6 +33,8 @@ pub struct Outcome {
     pub written: bool,
     /// The run became due on its work pool's queue: an outbox message awaits publishing.
     pub enqueued: bool,
+    /// Notification policies matched the new state: notifications await publishing.
+    pub notified: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -157,6 +159,11 @@ pub async fn set_flow_run_state(
     }
     let mut outcome = outcome(ctx.initial, decision, written);
     outcome.enqueued = enqueued;
+    // As Prefect: accepted and rejected proposals notify, the latter of the state kept.
+    if let (Status::Accept | Status::Reject, Some(state)) = (&outcome.result.status, &outcome.result.state) {
+        outcome.notified =
+            crate::db::notifications::queue_for_state(c, run_id, state, &ctx.run.tags).await? > 0;
+    }
     Ok(Some(outcome))
 }
 
@@ -288,6 +295,7 @@ fn outcome(initial: Option<State>, decision: Decision, written: Option<State>) -
         },
         written: is_written,
         enqueued: false,
+        notified: false,
     }
 }
 

@@ -13,6 +13,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+/// The queue the notifier reads flow run notifications from. It is not a pool's: no
+/// pool has the nil id.
+pub const NOTIFICATIONS_QUEUE: Uuid = Uuid::nil();
+
 /// SQS's longest delivery delay; runs due later wait in the outbox.
 pub const MAX_DELAY_SECONDS: i64 = 900;
 /// SQS's longest long-poll wait.

@@ -1,0 +1,27 @@
+//! The notifier on Lambda, invoked by the notifications SQS queue (event source mapping
+//! with partial batch responses): messages whose notification should be retried are
+//! reported back, and SQS delivers them again.
+
+use lambda_http::{lambda_runtime, service_fn, Error, LambdaEvent};
+use serde_json::{json, Value};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    stratus_shared::serve::init_tracing();
+    let state = stratus_shared::serve::state_from_env().await?;
+    let queue = stratus_aws::queue(&state.settings.clone(), &state).await;
+    let state = state.with_queue(queue);
+    let http = stratus_notifier::deliver::http_client();
+    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
+        let (state, http) = (state.clone(), http.clone());
+        async move {
+            let retry = stratus_notifier::deliver::handle_sqs_event(&state, &http, &event.payload).await;
+            let failures: Vec<Value> = retry
+                .into_iter()
+                .map(|id| json!({ "itemIdentifier": id }))
+                .collect();
+            Ok::<Value, Error>(json!({ "batchItemFailures": failures }))
+        }
+    }))
+    .await
+}

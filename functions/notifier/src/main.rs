@@ -1,0 +1,4 @@
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    stratus_aws::lambda(stratus_notifier::router()).await
+}
