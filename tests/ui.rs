@@ -249,6 +249,7 @@ async fn pages_render_real_runs_and_link_to_each_other() {
         "/concurrency-limits".into(),
         "/variables".into(),
         "/artifacts".into(),
+        "/notifications".into(),
     ] {
         let res = app.get(&page).await;
         assert_eq!(res.status, 200, "{page}: {}", res.text);

@@ -12,6 +12,7 @@ from uuid import uuid4
 
 import pytest
 from conftest import AWS_ENV
+from prefect.client.schemas.filters import FlowRunNotificationPolicyFilter
 
 from _support import uid
 from test_stratus_agent import agents_for, client_for, deploy, make_pool, wait_for  # noqa: F401  (fixture)
@@ -135,6 +136,7 @@ FLOW = """
 import json
 from prefect import flow, task, get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.blocks.notifications import SlackWebhook
 from prefect.blocks.system import Secret
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import VariableCreate
@@ -170,6 +172,8 @@ async def setup():
     async with get_client() as c:
         await c.create_variable(VariableCreate(name="{tag}_region", value="eu-west-1"))
         await c.create_concurrency_limit(tag="{tag}", concurrency_limit=3)
+        slack = await SlackWebhook(url="http://127.0.0.1:9/{tag}").save("{tag}-slack")
+        await c.create_flow_run_notification_policy(slack, state_names=["Failed"], tags=["{tag}"])
 
 if __name__ == "__main__":
     import asyncio
@@ -198,11 +202,29 @@ def test_every_page_opens_links_to_the_others_filters_and_shows_logs(browser, st
     # Every page in the navigation.
     for label, shot in [("Flow runs", "flow-runs"), ("Flows", "flows"), ("Deployments", "deployments"),
                         ("Work pools", "work-pools"), ("Blocks", "blocks"), ("Concurrency", "concurrency-limits"),
-                        ("Variables", "variables"), ("Artifacts", "artifacts"), ("Dashboard", "dashboard-again")]:
+                        ("Variables", "variables"), ("Artifacts", "artifacts"), ("Notifications", "notifications"),
+                        ("Dashboard", "dashboard-again")]:
         page.navigate(page.css(f"header.top nav a[href='{page_href(label)}']")[0], shot)
     assert f"{tag}-report" in page.open("/artifacts").text()
     assert f"{tag}_region" in page.open("/variables").text()
     assert tag in page.open("/concurrency-limits").text()
+
+    # A notification policy, paused and resumed from its row.
+    page.open("/notifications")
+    row = [r for r in page.css("table tr") if f"{tag}-slack" in r.text][0]
+    assert "Failed" in row.text and tag in row.text, row.text
+    [policy] = [p for p in client(lambda c: c.read_flow_run_notification_policies(
+        FlowRunNotificationPolicyFilter(is_active={"eq_": None}))) if tag in p.tags]
+    row.find_element("xpath", ".//button[text()='Pause']").click()
+    page.wait_for(lambda: any(f"{tag}-slack" in r.text and "paused" in r.text for r in page.css("table tr")),
+                  "the policy to pause")
+    page.checked("notifications-paused")
+    assert policy.id in {p.id for p in client(lambda c: c.read_flow_run_notification_policies(
+        FlowRunNotificationPolicyFilter(is_active={"eq_": False})))}
+    row = [r for r in page.css("table tr") if f"{tag}-slack" in r.text][0]
+    row.find_element("xpath", ".//button[text()='Resume']").click()
+    page.wait_for(lambda: any(f"{tag}-slack" in r.text and "yes" in r.text for r in page.css("table tr")),
+                  "the policy to resume")
 
     # A block's page shows that it is a secret, not the secret.
     page.open("/blocks").follow(f"{tag}-secret", "block")
@@ -307,7 +329,7 @@ def page_href(label):
     return {
         "Dashboard": "/", "Flow runs": "/flow-runs", "Flows": "/flows", "Deployments": "/deployments",
         "Work pools": "/work-pools", "Blocks": "/blocks", "Concurrency": "/concurrency-limits",
-        "Variables": "/variables", "Artifacts": "/artifacts",
+        "Variables": "/variables", "Artifacts": "/artifacts", "Notifications": "/notifications",
     }[label]
 
 

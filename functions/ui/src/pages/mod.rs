@@ -41,6 +41,7 @@ pub fn router() -> Router<AppState> {
         .route("/concurrency-limits", get(resources::concurrency))
         .route("/variables", get(resources::variables))
         .route("/artifacts", get(resources::artifacts))
+        .route("/notifications", get(resources::notifications))
         .route("/ui-settings", get(ui_settings))
         .route("/ui-static/app.css", get(css))
         .route("/ui-static/app.js", get(js))

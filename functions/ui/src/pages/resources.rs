@@ -1,5 +1,5 @@
-//! Blocks, concurrency limits, variables and artifacts: lists to read, and a block to
-//! inspect (secret values hidden).
+//! Blocks, concurrency limits, variables, artifacts and notification policies: lists to
+//! read, and a block to inspect (secret values hidden).
 
 use askama::Template;
 use axum::extract::State;
@@ -8,6 +8,7 @@ use stratus_shared::db::artifacts::{self, ArtifactFilter, ArtifactSort};
 use stratus_shared::db::blocks::BlockDocumentFilter;
 use stratus_shared::db::blocks::{self as docs, DocumentQuery, DocumentSort};
 use stratus_shared::db::concurrency_limits as limits;
+use stratus_shared::db::notifications::{self, PolicyFilter};
 use stratus_shared::db::variables::{self, VariableFilter, VariableSort};
 use stratus_shared::AppState;
 
@@ -18,6 +19,15 @@ pub struct Cell {
     text: String,
     href: Option<String>,
     code: bool,
+    buttons: Vec<Button>,
+}
+
+/// A button that calls the API (`app.js` reads its `data-api` and `data-body`).
+pub struct Button {
+    label: &'static str,
+    api: String,
+    body: String,
+    confirm: &'static str,
 }
 
 fn text(t: impl Into<String>) -> Cell {
@@ -25,23 +35,26 @@ fn text(t: impl Into<String>) -> Cell {
         text: t.into(),
         href: None,
         code: false,
+        buttons: Vec::new(),
     }
 }
 
 fn link(t: impl Into<String>, href: String) -> Cell {
     Cell {
-        text: t.into(),
         href: Some(href),
-        code: false,
+        ..text(t)
     }
 }
 
 fn code(t: impl Into<String>) -> Cell {
     Cell {
-        text: t.into(),
-        href: None,
         code: true,
+        ..text(t)
     }
+}
+
+fn buttons(buttons: Vec<Button>) -> Cell {
+    Cell { buttons, ..text("") }
 }
 
 pub struct Table {
@@ -204,4 +217,78 @@ pub async fn artifacts(State(app): State<AppState>) -> PageResult {
         empty: "No artifacts yet.",
     };
     page("artifacts", "Artifacts", vec![table], String::new())
+}
+
+/// "Failed, Crashed", or what an empty list means.
+fn names_or(list: &serde_json::Value, empty: &str) -> String {
+    let names = view::tags(list);
+    if names.is_empty() {
+        empty.to_string()
+    } else {
+        names.join(", ")
+    }
+}
+
+pub async fn notifications(State(app): State<AppState>) -> PageResult {
+    let c = app.client().await?;
+    let policies = notifications::filter(&c, &PolicyFilter::default(), 500, 0).await?;
+    let mut ids: Vec<_> = policies.iter().map(|p| p.block_document_id).collect();
+    ids.sort();
+    ids.dedup();
+    let by_id: BlockDocumentFilter = serde_json::from_value(json!({"id": {"any_": ids}}))
+        .map_err(|e| PageError::Internal(e.to_string()))?;
+    let query = DocumentQuery {
+        documents: Some(&by_id),
+        types: None,
+        schemas: None,
+    };
+    let blocks = docs::filter_documents(&c, &query, DocumentSort::BlockTypeAndNameAsc, false, 500, 0).await?;
+    let table = Table {
+        caption: String::new(),
+        head: vec![
+            "Send through",
+            "When runs enter",
+            "Tagged",
+            "Message",
+            "Active",
+            "",
+        ],
+        rows: policies
+            .iter()
+            .map(|p| {
+                let block = blocks.iter().find(|b| b.id == p.block_document_id);
+                let name = block.map_or_else(
+                    || p.block_document_id.to_string(),
+                    |b| format!("{} ({})", b.name, b.block_type_name.clone().unwrap_or_default()),
+                );
+                let api = format!("/api/flow_run_notification_policies/{}", p.id);
+                vec![
+                    link(name, format!("/blocks/{}", p.block_document_id)),
+                    text(names_or(&p.state_names, "any state")),
+                    text(names_or(&p.tags, "any tags")),
+                    match &p.message_template {
+                        Some(t) => code(t.clone()),
+                        None => text("Prefect's default"),
+                    },
+                    text(if p.is_active { "yes" } else { "paused" }),
+                    buttons(vec![
+                        Button {
+                            label: if p.is_active { "Pause" } else { "Resume" },
+                            api: format!("PATCH {api}"),
+                            body: json!({"is_active": !p.is_active}).to_string(),
+                            confirm: "",
+                        },
+                        Button {
+                            label: "Delete",
+                            api: format!("DELETE {api}"),
+                            body: String::new(),
+                            confirm: "Delete this notification?",
+                        },
+                    ]),
+                ]
+            })
+            .collect(),
+        empty: "No notifications yet. Create one with the client: create_flow_run_notification_policy.",
+    };
+    page("notifications", "Notifications", vec![table], String::new())
 }
