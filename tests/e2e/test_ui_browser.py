@@ -111,14 +111,16 @@ class Page:
         return self.d.find_element("tag name", "body").text
 
     def wait_for(self, predicate, what, timeout=WAIT):
-        from selenium.common.exceptions import StaleElementReferenceException, NoSuchElementException
+        from selenium.common.exceptions import WebDriverException
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
                 if predicate():
                     return
-            except (StaleElementReferenceException, NoSuchElementException, IndexError):
+            # The page may be reloading under the check (live pages reload on a state
+            # change): an element gone stale, missing or detached reads again next time.
+            except (WebDriverException, IndexError):
                 pass
             time.sleep(0.3)
         raise AssertionError(f"timed out after {timeout}s waiting for {what} on {self.d.current_url}:\n{self.text()}")

@@ -1,4 +1,15 @@
+use stratus_shared::serve;
+
+/// Prefect registers its block types when the server starts; on AWS the blocks function
+/// does, when an instance starts (it is idempotent), before it serves.
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    stratus_shared::serve::lambda(stratus_blocks::router()).await
+    serve::init_tracing();
+    let state = serve::state_from_env().await?;
+    let mut client = state.db.get().await?;
+    let tx = client.transaction().await?;
+    stratus_shared::system_blocks::install(&tx).await?;
+    tx.commit().await?;
+    drop(client);
+    lambda_http::run(serve::normalize(serve::api(stratus_blocks::router(), state))).await
 }
