@@ -352,3 +352,102 @@ async fn worker_metadata_is_served_for_pool_creation() {
     assert!(template["job_configuration"].is_object(), "{template}");
     assert_eq!(app.get("/api/collections/views/nope").await.status, 404);
 }
+
+/// Claims a run through its pool, as the Stratus agent does.
+async fn claim(app: &TestApp, pool: &str, run: &Value) -> Value {
+    let res = app
+        .post(
+            &format!("/api/work_pools/{pool}/message_queue/claim"),
+            json!({"flow_run_id": run["id"]}),
+        )
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    res.body
+}
+
+#[tokio::test]
+async fn agent_claims_respect_pauses_and_concurrency_limits_exactly() {
+    let app = TestApp::spawn().await;
+    let p = pool(&app, "capped", json!({"concurrency_limit": 2})).await;
+    let q = app
+        .post(
+            "/api/work_pools/capped/queues",
+            json!({"name": "one", "concurrency_limit": 1}),
+        )
+        .await
+        .body;
+
+    // The queue's limit: one at a time.
+    let q1 = scheduled_run(&app, &q["id"], -5).await;
+    let q2 = scheduled_run(&app, &q["id"], -5).await;
+    let won = claim(&app, "capped", &q1).await;
+    assert_eq!(won["claimed"], true, "{won}");
+    assert_eq!(won["state"]["type"], "PENDING");
+    let held = claim(&app, "capped", &q2).await;
+    assert_eq!(held["claimed"], false);
+    assert_eq!(held["retry_after"], 5);
+    assert!(held["reason"]
+        .as_str()
+        .unwrap()
+        .contains("work queue already runs its concurrency limit (1)"));
+    // Claiming the same run again loses, without a hold.
+    let again = claim(&app, "capped", &q1).await;
+    assert_eq!(again["claimed"], false);
+    assert!(again.get("retry_after").is_none(), "{again}");
+
+    // The pool's limit (2), under concurrent claims: exactly one more of five wins.
+    let runs: Vec<Value> = scheduled_runs(&app, &p["default_queue_id"], 5).await;
+    let answers = futures_util::future::join_all(runs.iter().map(|r| claim(&app, "capped", r))).await;
+    let won: Vec<_> = answers.iter().filter(|a| a["claimed"] == true).collect();
+    assert_eq!(won.len(), 1, "{answers:?}");
+    assert!(answers
+        .iter()
+        .filter(|a| a["claimed"] == false)
+        .all(|a| a["reason"]
+            .as_str()
+            .unwrap()
+            .contains("work pool already runs its concurrency limit (2)")));
+
+    // A finished run makes room again.
+    let done = app
+        .post(
+            &format!("/api/flow_runs/{}/set_state", q1["id"].as_str().unwrap()),
+            json!({"state": {"type": "CANCELLED"}, "force": true}),
+        )
+        .await;
+    assert_eq!(done.status, 201, "{}", done.text);
+    assert_eq!(claim(&app, "capped", &q2).await["claimed"], true);
+
+    // Paused: held back, whatever the room.
+    let free = pool(&app, "free", json!({})).await;
+    let r = scheduled_run(&app, &free["default_queue_id"], -5).await;
+    app.patch("/api/work_pools/free", json!({"is_paused": true}))
+        .await;
+    let held = claim(&app, "free", &r).await;
+    assert_eq!(
+        (held["claimed"].clone(), held["reason"].clone()),
+        (json!(false), json!("the work pool is paused"))
+    );
+    app.patch("/api/work_pools/free", json!({"is_paused": false}))
+        .await;
+    // Another pool's run is not this pool's to claim; an unknown pool is a 404.
+    let other = claim(&app, "capped", &r).await;
+    assert_eq!(other["claimed"], false);
+    assert!(other.get("retry_after").is_none());
+    assert_eq!(claim(&app, "free", &r).await["claimed"], true);
+    let missing = app
+        .post(
+            "/api/work_pools/nope/message_queue/claim",
+            json!({"flow_run_id": r["id"]}),
+        )
+        .await;
+    assert_eq!(missing.status, 404);
+}
+
+async fn scheduled_runs(app: &TestApp, queue_id: &Value, n: usize) -> Vec<Value> {
+    let mut runs = Vec::new();
+    for _ in 0..n {
+        runs.push(scheduled_run(app, queue_id, -5).await);
+    }
+    runs
+}

@@ -211,6 +211,17 @@ fn sqs_endpoint_for(queue_url: &str) -> stratus_shared::config::AwsEndpoint {
     }
 }
 
+/// What claiming a run came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Claim {
+    /// This agent runs it.
+    Won,
+    /// Someone else claimed it, or it is no longer this pool's to run.
+    Lost,
+    /// Its pool or queue is paused or full: ask again after these seconds.
+    Held(u32),
+}
+
 impl Agent {
     fn running_ids(&self) -> Vec<Uuid> {
         self.running
@@ -323,11 +334,16 @@ impl Agent {
             }
         }
         match self.claim(due.flow_run_id).await {
-            Ok(claimed) => {
+            Ok(Claim::Held(seconds)) => {
+                // The pool or queue is paused or full: the run stays Scheduled and its
+                // message comes back.
+                let _ = q.release(self.pool_id, &m.receipt, seconds).await;
+            }
+            Ok(claim) => {
                 if let Err(e) = q.delete(self.pool_id, &m.receipt).await {
                     tracing::warn!("could not delete message {}: {e}", m.message_id);
                 }
-                if claimed {
+                if claim == Claim::Won {
                     tasks.spawn(self.clone().execute(run));
                 }
             }
@@ -365,28 +381,33 @@ impl Agent {
                 continue;
             };
             match self.claim(id).await {
-                Ok(true) => {
+                Ok(Claim::Won) => {
                     tasks.spawn(self.clone().execute(run));
                 }
-                Ok(false) => {}
+                Ok(_) => {}
                 Err(e) => tracing::warn!(flow_run_id = %id, "claim failed: {e}"),
             }
         }
     }
 
-    /// Proposes Pending. Ok(true) when this agent won the run.
-    async fn claim(&self, id: Uuid) -> Result<bool, api::CallError> {
-        let body = json!({"state": {"type": "PENDING", "name": "Pending"}, "force": false});
-        let result = self
-            .api
-            .post(&format!("/flow_runs/{id}/set_state"), &body)
-            .await?;
-        let accepted = result.get("status").and_then(Value::as_str) == Some("ACCEPT")
-            && result.pointer("/state/type").and_then(Value::as_str) == Some("PENDING");
-        if accepted {
+    /// Claims the run through the pool (Scheduled → Pending), which holds it back while the
+    /// pool or its queue is paused or at its concurrency limit.
+    async fn claim(&self, id: Uuid) -> Result<Claim, api::CallError> {
+        let path = format!("/work_pools/{}/message_queue/claim", segment(&self.cfg.pool));
+        let result = self.api.post(&path, &json!({ "flow_run_id": id })).await?;
+        if result.get("claimed").and_then(Value::as_bool) == Some(true) {
             println!("Claimed flow run {id}.");
+            return Ok(Claim::Won);
         }
-        Ok(accepted)
+        if let Some(seconds) = result.get("retry_after").and_then(Value::as_u64) {
+            let why = result
+                .get("reason")
+                .and_then(Value::as_str)
+                .unwrap_or("held back");
+            tracing::info!(flow_run_id = %id, "not claimed yet: {why}");
+            return Ok(Claim::Held(seconds.min(900) as u32));
+        }
+        Ok(Claim::Lost)
     }
 
     async fn set_state(&self, id: Uuid, kind: &str, name: &str, message: &str, force: bool) {

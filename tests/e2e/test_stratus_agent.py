@@ -309,3 +309,37 @@ def test_the_agent_falls_back_to_the_http_poll_when_its_queue_is_unreachable(str
     [run] = wait_for(client, [run_id], {"COMPLETED", "FAILED", "CRASHED"}, 90, agents)
     assert run.state.type.value == "COMPLETED", (run.state, agents.logs())
     assert "falling back to the HTTP poll" in agents.logs()
+
+
+@pytest.mark.stratus_only
+def test_agents_wait_while_the_pool_is_paused_and_keep_to_its_concurrency_limit(stratus_server, tmp_path, agents_for):
+    api, client = stratus_server.url, client_for(stratus_server.url)
+    pool = f"limited-{uuid4().hex[:8]}"
+    make_pool(api, tmp_path, pool)
+    env = dict(os.environ, PREFECT_API_URL=api, PREFECT_HOME=str(tmp_path / "cli-home"))
+    for command in (["set-concurrency-limit", pool, "1"], ["pause", pool]):
+        proc = subprocess.run([PREFECT, "work-pool", *command], env=env, capture_output=True, text=True, timeout=90)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    deploy(api, tmp_path, AWS_ENV, pool, "limited")
+    agents = agents_for(api, AWS_ENV)
+    agents.start(pool)
+    agents.start(pool)
+
+    run_ids = create_runs(client, deployment_id_of(client, "limited"), 3, datetime.now(timezone.utc), sleep=1.0)
+    # Paused: the runs wait, whoever gets their messages.
+    time.sleep(8)
+    waiting = [client(lambda c, i=i: c.read_flow_run(i)).state.type.value for i in run_ids]
+    assert waiting == ["SCHEDULED"] * 3, f"{waiting}\n{agents.logs()}"
+
+    proc = subprocess.run([PREFECT, "work-pool", "resume", pool], env=env, capture_output=True, text=True, timeout=90)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    runs = wait_for(client, run_ids, {"COMPLETED", "FAILED", "CRASHED"}, 180, agents)
+    assert all(r.state.type.value == "COMPLETED" for r in runs), [r.state for r in runs]
+    # One at a time: each run was claimed (Pending) only after the one before had ended.
+    spans = []
+    for run in runs:
+        pending = next(s for s in flow_run_states(client, run.id) if s.type.value == "PENDING")
+        spans.append((pending.timestamp, run.end_time))
+    spans.sort()
+    for (_, end), (start, _) in zip(spans, spans[1:]):
+        assert start >= end, f"runs overlapped in a pool limited to 1: {spans}\n{agents.logs()}"

@@ -48,6 +48,10 @@ pub fn router() -> Router<AppState> {
             "/work_pools/{name}/message_queue/release",
             post(message_queue::release),
         )
+        .route(
+            "/work_pools/{name}/message_queue/claim",
+            post(message_queue::claim),
+        )
         .route("/work_pools/{name}/workers/heartbeat", post(heartbeat))
         .route("/work_pools/{name}/workers/filter", post(filter_workers))
         .route("/work_pools/{name}/workers/{worker}", delete(delete_worker))

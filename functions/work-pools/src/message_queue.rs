@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{json, Value};
 use stratus_shared::queue::{MAX_VISIBILITY_SECONDS, MAX_WAIT_SECONDS};
 use stratus_shared::{ApiError, ApiResult, AppState, Body};
 
@@ -110,4 +110,69 @@ pub async fn release(
         .await
         .map_err(|e| ApiError::unprocessable(e.0))?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimBody {
+    flow_run_id: uuid::Uuid,
+}
+
+/// How long an agent waits before it asks again for a run held back by a paused or full
+/// pool or queue.
+const HELD_RETRY_SECONDS: u32 = 5;
+
+/// Claims a run of the pool for an agent (Scheduled → Pending, exactly once), as the
+/// workers' poll would have handed it out: not while its pool or queue is paused, nor
+/// while either runs as many as its concurrency limit allows. Answers `claimed`, and when
+/// the run is held back, why and when to ask again; the orchestration result otherwise.
+pub async fn claim(
+    State(app): State<AppState>,
+    version: stratus_shared::app::ApiVersion,
+    Path(name): Path<String>,
+    Body(body): Body<ClaimBody>,
+) -> ApiResult<Response> {
+    use stratus_shared::db::transitions::{self, Options};
+    use stratus_shared::db::work_pools::claim_check;
+    use stratus_shared::states::{State as RunState, StateType};
+
+    let pool = pool_named(&app, &name).await?;
+    let id = body.flow_run_id;
+    let mut client = app.client().await?;
+    let tx = client.transaction().await?;
+    match claim_check(&tx, id).await? {
+        Some(check) if check.work_pool_id != pool.id => {
+            return Ok(Json(
+                json!({"claimed": false, "reason": format!("the run is not in the work pool {name:?}")}),
+            )
+            .into_response())
+        }
+        Some(stratus_shared::db::work_pools::ClaimCheck { hold: Some(hold), .. }) => {
+            return Ok(Json(json!({
+                "claimed": false,
+                "reason": hold.to_string(),
+                "retry_after": HELD_RETRY_SECONDS,
+            }))
+            .into_response())
+        }
+        _ => {}
+    }
+    let pending = RunState::new(StateType::Pending, chrono::Utc::now());
+    let outcome =
+        transitions::set_flow_run_state(&tx, id, pending, Options::new(&app.settings, version, false))
+            .await?
+            .ok_or_else(|| ApiError::not_found("Flow run not found"))?;
+    tx.commit().await?;
+    drop(client);
+    app.publish_outcome(id, &outcome).await;
+    let claimed = matches!(
+        outcome.result.status,
+        stratus_shared::orchestration::Status::Accept
+    ) && outcome.written
+        && outcome.result.state.as_ref().map(|s| s.kind) == Some(StateType::Pending);
+    let mut answer = serde_json::to_value(&outcome.result).unwrap_or(Value::Null);
+    if let Some(map) = answer.as_object_mut() {
+        map.insert("claimed".into(), Value::Bool(claimed));
+    }
+    Ok(Json(answer).into_response())
 }

@@ -759,3 +759,93 @@ pub async fn late_runs(c: &impl GenericClient, queue: &WorkQueue) -> Result<i64,
     .await?
     .get(0))
 }
+
+/// Why a pool's run may not start now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hold {
+    PoolPaused,
+    QueuePaused,
+    /// The pool runs as many as its concurrency limit allows.
+    PoolFull(i32),
+    QueueFull(i32),
+}
+
+impl std::fmt::Display for Hold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Hold::PoolPaused => f.write_str("the work pool is paused"),
+            Hold::QueuePaused => f.write_str("the work queue is paused"),
+            Hold::PoolFull(n) => write!(f, "the work pool already runs its concurrency limit ({n})"),
+            Hold::QueueFull(n) => write!(f, "the work queue already runs its concurrency limit ({n})"),
+        }
+    }
+}
+
+/// Where a run is queued: its pool and queue, and whether they let it start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimCheck {
+    pub work_pool_id: Uuid,
+    pub hold: Option<Hold>,
+}
+
+/// Whether `run` may start now, as the workers' poll decides: its pool and queue are not
+/// paused, and both are below their concurrency limits (runs Pending, Running or
+/// Cancelling count). When a limit applies the pool row is locked until the transaction
+/// ends, so concurrent claims in one pool are counted one after the other. A run no longer
+/// Scheduled is never held. None when the run is in no work queue.
+pub async fn claim_check(
+    c: &impl GenericClient,
+    run: Uuid,
+) -> Result<Option<ClaimCheck>, tokio_postgres::Error> {
+    let Some(row) = c
+        .query_opt(
+            "SELECT wp.id, wp.is_paused, wp.concurrency_limit, wq.id, wq.is_paused, wq.concurrency_limit, \
+                    fr.state_type IS DISTINCT FROM 'SCHEDULED' \
+             FROM flow_run fr JOIN work_queue wq ON wq.id = fr.work_queue_id \
+             JOIN work_pool wp ON wp.id = wq.work_pool_id WHERE fr.id = $1",
+            &[&run],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let (pool_id, queue_id): (Uuid, Uuid) = (row.get(0), row.get(3));
+    let (pool_limit, queue_limit): (Option<i32>, Option<i32>) = (row.get(2), row.get(5));
+    let check = |hold| {
+        Ok(Some(ClaimCheck {
+            work_pool_id: pool_id,
+            hold,
+        }))
+    };
+    // Only a waiting run is held back; the orchestration answers for any other.
+    if row.get::<_, bool>(6) {
+        return check(None);
+    }
+    if row.get::<_, bool>(1) {
+        return check(Some(Hold::PoolPaused));
+    }
+    if row.get::<_, bool>(4) {
+        return check(Some(Hold::QueuePaused));
+    }
+    if pool_limit.is_none() && queue_limit.is_none() {
+        return check(None);
+    }
+    c.execute("SELECT 1 FROM work_pool WHERE id = $1 FOR UPDATE", &[&pool_id])
+        .await?;
+    let busy = c
+        .query_one(
+            "SELECT count(*) FILTER (WHERE r.work_queue_id = $2), count(*) \
+             FROM flow_run r JOIN work_queue wq ON wq.id = r.work_queue_id \
+             WHERE wq.work_pool_id = $1 AND r.state_type IN ('RUNNING','PENDING','CANCELLING')",
+            &[&pool_id, &queue_id],
+        )
+        .await?;
+    let (in_queue, in_pool): (i64, i64) = (busy.get(0), busy.get(1));
+    if let Some(limit) = queue_limit.filter(|l| in_queue >= i64::from(*l)) {
+        return check(Some(Hold::QueueFull(limit)));
+    }
+    if let Some(limit) = pool_limit.filter(|l| in_pool >= i64::from(*l)) {
+        return check(Some(Hold::PoolFull(limit)));
+    }
+    check(None)
+}
