@@ -17,7 +17,8 @@ CREATE INDEX ix_flow_run_notification_policy__is_active ON flow_run_notification
 
 -- A notification to send: written in the transaction that sets the state (the outbox of
 -- the notifications queue), published to that queue after commit or by the scheduler's
--- sweep, and deleted by the notifier once it has been sent.
+-- sweep (which also publishes again what was published long ago and is still here), and
+-- deleted by the notifier once it has been sent or given up. `attempts` counts sends.
 CREATE TABLE flow_run_notification_queue (
     id bigserial PRIMARY KEY,
     created timestamptz NOT NULL DEFAULT now(),
@@ -31,5 +32,10 @@ CREATE TABLE flow_run_notification_queue (
 );
 CREATE INDEX ix_flow_run_notification_queue__unpublished
     ON flow_run_notification_queue (created) WHERE published IS NULL;
+CREATE INDEX ix_flow_run_notification_queue__flow_run_id_unpublished
+    ON flow_run_notification_queue (flow_run_id) WHERE published IS NULL;
+CREATE INDEX ix_flow_run_notification_queue__policy_id
+    ON flow_run_notification_queue (flow_run_notification_policy_id);
+CREATE INDEX ix_flow_run_notification_queue__created ON flow_run_notification_queue (created);
 CREATE INDEX ix_flow_run_notification_queue__flow_run_state_id
     ON flow_run_notification_queue (flow_run_state_id);

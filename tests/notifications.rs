@@ -302,8 +302,14 @@ async fn matching_state_changes_reach_the_webhooks_once() {
     let ui = app.state.settings.ui_url();
     assert_eq!(
         sent["text"],
-        format!("nightly-etl/brave-otter is Failed (FAILED): now FAILED {ui}/flow-runs/{run}")
+        format!(
+            "nightly-etl/brave-otter is Failed (StateType.FAILED): now FAILED {ui}/flow-runs/flow-run/{run}"
+        )
     );
+    // That link is Prefect's path of the run's page; the UI sends it on to its own.
+    let link = app.get(&format!("/flow-runs/flow-run/{run}")).await;
+    assert_eq!(link.status, StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(link.headers["location"], format!("/flow-runs/{run}"));
     assert_eq!(queued(&app).await, 0, "a sent notification is deleted");
 
     // A run tagged prod: every state goes to Slack (Pending from its creation, Running,
@@ -321,7 +327,7 @@ async fn matching_state_changes_reach_the_webhooks_once() {
     let texts: Vec<String> = slack_hits
         .iter()
         .map(|h| {
-            serde_json::from_str::<Value>(&h.body).unwrap()["text"]
+            serde_json::from_str::<Value>(&h.body).unwrap()["attachments"][0]["text"]
                 .as_str()
                 .unwrap()
                 .to_string()
@@ -331,10 +337,8 @@ async fn matching_state_changes_reach_the_webhooks_once() {
         texts.iter().any(|t| t.contains("entered state `Running`")),
         "{texts:?}"
     );
-    assert!(
-        texts[1].starts_with("*Prefect flow run notification*"),
-        "{texts:?}"
-    );
+    let first: Value = serde_json::from_str(&slack_hits[0].body).unwrap();
+    assert_eq!(first["attachments"][0]["title"], "Prefect flow run notification");
     assert!(
         texts
             .iter()
@@ -392,7 +396,7 @@ async fn failures_that_may_pass_are_retried_and_the_sweep_publishes_what_was_lef
 
     // The webhook is down: kept, with the error, until the last attempt.
     hook.status.store(503, Ordering::SeqCst);
-    assert_eq!(deliver::deliver(&app.state, &http, id, 1).await, Delivery::Retry);
+    assert_eq!(deliver::deliver(&app.state, &http, id).await, Delivery::Retry);
     let row = db
         .query_one(
             "SELECT attempts, last_error FROM flow_run_notification_queue WHERE id = $1",
@@ -404,9 +408,26 @@ async fn failures_that_may_pass_are_retried_and_the_sweep_publishes_what_was_lef
     assert!(row.get::<_, String>(1).contains("503"));
     // Back up: sent and deleted.
     hook.status.store(200, Ordering::SeqCst);
-    assert_eq!(deliver::deliver(&app.state, &http, id, 2).await, Delivery::Done);
+    assert_eq!(deliver::deliver(&app.state, &http, id).await, Delivery::Done);
     assert_eq!(queued(&app).await, 0);
     assert_eq!(hook.hits().len(), 2);
+
+    // Down for good: given up after the third send, and logged.
+    let run = flow_run(&app, json!([])).await;
+    set_state(&app, &run, "RUNNING").await;
+    set_state(&app, &run, "CRASHED").await;
+    let id: i64 = db
+        .query_one("SELECT id FROM flow_run_notification_queue", &[])
+        .await
+        .unwrap()
+        .get(0);
+    hook.status.store(500, Ordering::SeqCst);
+    let before = hook.hits().len();
+    assert_eq!(deliver::deliver(&app.state, &http, id).await, Delivery::Retry);
+    assert_eq!(deliver::deliver(&app.state, &http, id).await, Delivery::Retry);
+    assert_eq!(deliver::deliver(&app.state, &http, id).await, Delivery::Done);
+    assert_eq!(hook.hits().len(), before + 3);
+    assert_eq!(queued(&app).await, 0);
 
     // A 4xx will not pass: given up at once.
     let run = flow_run(&app, json!([])).await;
@@ -418,32 +439,46 @@ async fn failures_that_may_pass_are_retried_and_the_sweep_publishes_what_was_lef
         .await
         .unwrap()
         .get(0);
-    assert_eq!(deliver::deliver(&app.state, &http, id, 1).await, Delivery::Done);
+    assert_eq!(deliver::deliver(&app.state, &http, id).await, Delivery::Done);
     assert_eq!(queued(&app).await, 0);
     hook.status.store(200, Ordering::SeqCst);
     notify_all(&app).await;
 
-    // Publishing after the commit never happened (the process died): the scheduler's
-    // sweep publishes it, and it is sent.
-    let run = flow_run(&app, json!([])).await;
-    set_state(&app, &run, "RUNNING").await;
-    set_state(&app, &run, "CRASHED").await;
-    db.execute("UPDATE flow_run_notification_queue SET published = NULL", &[])
+    // Publishing after the commit never happened (the process died), or its message was
+    // lost long ago: the scheduler's sweep publishes both, and they are sent. One
+    // published a moment ago is left alone (its message is on its way).
+    let tick = || async {
+        stratus_shared::scheduler::tick(
+            &app.state.db,
+            app.state.queue.as_ref(),
+            &stratus_shared::scheduler::Limits::default(),
+            std::time::Duration::from_secs(5),
+            1,
+        )
+        .await
+        .unwrap()
+    };
+    for (published, swept) in [("NULL", 1), ("now() - interval '11 minutes'", 1), ("now()", 0)] {
+        let run = flow_run(&app, json!([])).await;
+        set_state(&app, &run, "RUNNING").await;
+        set_state(&app, &run, "CRASHED").await;
+        db.execute(
+            &format!("UPDATE flow_run_notification_queue SET published = {published}"),
+            &[],
+        )
         .await
         .unwrap();
-    db.execute("DELETE FROM queue_message", &[]).await.unwrap();
-    assert_eq!(notify_all(&app).await, 0);
-    let tick = stratus_shared::scheduler::tick(
-        &app.state.db,
-        app.state.queue.as_ref(),
-        &stratus_shared::scheduler::Limits::default(),
-        std::time::Duration::from_secs(5),
-        1,
-    )
-    .await
-    .unwrap();
-    assert_eq!(tick.notifications_published, 1);
-    let before = hook.hits().len();
-    assert_eq!(notify_all(&app).await, 1);
-    assert_eq!(hook.hits().len(), before + 1);
+        db.execute("DELETE FROM queue_message", &[]).await.unwrap();
+        assert_eq!(
+            tick().await.notifications_published,
+            swept,
+            "published = {published}"
+        );
+        let before = hook.hits().len();
+        assert_eq!(notify_all(&app).await, swept);
+        assert_eq!(hook.hits().len(), before + swept);
+        db.execute("DELETE FROM flow_run_notification_queue", &[])
+            .await
+            .unwrap();
+    }
 }

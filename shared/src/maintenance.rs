@@ -76,11 +76,11 @@ pub async fn prune(pool: &Pool, retention: Retention) -> ApiResult<(u64, u64)> {
             &[&PRUNE_BATCH_SIZE],
         )
         .await?;
-    // A notification still here after its message's 14 days will never be sent.
+    // A notification about a state change two weeks old is no news any more.
     client
         .execute(
             "DELETE FROM flow_run_notification_queue WHERE id IN (SELECT id FROM flow_run_notification_queue \
-             WHERE published < now() - interval '14 days' LIMIT $1)",
+             WHERE created < now() - interval '14 days' LIMIT $1)",
             &[&PRUNE_BATCH_SIZE],
         )
         .await?;

@@ -40,7 +40,12 @@ pub const TEMPLATE_KEYS: [&str; 11] = [
 enum Piece<'a> {
     Text(&'a str),
     Brace(char),
-    Field(&'a str),
+    /// `{name!conversion:spec}`.
+    Field {
+        name: &'a str,
+        conversion: Option<char>,
+        spec: &'a str,
+    },
 }
 
 /// Splits a template as `str.format` does (`{name}`, `{name!r:>10}`, `{{`, `}}`); the
@@ -64,8 +69,22 @@ fn pieces(template: &str) -> Result<Vec<Piece<'_>>, String> {
                     .find('}')
                     .ok_or_else(|| "expected '}' before end of string".to_string())?;
                 let field = &template[i + 1..i + close];
-                let name_end = field.find(['!', ':', '.', '[']).unwrap_or(field.len());
-                out.push(Piece::Field(&field[..name_end]));
+                let (field, spec) = field.split_once(':').unwrap_or((field, ""));
+                let (name, conversion) = match field.split_once('!') {
+                    Some((name, c)) => {
+                        let mut chars = c.chars();
+                        match (chars.next(), chars.next()) {
+                            (Some(c), None) => (name, Some(c)),
+                            _ => return Err("expected ':' after conversion specifier".into()),
+                        }
+                    }
+                    None => (field, None),
+                };
+                out.push(Piece::Field {
+                    name,
+                    conversion,
+                    spec,
+                });
                 i += close + 1;
                 text_from = i;
             }
@@ -77,34 +96,181 @@ fn pieces(template: &str) -> Result<Vec<Piece<'_>>, String> {
     Ok(out)
 }
 
+/// A format spec for a string, as Python reads one: `[[fill]align][width][.precision][s]`.
+struct Spec {
+    fill: char,
+    align: char,
+    width: usize,
+    precision: Option<usize>,
+}
+
+fn parse_spec(spec: &str) -> Result<Spec, String> {
+    let invalid = || format!("Invalid format specifier '{spec}' for object of type 'str'");
+    let chars: Vec<char> = spec.chars().collect();
+    let mut at = 0;
+    let (mut fill, mut align) = (' ', '<');
+    if chars.len() >= 2 && matches!(chars[1], '<' | '>' | '^') {
+        (fill, align) = (chars[0], chars[1]);
+        at = 2;
+    } else if chars.first().is_some_and(|c| matches!(c, '<' | '>' | '^')) {
+        align = chars[0];
+        at = 1;
+    }
+    let digits = |from: usize| chars[from..].iter().take_while(|c| c.is_ascii_digit()).count();
+    let n = digits(at);
+    let width = chars[at..at + n].iter().collect::<String>().parse().unwrap_or(0);
+    at += n;
+    let mut precision = None;
+    if chars.get(at) == Some(&'.') {
+        let n = digits(at + 1);
+        if n == 0 {
+            return Err("Format specifier missing precision".into());
+        }
+        precision = chars[at + 1..at + 1 + n].iter().collect::<String>().parse().ok();
+        at += 1 + n;
+    }
+    if chars.get(at) == Some(&'s') {
+        at += 1;
+    }
+    if at != chars.len() {
+        return Err(invalid());
+    }
+    Ok(Spec {
+        fill,
+        align,
+        width,
+        precision,
+    })
+}
+
+/// Python's `repr` of a string.
+fn py_str_repr(s: &str) -> String {
+    let quote = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push(quote);
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c == quote => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push(quote);
+    out
+}
+
+/// Python's `repr` of what JSON holds (a run's parameters as Prefect prints them).
+fn py_repr(v: &Value) -> String {
+    match v {
+        Value::Null => "None".into(),
+        Value::Bool(true) => "True".into(),
+        Value::Bool(false) => "False".into(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => py_str_repr(s),
+        Value::Array(items) => format!("[{}]", items.iter().map(py_repr).collect::<Vec<_>>().join(", ")),
+        Value::Object(map) => format!(
+            "{{{}}}",
+            map.iter()
+                .map(|(k, v)| format!("{}: {}", py_str_repr(k), py_repr(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// A value put in its field as `str.format` does for a string.
+fn formatted(value: &str, conversion: Option<char>, spec: &str) -> String {
+    let value = match conversion {
+        Some('r' | 'a') => py_str_repr(value),
+        _ => value.to_string(),
+    };
+    let Ok(spec) = parse_spec(spec) else {
+        return value;
+    };
+    let mut value: String = match spec.precision {
+        Some(p) => value.chars().take(p).collect(),
+        None => value,
+    };
+    let len = value.chars().count();
+    if spec.width > len {
+        let pad = spec.width - len;
+        let (before, after) = match spec.align {
+            '>' => (pad, 0),
+            '^' => (pad / 2, pad - pad / 2),
+            _ => (0, pad),
+        };
+        let fill = |n: usize| std::iter::repeat_n(spec.fill, n).collect::<String>();
+        value = format!("{}{value}{}", fill(before), fill(after));
+    }
+    value
+}
+
 /// Checks a policy's template as Prefect's validator does: it must format with the
 /// allowed keys. The error is the 422 Prefect answers.
 pub fn check_template(template: &str) -> ApiResult<()> {
     let invalid =
         |msg: String| ApiError::invalid(&["body", "message_template"], msg, "value_error", Value::Null);
     for piece in pieces(template).map_err(invalid)? {
-        match piece {
-            Piece::Field("") => {
+        if let Piece::Field {
+            name,
+            conversion,
+            spec,
+        } = piece
+        {
+            if name.is_empty() {
                 return Err(invalid(
                     "Positional fields are not allowed: name a template variable, such as {flow_run_name}"
                         .into(),
-                ))
+                ));
             }
-            Piece::Field(name) if !TEMPLATE_KEYS.contains(&name) => {
-                return Err(invalid(format!("Invalid template variable provided: '{name}'")))
+            let key = name.split(['.', '[']).next().unwrap_or(name);
+            if !TEMPLATE_KEYS.contains(&key) {
+                return Err(invalid(format!("Invalid template variable provided: '{key}'")));
             }
-            _ => {}
+            if key != name {
+                return Err(invalid(format!(
+                    "'str' object has no attribute or item in '{name}'"
+                )));
+            }
+            if let Some(c) = conversion.filter(|c| !matches!(c, 's' | 'r' | 'a')) {
+                return Err(invalid(format!("Unknown conversion specifier {c}")));
+            }
+            parse_spec(spec).map_err(invalid)?;
         }
     }
     Ok(())
 }
 
-/// The UI page of a flow run, for `{flow_run_url}`.
+/// The UI page of a flow run, for `{flow_run_url}`: Prefect's path, which the Stratus UI
+/// also serves.
 pub fn flow_run_url(ui_url: &str, flow_run_id: Uuid) -> String {
-    format!("{}/flow-runs/{flow_run_id}", ui_url.trim_end_matches('/'))
+    format!(
+        "{}/flow-runs/flow-run/{flow_run_id}",
+        ui_url.trim_end_matches('/')
+    )
 }
 
-/// The message of a notification: its policy's template (or Prefect's default) filled in.
+/// A timestamp as Python prints a datetime: microseconds only when there are some.
+fn py_timestamp(t: chrono::DateTime<chrono::Utc>) -> String {
+    if t.timestamp_subsec_micros() == 0 {
+        t.format("%Y-%m-%dT%H:%M:%S+00:00").to_string()
+    } else {
+        t.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string()
+    }
+}
+
+/// The message of a notification: its policy's template (or Prefect's default) filled in
+/// with the values as Prefect prints them.
 pub fn message(n: &Notification, ui_url: &str) -> String {
     let values: HashMap<&str, String> = HashMap::from([
         ("flow_run_notification_policy_id", n.policy_id.to_string()),
@@ -113,14 +279,10 @@ pub fn message(n: &Notification, ui_url: &str) -> String {
         ("flow_run_url", flow_run_url(ui_url, n.flow_run_id)),
         ("flow_run_id", n.flow_run_id.to_string()),
         ("flow_run_name", n.flow_run_name.clone()),
-        ("flow_run_parameters", n.flow_run_parameters.to_string()),
-        ("flow_run_state_type", n.state_type.clone()),
+        ("flow_run_parameters", py_repr(&n.flow_run_parameters)),
+        ("flow_run_state_type", format!("StateType.{}", n.state_type)),
         ("flow_run_state_name", n.state_name.clone()),
-        (
-            "flow_run_state_timestamp",
-            n.state_timestamp
-                .to_rfc3339_opts(chrono::SecondsFormat::Micros, false),
-        ),
+        ("flow_run_state_timestamp", py_timestamp(n.state_timestamp)),
         (
             "flow_run_state_message",
             n.state_message.clone().unwrap_or_else(|| "None".into()),
@@ -136,7 +298,15 @@ pub fn message(n: &Notification, ui_url: &str) -> String {
         .map(|p| match p {
             Piece::Text(t) => (*t).to_string(),
             Piece::Brace(c) => c.to_string(),
-            Piece::Field(name) => values.get(name).cloned().unwrap_or_default(),
+            Piece::Field {
+                name,
+                conversion,
+                spec,
+            } => formatted(
+                values.get(name).map(String::as_str).unwrap_or_default(),
+                *conversion,
+                spec,
+            ),
         })
         .collect()
 }
@@ -144,35 +314,39 @@ pub fn message(n: &Notification, ui_url: &str) -> String {
 /// Rows one publishing transaction takes.
 const BATCH: i64 = 100;
 
-/// Publishes queued notifications (of `runs` when given, else any) to the notifications
-/// queue, in batches, until none is left or a send fails. Two publishers never take the
-/// same row; a crash between sending and marking sends one twice, which the notifier
-/// tolerates (it deletes the row it sent).
+/// Publishes queued notifications (of `runs` when given, else every one not yet published
+/// or published so long ago its message must be lost) to the notifications queue, in
+/// batches, until none is left or a send fails. Rows are marked published and committed
+/// before they are sent, so no lock is held while talking to the queue; what could not be
+/// sent is given back. A publisher that dies in between leaves rows the sweep publishes
+/// again later; the notifier takes duplicates in its stride.
 pub async fn publish(db: &Pool, queue: &dyn MessageQueue, runs: Option<&[Uuid]>) -> ApiResult<Published> {
     let mut total = Published::default();
     loop {
-        let mut client = db.get().await?;
-        let tx = client.transaction().await?;
-        let rows = notifications::lock_unpublished(&tx, runs, BATCH).await?;
-        let mut sent = Vec::with_capacity(rows.len());
-        for row in &rows {
-            match queue
-                .send(NOTIFICATIONS_QUEUE, &json!({ "notification_id": row.id }), 0)
+        let ids = {
+            let mut client = db.get().await?;
+            let tx = client.transaction().await?;
+            let ids = match runs {
+                Some(runs) => notifications::take_unpublished_of(&tx, runs, BATCH).await?,
+                None => notifications::take_unpublished(&tx, BATCH).await?,
+            };
+            tx.commit().await?;
+            ids
+        };
+        for (i, id) in ids.iter().enumerate() {
+            if let Err(e) = queue
+                .send(NOTIFICATIONS_QUEUE, &json!({ "notification_id": id }), 0)
                 .await
             {
-                Ok(()) => sent.push(row.id),
-                Err(e) => {
-                    tracing::warn!(notification_id = row.id, "publishing a notification failed: {e}");
-                    notifications::mark_failed(&tx, row.id, &e.0).await?;
-                    total.failed += 1;
-                    break;
-                }
+                tracing::warn!(notification_id = id, "publishing a notification failed: {e}");
+                let client = db.get().await?;
+                notifications::unpublish(&client, &ids[i..], &e.0).await?;
+                total.failed += ids.len() - i;
+                return Ok(total);
             }
+            total.sent += 1;
         }
-        notifications::mark_published(&tx, &sent).await?;
-        tx.commit().await?;
-        total.sent += sent.len();
-        if total.failed > 0 || (rows.len() as i64) < BATCH {
+        if (ids.len() as i64) < BATCH {
             return Ok(total);
         }
     }
@@ -194,6 +368,7 @@ mod tests {
     fn notification(template: Option<&str>) -> Notification {
         Notification {
             id: 1,
+            attempts: 0,
             policy_id: Uuid::nil(),
             block_document_id: Uuid::nil(),
             message_template: template.map(str::to_string),
@@ -201,7 +376,7 @@ mod tests {
             flow_name: "etl".into(),
             flow_run_id: Uuid::from_u128(2),
             flow_run_name: "happy-otter".into(),
-            flow_run_parameters: json!({"x": 1}),
+            flow_run_parameters: json!({"x": 1, "ok": true, "none": null, "s": "it's"}),
             state_type: "FAILED".into(),
             state_name: "Failed".into(),
             state_timestamp: chrono::Utc.with_ymd_and_hms(2026, 12, 1, 10, 30, 0).unwrap(),
@@ -212,8 +387,14 @@ mod tests {
     #[test]
     fn templates_use_only_the_allowed_keys() {
         assert!(check_template("Run {flow_run_name} is {flow_run_state_name}. {{literal}}").is_ok());
-        assert!(check_template("{flow_run_state_timestamp:%Y}").is_ok());
+        assert!(check_template("{flow_name!r:*^20.3} {flow_run_name:>10s}").is_ok());
         for (bad, says) in [
+            (
+                "{flow_run_state_timestamp:%Y}",
+                "Invalid format specifier '%Y' for object of type 'str'",
+            ),
+            ("{flow_name!x}", "Unknown conversion specifier x"),
+            ("{flow_name.upper}", "no attribute"),
             ("Run {nope}", "Invalid template variable provided: 'nope'"),
             ("Run {}", "Positional fields"),
             ("Run }", "Single '}'"),
@@ -227,15 +408,26 @@ mod tests {
     #[test]
     fn messages_fill_the_template_or_prefects_default() {
         let custom = message(
-            &notification(Some("{flow_name}/{flow_run_name}: {flow_run_state_type} {{x}}")),
+            &notification(Some(
+                "{flow_name}/{flow_run_name}: {flow_run_state_type} {{x}} {flow_run_parameters}",
+            )),
             "http://h/",
         );
-        assert_eq!(custom, "etl/happy-otter: FAILED {x}");
+        assert_eq!(
+            custom,
+            "etl/happy-otter: StateType.FAILED {x} {'none': None, 'ok': True, 's': \"it's\", 'x': 1}"
+        );
+        let padded = message(
+            &notification(Some("[{flow_name:>5}|{flow_name!r:-^9}|{flow_run_name:.5}]")),
+            "",
+        );
+        assert_eq!(padded, "[  etl|--'etl'--|happy]");
         let default = message(&notification(None), "http://h");
-        assert!(default.contains(
-            "Flow run etl/happy-otter entered state `Failed` at 2026-12-01T10:30:00.000000+00:00."
-        ));
-        assert!(default.contains("Flow run URL: http://h/flow-runs/00000000-0000-0000-0000-000000000002"));
+        assert!(
+            default.contains("Flow run etl/happy-otter entered state `Failed` at 2026-12-01T10:30:00+00:00.")
+        );
+        assert!(default
+            .contains("Flow run URL: http://h/flow-runs/flow-run/00000000-0000-0000-0000-000000000002"));
         assert!(default.contains("State message: None"));
     }
 }

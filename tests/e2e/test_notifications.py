@@ -98,7 +98,11 @@ def test_state_changes_reach_slack_and_custom_webhooks_through_policies(stratus,
     )
 
     def slack_text(hit):
-        return json.loads(hit["body"]).get("text", "") if hit["path"] == f"/slack/{tag}" else ""
+        if hit["path"] != f"/slack/{tag}":
+            return ""
+        [attachment] = json.loads(hit["body"])["attachments"]
+        assert attachment["title"] == "Prefect flow run notification"
+        return attachment["text"]
 
     completed = receiver.wait_for(lambda h: "entered state `Completed`" in slack_text(h), "Completed message on Slack")
     assert f"Flow run {tag}-ok/" in slack_text(completed[0])

@@ -645,15 +645,15 @@ async fn create_flow_run(
         job_variables: Some(Value::Object(body.job_variables.unwrap_or_default())),
     };
     let opts = Options::new(&app.settings, version, true);
-    let (run, created) = transitions::create_flow_run(&tx, &new, initial, opts)
+    let (run, first) = transitions::create_flow_run(&tx, &new, initial, opts)
         .await?
         .ok_or_else(|| ApiError::not_found("Flow run not found"))?;
     tx.commit().await?;
     drop(client);
-    if created {
-        app.publish_runs(&[run.id]).await;
+    if let Some(outcome) = &first {
+        app.publish_outcome(run.id, outcome).await;
     }
-    let status = if created {
+    let status = if first.is_some() {
         StatusCode::CREATED
     } else {
         StatusCode::OK

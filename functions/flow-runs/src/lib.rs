@@ -153,11 +153,15 @@ async fn create(
         return Err(ApiError::not_found("Flow not found"));
     }
     let opts = Options::new(&app.settings, version, true);
-    let (run, created) = transitions::create_flow_run(&tx, &new, initial, opts)
+    let (run, first) = transitions::create_flow_run(&tx, &new, initial, opts)
         .await?
         .ok_or_else(|| ApiError::not_found("Flow run not found"))?;
     tx.commit().await?;
-    let status = if created {
+    drop(client);
+    if let Some(outcome) = &first {
+        app.publish_outcome(run.id, outcome).await;
+    }
+    let status = if first.is_some() {
         StatusCode::CREATED
     } else {
         StatusCode::OK

@@ -1,7 +1,8 @@
 //! The notifier: takes each notification the notifications queue delivers, sends it
 //! through its policy's block, and deletes it. The row stays locked while it is sent, so
-//! two notifiers (or a message delivered twice) never send it twice; a failure that may
-//! pass is retried a few times, then given up and logged, as Prefect logs it.
+//! two notifiers (or a message delivered twice) do not both send it; a send is repeated
+//! only if the database fails right after it. A failure that may pass is retried (the
+//! row counts the sends), then given up and logged, as Prefect logs it.
 
 use std::time::Duration;
 
@@ -14,8 +15,8 @@ use stratus_shared::{ApiResult, AppState};
 
 use crate::senders;
 
-/// Deliveries of one notification before a failure is final.
-pub const MAX_ATTEMPTS: u32 = 3;
+/// Sends of one notification before a failure is final.
+pub const MAX_ATTEMPTS: i32 = 3;
 /// How long a notification whose send failed waits before it is tried again.
 pub const RETRY_AFTER_SECONDS: u32 = 10;
 /// How long a received message stays hidden: longer than a send may take.
@@ -38,9 +39,9 @@ pub fn http_client() -> reqwest::Client {
         .unwrap_or_default()
 }
 
-/// Delivers the notification `id`; `attempt` counts from 1.
-pub async fn deliver(app: &AppState, http: &reqwest::Client, id: i64, attempt: u32) -> Delivery {
-    match try_deliver(app, http, id, attempt).await {
+/// Delivers the notification `id`.
+pub async fn deliver(app: &AppState, http: &reqwest::Client, id: i64) -> Delivery {
+    match try_deliver(app, http, id).await {
         Ok(d) => d,
         Err(e) => {
             tracing::warn!(notification_id = id, error = ?e, "notification not delivered now; it will be retried");
@@ -49,7 +50,7 @@ pub async fn deliver(app: &AppState, http: &reqwest::Client, id: i64, attempt: u
     }
 }
 
-async fn try_deliver(app: &AppState, http: &reqwest::Client, id: i64, attempt: u32) -> ApiResult<Delivery> {
+async fn try_deliver(app: &AppState, http: &reqwest::Client, id: i64) -> ApiResult<Delivery> {
     let mut client = app.client().await?;
     let tx = client.transaction().await?;
     let n = match notifications::take(&tx, id).await? {
@@ -63,6 +64,7 @@ async fn try_deliver(app: &AppState, http: &reqwest::Client, id: i64, attempt: u
         tx.commit().await?;
         return Ok(Delivery::Done);
     };
+    let attempt = n.attempts + 1;
     let slug = block
         .block_type
         .as_ref()
@@ -70,7 +72,7 @@ async fn try_deliver(app: &AppState, http: &reqwest::Client, id: i64, attempt: u
         .unwrap_or_default();
     let body = message(&n, &app.settings.ui_url());
     let sent = match senders::request(slug, &block.data, SUBJECT, &body) {
-        Ok(request) => senders::send(http, &request).await,
+        Ok(requests) => send_all(http, &requests).await,
         Err(e) => Err(e),
     };
     let outcome = match sent {
@@ -94,6 +96,14 @@ async fn try_deliver(app: &AppState, http: &reqwest::Client, id: i64, attempt: u
     Ok(outcome)
 }
 
+/// Sends each request (a block may post to several channels); the first failure stops.
+async fn send_all(http: &reqwest::Client, requests: &[senders::Request]) -> Result<(), senders::SendError> {
+    for r in requests {
+        senders::send(http, r).await?;
+    }
+    Ok(())
+}
+
 /// The notification a queue message names, if it names one.
 pub fn notification_id(body: &Value) -> Option<i64> {
     body.get("notification_id").and_then(Value::as_i64)
@@ -102,7 +112,7 @@ pub fn notification_id(body: &Value) -> Option<i64> {
 /// Delivers one received message, and deletes or releases it.
 async fn handle(app: &AppState, http: &reqwest::Client, m: &Received) {
     let done = match notification_id(&m.body) {
-        Some(id) => deliver(app, http, id, m.receive_count.max(1)).await == Delivery::Done,
+        Some(id) => deliver(app, http, id).await == Delivery::Done,
         None => {
             tracing::warn!(body = %m.body, "not a notification message; dropped");
             true
@@ -183,16 +193,11 @@ pub async fn handle_sqs_event(app: &AppState, http: &reqwest::Client, event: &Va
             .and_then(Value::as_str)
             .and_then(|b| serde_json::from_str(b).ok())
             .unwrap_or(Value::Null);
-        let attempt = record
-            .pointer("/attributes/ApproximateReceiveCount")
-            .and_then(Value::as_str)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(1);
         let Some(id) = notification_id(&body) else {
             tracing::warn!(message_id, "not a notification message; dropped");
             continue;
         };
-        if deliver(app, http, id, attempt).await == Delivery::Retry {
+        if deliver(app, http, id).await == Delivery::Retry {
             retry.push(message_id.to_string());
         }
     }

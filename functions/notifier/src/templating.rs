@@ -51,6 +51,19 @@ fn as_text(v: &Value) -> String {
     }
 }
 
+/// The first standard placeholder in `template` that `values` has no value for.
+pub fn unknown_placeholder(template: &Value, values: &Map<String, Value>) -> Option<String> {
+    match template {
+        Value::String(s) => placeholders(s)
+            .into_iter()
+            .find(|p| is_standard(p.name) && !values.contains_key(p.name))
+            .map(|p| p.name.to_string()),
+        Value::Object(map) => map.values().find_map(|v| unknown_placeholder(v, values)),
+        Value::Array(items) => items.iter().find_map(|v| unknown_placeholder(v, values)),
+        _ => None,
+    }
+}
+
 /// Fills the placeholders of `template` from `values`. A string that is one placeholder
 /// becomes its value; one whose value is missing yields `None`, and is dropped from the
 /// object or list that holds it. In longer strings a missing value becomes "".

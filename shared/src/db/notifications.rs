@@ -115,12 +115,17 @@ pub async fn delete(c: &impl GenericClient, id: Uuid) -> ApiResult<bool> {
     )
 }
 
-/// `flow_run_notification_policy_filter`: `is_active{eq_}`.
+/// `flow_run_notification_policy_filter`: `is_active{eq_}`. As in Prefect, a filter
+/// object without `is_active` means `{"eq_": false}`; an explicit null, any.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyFilter {
-    #[serde(default)]
+    #[serde(default = "inactive_only")]
     pub is_active: Option<crate::db::blocks::EqBool>,
+}
+
+fn inactive_only() -> Option<crate::db::blocks::EqBool> {
+    Some(crate::db::blocks::EqBool { eq_: Some(false) })
 }
 
 pub async fn filter(
@@ -132,7 +137,7 @@ pub async fn filter(
     let active = f.is_active.as_ref().and_then(|a| a.eq_);
     let sql = format!(
         "SELECT {COLUMNS} FROM flow_run_notification_policy \
-         WHERE ($1::boolean IS NULL OR is_active = $1) ORDER BY created, id LIMIT $2 OFFSET $3"
+         WHERE ($1::boolean IS NULL OR is_active = $1) ORDER BY id LIMIT $2 OFFSET $3"
     );
     Ok(c.query(sql.as_str(), &[&active, &limit, &offset])
         .await?
@@ -163,45 +168,59 @@ pub async fn queue_for_state(
         .await?)
 }
 
-/// A queued notification not yet handed to the notifications queue.
-#[derive(Debug, Clone, Copy)]
-pub struct Unpublished {
-    pub id: i64,
-}
+/// How long a published notification may stay before the sweep publishes it again: its
+/// message was lost, or never sent by a publisher that died.
+pub const REPUBLISH_AFTER_MINUTES: f64 = 10.0;
 
-/// Locks unpublished notifications (of `runs` when given, else any), oldest first; rows
-/// another publisher holds are skipped.
-pub async fn lock_unpublished(
-    c: &impl GenericClient,
-    runs: Option<&[Uuid]>,
-    limit: i64,
-) -> ApiResult<Vec<Unpublished>> {
+/// Takes the notifications of `runs` not yet published, oldest first, and marks them
+/// published; rows another publisher holds are skipped. The caller sends them after its
+/// commit, and gives back with [`unpublish`] what it could not send.
+pub async fn take_unpublished_of(c: &impl GenericClient, runs: &[Uuid], limit: i64) -> ApiResult<Vec<i64>> {
     let stmt = c
         .prepare_cached(
-            "SELECT id FROM flow_run_notification_queue WHERE published IS NULL \
-             AND ($1::uuid[] IS NULL OR flow_run_id = ANY($1)) \
-             ORDER BY created, id LIMIT $2 FOR UPDATE SKIP LOCKED",
+            "UPDATE flow_run_notification_queue SET published = now() WHERE id IN ( \
+               SELECT id FROM flow_run_notification_queue WHERE published IS NULL AND flow_run_id = ANY($1) \
+               ORDER BY created, id LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING id",
         )
         .await?;
-    let runs: Option<Vec<Uuid>> = runs.map(<[Uuid]>::to_vec);
     Ok(c.query(&stmt, &[&runs, &limit])
         .await?
         .iter()
-        .map(|r| Unpublished { id: r.get(0) })
+        .map(|r| r.get(0))
         .collect())
 }
 
-pub async fn mark_published(c: &impl GenericClient, ids: &[i64]) -> ApiResult<()> {
+/// The sweep's share: every notification not yet published, or published so long ago
+/// that its message must have been lost, marked published (again).
+pub async fn take_unpublished(c: &impl GenericClient, limit: i64) -> ApiResult<Vec<i64>> {
+    let stmt = c
+        .prepare_cached(
+            "UPDATE flow_run_notification_queue SET published = now() WHERE id IN ( \
+               SELECT id FROM flow_run_notification_queue \
+               WHERE published IS NULL OR published < now() - $1 * interval '1 minute' \
+               ORDER BY created, id LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING id",
+        )
+        .await?;
+    Ok(c.query(&stmt, &[&REPUBLISH_AFTER_MINUTES, &limit])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
+/// Gives back notifications whose message could not be sent, for the next sweep.
+pub async fn unpublish(c: &impl GenericClient, ids: &[i64], error: &str) -> ApiResult<()> {
     if !ids.is_empty() {
         c.execute(
-            "UPDATE flow_run_notification_queue SET published = now() WHERE id = ANY($1)",
-            &[&ids],
+            "UPDATE flow_run_notification_queue SET published = NULL, last_error = $2 WHERE id = ANY($1)",
+            &[&ids, &error],
         )
         .await?;
     }
     Ok(())
 }
 
+/// Records a failed send.
 pub async fn mark_failed(c: &impl GenericClient, id: i64, error: &str) -> ApiResult<()> {
     c.execute(
         "UPDATE flow_run_notification_queue SET attempts = attempts + 1, last_error = $2 WHERE id = $1",
@@ -215,6 +234,8 @@ pub async fn mark_failed(c: &impl GenericClient, id: i64, error: &str) -> ApiRes
 #[derive(Debug, Clone)]
 pub struct Notification {
     pub id: i64,
+    /// Sends tried so far.
+    pub attempts: i32,
     pub policy_id: Uuid,
     pub block_document_id: Uuid,
     pub message_template: Option<String>,
@@ -240,12 +261,13 @@ pub enum Taken {
     Gone,
 }
 
-/// Locks one queued notification for sending, with what its message needs.
+/// Locks one queued notification for sending, with what its message needs. Busy when
+/// another notifier is sending it (publishers hold rows only while marking them).
 pub async fn take(c: &impl GenericClient, id: i64) -> ApiResult<Taken> {
     let stmt = c
         .prepare_cached(
             "SELECT q.id, p.id, p.block_document_id, p.message_template, f.id, f.name, fr.id, fr.name, \
-                    fr.parameters, s.type, s.name, s.timestamp, s.message \
+                    fr.parameters, s.type, s.name, s.timestamp, s.message, q.attempts \
              FROM flow_run_notification_queue q \
              JOIN flow_run_notification_policy p ON p.id = q.flow_run_notification_policy_id \
              JOIN flow_run_state s ON s.id = q.flow_run_state_id \
@@ -269,6 +291,7 @@ pub async fn take(c: &impl GenericClient, id: i64) -> ApiResult<Taken> {
             state_name: r.get(10),
             state_timestamp: r.get(11),
             state_message: r.get(12),
+            attempts: r.get(13),
         })));
     }
     let exists = c

@@ -56,19 +56,21 @@ impl Options {
 }
 
 /// Inserts a flow run (idempotent on its flow and key) and, when it is new, applies its
-/// initial state with force, as Prefect does on create. Returns the run and whether it
-/// is new.
+/// initial state with force, as Prefect does on create. Returns the run and, when it is
+/// new, the outcome of its first state (what to publish after commit).
 pub async fn create_flow_run(
     c: &impl GenericClient,
     new: &crate::db::flow_runs::NewFlowRun,
     initial: State,
     opts: Options,
-) -> ApiResult<Option<(crate::db::flow_runs::FlowRun, bool)>> {
+) -> ApiResult<Option<(crate::db::flow_runs::FlowRun, Option<Outcome>)>> {
     let (id, created) = crate::db::flow_runs::insert(c, new).await?;
-    if created {
-        set_flow_run_state(c, id, initial, Options { force: true, ..opts }).await?;
-    }
-    Ok(crate::db::flow_runs::read(c, id).await?.map(|run| (run, created)))
+    let outcome = if created {
+        set_flow_run_state(c, id, initial, Options { force: true, ..opts }).await?
+    } else {
+        None
+    };
+    Ok(crate::db::flow_runs::read(c, id).await?.map(|run| (run, outcome)))
 }
 
 /// Keeps `(run_id, timestamp)` unique and states ordered: a proposal is never stamped at

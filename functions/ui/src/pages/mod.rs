@@ -30,6 +30,7 @@ pub fn router() -> Router<AppState> {
         .route("/", get(dashboard::page))
         .route("/flow-runs", get(flow_runs::page))
         .route("/flow-runs/{id}", get(flow_run::page))
+        .route("/flow-runs/flow-run/{id}", get(prefect_run_link))
         .route("/flows", get(deployments::flows))
         .route("/flows/{id}", get(deployments::flow))
         .route("/deployments", get(deployments::list))
@@ -198,6 +199,12 @@ pub fn int_param(
 pub fn id_param(raw: &str, what: &str) -> Result<Uuid, PageError> {
     raw.parse()
         .map_err(|_| PageError::NotFound(format!("“{raw}” is not the id of any {what}.")))
+}
+
+/// Prefect's UI path of a flow run (notifications link there), sent to the run's page.
+async fn prefect_run_link(PagePath(raw): PagePath) -> Result<Response, PageError> {
+    let id = id_param(&raw, "flow run")?;
+    Ok(axum::response::Redirect::permanent(&format!("/flow-runs/{id}")).into_response())
 }
 
 /// Run filters written as Prefect's filter JSON (the shape the API takes).
