@@ -3,9 +3,12 @@
 1. SAM's own transform accepts it, and the CloudFormation it makes has no dependency
    cycle (an API function that names the HTTP API is one: the API names every function
    it routes to).
-2. Every function's cargo-lambda binary is a binary of this workspace.
-3. Every route the Rust routers serve reaches, through the HTTP API's routes, the function
-   whose crate serves it; and every function with routes serves some.
+2. Every function's CodeUri is a workspace member, and the binary cargo-lambda builds
+   there (its `Binary`, else the member's only one) exists.
+3. Every binary of `functions/` is deployed, every route the Rust routers serve reaches,
+   through the HTTP API's routes, the function whose crate serves it, and every function
+   with routes serves some. (Paths are compared without trailing slashes: how API
+   Gateway treats those cannot be checked here.)
 
 Run with the Python of the infra venv (`scripts/test` makes it):
     python infra/check.py [infra/template.yaml]
@@ -76,17 +79,17 @@ def find_cycle(resources):
     return None
 
 
-def workspace_binaries():
-    """Binary name -> (its crate's directory, whether it is the crate's main binary: the
-    one that serves the crate's routes)."""
-    binaries = {}
-    for manifest in (ROOT / "functions").glob("*/Cargo.toml"):
-        crate = re.search(r'^name\s*=\s*"([^"]+)"', manifest.read_text(), re.M).group(1)
-        src = manifest.parent / "src"
-        if (src / "main.rs").exists():
-            binaries[crate] = (manifest.parent, True)
-        for extra in (src / "bin").glob("*.rs"):
-            binaries[extra.stem] = (manifest.parent, False)
+def package_name(crate_dir):
+    return re.search(r'^name\s*=\s*"([^"]+)"', (crate_dir / "Cargo.toml").read_text(), re.M).group(1)
+
+
+def crate_binaries(crate_dir):
+    """A member's binaries: name -> whether it is the main one (`src/main.rs`, which
+    serves the member's routes)."""
+    src = crate_dir / "src"
+    binaries = {extra.stem: False for extra in (src / "bin").glob("*.rs")}
+    if (src / "main.rs").exists():
+        binaries[package_name(crate_dir)] = True
     return binaries
 
 
@@ -126,32 +129,45 @@ def main():
     problems = []
 
     # 1. The transform, then cycles.
-    template.setdefault("Globals", {}).setdefault("Function", {})["CodeUri"] = "s3://stratus-check/code.zip"
     for resource in template["Resources"].values():
         if resource["Type"] == "AWS::Serverless::Function":
-            resource["Properties"].pop("CodeUri", None)
+            resource["Properties"]["CodeUri"] = "s3://stratus-check/code.zip"
     transformed = transform(template, {}, NoManagedPolicies())
     cycle = find_cycle(transformed["Resources"])
     if cycle:
         problems.append("dependency cycle: " + " -> ".join(cycle))
 
-    # 2 and 3. Binaries and routes.
-    binaries = workspace_binaries()
+    # 2 and 3. Members, binaries and routes.
     routes = []  # (path, function binary)
-    functions = {}
+    functions = {}  # name -> (binary, crate dir, serves the crate's routes)
     for name, resource in yaml_parse(template_path.read_text())["Resources"].items():
         if resource["Type"] != "AWS::Serverless::Function":
             continue
-        binary = resource.get("Metadata", {}).get("BuildProperties", {}).get("Binary")
-        if binary not in binaries:
-            problems.append(f"{name}: binary {binary!r} is not a binary of this workspace")
+        code = resource["Properties"].get("CodeUri")
+        crate_dir = (template_path.parent / code).resolve() if isinstance(code, str) else None
+        if crate_dir is None or not (crate_dir / "Cargo.toml").exists() or ROOT not in crate_dir.parents:
+            problems.append(f"{name}: CodeUri {code!r} is not a member of this workspace")
             continue
-        functions[name] = binary
+        binaries = crate_binaries(crate_dir)
+        binary = ((resource.get("Metadata") or {}).get("BuildProperties") or {}).get("Binary")
+        if binary is None and len(binaries) != 1:
+            problems.append(f"{name}: {code} has {len(binaries)} binaries; say which one with Binary")
+            continue
+        binary = binary or next(iter(binaries))
+        if binary not in binaries:
+            problems.append(f"{name}: binary {binary!r} is not a binary of {code}")
+            continue
+        functions[name] = (binary, crate_dir, binaries[binary])
         for event in resource["Properties"].get("Events", {}).values():
             if event["Type"] == "HttpApi":
                 routes.append((event["Properties"]["Path"], binary))
-    for binary in sorted(set(functions.values())):
-        crate_dir, serves_routes = binaries[binary]
+    deployed = {binary for binary, _, _ in functions.values()}
+    for manifest in sorted((ROOT / "functions").glob("*/Cargo.toml")):
+        for binary in crate_binaries(manifest.parent):
+            if binary not in deployed:
+                problems.append(f"{binary} (functions/{manifest.parent.name}) is not deployed by any function")
+
+    for binary, crate_dir, serves_routes in sorted(set(functions.values())):
         if not serves_routes:
             continue
         served = served_routes(crate_dir)

@@ -435,6 +435,27 @@ async fn agent_claims_respect_pauses_and_concurrency_limits_exactly() {
     assert_eq!(other["claimed"], false);
     assert!(other.get("retry_after").is_none());
     assert_eq!(claim(&app, "free", &r).await["claimed"], true);
+    // A flow retrying in the process that ran it is that process's: never claimed.
+    let retrying = scheduled_run(&app, &free["default_queue_id"], -5).await;
+    let id: uuid::Uuid = retrying["id"].as_str().unwrap().parse().unwrap();
+    app.db()
+        .await
+        .execute(
+            "UPDATE flow_run SET empirical_policy = empirical_policy || '{\"retry_type\": \"in_process\"}' WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    let own = claim(&app, "free", &retrying).await;
+    assert_eq!(own["claimed"], false);
+    assert!(
+        own["reason"]
+            .as_str()
+            .unwrap()
+            .contains("retrying in the process"),
+        "{own}"
+    );
+    assert!(own.get("retry_after").is_none(), "{own}");
     let missing = app
         .post(
             "/api/work_pools/nope/message_queue/claim",

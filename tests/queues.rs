@@ -240,7 +240,8 @@ async fn runs_due_later_wait_in_the_outbox_and_retries_are_published_again() {
     assert_eq!(outbox_rows(&app, &id).await, vec![(true, 1, None)]);
     assert_eq!(receive_run(&app, "later", 0).await.len(), 1);
 
-    // A failure with retries left goes back to AwaitingRetry: due again, published again.
+    // A failure with retries left goes back to AwaitingRetry, retried by the engine in the
+    // process that ran it: nothing is published (another agent would run it twice).
     for state in ["PENDING", "RUNNING", "FAILED"] {
         let res = app
             .post(
@@ -252,6 +253,30 @@ async fn runs_due_later_wait_in_the_outbox_and_retries_are_published_again() {
     }
     let run = app.get(&format!("/api/flow_runs/{id}")).await.body;
     assert_eq!(run["state"]["name"], "AwaitingRetry");
+    assert_eq!(run["empirical_policy"]["retry_type"], "in_process");
+    assert_eq!(outbox_rows(&app, &id).await, vec![(true, 1, None)]);
+    assert!(receive_run(&app, "later", 0).await.is_empty());
+
+    // It fails for good; retried from the UI (a forced AwaitingRetry), it is the workers'
+    // again: due again, published again.
+    for state in ["RUNNING", "FAILED"] {
+        let res = app
+            .post(
+                &format!("/api/flow_runs/{id}/set_state"),
+                json!({"state": {"type": state}}),
+            )
+            .await;
+        assert!(res.status.is_success(), "{}", res.text);
+    }
+    let res = app
+        .post(
+            &format!("/api/flow_runs/{id}/set_state"),
+            json!({"state": {"type": "SCHEDULED", "name": "AwaitingRetry"}, "force": true}),
+        )
+        .await;
+    assert_eq!(res.status, 201, "{}", res.text);
+    let run = app.get(&format!("/api/flow_runs/{id}")).await.body;
+    assert_eq!(run["empirical_policy"]["retry_type"], Value::Null);
     assert_eq!(
         outbox_rows(&app, &id).await,
         vec![(true, 1, None), (true, 1, None)]

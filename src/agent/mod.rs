@@ -211,6 +211,10 @@ fn sqs_endpoint_for(queue_url: &str) -> stratus_shared::config::AwsEndpoint {
     }
 }
 
+/// The longest a message held back by a paused or full pool waits before it is looked at
+/// again.
+const HELD_MAX_SECONDS: u32 = 300;
+
 /// What claiming a run came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Claim {
@@ -336,8 +340,12 @@ impl Agent {
         match self.claim(due.flow_run_id).await {
             Ok(Claim::Held(seconds)) => {
                 // The pool or queue is paused or full: the run stays Scheduled and its
-                // message comes back.
-                let _ = q.release(self.pool_id, &m.receipt, seconds).await;
+                // message comes back, later each time it is held, so that a long pause
+                // costs little.
+                let later = seconds
+                    .saturating_mul(m.receive_count.max(1))
+                    .min(HELD_MAX_SECONDS);
+                let _ = q.release(self.pool_id, &m.receipt, later).await;
             }
             Ok(claim) => {
                 if let Err(e) = q.delete(self.pool_id, &m.receipt).await {

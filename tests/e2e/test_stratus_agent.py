@@ -343,3 +343,50 @@ def test_agents_wait_while_the_pool_is_paused_and_keep_to_its_concurrency_limit(
     spans.sort()
     for (_, end), (start, _) in zip(spans, spans[1:]):
         assert start >= end, f"runs overlapped in a pool limited to 1: {spans}\n{agents.logs()}"
+
+
+RETRYING_FLOW = '''
+import os
+from prefect import flow
+
+@flow(retries=1, retry_delay_seconds=3)
+def retrying(marks: str):
+    with open(marks, "a") as f:
+        f.write(f"{os.getpid()}\\n")
+    with open(marks) as f:
+        if len(f.read().split()) == 1:
+            raise ValueError("the first attempt fails")
+    return "ok"
+'''
+
+
+@pytest.mark.stratus_only
+def test_a_flow_retrying_in_its_own_process_is_not_claimed_again(stratus_server, tmp_path, agents_for):
+    api, client = stratus_server.url, client_for(stratus_server.url)
+    pool = f"retrying-{uuid4().hex[:8]}"
+    make_pool(api, tmp_path, pool)
+    src = tmp_path / "retrying"
+    src.mkdir()
+    (src / "retrying_flow.py").write_text(textwrap.dedent(RETRYING_FLOW))
+    proc = subprocess.run(
+        [STRATUS_BIN, "deploy", str(src), "--entrypoint", "retrying_flow.py:retrying", "--name", "retrying", "--pool", pool],
+        env=stratus_env(api, tmp_path, AWS_ENV), capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    agents = agents_for(api, AWS_ENV)
+    agents.start(pool)
+    agents.start(pool)
+
+    marks = tmp_path / "attempts.txt"
+    deployment_id = client(lambda c: c.read_deployment_by_name("retrying/retrying")).id
+    [run_id] = create_runs(client, deployment_id, 1, datetime.now(timezone.utc), marks=str(marks))
+    [run] = wait_for(client, [run_id], {"COMPLETED", "FAILED", "CRASHED"}, 120, agents)
+    assert run.state.type.value == "COMPLETED", (run.state, agents.logs())
+    assert run.run_count == 2
+    pids = marks.read_text().split()
+    assert len(pids) == 2 and pids[0] == pids[1], f"both attempts must run in the one process: {pids}\n{agents.logs()}"
+    kinds = [s.name for s in flow_run_states(client, run_id)]
+    assert kinds.count("Pending") == 1 and "AwaitingRetry" in kinds, kinds
+    # Its AwaitingRetry went to no queue: only the first run message was ever written.
+    messages = asyncio.run(stratus_server.sql("SELECT count(*) AS n FROM outbox WHERE flow_run_id = $1", run_id))
+    assert messages[0]["n"] == 1, messages

@@ -96,10 +96,26 @@ async fn try_deliver(app: &AppState, http: &reqwest::Client, id: i64) -> ApiResu
     Ok(outcome)
 }
 
-/// Sends each request (a block may post to several channels); the first failure stops.
+/// All the sends of one notification (a block may post to several channels) finish
+/// within this, well inside the notifier Lambda's 25 s.
+const SEND_BUDGET: Duration = Duration::from_secs(15);
+
+/// Sends each request within [`SEND_BUDGET`]; the first failure stops.
 async fn send_all(http: &reqwest::Client, requests: &[senders::Request]) -> Result<(), senders::SendError> {
+    let deadline = std::time::Instant::now() + SEND_BUDGET;
     for r in requests {
-        senders::send(http, r).await?;
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(senders::SendError {
+                message: "the sends took longer than 15 s".into(),
+                retry: true,
+            });
+        }
+        let r = senders::Request {
+            timeout: r.timeout.min(left),
+            ..r.clone()
+        };
+        senders::send(http, &r).await?;
     }
     Ok(())
 }

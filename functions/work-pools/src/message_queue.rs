@@ -118,14 +118,11 @@ pub struct ClaimBody {
     flow_run_id: uuid::Uuid,
 }
 
-/// How long an agent waits before it asks again for a run held back by a paused or full
-/// pool or queue.
-const HELD_RETRY_SECONDS: u32 = 5;
-
 /// Claims a run of the pool for an agent (Scheduled → Pending, exactly once), as the
 /// workers' poll would have handed it out: not while its pool or queue is paused, nor
-/// while either runs as many as its concurrency limit allows. Answers `claimed`, and when
-/// the run is held back, why and when to ask again; the orchestration result otherwise.
+/// while either runs as many as its concurrency limit allows (ask again after
+/// `retry_after` seconds), nor while it retries in the process that ran it (never).
+/// Answers `claimed`, with the reason when not; the orchestration result otherwise.
 pub async fn claim(
     State(app): State<AppState>,
     version: stratus_shared::app::ApiVersion,
@@ -148,12 +145,11 @@ pub async fn claim(
             .into_response())
         }
         Some(stratus_shared::db::work_pools::ClaimCheck { hold: Some(hold), .. }) => {
-            return Ok(Json(json!({
-                "claimed": false,
-                "reason": hold.to_string(),
-                "retry_after": HELD_RETRY_SECONDS,
-            }))
-            .into_response())
+            let mut answer = json!({"claimed": false, "reason": hold.to_string()});
+            if let Some(seconds) = hold.retry_after() {
+                answer["retry_after"] = json!(seconds);
+            }
+            return Ok(Json(answer).into_response());
         }
         _ => {}
     }

@@ -10,7 +10,8 @@ use crate::error::ApiResult;
 use crate::queue::MAX_DELAY_SECONDS;
 
 /// Records that a run is due on its pool's queue, replacing any unpublished message for it.
-/// Runs without a pool queue (created outside deployments) need no message.
+/// Runs without a pool queue (created outside deployments) need no message, nor do runs
+/// retrying in the process that ran them (Prefect's in-process flow retries).
 pub async fn enqueue_run(c: &impl GenericClient, run_id: Uuid) -> ApiResult<bool> {
     let drop_stale = c
         .prepare_cached("DELETE FROM outbox WHERE flow_run_id = $1 AND published IS NULL")
@@ -23,7 +24,8 @@ pub async fn enqueue_run(c: &impl GenericClient, run_id: Uuid) -> ApiResult<bool
                     jsonb_build_object('flow_run_id', fr.id, 'work_pool_id', wq.work_pool_id, \
                         'work_queue_id', wq.id, 'work_queue_name', wq.name, \
                         'scheduled_time', coalesce(fr.next_scheduled_start_time, now())) \
-             FROM flow_run fr JOIN work_queue wq ON wq.id = fr.work_queue_id WHERE fr.id = $1",
+             FROM flow_run fr JOIN work_queue wq ON wq.id = fr.work_queue_id WHERE fr.id = $1 \
+               AND coalesce(fr.empirical_policy->>'retry_type', '') <> 'in_process'",
         )
         .await?;
     Ok(c.execute(&insert, &[&run_id]).await? > 0)

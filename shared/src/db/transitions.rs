@@ -140,7 +140,16 @@ pub async fn set_flow_run_state(
         tag_limits: Vec::new(),
         tag_slot_wait_seconds: opts.tag_slot_wait_seconds,
     };
-    let decision = orchestrate(&ctx);
+    let mut decision = orchestrate(&ctx);
+    // A forced reschedule (the UI's Retry) hands the run to the workers again: it is no
+    // longer retrying in the process that ran it, which the workers' poll and the queue
+    // would otherwise leave it to forever.
+    if ctx.force && ctx.proposed.kind == StateType::Scheduled {
+        let policy = &mut decision.book.flow_policy;
+        if policy.retry_type.as_deref() == Some("in_process") {
+            policy.retry_type = None;
+        }
+    }
     let written = apply(c, RunKind::Flow, run_id, &ctx, &decision).await?;
     // Marking a run Late changes nothing for the agents that already have its message.
     let enqueued = match &written {

@@ -602,7 +602,7 @@ pub async fn scheduled_runs(
                 "WITH queues AS ( \
                    SELECT wq.id, wq.priority, \
                      CASE WHEN wq.concurrency_limit IS NULL THEN NULL ELSE greatest(0, wq.concurrency_limit - \
-                       (SELECT count(*) FROM flow_run r WHERE r.work_queue_id = wq.id AND r.state_type IN ('RUNNING','PENDING','CANCELLING'))) END AS room \
+                       (SELECT count(*) FROM flow_run r WHERE r.work_queue_id = wq.id AND r.state_type IN ('RUNNING','PENDING'))) END AS room \
                    FROM work_queue wq WHERE wq.work_pool_id = $1 AND NOT wq.is_paused AND wq.id = ANY($2) \
                  ), candidates AS ( \
                    SELECT fr.id, q.id AS queue_id, q.priority, fr.next_scheduled_start_time, q.room, \
@@ -625,7 +625,7 @@ pub async fn scheduled_runs(
                 let busy: i64 = c
                     .query_one(
                         "SELECT count(*) FROM flow_run r JOIN work_queue wq ON wq.id = r.work_queue_id \
-                         WHERE wq.work_pool_id = $1 AND r.state_type IN ('RUNNING','PENDING','CANCELLING')",
+                         WHERE wq.work_pool_id = $1 AND r.state_type IN ('RUNNING','PENDING')",
                         &[&pool.id],
                     )
                     .await?
@@ -768,6 +768,19 @@ pub enum Hold {
     /// The pool runs as many as its concurrency limit allows.
     PoolFull(i32),
     QueueFull(i32),
+    /// The flow is retrying in the process that ran it: no one else may claim it.
+    RetryingInProcess,
+}
+
+impl Hold {
+    /// Seconds before asking again; None when asking again is pointless.
+    pub fn retry_after(&self) -> Option<u32> {
+        match self {
+            Hold::PoolPaused | Hold::QueuePaused => Some(30),
+            Hold::PoolFull(_) | Hold::QueueFull(_) => Some(5),
+            Hold::RetryingInProcess => None,
+        }
+    }
 }
 
 impl std::fmt::Display for Hold {
@@ -777,6 +790,7 @@ impl std::fmt::Display for Hold {
             Hold::QueuePaused => f.write_str("the work queue is paused"),
             Hold::PoolFull(n) => write!(f, "the work pool already runs its concurrency limit ({n})"),
             Hold::QueueFull(n) => write!(f, "the work queue already runs its concurrency limit ({n})"),
+            Hold::RetryingInProcess => f.write_str("the flow run is retrying in the process that ran it"),
         }
     }
 }
@@ -788,9 +802,9 @@ pub struct ClaimCheck {
     pub hold: Option<Hold>,
 }
 
-/// Whether `run` may start now, as the workers' poll decides: its pool and queue are not
-/// paused, and both are below their concurrency limits (runs Pending, Running or
-/// Cancelling count). When a limit applies the pool row is locked until the transaction
+/// Whether `run` may start now, as the workers' poll decides: it is not retrying in its
+/// own process, its pool and queue are not paused, and both are below their concurrency
+/// limits (runs Pending or Running count). When a limit applies the pool row is locked until the transaction
 /// ends, so concurrent claims in one pool are counted one after the other. A run no longer
 /// Scheduled is never held. None when the run is in no work queue.
 pub async fn claim_check(
@@ -800,7 +814,8 @@ pub async fn claim_check(
     let Some(row) = c
         .query_opt(
             "SELECT wp.id, wp.is_paused, wp.concurrency_limit, wq.id, wq.is_paused, wq.concurrency_limit, \
-                    fr.state_type IS DISTINCT FROM 'SCHEDULED' \
+                    fr.state_type IS DISTINCT FROM 'SCHEDULED', \
+                    coalesce(fr.empirical_policy->>'retry_type', '') = 'in_process' \
              FROM flow_run fr JOIN work_queue wq ON wq.id = fr.work_queue_id \
              JOIN work_pool wp ON wp.id = wq.work_pool_id WHERE fr.id = $1",
             &[&run],
@@ -821,6 +836,9 @@ pub async fn claim_check(
     if row.get::<_, bool>(6) {
         return check(None);
     }
+    if row.get::<_, bool>(7) {
+        return check(Some(Hold::RetryingInProcess));
+    }
     if row.get::<_, bool>(1) {
         return check(Some(Hold::PoolPaused));
     }
@@ -830,13 +848,18 @@ pub async fn claim_check(
     if pool_limit.is_none() && queue_limit.is_none() {
         return check(None);
     }
-    c.execute("SELECT 1 FROM work_pool WHERE id = $1 FOR UPDATE", &[&pool_id])
-        .await?;
+    // NO KEY UPDATE: claims of the pool wait for each other, but not for (nor block) the
+    // key-share locks that inserting a row referencing the pool takes.
+    c.execute(
+        "SELECT 1 FROM work_pool WHERE id = $1 FOR NO KEY UPDATE",
+        &[&pool_id],
+    )
+    .await?;
     let busy = c
         .query_one(
             "SELECT count(*) FILTER (WHERE r.work_queue_id = $2), count(*) \
              FROM flow_run r JOIN work_queue wq ON wq.id = r.work_queue_id \
-             WHERE wq.work_pool_id = $1 AND r.state_type IN ('RUNNING','PENDING','CANCELLING')",
+             WHERE wq.work_pool_id = $1 AND r.state_type IN ('RUNNING','PENDING')",
             &[&pool_id, &queue_id],
         )
         .await?;
