@@ -14,6 +14,15 @@ use crate::error::{ApiError, ApiResult};
 use crate::outbox::Published;
 use crate::queue::{MessageQueue, NOTIFICATIONS_QUEUE};
 
+/// The block types the notifier can send through (their slugs).
+pub const SENDING_BLOCK_TYPES: [&str; 5] = [
+    "slack-webhook",
+    "ms-teams-webhook",
+    "discord-webhook",
+    "mattermost-webhook",
+    "custom-webhook",
+];
+
 /// The subject Prefect's notifications carry.
 pub const SUBJECT: &str = "Prefect flow run notification";
 

@@ -174,8 +174,7 @@ async def setup():
     async with get_client() as c:
         await c.create_variable(VariableCreate(name="{tag}_region", value="eu-west-1"))
         await c.create_concurrency_limit(tag="{tag}", concurrency_limit=3)
-        slack = await SlackWebhook(url="http://127.0.0.1:9/{tag}").save("{tag}-slack")
-        await c.create_flow_run_notification_policy(slack, state_names=["Failed"], tags=["{tag}"])
+        await SlackWebhook(url="http://127.0.0.1:9/{tag}").save("{tag}-slack")
 
 if __name__ == "__main__":
     import asyncio
@@ -211,12 +210,24 @@ def test_every_page_opens_links_to_the_others_filters_and_shows_logs(browser, st
     assert f"{tag}_region" in page.open("/variables").text()
     assert tag in page.open("/concurrency-limits").text()
 
-    # A notification policy, paused and resumed from its row.
+    # A notification created from the form, then paused and resumed from its row.
+    from selenium.webdriver.support.ui import Select
+
     page.open("/notifications")
+    form = browser.find_element("id", "create-notification")
+    Select(form.find_element("name", "block_document_id")).select_by_visible_text(f"{tag}-slack (Slack Webhook)")
+    states = Select(form.find_element("name", "state_names"))
+    states.select_by_value("Failed")
+    states.select_by_value("Crashed")
+    form.find_element("name", "tags").send_keys(f"{tag}, other-{tag}")
+    form.find_element("css selector", "button[type=submit]").click()
+    page.wait_for(lambda: any(f"{tag}-slack" in r.text for r in page.css("table tr")), "the new notification")
+    page.checked("notification-created")
     row = [r for r in page.css("table tr") if f"{tag}-slack" in r.text][0]
     assert "Failed" in row.text and tag in row.text, row.text
     [policy] = [p for p in client(lambda c: c.read_flow_run_notification_policies(
         FlowRunNotificationPolicyFilter(is_active={"eq_": None}))) if tag in p.tags]
+    assert (policy.state_names, policy.tags, policy.message_template) == (["Failed", "Crashed"], [tag, f"other-{tag}"], None)
     row.find_element("xpath", ".//button[text()='Pause']").click()
     page.wait_for(lambda: any(f"{tag}-slack" in r.text and "paused" in r.text for r in page.css("table tr")),
                   "the policy to pause")

@@ -483,6 +483,14 @@ mod tests {
         assert!(!private[0].private_ok);
     }
 
+    #[test]
+    fn every_block_type_said_to_send_can() {
+        let data = json!({"url": "http://h/", "webhook_id": "1", "webhook_token": "t", "hostname": "h", "token": "t"});
+        for slug in stratus_shared::notifications::SENDING_BLOCK_TYPES {
+            assert!(request(slug, &data, "S", "B").is_ok(), "{slug}");
+        }
+    }
+
     #[tokio::test]
     async fn private_addresses_are_refused_when_the_block_says_so() {
         for url in [

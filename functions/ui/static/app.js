@@ -40,9 +40,15 @@ function formBody(form) {
     return { parameters };
   }
   const body = {};
-  for (const [k, v] of new FormData(form).entries()) {
-    if (v === "") continue;
+  const lists = (form.dataset.lists || "").split(" ").filter(Boolean);
+  const data = new FormData(form);
+  for (const [k, v] of data.entries()) {
+    if (v === "" || lists.includes(k)) continue;
     body[k] = form.elements[k].type === "number" ? Number(v) : v;
+  }
+  // List fields: every selected option, or comma-separated text; [] when empty.
+  for (const k of lists) {
+    body[k] = data.getAll(k).flatMap((v) => v.split(",")).map((v) => v.trim()).filter(Boolean);
   }
   return body;
 }

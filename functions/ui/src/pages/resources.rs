@@ -288,7 +288,56 @@ pub async fn notifications(State(app): State<AppState>) -> PageResult {
                 ]
             })
             .collect(),
-        empty: "No notifications yet. Create one with the client: create_flow_run_notification_policy.",
+        empty: "No notifications yet.",
     };
-    page("notifications", "Notifications", vec![table], String::new())
+    // The blocks a policy can send through: the kinds the notifier knows.
+    let sendable: BlockDocumentFilter = serde_json::from_value(json!({"is_anonymous": {"eq_": false}}))
+        .map_err(|e| PageError::Internal(e.to_string()))?;
+    let kinds: docs::BlockTypeFilter =
+        serde_json::from_value(json!({"slug": {"any_": stratus_shared::notifications::SENDING_BLOCK_TYPES}}))
+            .map_err(|e| PageError::Internal(e.to_string()))?;
+    let query = DocumentQuery {
+        documents: Some(&sendable),
+        types: Some(&kinds),
+        schemas: None,
+    };
+    let blocks = docs::filter_documents(&c, &query, DocumentSort::BlockTypeAndNameAsc, false, 500, 0)
+        .await?
+        .into_iter()
+        .map(|b| {
+            let label = format!("{} ({})", b.name, b.block_type_name.unwrap_or_default());
+            (b.id.to_string(), label)
+        })
+        .collect();
+    Ok(render(&NotificationsPage {
+        nav: "notifications",
+        policies: table,
+        blocks,
+        states: NOTIFY_STATES,
+    }))
+}
+
+/// The state names people pick from (policies match runs' state names).
+const NOTIFY_STATES: [&str; 12] = [
+    "Scheduled",
+    "Late",
+    "Pending",
+    "Running",
+    "Retrying",
+    "AwaitingRetry",
+    "Completed",
+    "Failed",
+    "Crashed",
+    "Cancelling",
+    "Cancelled",
+    "Paused",
+];
+
+#[derive(Template)]
+#[template(path = "notifications.html")]
+struct NotificationsPage {
+    nav: &'static str,
+    policies: Table,
+    blocks: Vec<(String, String)>,
+    states: [&'static str; 12],
 }
