@@ -190,3 +190,34 @@ async fn flows_filter_by_their_runs() {
         .collect();
     assert_eq!(names, vec![json!("with-runs")]);
 }
+
+#[tokio::test]
+async fn a_body_that_must_be_an_object_and_is_not_gets_prefects_422() {
+    let app = TestApp::spawn().await;
+    // Serde would read `["etl"]` as a flow named etl; pydantic refuses it, and so does Stratus.
+    for (path, body) in [
+        ("/api/flows/", json!(["etl"])),
+        ("/api/flows/filter", json!([])),
+        ("/api/flow_runs/filter", json!([{"limit": 1}])),
+        ("/api/block_types/", json!("x")),
+        ("/api/variables/", json!(["v", "1"])),
+    ] {
+        let res = app.post(path, body.clone()).await;
+        assert_eq!(res.status, 422, "{path}: {}", res.text);
+        assert_eq!(
+            res.body["exception_detail"][0]["msg"], "value is not a valid dict",
+            "{path}: {}",
+            res.text
+        );
+        assert_eq!(res.body["request_body"], body, "{path}");
+    }
+    assert!(app.post("/api/flows/filter", json!({})).await.status.is_success());
+    // A list body still takes a list.
+    let logs = app
+        .post(
+            "/api/logs/",
+            json!([{"name": "x", "level": 20, "message": "m", "timestamp": "2026-12-01T00:00:00Z"}]),
+        )
+        .await;
+    assert_eq!(logs.status, 201, "{}", logs.text);
+}

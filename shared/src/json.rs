@@ -49,8 +49,18 @@ pub fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     from_value(value)
 }
 
-/// Deserialises an already-parsed JSON value with Prefect's 422 on failure.
+/// Deserialises an already-parsed JSON value with Prefect's 422 on failure. A body that
+/// must be an object and is not (serde would fill a struct from an array, by position)
+/// gets pydantic's "value is not a valid dict".
 pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
+    if !value.is_object() && crate::shape::reads_an_object::<T>() {
+        return Err(ApiError::Validation {
+            detail: vec![
+                json!({"loc": ["body"], "msg": "value is not a valid dict", "type": "type_error.dict"}),
+            ],
+            body: value,
+        });
+    }
     T::deserialize(&value).map_err(|e| {
         let msg = e.to_string();
         let kind = if msg.starts_with("unknown field") {

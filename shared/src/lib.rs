@@ -19,6 +19,7 @@ pub mod scheduler;
 pub mod schedules;
 pub mod scheduling;
 pub mod serve;
+pub mod shape;
 pub mod storage;
 
 pub use app::{ApiVersion, AppState};

@@ -10,11 +10,11 @@ use stratus_shared::db::blocks::{
     self, split_references, BlockDocumentFilter, BlockSchemaFilter, BlockTypeFilter, CreatedDocument,
     DocumentQuery, DocumentSort, DocumentUpdate, NewBlockDocument, SplitData, UpdatedDocument,
 };
-use stratus_shared::json::{null_default, page, path_id};
+use stratus_shared::json::{from_value, null_default, page, path_id};
 use stratus_shared::{ApiError, ApiResult, AppState, Body};
 use uuid::Uuid;
 
-use crate::{include_secrets, invalid_field, lowercase_dashes, object_body};
+use crate::{include_secrets, invalid_field, lowercase_dashes};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -80,7 +80,7 @@ fn references_of(data: &Map<String, Value>, raw: &Value) -> ApiResult<SplitData>
 /// Named documents need a name of lowercase letters, digits and dashes; anonymous ones
 /// without a name get `anonymous-<uuid4>`. A document of the same type and name is a 409.
 pub async fn create(State(app): State<AppState>, Body(raw): Body<Value>) -> ApiResult<Response> {
-    let body: BlockDocumentCreate = object_body(raw.clone())?;
+    let body: BlockDocumentCreate = from_value(raw.clone())?;
     if let Some(name) = &body.name {
         if !lowercase_dashes(name) {
             return Err(invalid_field(
@@ -183,7 +183,7 @@ pub async fn update(
     Body(raw): Body<Value>,
 ) -> ApiResult<StatusCode> {
     let id = path_id(&id)?;
-    let body: BlockDocumentUpdate = object_body(raw.clone())?;
+    let body: BlockDocumentUpdate = from_value(raw.clone())?;
     let data = match &body.data {
         Some(data) => Some(references_of(data, &raw)?),
         None => None,
@@ -226,7 +226,7 @@ pub async fn delete(State(app): State<AppState>, Path(id): Path<String>) -> ApiR
 /// Documents matching the filters (anonymous ones left out unless the `block_documents`
 /// filter says otherwise), sorted by name by default.
 pub async fn filter(State(app): State<AppState>, Body(raw): Body<Value>) -> ApiResult<Response> {
-    let body: FilterBody = object_body(raw)?;
+    let body: FilterBody = from_value(raw)?;
     let (limit, offset) = page(body.limit, body.offset)?;
     let sort = stratus_shared::json::sort(body.sort.as_deref(), DocumentSort::NameAsc, DocumentSort::parse)?;
     let query = DocumentQuery {
@@ -240,7 +240,7 @@ pub async fn filter(State(app): State<AppState>, Body(raw): Body<Value>) -> ApiR
 }
 
 pub async fn count(State(app): State<AppState>, Body(raw): Body<Value>) -> ApiResult<Response> {
-    let body: CountBody = object_body(raw)?;
+    let body: CountBody = from_value(raw)?;
     let query = DocumentQuery {
         documents: body.block_documents.as_ref(),
         types: body.block_types.as_ref(),

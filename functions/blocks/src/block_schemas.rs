@@ -7,11 +7,11 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use stratus_shared::db::blocks::{self, BlockSchemaFilter, SchemaError, DEFAULT_SCHEMA_VERSION};
-use stratus_shared::json::{null_default, page, path_id};
+use stratus_shared::json::{from_value, null_default, page, path_id};
 use stratus_shared::{ApiError, ApiResult, AppState, Body};
 use uuid::Uuid;
 
-use crate::{object_body, query_param};
+use crate::query_param;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -41,7 +41,7 @@ fn not_found() -> ApiError {
 
 /// 201 with a new schema, 200 with the existing one of the same checksum and version.
 pub async fn create(State(app): State<AppState>, Body(raw): Body<Value>) -> ApiResult<Response> {
-    let body: BlockSchemaCreate = object_body(raw)?;
+    let body: BlockSchemaCreate = from_value(raw)?;
     let version = body.version.unwrap_or_else(|| DEFAULT_SCHEMA_VERSION.to_string());
     let mut client = app.client().await?;
     let tx = client.transaction().await?;
@@ -110,7 +110,7 @@ pub async fn delete(State(app): State<AppState>, Path(id): Path<String>) -> ApiR
 
 /// Schemas matching the filter, newest first.
 pub async fn filter(State(app): State<AppState>, Body(raw): Body<Value>) -> ApiResult<Response> {
-    let body: FilterBody = object_body(raw)?;
+    let body: FilterBody = from_value(raw)?;
     let (limit, offset) = page(body.limit, body.offset)?;
     let client = app.client().await?;
     let found =

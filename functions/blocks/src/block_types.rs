@@ -7,10 +7,10 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::Value;
 use stratus_shared::db::blocks::{self, BlockSchemaFilter, BlockTypeFields, BlockTypeFilter, BlockTypePatch};
-use stratus_shared::json::{page, path_id};
+use stratus_shared::json::{from_value, page, path_id};
 use stratus_shared::{ApiError, ApiResult, AppState, Body};
 
-use crate::{check_http_url, invalid_field, lowercase_dashes, object_body, present};
+use crate::{check_http_url, invalid_field, lowercase_dashes, present};
 
 /// Characters Prefect bans from names.
 const BANNED_CHARACTERS: [char; 5] = ['/', '%', '&', '>', '<'];
@@ -61,7 +61,7 @@ fn not_found() -> ApiError {
 }
 
 pub async fn create(State(app): State<AppState>, Body(raw): Body<Value>) -> ApiResult<Response> {
-    let body: BlockTypeCreate = object_body(raw.clone())?;
+    let body: BlockTypeCreate = from_value(raw.clone())?;
     if body.name.contains(BANNED_CHARACTERS) {
         return Err(invalid_field(
             "name",
@@ -127,7 +127,7 @@ pub async fn update(
     Body(raw): Body<Value>,
 ) -> ApiResult<StatusCode> {
     let id = path_id(&id)?;
-    let body: BlockTypeUpdate = object_body(raw.clone())?;
+    let body: BlockTypeUpdate = from_value(raw.clone())?;
     check_http_url("logo_url", &body.logo_url.clone().flatten(), &raw)?;
     check_http_url(
         "documentation_url",
@@ -164,7 +164,7 @@ pub async fn delete(State(app): State<AppState>, Path(id): Path<String>) -> ApiR
 }
 
 pub async fn filter(State(app): State<AppState>, Body(raw): Body<Value>) -> ApiResult<Response> {
-    let body: FilterBody = object_body(raw)?;
+    let body: FilterBody = from_value(raw)?;
     let (limit, offset) = page(body.limit, body.offset)?;
     let client = app.client().await?;
     let found = blocks::filter_types(

@@ -7,10 +7,8 @@ mod block_types;
 
 use axum::routing::{get, post};
 use axum::Router;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
-use stratus_shared::json::from_value;
 use stratus_shared::{ApiError, ApiResult, AppState};
 
 pub fn router() -> Router<AppState> {
@@ -62,20 +60,6 @@ pub fn router() -> Router<AppState> {
 pub(crate) fn lowercase_dashes(text: &str) -> bool {
     text.chars()
         .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-}
-
-/// Parses a JSON body that must be an object. (Serde would read a struct from an array
-/// too, by position; Prefect answers 422.)
-pub(crate) fn object_body<T: DeserializeOwned>(raw: Value) -> ApiResult<T> {
-    if !raw.is_object() {
-        return Err(ApiError::Validation {
-            detail: vec![
-                json!({"loc": ["body"], "msg": "value is not a valid dict", "type": "type_error.dict"}),
-            ],
-            body: raw,
-        });
-    }
-    from_value(raw)
 }
 
 /// A 422 for one body field, echoing the body.
