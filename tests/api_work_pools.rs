@@ -154,11 +154,15 @@ async fn queues_keep_distinct_priorities() {
         .await;
     assert_eq!(high.status, 201);
     assert_eq!(high.body["priority"], 2);
-    app.post(
-        "/api/work_pools/local/queues",
-        json!({"name": "low", "concurrency_limit": 1}),
-    )
-    .await;
+    // What `prefect work-queue create --pool` sends: every field, the deprecated filter null.
+    let low = app
+        .post(
+            "/api/work_pools/local/queues",
+            json!({"name": "low", "concurrency_limit": 1, "description": null, "filter": null,
+                   "is_paused": false, "priority": null}),
+        )
+        .await;
+    assert_eq!(low.status, 201, "{}", low.text);
     assert_eq!(
         app.post("/api/work_pools/local/queues", json!({"name": "high"}))
             .await

@@ -111,13 +111,13 @@ def agents_for(tmp_path):
         assert all(c == 0 for c in codes), f"agents did not stop cleanly: {codes}\n{a.logs()}"
 
 
-def deploy(api_url, tmp_path, extra_env, pool, name):
+def deploy(api_url, tmp_path, extra_env, pool, name, *args):
     src = tmp_path / "flowcode"
     src.mkdir(exist_ok=True)
     (src / "work_flow.py").write_text(textwrap.dedent(FLOW))
     (src / "helper.py").write_text("VALUE = 'packaged-helper'\n")
     proc = subprocess.run(
-        [STRATUS_BIN, "deploy", str(src), "--entrypoint", "work_flow.py:work", "--name", name, "--pool", pool],
+        [STRATUS_BIN, "deploy", str(src), "--entrypoint", "work_flow.py:work", "--name", name, "--pool", pool, *args],
         env=stratus_env(api_url, tmp_path, extra_env),
         capture_output=True,
         text=True,
@@ -390,3 +390,33 @@ def test_a_flow_retrying_in_its_own_process_is_not_claimed_again(stratus_server,
     # Its AwaitingRetry went to no queue: only the first run message was ever written.
     messages = asyncio.run(stratus_server.sql("SELECT count(*) AS n FROM outbox WHERE flow_run_id = $1", run_id))
     assert messages[0]["n"] == 1, messages
+
+
+@pytest.mark.stratus_only
+def test_an_agent_serving_some_queues_leaves_the_others_to_other_agents(stratus_server, tmp_path, agents_for):
+    api, client = stratus_server.url, client_for(stratus_server.url)
+    pool = f"queues-{uuid4().hex[:8]}"
+    make_pool(api, tmp_path, pool)
+    env = dict(os.environ, PREFECT_API_URL=api, PREFECT_HOME=str(tmp_path / "cli-home"))
+    proc = subprocess.run([PREFECT, "work-queue", "create", "gpu", "--pool", pool],
+                          env=env, capture_output=True, text=True, timeout=90)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    deploy(api, tmp_path, AWS_ENV, pool, "on-cpu")
+    deploy(api, tmp_path, AWS_ENV, pool, "on-gpu", "--queue", "gpu")
+    agents = agents_for(api, AWS_ENV)
+    agents.start(pool, "--queue", "gpu")
+
+    now = datetime.now(timezone.utc)
+    [cpu] = create_runs(client, deployment_id_of(client, "on-cpu"), 1, now)
+    [gpu] = create_runs(client, deployment_id_of(client, "on-gpu"), 1, now)
+    [done] = wait_for(client, [gpu], {"COMPLETED", "FAILED", "CRASHED"}, 90, agents)
+    assert done.state.type.value == "COMPLETED", (done.state, agents.logs())
+    time.sleep(3)
+    assert client(lambda c: c.read_flow_run(cpu)).state.type.value == "SCHEDULED", agents.logs()
+
+    # An agent for the whole pool takes the rest.
+    agents.start(pool)
+    [done] = wait_for(client, [cpu], {"COMPLETED", "FAILED", "CRASHED"}, 90, agents)
+    assert done.state.type.value == "COMPLETED", (done.state, agents.logs())
+    claims = [line for line in Path(agents.procs[0][1].name).read_text().splitlines() if line.startswith("Claimed")]
+    assert claims == [f"Claimed flow run {gpu}."], claims

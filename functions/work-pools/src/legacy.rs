@@ -20,17 +20,31 @@ fn not_found() -> ApiError {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueueCreate {
-    name: String,
+    pub(crate) name: String,
     #[serde(default, deserialize_with = "null_default")]
-    description: String,
+    pub(crate) description: String,
     #[serde(default, deserialize_with = "null_default")]
-    is_paused: bool,
+    pub(crate) is_paused: bool,
     #[serde(default)]
-    concurrency_limit: Option<i32>,
+    pub(crate) concurrency_limit: Option<i32>,
     #[serde(default)]
-    priority: Option<i32>,
+    pub(crate) priority: Option<i32>,
+    /// Prefect's deprecated tag filter; the client sends it (as null) with every create.
     #[serde(default)]
-    filter: Option<Value>,
+    pub(crate) filter: Option<Value>,
+}
+
+impl QueueCreate {
+    pub(crate) fn new_queue(&self) -> NewQueue<'_> {
+        NewQueue {
+            name: &self.name,
+            description: &self.description,
+            is_paused: self.is_paused,
+            concurrency_limit: self.concurrency_limit,
+            priority: self.priority,
+            filter: self.filter.clone().filter(|f| !f.is_null()),
+        }
+    }
 }
 
 pub async fn create(State(app): State<AppState>, Body(body): Body<QueueCreate>) -> ApiResult<Response> {
@@ -40,15 +54,7 @@ pub async fn create(State(app): State<AppState>, Body(body): Body<QueueCreate>) 
     let pool = pools::ensure_pool(&tx, pools::DEFAULT_AGENT_POOL)
         .await?
         .ok_or(ApiError::Integrity)?;
-    let new = NewQueue {
-        name: &body.name,
-        description: &body.description,
-        is_paused: body.is_paused,
-        concurrency_limit: body.concurrency_limit,
-        priority: body.priority,
-        filter: body.filter.filter(|f| !f.is_null()),
-    };
-    let queue = pools::create_queue(&tx, pool.id, &new)
+    let queue = pools::create_queue(&tx, pool.id, &body.new_queue())
         .await?
         .ok_or_else(|| ApiError::conflict("A work queue with this name already exists."))?;
     tx.commit().await?;

@@ -13,8 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use stratus_shared::db::work_pools::{
-    self as pools, NewPool, NewQueue, Poll, PoolChanges, QueueChanges, WorkPool, WorkPoolFilter,
-    WorkQueueFilter,
+    self as pools, NewPool, Poll, PoolChanges, QueueChanges, WorkPool, WorkPoolFilter, WorkQueueFilter,
 };
 use stratus_shared::json::{null_default, page, ts_opt};
 use stratus_shared::{ApiError, ApiResult, AppState, Body};
@@ -334,20 +333,6 @@ async fn get_scheduled_flow_runs(
     Ok(Json(runs).into_response())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct QueueCreate {
-    name: String,
-    #[serde(default, deserialize_with = "null_default")]
-    description: String,
-    #[serde(default, deserialize_with = "null_default")]
-    is_paused: bool,
-    #[serde(default)]
-    concurrency_limit: Option<i32>,
-    #[serde(default)]
-    priority: Option<i32>,
-}
-
 pub(crate) fn check_queue_numbers(limit: Option<i32>, priority: Option<i32>) -> ApiResult<()> {
     if limit.is_some_and(|l| l < 0) {
         return Err(ApiError::invalid(
@@ -371,21 +356,13 @@ pub(crate) fn check_queue_numbers(limit: Option<i32>, priority: Option<i32>) -> 
 async fn create_queue(
     State(app): State<AppState>,
     Path(name): Path<String>,
-    Body(body): Body<QueueCreate>,
+    Body(body): Body<legacy::QueueCreate>,
 ) -> ApiResult<Response> {
     check_queue_numbers(body.concurrency_limit, body.priority)?;
     let pool = pool_named(&app, &name).await?;
     let mut client = app.client().await?;
     let tx = client.transaction().await?;
-    let new = NewQueue {
-        name: &body.name,
-        description: &body.description,
-        is_paused: body.is_paused,
-        concurrency_limit: body.concurrency_limit,
-        priority: body.priority,
-        filter: None,
-    };
-    let queue = pools::create_queue(&tx, pool.id, &new)
+    let queue = pools::create_queue(&tx, pool.id, &body.new_queue())
         .await?
         .ok_or_else(|| ApiError::conflict("A work queue with this name already exists."))?;
     tx.commit().await?;
