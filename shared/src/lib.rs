@@ -13,6 +13,7 @@ pub mod maintenance;
 pub mod names;
 pub mod notifications;
 pub mod outbox;
+pub mod python;
 pub mod queue;
 pub mod run_routes;
 pub mod scheduler;

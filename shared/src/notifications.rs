@@ -152,55 +152,10 @@ fn parse_spec(spec: &str) -> Result<Spec, String> {
     })
 }
 
-/// Python's `repr` of a string.
-fn py_str_repr(s: &str) -> String {
-    let quote = if s.contains('\'') && !s.contains('"') {
-        '"'
-    } else {
-        '\''
-    };
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push(quote);
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c == quote => {
-                out.push('\\');
-                out.push(c);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push(quote);
-    out
-}
-
-/// Python's `repr` of what JSON holds (a run's parameters as Prefect prints them).
-fn py_repr(v: &Value) -> String {
-    match v {
-        Value::Null => "None".into(),
-        Value::Bool(true) => "True".into(),
-        Value::Bool(false) => "False".into(),
-        Value::Number(n) => n.to_string(),
-        Value::String(s) => py_str_repr(s),
-        Value::Array(items) => format!("[{}]", items.iter().map(py_repr).collect::<Vec<_>>().join(", ")),
-        Value::Object(map) => format!(
-            "{{{}}}",
-            map.iter()
-                .map(|(k, v)| format!("{}: {}", py_str_repr(k), py_repr(v)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    }
-}
-
 /// A value put in its field as `str.format` does for a string.
 fn formatted(value: &str, conversion: Option<char>, spec: &str) -> String {
     let value = match conversion {
-        Some('r' | 'a') => py_str_repr(value),
+        Some('r' | 'a') => crate::python::str_repr(value),
         _ => value.to_string(),
     };
     let Ok(spec) = parse_spec(spec) else {
@@ -288,7 +243,7 @@ pub fn message(n: &Notification, ui_url: &str) -> String {
         ("flow_run_url", flow_run_url(ui_url, n.flow_run_id)),
         ("flow_run_id", n.flow_run_id.to_string()),
         ("flow_run_name", n.flow_run_name.clone()),
-        ("flow_run_parameters", py_repr(&n.flow_run_parameters)),
+        ("flow_run_parameters", crate::python::repr(&n.flow_run_parameters)),
         ("flow_run_state_type", format!("StateType.{}", n.state_type)),
         ("flow_run_state_name", n.state_name.clone()),
         ("flow_run_state_timestamp", py_timestamp(n.state_timestamp)),

@@ -137,40 +137,13 @@ fn non_negative(field: &str, value: f64, body: &Value) -> ApiResult<()> {
 
 const BANNED_NAME_CHARACTERS: [char; 5] = ['/', '%', '&', '>', '<'];
 
-/// Python's `repr` of a string, as Prefect's messages quote names.
-fn py_repr(text: &str) -> String {
-    let quote = if text.contains('\'') && !text.contains('"') {
-        '"'
-    } else {
-        '\''
-    };
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push(quote);
-    for ch in text.chars() {
-        match ch {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c == quote => {
-                out.push('\\');
-                out.push(c);
-            }
-            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push(quote);
-    out
-}
-
 fn check_name(name: &str, body: &Value) -> ApiResult<()> {
     if name.chars().any(|c| BANNED_NAME_CHARACTERS.contains(&c)) {
         return Err(invalid(
             &["body", "name"],
             format!(
                 "Name {} contains an invalid character. Must not contain any of: ['/', '%', '&', '>', '<'].",
-                py_repr(name)
+                stratus_shared::python::str_repr(name)
             ),
             "value_error",
             json!({}),
@@ -350,7 +323,7 @@ pub async fn increment(State(app): State<AppState>, Body(raw): Body<Value>) -> A
         return Err(ApiError::unprocessable(format!(
             "Only concurrency limits with slot decay can be used for rate limiting. \
              The following limits do not have a decay configured: {}",
-            py_repr(&non_decaying.join(","))
+            stratus_shared::python::str_repr(&non_decaying.join(","))
         )));
     }
     if active.iter().all(|l| l.active_slots + body.slots <= l.limit) {
@@ -472,7 +445,5 @@ mod tests {
     fn floats_and_names_print_as_python_does() {
         assert_eq!(python_float(8.0), "8.0");
         assert_eq!(python_float(0.25), "0.25");
-        assert_eq!(py_repr("a/b"), "'a/b'");
-        assert_eq!(py_repr("it's"), "\"it's\"");
     }
 }
