@@ -109,12 +109,18 @@ pub async fn check(settings: &Settings) -> Result<(), String> {
     Ok(())
 }
 
-/// Runs a route family that publishes to the work pools' queues as a Lambda function.
-pub async fn lambda(routes: axum::Router<AppState>) -> Result<(), lambda_http::Error> {
+/// A Lambda function's state, from the environment, with the queues the settings ask for
+/// (SQS on AWS): what every function that publishes or reads messages starts with.
+pub async fn lambda_state() -> Result<AppState, lambda_http::Error> {
     stratus_shared::serve::init_tracing();
     let state = stratus_shared::serve::state_from_env().await?;
     let queue = queue(&state.settings.clone(), &state).await;
-    let state = state.with_queue(queue);
+    Ok(state.with_queue(queue))
+}
+
+/// Runs a route family that publishes to the work pools' queues as a Lambda function.
+pub async fn lambda(routes: axum::Router<AppState>) -> Result<(), lambda_http::Error> {
+    let state = lambda_state().await?;
     lambda_http::run(stratus_shared::serve::normalize(stratus_shared::serve::api(
         routes, state,
     )))

@@ -8,10 +8,7 @@ const BUDGET: Duration = Duration::from_secs(40);
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    stratus_shared::serve::init_tracing();
-    let state = stratus_shared::serve::state_from_env().await?;
-    let queue = stratus_aws::queue(&state.settings.clone(), &state).await;
-    let state = state.with_queue(queue);
+    let state = stratus_aws::lambda_state().await?;
     lambda_runtime::run(service_fn(|_: LambdaEvent<Value>| {
         let state = state.clone();
         async move {

@@ -7,10 +7,7 @@ use serde_json::{json, Value};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    stratus_shared::serve::init_tracing();
-    let state = stratus_shared::serve::state_from_env().await?;
-    let queue = stratus_aws::queue(&state.settings.clone(), &state).await;
-    let state = state.with_queue(queue);
+    let state = stratus_aws::lambda_state().await?;
     let http = stratus_notifier::deliver::http_client();
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
         let (state, http) = (state.clone(), http.clone());
