@@ -311,7 +311,7 @@ pub async fn notifications(State(app): State<AppState>) -> PageResult {
         .collect();
     Ok(render(&NotificationsPage {
         nav: "notifications",
-        policies: table,
+        policies: vec![table],
         blocks,
         states: NOTIFY_STATES,
     }))
@@ -337,7 +337,8 @@ const NOTIFY_STATES: [&str; 12] = [
 #[template(path = "notifications.html")]
 struct NotificationsPage {
     nav: &'static str,
-    policies: Table,
+    /// One table: the page includes the shared table markup, which reads `t`.
+    policies: Vec<Table>,
     blocks: Vec<(String, String)>,
     states: [&'static str; 12],
 }
