@@ -89,6 +89,53 @@ pub struct TestApp {
     pub service: NormalizePath<Router>,
     pub state: AppState,
     pub database_url: String,
+    /// Drops the database when the last app over it goes.
+    _database: std::sync::Arc<DroppedDatabase>,
+}
+
+/// A database this test made, dropped when this is: the tests leave a user's Postgres as
+/// they found it.
+pub struct DroppedDatabase {
+    pub name: String,
+    pool: Option<deadpool_postgres::Pool>,
+}
+
+impl DroppedDatabase {
+    pub fn new(name: &str, pool: Option<deadpool_postgres::Pool>) -> Self {
+        DroppedDatabase {
+            name: name.to_string(),
+            pool,
+        }
+    }
+}
+
+impl Drop for DroppedDatabase {
+    fn drop(&mut self) {
+        if let Some(pool) = &self.pool {
+            pool.close();
+        }
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        // A thread of its own: this may run inside the test's runtime, which cannot block.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
+            rt.block_on(async {
+                let Ok((client, conn)) = tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls).await
+                else {
+                    return;
+                };
+                tokio::spawn(conn);
+                // DROP DATABASE waits for a checkpoint (seconds on a busy server). The server
+                // carries it out even when the client has hung up (it only notices when it
+                // answers), so the test waits for the statement to be sent, not for the drop.
+                let _ =
+                    tokio::time::timeout(std::time::Duration::from_millis(100), client.simple_query(&sql))
+                        .await;
+            });
+        })
+        .join();
+    }
 }
 
 pub struct Response {
@@ -113,12 +160,14 @@ impl TestApp {
         settings.database_url = Some(database_url.clone());
         settings.tag_concurrency_slot_wait_seconds = 1;
         let pool = stratus_shared::db::pool(&database_url, 8).unwrap();
+        let database = std::sync::Arc::new(DroppedDatabase::new(&db, Some(pool.clone())));
         let state = AppState::new(pool, settings);
         let service = stratus_shared::serve::normalize(stratus::app(state.clone()));
         TestApp {
             service,
             state,
             database_url,
+            _database: database,
         }
     }
 
@@ -178,6 +227,7 @@ impl TestApp {
             service: stratus_shared::serve::normalize(stratus::app(state.clone())),
             state,
             database_url: self.database_url.clone(),
+            _database: self._database.clone(),
         }
     }
 

@@ -1,7 +1,7 @@
 //! The upkeep passes against real Postgres: expired pauses fail, cancelled runs' leftovers
 //! are cancelled.
 
-mod common;
+use crate::common;
 
 use chrono::{Duration, Utc};
 use common::TestApp;

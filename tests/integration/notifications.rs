@@ -2,7 +2,7 @@
 //! reach a real HTTP webhook through the notifications queue and the notifier, exactly
 //! once, with retries for failures that may pass.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};

@@ -1,6 +1,6 @@
 //! The scheduler tick against real Postgres: runs on time, never duplicated, late runs marked.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! server-rendered pages with real runs (they render, link to each other, filter, and turn
 //! bad input into friendly pages, never a 500).
 
-mod common;
+use crate::common;
 
 use common::TestApp;
 use serde_json::{json, Value};

@@ -3,7 +3,7 @@
 //! with every due run, publishing after commit, and the sweep that recovers a publish that
 //! never happened.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

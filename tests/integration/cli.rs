@@ -30,11 +30,10 @@ async fn admin() -> tokio_postgres::Client {
     client
 }
 
-/// A fresh, empty database on the test server. Like the other integration tests' it is
-/// left behind (dropping forces a checkpoint, slow on a busy server); `scripts/test`
-/// drops stale ones.
+/// A fresh, empty database on the test server, dropped with this.
 struct FreshDatabase {
     url: String,
+    _dropped: crate::common::DroppedDatabase,
 }
 
 impl FreshDatabase {
@@ -47,6 +46,7 @@ impl FreshDatabase {
             .unwrap();
         FreshDatabase {
             url: with_database(&admin_url(), &name),
+            _dropped: crate::common::DroppedDatabase::new(&name, None),
         }
     }
 }

@@ -1,0 +1,24 @@
+//! The integration tests, one binary: each module is a family or subsystem against real
+//! Postgres (and LocalStack where named), through `common::TestApp`.
+
+mod api_admin;
+mod api_artifacts;
+mod api_blocks;
+mod api_concurrency;
+mod api_deployments;
+mod api_flow_runs;
+mod api_flows;
+mod api_logs;
+mod api_root;
+mod api_saved_searches;
+mod api_task_runs;
+mod api_variables;
+mod api_work_pools;
+mod api_work_queues;
+mod cli;
+mod common;
+mod maintenance;
+mod notifications;
+mod queues;
+mod scheduler;
+mod ui;
