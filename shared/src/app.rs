@@ -37,20 +37,14 @@ impl AppState {
         AppState { queue, ..self }
     }
 
-    /// Publishes the outbox messages a committed change left for `runs`.
-    pub async fn publish_runs(&self, runs: &[uuid::Uuid]) {
-        crate::outbox::publish_runs(&self.db, self.queue.as_ref(), runs).await;
-    }
-
-    /// Publishes what a committed state change of `run` left behind: its message to its
-    /// pool's queue, and its notifications.
-    pub async fn publish_outcome(&self, run: uuid::Uuid, outcome: &crate::db::transitions::Outcome) {
-        if outcome.enqueued {
-            self.publish_runs(&[run]).await;
-        }
-        if outcome.notified {
-            crate::notifications::publish_run(&self.db, self.queue.as_ref(), run).await;
-        }
+    /// The runs service over this state's database and queue: the one way to change a
+    /// run's state.
+    pub fn runs(&self) -> crate::runs_service::Runs {
+        crate::runs_service::Runs::new(
+            self.db.clone(),
+            self.queue.clone(),
+            self.settings.tag_concurrency_slot_wait_seconds,
+        )
     }
 
     pub async fn client(&self) -> Result<Client, ApiError> {
@@ -58,26 +52,7 @@ impl AppState {
     }
 }
 
-/// The API version a client asked for, `(major, minor, patch)`; the newest when absent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct ApiVersion(pub u32, pub u32, pub u32);
-
-pub const SERVER_API_VERSION: ApiVersion = ApiVersion(0, 8, 4);
-pub const SERVER_API_VERSION_STR: &str = "0.8.4";
-/// The Prefect release whose behaviour Stratus follows.
-pub const PREFECT_VERSION: &str = "2.20.27";
-
-impl ApiVersion {
-    pub fn parse(raw: &str) -> Option<Self> {
-        let mut parts = raw.trim().split('.');
-        let v = ApiVersion(
-            parts.next()?.parse().ok()?,
-            parts.next()?.parse().ok()?,
-            parts.next()?.parse().ok()?,
-        );
-        parts.next().is_none().then_some(v)
-    }
-}
+pub use crate::api_version::{ApiVersion, PREFECT_VERSION, SERVER_API_VERSION, SERVER_API_VERSION_STR};
 
 impl<S: Send + Sync> FromRequestParts<S> for ApiVersion {
     type Rejection = std::convert::Infallible;
@@ -118,17 +93,4 @@ pub async fn not_found(State(_): State<AppState>) -> impl IntoResponse {
         StatusCode::NOT_FOUND,
         axum::Json(serde_json::json!({"detail": "Not Found"})),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn api_versions_parse_and_order() {
-        assert_eq!(ApiVersion::parse("0.8.4"), Some(ApiVersion(0, 8, 4)));
-        assert!(ApiVersion::parse("abc").is_none());
-        assert!(ApiVersion::parse("0.8").is_none());
-        assert!(ApiVersion(0, 7, 0) < ApiVersion(0, 8, 0));
-    }
 }

@@ -1,5 +1,6 @@
 //! The library every Stratus function links.
 
+pub mod api_version;
 pub mod app;
 pub mod block_checksum;
 pub mod config;
@@ -16,6 +17,7 @@ pub mod outbox;
 pub mod python;
 pub mod queue;
 pub mod run_routes;
+pub mod runs_service;
 pub mod scheduler;
 pub mod schedules;
 pub mod scheduling;

@@ -6,10 +6,11 @@ use chrono::Utc;
 use deadpool_postgres::Pool;
 use uuid::Uuid;
 
-use crate::app::SERVER_API_VERSION;
+use crate::api_version::SERVER_API_VERSION;
 use crate::config::Settings;
-use crate::db::transitions::{self, Options};
 use crate::error::ApiResult;
+use crate::orchestration::RunKind;
+use crate::runs_service::Runs;
 use crate::states::{State, StateType};
 
 /// Rows one pass looks at per step, as Prefect's services do.
@@ -88,22 +89,16 @@ pub async fn prune(pool: &Pool, retention: Retention) -> ApiResult<(u64, u64)> {
 }
 
 /// Runs every upkeep step once.
-pub async fn run_once(pool: &Pool, settings: &Settings) -> ApiResult<Report> {
-    let tag_slot_wait_seconds = settings.tag_concurrency_slot_wait_seconds;
-    let opts = |force| Options {
-        force,
-        api_version: SERVER_API_VERSION,
-        tag_slot_wait_seconds,
-    };
+pub async fn run_once(runs: &Runs, settings: &Settings) -> ApiResult<Report> {
     let retention = Retention {
         log_days: settings.log_retention_days,
         state_days: settings.state_retention_days,
     };
-    let (logs_pruned, states_pruned) = prune(pool, retention).await?;
+    let (logs_pruned, states_pruned) = prune(runs.db(), retention).await?;
     Ok(Report {
-        expired_pauses_failed: fail_expired_pauses(pool, opts(true)).await?,
-        task_runs_cancelled: cancel_tasks_of_cancelled_runs(pool, opts(true)).await?,
-        subflows_cancelled: cancel_subflows_of_cancelled_runs(pool, opts(false)).await?,
+        expired_pauses_failed: fail_expired_pauses(runs).await?,
+        task_runs_cancelled: cancel_tasks_of_cancelled_runs(runs).await?,
+        subflows_cancelled: cancel_subflows_of_cancelled_runs(runs).await?,
         logs_pruned,
         states_pruned,
     })
@@ -115,60 +110,67 @@ async fn ids(pool: &Pool, sql: &str) -> ApiResult<Vec<Uuid>> {
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
+/// Proposes `state(id)` to each run, each in its own change; counts the states written.
+async fn propose_each(
+    runs: &Runs,
+    kind: RunKind,
+    ids: impl IntoIterator<Item = (Uuid, State)>,
+    force: bool,
+) -> ApiResult<usize> {
+    let mut done = 0;
+    for (id, proposed) in ids {
+        if let Some(outcome) = runs
+            .set_state(kind, id, proposed, SERVER_API_VERSION, force)
+            .await?
+        {
+            done += usize::from(outcome.written);
+        }
+    }
+    Ok(done)
+}
+
 /// FailExpiredPauses: a paused run whose `pause_timeout` passed is forced to Failed.
-pub async fn fail_expired_pauses(pool: &Pool, opts: Options) -> ApiResult<usize> {
+pub async fn fail_expired_pauses(runs: &Runs) -> ApiResult<usize> {
     let candidates = ids(
-        pool,
+        runs.db(),
         "SELECT fr.id FROM flow_run fr JOIN flow_run_state s ON s.id = fr.state_id \
          WHERE fr.state_type = 'PAUSED' AND (s.state_details->>'pause_timeout') IS NOT NULL \
            AND (s.state_details->>'pause_timeout')::timestamptz < now() \
          ORDER BY fr.id LIMIT $1",
     )
     .await?;
-    let mut done = 0;
-    for id in candidates {
-        let mut client = pool.get().await?;
-        let tx = client.transaction().await?;
-        let failed =
+    let failed = |id| {
+        let state =
             State::new(StateType::Failed, Utc::now()).with_message("The flow was paused and never resumed.");
-        if let Some(outcome) = transitions::set_flow_run_state(&tx, id, failed, opts).await? {
-            done += usize::from(outcome.written);
-        }
-        tx.commit().await?;
-    }
-    Ok(done)
+        (id, state)
+    };
+    propose_each(runs, RunKind::Flow, candidates.into_iter().map(failed), true).await
 }
 
 /// CancellationCleanup, tasks: non-terminal task runs of flow runs cancelled within the
 /// last day are forced to Cancelled.
-pub async fn cancel_tasks_of_cancelled_runs(pool: &Pool, opts: Options) -> ApiResult<usize> {
+pub async fn cancel_tasks_of_cancelled_runs(runs: &Runs) -> ApiResult<usize> {
     let candidates = ids(
-        pool,
+        runs.db(),
         "SELECT tr.id FROM task_run tr JOIN flow_run fr ON fr.id = tr.flow_run_id \
          WHERE fr.state_type = 'CANCELLED' AND fr.state_timestamp > now() - interval '1 day' \
            AND (tr.state_type IS NULL OR tr.state_type NOT IN ('COMPLETED','FAILED','CANCELLED','CRASHED')) \
          ORDER BY tr.id LIMIT $1",
     )
     .await?;
-    let mut done = 0;
-    for id in candidates {
-        let mut client = pool.get().await?;
-        let tx = client.transaction().await?;
-        let cancelled =
+    let cancelled = |id| {
+        let state =
             State::new(StateType::Cancelled, Utc::now()).with_message("The parent flow run was cancelled.");
-        if let Some(outcome) = transitions::set_task_run_state(&tx, id, cancelled, opts).await? {
-            done += usize::from(outcome.written);
-        }
-        tx.commit().await?;
-    }
-    Ok(done)
+        (id, state)
+    };
+    propose_each(runs, RunKind::Task, candidates.into_iter().map(cancelled), true).await
 }
 
 /// CancellationCleanup, subflows: a non-terminal subflow of a cancelled flow run is
 /// proposed Cancelling when it has a deployment (its infrastructure must be stopped),
 /// else Cancelled, through the core policy.
-pub async fn cancel_subflows_of_cancelled_runs(pool: &Pool, opts: Options) -> ApiResult<usize> {
-    let client = pool.get().await?;
+pub async fn cancel_subflows_of_cancelled_runs(runs: &Runs) -> ApiResult<usize> {
+    let client = runs.db().get().await?;
     let rows = client
         .query(
             "SELECT sub.id, sub.deployment_id IS NOT NULL FROM flow_run sub \
@@ -181,21 +183,20 @@ pub async fn cancel_subflows_of_cancelled_runs(pool: &Pool, opts: Options) -> Ap
         )
         .await?;
     drop(client);
-    let mut done = 0;
-    for row in rows {
-        let (id, has_deployment): (Uuid, bool) = (row.get(0), row.get(1));
-        let kind = if has_deployment {
-            StateType::Cancelling
-        } else {
-            StateType::Cancelled
-        };
-        let mut client = pool.get().await?;
-        let tx = client.transaction().await?;
-        let proposed = State::new(kind, Utc::now()).with_message("The parent flow run was cancelled.");
-        if let Some(outcome) = transitions::set_flow_run_state(&tx, id, proposed, opts).await? {
-            done += usize::from(outcome.written);
-        }
-        tx.commit().await?;
-    }
-    Ok(done)
+    let proposals: Vec<(Uuid, State)> = rows
+        .iter()
+        .map(|row| {
+            let (id, has_deployment): (Uuid, bool) = (row.get(0), row.get(1));
+            let kind = if has_deployment {
+                StateType::Cancelling
+            } else {
+                StateType::Cancelled
+            };
+            (
+                id,
+                State::new(kind, Utc::now()).with_message("The parent flow run was cancelled."),
+            )
+        })
+        .collect();
+    propose_each(runs, RunKind::Flow, proposals, false).await
 }

@@ -6,16 +6,15 @@
 use std::time::Instant;
 
 use chrono::{DateTime, Duration, Utc};
-use deadpool_postgres::{GenericClient, Pool};
-use serde_json::{json, Value};
+use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 
-use crate::app::SERVER_API_VERSION;
+use crate::api_version::SERVER_API_VERSION;
 use crate::db::deployments::{self, Deployment};
-use crate::db::transitions::{self, Options};
 use crate::error::ApiResult;
+use crate::orchestration::RunKind;
 use crate::outbox;
-use crate::queue::MessageQueue;
+use crate::runs_service::{Change, Runs};
 use crate::states::{State, StateType};
 
 /// Prefect's scheduler settings (`PREFECT_API_SERVICES_SCHEDULER_*`).
@@ -92,84 +91,11 @@ pub fn upcoming_dates(d: &Deployment, now: DateTime<Utc>, limits: &Limits) -> Ve
     all
 }
 
-/// Inserts the runs for `dates`, each with its outbox message; returns the new ones. The unique
-/// `(flow_id, idempotency_key)` makes repeated and overlapping ticks harmless.
-pub async fn insert_runs(
-    c: &impl GenericClient,
-    d: &Deployment,
-    dates: &[DateTime<Utc>],
-) -> ApiResult<Vec<Uuid>> {
-    let mut tags = vec![Value::from("auto-scheduled")];
-    tags.extend(
-        d.tags
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|t| t != "auto-scheduled"),
-    );
-    let tags = Value::from(tags);
-    let insert = c
-        .prepare_cached(
-            "INSERT INTO flow_run (name, flow_id, deployment_id, deployment_version, work_queue_name, work_queue_id, \
-             parameters, infrastructure_document_id, tags, auto_scheduled, idempotency_key, empirical_policy, \
-             job_variables, expected_start_time, next_scheduled_start_time) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, true, $10, $11, '{}', $12, $12) \
-             ON CONFLICT (flow_id, idempotency_key) DO NOTHING RETURNING id",
-        )
-        .await?;
-    let policy = serde_json::to_value(crate::orchestration::FlowRunPolicy::default())?;
-    let mut created = Vec::new();
-    for date in dates {
-        let key = idempotency_key(d.id, *date);
-        let row = c
-            .query_opt(
-                &insert,
-                &[
-                    &crate::names::run_name(),
-                    &d.flow_id,
-                    &d.id,
-                    &d.version,
-                    &d.work_queue_name,
-                    &d.work_queue_id,
-                    &d.parameters,
-                    &d.infrastructure_document_id,
-                    &tags,
-                    &key,
-                    &policy,
-                    date,
-                ],
-            )
-            .await?;
-        let Some(row) = row else { continue };
-        let run_id: Uuid = row.get(0);
-        // No orchestration for scheduled runs: the state is written directly.
-        let state_id = Uuid::new_v4();
-        let details = json!({"flow_run_id": run_id, "scheduled_time": crate::json::format_ts(date)});
-        let now = Utc::now();
-        c.execute(
-            "INSERT INTO flow_run_state (id, flow_run_id, type, timestamp, name, message, state_details) \
-             VALUES ($1, $2, 'SCHEDULED', $3, 'Scheduled', 'Flow run scheduled', $4)",
-            &[&state_id, &run_id, &now, &details],
-        )
-        .await?;
-        c.execute(
-            "UPDATE flow_run SET state_id = $2, state_type = 'SCHEDULED', state_name = 'Scheduled', state_timestamp = $3 \
-             WHERE id = $1",
-            &[&run_id, &state_id, &now],
-        )
-        .await?;
-        crate::db::outbox::enqueue_run(c, run_id).await?;
-        created.push(run_id);
-    }
-    Ok(created)
-}
-
 /// Backfill (`POST /deployments/{id}/schedule`): the runs of the deployment's active
 /// schedules from `start` up to `end`, with the tick's rules for how many. Returns the new
 /// runs (already-existing ones are kept, by their idempotency keys).
 pub async fn schedule_between(
-    c: &impl GenericClient,
+    change: &mut Change<'_>,
     d: &Deployment,
     start: DateTime<Utc>,
     end: DateTime<Utc>,
@@ -180,7 +106,7 @@ pub async fn schedule_between(
         ..*limits
     };
     let dates = upcoming_dates(d, start, &limits);
-    insert_runs(c, d, &dates).await
+    change.schedule_runs(d, &dates).await
 }
 
 /// Deployments that need runs: unpaused, with an active schedule, and fewer than
@@ -207,16 +133,15 @@ async fn deployments_needing_runs(
 
 /// Schedules runs for deployments in batches until none need more or `deadline` passes.
 pub async fn schedule_deployments(
-    pool: &Pool,
-    queue: &dyn MessageQueue,
+    runs: &Runs,
     limits: &Limits,
     deadline: Instant,
 ) -> ApiResult<(usize, usize)> {
-    let (mut deployments_seen, mut runs) = (0, 0);
+    let (mut deployments_seen, mut created) = (0, 0);
     let mut after = Uuid::nil();
     while Instant::now() < deadline {
         let ids = {
-            let client = pool.get().await?;
+            let client = runs.db().get().await?;
             deployments_needing_runs(&client, limits, after).await?
         };
         let Some(last) = ids.last().copied() else { break };
@@ -225,28 +150,30 @@ pub async fn schedule_deployments(
             if Instant::now() >= deadline {
                 break;
             }
-            let mut client = pool.get().await?;
-            let tx = client.transaction().await?;
-            let mut created = Vec::new();
-            if let Some(d) = deployments::read(&tx, id).await? {
-                let dates = upcoming_dates(&d, Utc::now(), limits);
-                created = insert_runs(&tx, &d, &dates).await?;
+            let limits = *limits;
+            let new = runs
+                .change(SERVER_API_VERSION, async move |change| {
+                    let Some(d) = deployments::read(change.tx(), id).await? else {
+                        return Ok(None);
+                    };
+                    let dates = upcoming_dates(&d, Utc::now(), &limits);
+                    Ok(Some(change.schedule_runs(&d, &dates).await?.len()))
+                })
+                .await?;
+            if let Some(n) = new {
                 deployments_seen += 1;
+                created += n;
             }
-            tx.commit().await?;
-            drop(client);
-            runs += created.len();
-            outbox::publish_runs(pool, queue, &created).await;
         }
     }
-    Ok((deployments_seen, runs))
+    Ok((deployments_seen, created))
 }
 
 /// MarkLateRuns: SCHEDULED runs named "Scheduled" whose time passed `late_after` ago become
 /// Late, through the policy (only a Scheduled run can be marked Late).
-pub async fn mark_late_runs(pool: &Pool, limits: &Limits, tag_slot_wait_seconds: i64) -> ApiResult<usize> {
+pub async fn mark_late_runs(runs: &Runs, limits: &Limits) -> ApiResult<usize> {
     let rows = {
-        let client = pool.get().await?;
+        let client = runs.db().get().await?;
         client
             .query(
                 "SELECT id, next_scheduled_start_time FROM flow_run WHERE state_type = 'SCHEDULED' \
@@ -256,44 +183,32 @@ pub async fn mark_late_runs(pool: &Pool, limits: &Limits, tag_slot_wait_seconds:
             )
             .await?
     };
-    let opts = Options {
-        force: false,
-        api_version: SERVER_API_VERSION,
-        tag_slot_wait_seconds,
-    };
     let mut marked = 0;
     for row in rows {
         let (id, scheduled): (Uuid, Option<DateTime<Utc>>) = (row.get(0), row.get(1));
         let mut late = State::new(StateType::Scheduled, Utc::now()).named("Late");
         late.state_details.scheduled_time = scheduled;
-        let mut client = pool.get().await?;
-        let tx = client.transaction().await?;
-        if let Some(outcome) = transitions::set_flow_run_state(&tx, id, late, opts).await? {
+        if let Some(outcome) = runs
+            .set_state(RunKind::Flow, id, late, SERVER_API_VERSION, false)
+            .await?
+        {
             marked += usize::from(outcome.written);
         }
-        tx.commit().await?;
     }
     Ok(marked)
 }
 
 /// One scheduler tick, bounded by `budget`: new scheduled runs, Late marks, then the
-/// outbox sweeps (runs, then notifications) (which gets a share of the budget of its own, so a long scheduling pass
-/// cannot starve it).
-pub async fn tick(
-    pool: &Pool,
-    queue: &dyn MessageQueue,
-    limits: &Limits,
-    budget: std::time::Duration,
-    tag_slot_wait_seconds: i64,
-) -> ApiResult<TickReport> {
+/// outbox sweeps (runs, then notifications), which get a share of the budget of their own
+/// so that a long scheduling pass cannot starve them.
+pub async fn tick(runs: &Runs, limits: &Limits, budget: std::time::Duration) -> ApiResult<TickReport> {
     let start = Instant::now();
-    let (deployments, runs_created) =
-        schedule_deployments(pool, queue, limits, start + budget * 2 / 3).await?;
-    let late_marked = mark_late_runs(pool, limits, tag_slot_wait_seconds).await?;
+    let (deployments, runs_created) = schedule_deployments(runs, limits, start + budget * 2 / 3).await?;
+    let late_marked = mark_late_runs(runs, limits).await?;
     let sweep_deadline = (start + budget).max(Instant::now() + budget / 4);
-    let swept = outbox::sweep(pool, queue, sweep_deadline).await?;
-    // Late marks queue notifications too, so this comes last.
-    let notified = crate::notifications::publish(pool, queue, None).await?;
+    let swept = outbox::sweep(runs.db(), runs.queue(), sweep_deadline).await?;
+    // Late marks publish their notifications themselves; this sends what they could not.
+    let notified = crate::notifications::publish(runs.db(), runs.queue(), None).await?;
     Ok(TickReport {
         deployments,
         runs_created,

@@ -15,6 +15,7 @@ mod api_task_runs;
 mod api_variables;
 mod api_work_pools;
 mod api_work_queues;
+mod architecture;
 mod cli;
 mod common;
 mod maintenance;

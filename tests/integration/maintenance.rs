@@ -62,7 +62,7 @@ async fn cancelling_a_flow_run_cancels_its_task_runs_and_subflows() {
         "ACCEPT"
     );
 
-    let report = maintenance::run_once(&app.state.db, &app.state.settings)
+    let report = maintenance::run_once(&app.state.runs(), &app.state.settings)
         .await
         .unwrap();
     assert_eq!(report.subflows_cancelled, 1);
@@ -80,7 +80,7 @@ async fn cancelling_a_flow_run_cancels_its_task_runs_and_subflows() {
     assert_eq!(child["state_type"], "CANCELLED");
 
     // A second pass has nothing left to do.
-    let again = maintenance::run_once(&app.state.db, &app.state.settings)
+    let again = maintenance::run_once(&app.state.runs(), &app.state.settings)
         .await
         .unwrap();
     assert_eq!(again.subflows_cancelled, 0);
@@ -98,7 +98,7 @@ async fn a_pause_that_timed_out_fails_the_run() {
         "ACCEPT"
     );
     assert_eq!(
-        maintenance::run_once(&app.state.db, &app.state.settings)
+        maintenance::run_once(&app.state.runs(), &app.state.settings)
             .await
             .unwrap()
             .expired_pauses_failed,
@@ -106,7 +106,7 @@ async fn a_pause_that_timed_out_fails_the_run() {
     );
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     assert_eq!(
-        maintenance::run_once(&app.state.db, &app.state.settings)
+        maintenance::run_once(&app.state.runs(), &app.state.settings)
             .await
             .unwrap()
             .expired_pauses_failed,

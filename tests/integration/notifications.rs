@@ -449,11 +449,9 @@ async fn failures_that_may_pass_are_retried_and_the_sweep_publishes_what_was_lef
     // published a moment ago is left alone (its message is on its way).
     let tick = || async {
         stratus_shared::scheduler::tick(
-            &app.state.db,
-            app.state.queue.as_ref(),
+            &app.state.runs(),
             &stratus_shared::scheduler::Limits::default(),
             std::time::Duration::from_secs(5),
-            1,
         )
         .await
         .unwrap()

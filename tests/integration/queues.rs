@@ -217,15 +217,9 @@ async fn runs_due_later_wait_in_the_outbox_and_retries_are_published_again() {
         "too early for SQS's delay"
     );
     let limits = Limits::default();
-    scheduler::tick(
-        &app.state.db,
-        app.state.queue.as_ref(),
-        &limits,
-        Duration::from_secs(5),
-        1,
-    )
-    .await
-    .unwrap();
+    scheduler::tick(&app.state.runs(), &limits, Duration::from_secs(5))
+        .await
+        .unwrap();
     assert_eq!(outbox_rows(&app, &id).await, vec![(false, 0, None)]);
 
     // Rescheduled to now: the old message is replaced, and goes out at once.
@@ -310,15 +304,9 @@ async fn a_publish_that_fails_after_commit_is_delivered_by_the_next_tick() {
     assert!(!rows[0].0 && rows[0].1 == 1 && rows[0].2.is_some(), "{rows:?}");
 
     // The scheduler's tick, with a working queue, sends it.
-    let report = scheduler::tick(
-        &app.state.db,
-        app.state.queue.as_ref(),
-        &Limits::default(),
-        Duration::from_secs(5),
-        1,
-    )
-    .await
-    .unwrap();
+    let report = scheduler::tick(&app.state.runs(), &Limits::default(), Duration::from_secs(5))
+        .await
+        .unwrap();
     assert_eq!((report.published, report.publish_failed), (1, 0));
     assert!(outbox_rows(&app, &id).await[0].0);
     let got = receive_run(&app, "flaky", 0).await;
@@ -336,15 +324,9 @@ async fn a_publish_that_fails_after_commit_is_delivered_by_the_next_tick() {
         .await;
     let id = run.body["id"].as_str().unwrap().to_string();
     assert!(!outbox_rows(&app, &id).await[0].0);
-    let report = scheduler::tick(
-        &sqs_app.state.db,
-        sqs_app.state.queue.as_ref(),
-        &Limits::default(),
-        Duration::from_secs(5),
-        1,
-    )
-    .await
-    .unwrap();
+    let report = scheduler::tick(&sqs_app.state.runs(), &Limits::default(), Duration::from_secs(5))
+        .await
+        .unwrap();
     assert_eq!(report.published, 1);
     let info = sqs_app.get("/api/work_pools/flaky/message_queue").await.body;
     assert_eq!(info["backend"], "sqs");

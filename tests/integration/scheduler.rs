@@ -38,15 +38,9 @@ async fn interval_schedules_get_distinct_runs_and_repeated_ticks_add_none() {
     let app = TestApp::spawn().await;
     let d = deployment(&app, json!([{"schedule": {"interval": 1800}}])).await;
     let limits = Limits::default();
-    let report = scheduler::tick(
-        &app.state.db,
-        app.state.queue.as_ref(),
-        &limits,
-        Duration::from_secs(5),
-        30,
-    )
-    .await
-    .unwrap();
+    let report = scheduler::tick(&app.state.runs(), &limits, Duration::from_secs(5))
+        .await
+        .unwrap();
     assert_eq!(report.deployments, 1);
     let runs = scheduled_runs(&app, &d["id"]).await;
     assert_eq!(runs.len(), 3, "three runs reach an hour ahead");
@@ -75,15 +69,9 @@ async fn interval_schedules_get_distinct_runs_and_repeated_ticks_add_none() {
         run["next_scheduled_start_time"]
     );
 
-    let again = scheduler::tick(
-        &app.state.db,
-        app.state.queue.as_ref(),
-        &limits,
-        Duration::from_secs(5),
-        30,
-    )
-    .await
-    .unwrap();
+    let again = scheduler::tick(&app.state.runs(), &limits, Duration::from_secs(5))
+        .await
+        .unwrap();
     assert_eq!(again.runs_created, 0);
     assert_eq!(scheduled_runs(&app, &d["id"]).await.len(), 3);
 
@@ -103,10 +91,11 @@ async fn concurrent_ticks_never_duplicate_a_run() {
     let d = deployment(&app, json!([{"schedule": {"cron": "*/5 * * * *"}}])).await;
     let limits = Limits::default();
     let budget = Duration::from_secs(5);
+    let runs = app.state.runs();
     let (a, b, c) = tokio::join!(
-        scheduler::tick(&app.state.db, app.state.queue.as_ref(), &limits, budget, 30),
-        scheduler::tick(&app.state.db, app.state.queue.as_ref(), &limits, budget, 30),
-        scheduler::tick(&app.state.db, app.state.queue.as_ref(), &limits, budget, 30),
+        scheduler::tick(&runs, &limits, budget),
+        scheduler::tick(&runs, &limits, budget),
+        scheduler::tick(&runs, &limits, budget),
     );
     let created = a.unwrap().runs_created + b.unwrap().runs_created + c.unwrap().runs_created;
     let runs = scheduled_runs(&app, &d["id"]).await;
@@ -119,15 +108,9 @@ async fn paused_deployments_and_inactive_schedules_get_no_runs() {
     let app = TestApp::spawn().await;
     let d = deployment(&app, json!([{"schedule": {"interval": 600}, "active": false}])).await;
     let limits = Limits::default();
-    scheduler::tick(
-        &app.state.db,
-        app.state.queue.as_ref(),
-        &limits,
-        Duration::from_secs(5),
-        30,
-    )
-    .await
-    .unwrap();
+    scheduler::tick(&app.state.runs(), &limits, Duration::from_secs(5))
+        .await
+        .unwrap();
     assert!(scheduled_runs(&app, &d["id"]).await.is_empty());
     let id = d["id"].as_str().unwrap();
     app.post(
@@ -140,15 +123,9 @@ async fn paused_deployments_and_inactive_schedules_get_no_runs() {
         .patch(&format!("/api/deployments/{id}"), json!({"paused": true}))
         .await;
     assert_eq!(paused.status, 204);
-    scheduler::tick(
-        &app.state.db,
-        app.state.queue.as_ref(),
-        &limits,
-        Duration::from_secs(5),
-        30,
-    )
-    .await
-    .unwrap();
+    scheduler::tick(&app.state.runs(), &limits, Duration::from_secs(5))
+        .await
+        .unwrap();
     assert!(scheduled_runs(&app, &d["id"]).await.is_empty());
 }
 
@@ -168,7 +145,7 @@ async fn overdue_scheduled_runs_are_marked_late() {
         )
         .await
         .body;
-    let marked = scheduler::mark_late_runs(&app.state.db, &Limits::default(), 30)
+    let marked = scheduler::mark_late_runs(&app.state.runs(), &Limits::default())
         .await
         .unwrap();
     assert_eq!(marked, 1);
@@ -190,7 +167,7 @@ async fn overdue_scheduled_runs_are_marked_late() {
         .body;
     assert_eq!(other["state_name"], "Scheduled");
     assert_eq!(
-        scheduler::mark_late_runs(&app.state.db, &Limits::default(), 30)
+        scheduler::mark_late_runs(&app.state.runs(), &Limits::default())
             .await
             .unwrap(),
         0,

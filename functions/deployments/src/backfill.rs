@@ -7,6 +7,7 @@ use axum::Json;
 use chrono::{DateTime, Duration, Utc};
 use serde::Deserialize;
 use serde_json::Value;
+use stratus_shared::api_version::SERVER_API_VERSION;
 use stratus_shared::db::deployments;
 use stratus_shared::db::work_pools as pools;
 use stratus_shared::json::{path_id, ts_opt};
@@ -79,13 +80,12 @@ pub async fn schedule(
         max_runs: count("max_runs", body.max_runs, defaults.max_runs)?,
         ..defaults
     };
-    let mut client = app.client().await?;
-    let tx = client.transaction().await?;
-    let deployment = deployments::read(&tx, id).await?.ok_or_else(not_found)?;
-    let created = scheduler::schedule_between(&tx, &deployment, start, end, &limits).await?;
-    tx.commit().await?;
-    drop(client);
-    app.publish_runs(&created).await;
+    app.runs()
+        .change(SERVER_API_VERSION, async |change| {
+            let deployment = deployments::read(change.tx(), id).await?.ok_or_else(not_found)?;
+            scheduler::schedule_between(change, &deployment, start, end, &limits).await
+        })
+        .await?;
     Ok(Json(Value::Null).into_response())
 }
 

@@ -15,7 +15,6 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 use stratus_shared::db::deployments::{self, Deployment, DeploymentFields, DeploymentSort, NewSchedule};
 use stratus_shared::db::flow_runs::{self, NewFlowRun};
-use stratus_shared::db::transitions::{self, Options};
 use stratus_shared::db::work_pools::{self as pools, NewQueue};
 use stratus_shared::db::{blocks, flows};
 use stratus_shared::filters::RunFilterBody;
@@ -576,84 +575,82 @@ async fn create_flow_run(
 ) -> ApiResult<Response> {
     let id = path_id(&id)?;
     let now = Utc::now();
-    let mut client = app.client().await?;
-    let tx = client.transaction().await?;
-    let deployment = deployments::read(&tx, id).await?.ok_or_else(not_found)?;
-    let mut parameters = deployment.parameters.as_object().cloned().unwrap_or_default();
-    parameters.extend(body.parameters);
-    let (queue_id, queue_name) = match &body.work_queue_name {
-        Some(name) => {
-            let pool_name = deployment.work_pool_name.clone();
-            match resolve_queue(&tx, pool_name.as_deref(), Some(name)).await? {
-                Some((_, qid, qname)) => (Some(qid), Some(qname)),
-                None => (None, None),
+    let (run, created) = app
+        .runs()
+        .change(version, async |change| {
+            let tx = change.tx();
+            let deployment = deployments::read(tx, id).await?.ok_or_else(not_found)?;
+            let mut parameters = deployment.parameters.as_object().cloned().unwrap_or_default();
+            parameters.extend(body.parameters);
+            let (queue_id, queue_name) = match &body.work_queue_name {
+                Some(name) => {
+                    let pool_name = deployment.work_pool_name.clone();
+                    match resolve_queue(tx, pool_name.as_deref(), Some(name)).await? {
+                        Some((_, qid, qname)) => (Some(qid), Some(qname)),
+                        None => (None, None),
+                    }
+                }
+                None => (deployment.work_queue_id, deployment.work_queue_name.clone()),
+            };
+            if let (Some(vars), Some(pool)) = (&body.job_variables, deployment.work_pool_name.as_deref()) {
+                if let Some(pool) = pools::read_pool_by_name(tx, pool).await? {
+                    check_job_variables(&pool, vars)?;
+                }
             }
-        }
-        None => (deployment.work_queue_id, deployment.work_queue_name.clone()),
-    };
-    if let (Some(vars), Some(pool)) = (&body.job_variables, deployment.work_pool_name.as_deref()) {
-        if let Some(pool) = pools::read_pool_by_name(&tx, pool).await? {
-            check_job_variables(&pool, vars)?;
-        }
-    }
-    if body
-        .enforce_parameter_schema
-        .unwrap_or(deployment.enforce_parameter_schema)
-    {
-        if let Some(schema) = deployment
-            .parameter_openapi_schema
-            .as_ref()
-            .filter(|s| !s.is_null())
-        {
-            stratus_shared::json_schema::validate(&Value::Object(parameters.clone()), schema).map_err(
-                |e| {
-                    ApiError::conflict(format!(
-                        "Error creating flow run: Validation failed. Failure reason: {e}"
-                    ))
-                },
-            )?;
-        }
-    }
-    let initial = match body.state {
-        Some(state) => state.into_state(now),
-        None => {
-            let mut s = RunState::new(StateType::Scheduled, now);
-            s.state_details.scheduled_time = Some(now);
-            s
-        }
-    };
-    let new = NewFlowRun {
-        name: body
-            .name
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(stratus_shared::names::run_name),
-        flow_id: deployment.flow_id,
-        deployment_id: Some(deployment.id),
-        flow_version: None,
-        parameters: Value::Object(parameters),
-        context: Value::Object(body.context),
-        parent_task_run_id: body.parent_task_run_id,
-        infrastructure_document_id: body
-            .infrastructure_document_id
-            .or(deployment.infrastructure_document_id),
-        empirical_policy: body.empirical_policy.normalized(),
-        tags: union_tags(&deployment, body.tags),
-        idempotency_key: body.idempotency_key,
-        work_queue_name: queue_name,
-        work_queue_id: queue_id,
-        deployment_version: deployment.version.clone(),
-        job_variables: Some(Value::Object(body.job_variables.unwrap_or_default())),
-    };
-    let opts = Options::new(&app.settings, version, true);
-    let (run, first) = transitions::create_flow_run(&tx, &new, initial, opts)
-        .await?
-        .ok_or_else(|| ApiError::not_found("Flow run not found"))?;
-    tx.commit().await?;
-    drop(client);
-    if let Some(outcome) = &first {
-        app.publish_outcome(run.id, outcome).await;
-    }
-    let status = if first.is_some() {
+            if body
+                .enforce_parameter_schema
+                .unwrap_or(deployment.enforce_parameter_schema)
+            {
+                if let Some(schema) = deployment
+                    .parameter_openapi_schema
+                    .as_ref()
+                    .filter(|s| !s.is_null())
+                {
+                    stratus_shared::json_schema::validate(&Value::Object(parameters.clone()), schema)
+                        .map_err(|e| {
+                            ApiError::conflict(format!(
+                                "Error creating flow run: Validation failed. Failure reason: {e}"
+                            ))
+                        })?;
+                }
+            }
+            let initial = match body.state {
+                Some(state) => state.into_state(now),
+                None => {
+                    let mut s = RunState::new(StateType::Scheduled, now);
+                    s.state_details.scheduled_time = Some(now);
+                    s
+                }
+            };
+            let new = NewFlowRun {
+                name: body
+                    .name
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or_else(stratus_shared::names::run_name),
+                flow_id: deployment.flow_id,
+                deployment_id: Some(deployment.id),
+                flow_version: None,
+                parameters: Value::Object(parameters),
+                context: Value::Object(body.context),
+                parent_task_run_id: body.parent_task_run_id,
+                infrastructure_document_id: body
+                    .infrastructure_document_id
+                    .or(deployment.infrastructure_document_id),
+                empirical_policy: body.empirical_policy.normalized(),
+                tags: union_tags(&deployment, body.tags),
+                idempotency_key: body.idempotency_key,
+                work_queue_name: queue_name,
+                work_queue_id: queue_id,
+                deployment_version: deployment.version.clone(),
+                job_variables: Some(Value::Object(body.job_variables.unwrap_or_default())),
+            };
+            change
+                .create_flow_run(&new, initial)
+                .await?
+                .ok_or_else(|| ApiError::not_found("Flow run not found"))
+        })
+        .await?;
+    let status = if created {
         StatusCode::CREATED
     } else {
         StatusCode::OK

@@ -12,11 +12,12 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use stratus_shared::db::flow_runs::{self, FlowRunChanges, FlowRunSort, NewFlowRun};
 use stratus_shared::db::runs::{self, RunTable};
-use stratus_shared::db::transitions::{self, Options, OrchestrationResult};
 use stratus_shared::filters::RunFilterBody;
 use stratus_shared::json::{null_default, page, path_id};
+use stratus_shared::orchestration::RunKind;
 use stratus_shared::orchestration::{Details, FlowRunPolicy, Status};
 use stratus_shared::run_routes::{missing_query, state_json};
+use stratus_shared::runs_service::OrchestrationResult;
 use stratus_shared::states::{State as RunState, StateCreate, StateType};
 use stratus_shared::{ApiError, ApiResult, ApiVersion, AppState, Body};
 use uuid::Uuid;
@@ -147,21 +148,22 @@ async fn create(
         job_variables: body.job_variables.map(Value::Object),
     };
     let _ = (body.work_pool_name, body.created_by);
-    let mut client = app.client().await?;
-    let tx = client.transaction().await?;
-    if stratus_shared::db::flows::read(&tx, new.flow_id).await?.is_none() {
-        return Err(ApiError::not_found("Flow not found"));
-    }
-    let opts = Options::new(&app.settings, version, true);
-    let (run, first) = transitions::create_flow_run(&tx, &new, initial, opts)
-        .await?
-        .ok_or_else(|| ApiError::not_found("Flow run not found"))?;
-    tx.commit().await?;
-    drop(client);
-    if let Some(outcome) = &first {
-        app.publish_outcome(run.id, outcome).await;
-    }
-    let status = if first.is_some() {
+    let (run, created) = app
+        .runs()
+        .change(version, async |change| {
+            if stratus_shared::db::flows::read(change.tx(), new.flow_id)
+                .await?
+                .is_none()
+            {
+                return Err(ApiError::not_found("Flow not found"));
+            }
+            change
+                .create_flow_run(&new, initial)
+                .await?
+                .ok_or_else(|| ApiError::not_found("Flow run not found"))
+        })
+        .await?;
+    let status = if created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
@@ -259,19 +261,11 @@ async fn set_state(
 ) -> ApiResult<Response> {
     let id = path_id(&id)?;
     let proposed = body.state.into_state(Utc::now());
-    let mut client = app.client().await?;
-    let tx = client.transaction().await?;
-    let outcome = transitions::set_flow_run_state(
-        &tx,
-        id,
-        proposed,
-        Options::new(&app.settings, version, body.force),
-    )
-    .await?
-    .ok_or_else(|| run_not_found(id))?;
-    tx.commit().await?;
-    drop(client);
-    app.publish_outcome(id, &outcome).await;
+    let outcome = app
+        .runs()
+        .set_state(RunKind::Flow, id, proposed, version, body.force)
+        .await?
+        .ok_or_else(|| run_not_found(id))?;
     Ok(stratus_shared::run_routes::respond(outcome))
 }
 
@@ -282,58 +276,66 @@ async fn resume(
     Body(body): Body<Resume>,
 ) -> ApiResult<Response> {
     let id = path_id(&id)?;
-    let mut client = app.client().await?;
-    let tx = client.transaction().await?;
-    let run = flow_runs::read(&tx, id).await?.ok_or_else(|| run_not_found(id))?;
-    let Some(current) = run.state.filter(|s| s.kind == StateType::Paused) else {
-        let result = OrchestrationResult {
-            state: None,
-            status: Status::Abort,
-            details: Details::AbortDetails {
-                reason: "Cannot resume a flow run that is not paused.".into(),
-            },
-        };
-        return Ok((StatusCode::OK, Json(result)).into_response());
-    };
-    let now = Utc::now();
-    let keyset = current.state_details.run_input_keyset.clone();
-    let run_input = Value::Object(body.run_input.unwrap_or_default());
-    if let Some(keyset) = &keyset {
-        if let Some(reason) = check_run_input(&tx, id, keyset, &run_input).await? {
-            let result = OrchestrationResult {
-                state: Some(current),
-                status: Status::Reject,
-                details: Details::RejectDetails { reason },
+    let answer = app
+        .runs()
+        .change(version, async |change| {
+            let tx = change.tx();
+            let run = flow_runs::read(tx, id).await?.ok_or_else(|| run_not_found(id))?;
+            let Some(current) = run.state.filter(|s| s.kind == StateType::Paused) else {
+                let result = OrchestrationResult {
+                    state: None,
+                    status: Status::Abort,
+                    details: Details::AbortDetails {
+                        reason: "Cannot resume a flow run that is not paused.".into(),
+                    },
+                };
+                return Ok((StatusCode::OK, Json(result)).into_response());
             };
-            return Ok((StatusCode::OK, Json(result)).into_response());
-        }
-    }
-    let proposed = if current.state_details.pause_reschedule {
-        let mut s = RunState::new(StateType::Scheduled, now).named("Resuming");
-        s.state_details.scheduled_time = Some(now);
-        s
-    } else {
-        RunState::new(StateType::Running, now)
-    };
-    let outcome =
-        transitions::set_flow_run_state(&tx, id, proposed, Options::new(&app.settings, version, false))
-            .await?
-            .ok_or_else(|| run_not_found(id))?;
-    let accepted = matches!(outcome.result.status, Status::Accept);
-    if let (true, Some(response_key)) = (
-        accepted,
-        keyset
-            .as_ref()
-            .and_then(|k| k.get("response"))
-            .and_then(Value::as_str),
-    ) {
-        stratus_shared::db::flow_run_inputs::insert(&tx, id, response_key, &run_input.to_string(), None)
-            .await?;
-    }
-    tx.commit().await?;
-    drop(client);
-    app.publish_outcome(id, &outcome).await;
-    Ok(stratus_shared::run_routes::respond(outcome))
+            let now = Utc::now();
+            let keyset = current.state_details.run_input_keyset.clone();
+            let run_input = Value::Object(body.run_input.unwrap_or_default());
+            if let Some(keyset) = &keyset {
+                if let Some(reason) = check_run_input(tx, id, keyset, &run_input).await? {
+                    let result = OrchestrationResult {
+                        state: Some(current),
+                        status: Status::Reject,
+                        details: Details::RejectDetails { reason },
+                    };
+                    return Ok((StatusCode::OK, Json(result)).into_response());
+                }
+            }
+            let proposed = if current.state_details.pause_reschedule {
+                let mut s = RunState::new(StateType::Scheduled, now).named("Resuming");
+                s.state_details.scheduled_time = Some(now);
+                s
+            } else {
+                RunState::new(StateType::Running, now)
+            };
+            let outcome = change
+                .set_state(RunKind::Flow, id, proposed, false)
+                .await?
+                .ok_or_else(|| run_not_found(id))?;
+            let accepted = matches!(outcome.result.status, Status::Accept);
+            if let (true, Some(response_key)) = (
+                accepted,
+                keyset
+                    .as_ref()
+                    .and_then(|k| k.get("response"))
+                    .and_then(Value::as_str),
+            ) {
+                stratus_shared::db::flow_run_inputs::insert(
+                    tx,
+                    id,
+                    response_key,
+                    &run_input.to_string(),
+                    None,
+                )
+                .await?;
+            }
+            Ok(stratus_shared::run_routes::respond(outcome))
+        })
+        .await?;
+    Ok(answer)
 }
 
 #[derive(Deserialize)]

@@ -10,16 +10,11 @@ use stratus_shared::scheduler::{self, Limits};
 use stratus_shared::AppState;
 
 pub async fn invoke(state: &AppState, budget: Duration) -> Result<Value, String> {
-    let tick = scheduler::tick(
-        &state.db,
-        state.queue.as_ref(),
-        &Limits::default(),
-        budget,
-        state.settings.tag_concurrency_slot_wait_seconds,
-    )
-    .await
-    .map_err(|e| format!("scheduler tick failed: {e:?}"))?;
-    let upkeep = stratus_shared::maintenance::run_once(&state.db, &state.settings)
+    let runs = state.runs();
+    let tick = scheduler::tick(&runs, &Limits::default(), budget)
+        .await
+        .map_err(|e| format!("scheduler tick failed: {e:?}"))?;
+    let upkeep = stratus_shared::maintenance::run_once(&runs, &state.settings)
         .await
         .map_err(|e| format!("run upkeep failed: {e:?}"))?;
     if tick != Default::default() || upkeep != Default::default() {

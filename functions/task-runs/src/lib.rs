@@ -10,9 +10,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use stratus_shared::db::runs::{self, RunTable};
 use stratus_shared::db::task_runs::{self, NewTaskRun, TaskRunSort};
-use stratus_shared::db::transitions::{self, Options};
 use stratus_shared::filters::RunFilterBody;
 use stratus_shared::json::{null_default, page, path_id, ts_opt};
+use stratus_shared::orchestration::RunKind;
 use stratus_shared::orchestration::TaskRunPolicy;
 use stratus_shared::run_routes::{missing_query, state_json};
 use stratus_shared::states::{State as RunState, StateCreate, StateType};
@@ -117,22 +117,23 @@ async fn create(
         tags: Value::from(body.tags),
         task_inputs: Value::Object(body.task_inputs),
     };
-    let mut client = app.client().await?;
-    let tx = client.transaction().await?;
-    if let Some(flow_run_id) = new.flow_run_id {
-        let exists = tx
-            .query_opt("SELECT 1 FROM flow_run WHERE id = $1", &[&flow_run_id])
-            .await?;
-        if exists.is_none() {
-            return Err(ApiError::not_found("Flow run not found"));
-        }
-    }
-    let (id, created) = task_runs::insert(&tx, &new).await?;
-    if created {
-        transitions::set_task_run_state(&tx, id, initial, Options::new(&app.settings, version, true)).await?;
-    }
-    let run = task_runs::read(&tx, id).await?.ok_or_else(|| run_not_found(id))?;
-    tx.commit().await?;
+    let (run, created) = app
+        .runs()
+        .change(version, async |change| {
+            if let Some(flow_run_id) = new.flow_run_id {
+                if stratus_shared::db::flow_runs::read(change.tx(), flow_run_id)
+                    .await?
+                    .is_none()
+                {
+                    return Err(ApiError::not_found("Flow run not found"));
+                }
+            }
+            change
+                .create_task_run(&new, initial)
+                .await?
+                .ok_or_else(|| ApiError::not_found("Task not found"))
+        })
+        .await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -200,17 +201,11 @@ async fn set_state(
 ) -> ApiResult<Response> {
     let id = path_id(&id)?;
     let proposed = body.state.into_state(Utc::now());
-    let mut client = app.client().await?;
-    let tx = client.transaction().await?;
-    let outcome = transitions::set_task_run_state(
-        &tx,
-        id,
-        proposed,
-        Options::new(&app.settings, version, body.force),
-    )
-    .await?
-    .ok_or_else(|| run_not_found(id))?;
-    tx.commit().await?;
+    let outcome = app
+        .runs()
+        .set_state(RunKind::Task, id, proposed, version, body.force)
+        .await?
+        .ok_or_else(|| run_not_found(id))?;
     Ok(stratus_shared::run_routes::respond(outcome))
 }
 

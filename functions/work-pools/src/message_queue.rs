@@ -129,46 +129,42 @@ pub async fn claim(
     Path(name): Path<String>,
     Body(body): Body<ClaimBody>,
 ) -> ApiResult<Response> {
-    use stratus_shared::db::transitions::{self, Options};
-    use stratus_shared::db::work_pools::claim_check;
+    use stratus_shared::db::work_pools::{claim_check, ClaimCheck};
+    use stratus_shared::orchestration::{RunKind, Status};
     use stratus_shared::states::{State as RunState, StateType};
 
     let pool = pool_named(&app, &name).await?;
     let id = body.flow_run_id;
-    let mut client = app.client().await?;
-    let tx = client.transaction().await?;
-    match claim_check(&tx, id).await? {
-        Some(check) if check.work_pool_id != pool.id => {
-            return Ok(Json(
-                json!({"claimed": false, "reason": format!("the run is not in the work pool {name:?}")}),
-            )
-            .into_response())
-        }
-        Some(stratus_shared::db::work_pools::ClaimCheck { hold: Some(hold), .. }) => {
-            let mut answer = json!({"claimed": false, "reason": hold.to_string()});
-            if let Some(seconds) = hold.retry_after() {
-                answer["retry_after"] = json!(seconds);
+    let answer = app
+        .runs()
+        .change(version, async |change| {
+            match claim_check(change.tx(), id).await? {
+                Some(check) if check.work_pool_id != pool.id => {
+                    return Ok(json!({"claimed": false, "reason": format!("the run is not in the work pool {name:?}")}));
+                }
+                Some(ClaimCheck { hold: Some(hold), .. }) => {
+                    let mut answer = json!({"claimed": false, "reason": hold.to_string()});
+                    if let Some(seconds) = hold.retry_after() {
+                        answer["retry_after"] = json!(seconds);
+                    }
+                    return Ok(answer);
+                }
+                _ => {}
             }
-            return Ok(Json(answer).into_response());
-        }
-        _ => {}
-    }
-    let pending = RunState::new(StateType::Pending, chrono::Utc::now());
-    let outcome =
-        transitions::set_flow_run_state(&tx, id, pending, Options::new(&app.settings, version, false))
-            .await?
-            .ok_or_else(|| ApiError::not_found("Flow run not found"))?;
-    tx.commit().await?;
-    drop(client);
-    app.publish_outcome(id, &outcome).await;
-    let claimed = matches!(
-        outcome.result.status,
-        stratus_shared::orchestration::Status::Accept
-    ) && outcome.written
-        && outcome.result.state.as_ref().map(|s| s.kind) == Some(StateType::Pending);
-    let mut answer = serde_json::to_value(&outcome.result).unwrap_or(Value::Null);
-    if let Some(map) = answer.as_object_mut() {
-        map.insert("claimed".into(), Value::Bool(claimed));
-    }
+            let pending = RunState::new(StateType::Pending, chrono::Utc::now());
+            let outcome = change
+                .set_state(RunKind::Flow, id, pending, false)
+                .await?
+                .ok_or_else(|| ApiError::not_found("Flow run not found"))?;
+            let claimed = matches!(outcome.result.status, Status::Accept)
+                && outcome.written
+                && outcome.result.state.as_ref().map(|s| s.kind) == Some(StateType::Pending);
+            let mut answer = serde_json::to_value(&outcome.result).unwrap_or(Value::Null);
+            if let Some(map) = answer.as_object_mut() {
+                map.insert("claimed".into(), Value::Bool(claimed));
+            }
+            Ok(answer)
+        })
+        .await?;
     Ok(Json(answer).into_response())
 }

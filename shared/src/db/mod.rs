@@ -13,7 +13,7 @@ pub mod outbox;
 pub mod runs;
 pub mod saved_searches;
 pub mod task_runs;
-pub mod transitions;
+pub(crate) mod transitions;
 pub mod variables;
 pub mod work_pools;
 

@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::app::ApiVersion;
+use crate::api_version::ApiVersion;
 use crate::db::runs::{micros_sql, state_from_row, STATE_COLUMNS};
 use crate::error::ApiResult;
 use crate::orchestration::{
@@ -44,17 +44,6 @@ pub struct Options {
     pub tag_slot_wait_seconds: i64,
 }
 
-impl Options {
-    /// Options for a request: its API version, and the configured tag slot wait.
-    pub fn new(settings: &crate::config::Settings, api_version: ApiVersion, force: bool) -> Self {
-        Options {
-            force,
-            api_version,
-            tag_slot_wait_seconds: settings.tag_concurrency_slot_wait_seconds,
-        }
-    }
-}
-
 /// Inserts a flow run (idempotent on its flow and key) and, when it is new, applies its
 /// initial state with force, as Prefect does on create. Returns the run and, when it is
 /// new, the outcome of its first state (what to publish after commit).
@@ -71,6 +60,97 @@ pub async fn create_flow_run(
         None
     };
     Ok(crate::db::flow_runs::read(c, id).await?.map(|run| (run, outcome)))
+}
+
+/// Inserts a task run (idempotent on its flow run and keys) and, when it is new, applies its
+/// initial state with force. Returns the run and whether it is new.
+pub async fn create_task_run(
+    c: &impl GenericClient,
+    new: &crate::db::task_runs::NewTaskRun,
+    initial: State,
+    opts: Options,
+) -> ApiResult<Option<(crate::db::task_runs::TaskRun, bool)>> {
+    let (id, created) = crate::db::task_runs::insert(c, new).await?;
+    if created {
+        set_task_run_state(c, id, initial, Options { force: true, ..opts }).await?;
+    }
+    Ok(crate::db::task_runs::read(c, id).await?.map(|run| (run, created)))
+}
+
+/// Inserts a deployment's runs for `dates`, Scheduled, each with its outbox message; returns
+/// the new ones. The unique `(flow_id, idempotency_key)` makes repeated and overlapping
+/// ticks harmless. Like Prefect 2.20's `_insert_scheduled_flow_runs`
+/// (`src/prefect/server/models/deployments.py`), the first state is written without
+/// orchestration: no rule applies to a new run's Scheduled state.
+pub async fn insert_scheduled_runs(
+    c: &impl GenericClient,
+    d: &crate::db::deployments::Deployment,
+    dates: &[DateTime<Utc>],
+) -> ApiResult<Vec<Uuid>> {
+    let mut tags = vec![Value::from("auto-scheduled")];
+    tags.extend(
+        d.tags
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|t| t != "auto-scheduled"),
+    );
+    let tags = Value::from(tags);
+    let insert = c
+        .prepare_cached(
+            "INSERT INTO flow_run (name, flow_id, deployment_id, deployment_version, work_queue_name, work_queue_id, \
+             parameters, infrastructure_document_id, tags, auto_scheduled, idempotency_key, empirical_policy, \
+             job_variables, expected_start_time, next_scheduled_start_time) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, true, $10, $11, '{}', $12, $12) \
+             ON CONFLICT (flow_id, idempotency_key) DO NOTHING RETURNING id",
+        )
+        .await?;
+    let policy = serde_json::to_value(FlowRunPolicy::default())?;
+    let mut created = Vec::new();
+    for date in dates {
+        let key = crate::scheduler::idempotency_key(d.id, *date);
+        let row = c
+            .query_opt(
+                &insert,
+                &[
+                    &crate::names::run_name(),
+                    &d.flow_id,
+                    &d.id,
+                    &d.version,
+                    &d.work_queue_name,
+                    &d.work_queue_id,
+                    &d.parameters,
+                    &d.infrastructure_document_id,
+                    &tags,
+                    &key,
+                    &policy,
+                    date,
+                ],
+            )
+            .await?;
+        let Some(row) = row else { continue };
+        let run_id: Uuid = row.get(0);
+        let state_id = Uuid::new_v4();
+        let details =
+            serde_json::json!({"flow_run_id": run_id, "scheduled_time": crate::json::format_ts(date)});
+        let now = Utc::now();
+        c.execute(
+            "INSERT INTO flow_run_state (id, flow_run_id, type, timestamp, name, message, state_details) \
+             VALUES ($1, $2, 'SCHEDULED', $3, 'Scheduled', 'Flow run scheduled', $4)",
+            &[&state_id, &run_id, &now, &details],
+        )
+        .await?;
+        c.execute(
+            "UPDATE flow_run SET state_id = $2, state_type = 'SCHEDULED', state_name = 'Scheduled', state_timestamp = $3 \
+             WHERE id = $1",
+            &[&run_id, &state_id, &now],
+        )
+        .await?;
+        crate::db::outbox::enqueue_run(c, run_id).await?;
+        created.push(run_id);
+    }
+    Ok(created)
 }
 
 /// Keeps `(run_id, timestamp)` unique and states ordered: a proposal is never stamped at

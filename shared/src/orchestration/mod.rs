@@ -16,7 +16,7 @@ mod task_rules;
 #[cfg(test)]
 mod tests;
 
-use crate::app::ApiVersion;
+use crate::api_version::ApiVersion;
 use crate::json::null_default;
 use crate::states::State;
 

@@ -4,7 +4,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::{json, Value};
 
 use super::engine::Transition;
-use crate::app::ApiVersion;
+use crate::api_version::ApiVersion;
 use crate::states::State;
 
 /// The API version from which pauses exist and retries reset the pause metadata.

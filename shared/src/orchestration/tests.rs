@@ -49,7 +49,7 @@ fn ctx(kind: RunKind, initial: Option<State>, proposed: State) -> TransitionCont
     TransitionContext {
         kind,
         force: false,
-        api_version: crate::app::SERVER_API_VERSION,
+        api_version: crate::api_version::SERVER_API_VERSION,
         now: now(),
         initial,
         proposed: State {

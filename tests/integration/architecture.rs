@@ -1,0 +1,108 @@
+//! Rules of the code's shape that the compiler cannot check.
+
+use std::path::{Path, PathBuf};
+
+/// The one module allowed to write a run's state (the runs service calls it).
+const STATE_WRITER: &str = "shared/src/db/transitions.rs";
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The SQL in `source` that writes a run's state: a state row inserted, or a run's
+/// `state_id` (or its mirrored state columns) set.
+fn state_writes(source: &str) -> Vec<String> {
+    let lower = source.to_lowercase();
+    let squashed: String = lower.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut found = Vec::new();
+    for table in ["flow_run", "task_run"] {
+        if squashed.contains(&format!("insert into {table}_state "))
+            || squashed.contains(&format!("insert into {table}_state("))
+        {
+            found.push(format!("INSERT INTO {table}_state"));
+        }
+        let update = format!("update {table} set ");
+        let mut rest = squashed.as_str();
+        while let Some(at) = rest.find(&update) {
+            let statement = &rest[at..];
+            // The statement ends with its string literal.
+            let end = statement.find('"').unwrap_or(statement.len());
+            let set = &statement[..end];
+            let set = set.split(" where ").next().unwrap_or(set);
+            if ["state_id", "state_type", "state_name", "state_timestamp"]
+                .iter()
+                .any(|col| set.contains(&format!("{col} =")) || set.contains(&format!("{col}=")))
+            {
+                found.push(format!("UPDATE {table} SET state..."));
+            }
+            rest = &statement[update.len()..];
+        }
+    }
+    found
+}
+
+#[test]
+fn only_the_runs_service_writes_run_states() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let writer = std::fs::read_to_string(root.join(STATE_WRITER)).unwrap();
+    assert!(
+        !state_writes(&writer).is_empty(),
+        "the check must recognise the writer's own SQL"
+    );
+    let mut files = Vec::new();
+    // The product's code; the benchmark's and tests' fixtures fill tables directly.
+    for dir in ["shared", "functions", "aws", "src"] {
+        rust_files(&root.join(dir), &mut files);
+    }
+    assert!(files.len() > 50, "found only {} files", files.len());
+    let mut offenders = Vec::new();
+    for path in files {
+        let relative = path
+            .strip_prefix(root)
+            .unwrap()
+            .to_string_lossy()
+            .replace('\\', "/");
+        if relative == STATE_WRITER {
+            continue;
+        }
+        let source = std::fs::read_to_string(&path).unwrap();
+        for write in state_writes(&source) {
+            offenders.push(format!("{relative}: {write}"));
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "run states are changed only through stratus_shared::runs_service (which calls {STATE_WRITER}); \
+         these write them directly:\n{}",
+        offenders.join("\n")
+    );
+}
+
+#[test]
+fn the_state_write_check_sees_every_form() {
+    assert_eq!(
+        state_writes("\"INSERT INTO flow_run_state (id) VALUES ($1)\"").len(),
+        1
+    );
+    assert_eq!(
+        state_writes("\"UPDATE task_run SET name = $2, \\\n  state_id = $3 WHERE id = $1\"").len(),
+        1
+    );
+    assert_eq!(
+        state_writes("\"UPDATE flow_run SET state_type='FAILED'\"").len(),
+        1
+    );
+    assert!(state_writes("\"UPDATE flow_run SET name = $2 WHERE state_id = $1\"").is_empty());
+    assert!(state_writes("\"UPDATE flow_run SET tags = $2 WHERE id = $1\"").is_empty());
+    assert!(state_writes("\"INSERT INTO task_run_state_cache (cache_key) VALUES ($1)\"").is_empty());
+}
