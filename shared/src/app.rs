@@ -54,15 +54,22 @@ impl AppState {
 
 pub use crate::api_version::{ApiVersion, PREFECT_VERSION, SERVER_API_VERSION, SERVER_API_VERSION_STR};
 
-impl<S: Send + Sync> FromRequestParts<S> for ApiVersion {
+/// The extractor of the version a request asked for (`X-PREFECT-API-VERSION`, checked by
+/// `check_api_version`); the server's own when absent.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientVersion(pub ApiVersion);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientVersion {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(parts
-            .extensions
-            .get::<ApiVersion>()
-            .copied()
-            .unwrap_or(SERVER_API_VERSION))
+        Ok(ClientVersion(
+            parts
+                .extensions
+                .get::<ApiVersion>()
+                .copied()
+                .unwrap_or(SERVER_API_VERSION),
+        ))
     }
 }
 

@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
+use stratus_shared::app::ClientVersion;
 use stratus_shared::db::deployments::{self, Deployment, DeploymentFields, DeploymentSort, NewSchedule};
 use stratus_shared::db::flow_runs::{self, NewFlowRun};
 use stratus_shared::db::work_pools::{self as pools, NewQueue};
@@ -21,7 +22,7 @@ use stratus_shared::filters::RunFilterBody;
 use stratus_shared::json::{null_default, page, path_id, ts_opt};
 use stratus_shared::orchestration::FlowRunPolicy;
 use stratus_shared::states::{State as RunState, StateCreate, StateType};
-use stratus_shared::{ApiError, ApiResult, ApiVersion, AppState, Body};
+use stratus_shared::{ApiError, ApiResult, AppState, Body};
 use uuid::Uuid;
 
 pub fn router() -> Router<AppState> {
@@ -569,7 +570,7 @@ fn union_tags(deployment: &Deployment, extra: Vec<String>) -> Value {
 
 async fn create_flow_run(
     State(app): State<AppState>,
-    version: ApiVersion,
+    ClientVersion(version): ClientVersion,
     Path(id): Path<String>,
     Body(body): Body<DeploymentFlowRunCreate>,
 ) -> ApiResult<Response> {

@@ -10,6 +10,7 @@ use axum::{Json, Router};
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use stratus_shared::app::ClientVersion;
 use stratus_shared::db::flow_runs::{self, FlowRunChanges, FlowRunSort, NewFlowRun};
 use stratus_shared::db::runs::{self, RunTable};
 use stratus_shared::filters::RunFilterBody;
@@ -19,7 +20,7 @@ use stratus_shared::orchestration::{Details, FlowRunPolicy, Status};
 use stratus_shared::run_routes::{missing_query, state_json};
 use stratus_shared::runs_service::OrchestrationResult;
 use stratus_shared::states::{State as RunState, StateCreate, StateType};
-use stratus_shared::{ApiError, ApiResult, ApiVersion, AppState, Body};
+use stratus_shared::{ApiError, ApiResult, AppState, Body};
 use uuid::Uuid;
 
 pub fn router() -> Router<AppState> {
@@ -119,7 +120,7 @@ fn run_not_found(id: Uuid) -> ApiError {
 
 async fn create(
     State(app): State<AppState>,
-    version: ApiVersion,
+    ClientVersion(version): ClientVersion,
     Body(body): Body<FlowRunCreate>,
 ) -> ApiResult<Response> {
     let now = Utc::now();
@@ -255,7 +256,7 @@ async fn lateness(State(app): State<AppState>, Body(body): Body<RunFilterBody>) 
 
 async fn set_state(
     State(app): State<AppState>,
-    version: ApiVersion,
+    ClientVersion(version): ClientVersion,
     Path(id): Path<String>,
     Body(body): Body<SetState>,
 ) -> ApiResult<Response> {
@@ -271,7 +272,7 @@ async fn set_state(
 
 async fn resume(
     State(app): State<AppState>,
-    version: ApiVersion,
+    ClientVersion(version): ClientVersion,
     Path(id): Path<String>,
     Body(body): Body<Resume>,
 ) -> ApiResult<Response> {

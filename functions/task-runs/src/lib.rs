@@ -8,6 +8,7 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use stratus_shared::app::ClientVersion;
 use stratus_shared::db::runs::{self, RunTable};
 use stratus_shared::db::task_runs::{self, NewTaskRun, TaskRunSort};
 use stratus_shared::filters::RunFilterBody;
@@ -16,7 +17,7 @@ use stratus_shared::orchestration::RunKind;
 use stratus_shared::orchestration::TaskRunPolicy;
 use stratus_shared::run_routes::{missing_query, state_json};
 use stratus_shared::states::{State as RunState, StateCreate, StateType};
-use stratus_shared::{ApiError, ApiResult, ApiVersion, AppState, Body};
+use stratus_shared::{ApiError, ApiResult, AppState, Body};
 use uuid::Uuid;
 
 pub fn router() -> Router<AppState> {
@@ -81,7 +82,7 @@ fn run_not_found(id: Uuid) -> ApiError {
 
 async fn create(
     State(app): State<AppState>,
-    version: ApiVersion,
+    ClientVersion(version): ClientVersion,
     Body(body): Body<TaskRunCreate>,
 ) -> ApiResult<Response> {
     if body
@@ -195,7 +196,7 @@ async fn history(State(app): State<AppState>, Body(body): Body<RunFilterBody>) -
 
 async fn set_state(
     State(app): State<AppState>,
-    version: ApiVersion,
+    ClientVersion(version): ClientVersion,
     Path(id): Path<String>,
     Body(body): Body<SetState>,
 ) -> ApiResult<Response> {

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use stratus_shared::app::ClientVersion;
 use stratus_shared::queue::{MAX_VISIBILITY_SECONDS, MAX_WAIT_SECONDS};
 use stratus_shared::{ApiError, ApiResult, AppState, Body};
 
@@ -125,7 +126,7 @@ pub struct ClaimBody {
 /// Answers `claimed`, with the reason when not; the orchestration result otherwise.
 pub async fn claim(
     State(app): State<AppState>,
-    version: stratus_shared::app::ApiVersion,
+    ClientVersion(version): ClientVersion,
     Path(name): Path<String>,
     Body(body): Body<ClaimBody>,
 ) -> ApiResult<Response> {

@@ -1,6 +1,6 @@
 //! The dates a deployment schedule produces (reference §5, Scheduler): intervals from an
 //! anchor, cron strings and RRules, each in its time zone (DST included). Pure code; the
-//! scheduler (`crate::scheduler`) turns dates into runs.
+//! scheduler (`stratus_shared::scheduler`) turns dates into runs.
 
 use std::str::FromStr;
 
@@ -36,7 +36,7 @@ pub fn dates(
         let anchor = schedule
             .get("anchor_date")
             .and_then(Value::as_str)
-            .and_then(crate::json::parse_ts)
+            .and_then(crate::time::parse_ts)
             .unwrap_or_else(default_anchor);
         return Ok(interval_dates(seconds, anchor, tz, start, end, max));
     }
@@ -178,7 +178,7 @@ mod tests {
     use serde_json::json;
 
     fn at(text: &str) -> DateTime<Utc> {
-        crate::json::parse_ts(text).unwrap()
+        crate::time::parse_ts(text).unwrap()
     }
 
     #[test]

@@ -18,8 +18,8 @@ pub fn validate(schedule: &Value) -> Result<Value, String> {
         out.insert("interval".into(), Value::from(seconds));
         if let Some(anchor) = obj.get("anchor_date").filter(|v| !v.is_null()) {
             let text = anchor.as_str().ok_or("anchor_date must be a datetime")?;
-            let parsed = crate::json::parse_ts(text).ok_or("anchor_date must be a datetime")?;
-            out.insert("anchor_date".into(), Value::from(crate::json::format_ts(&parsed)));
+            let parsed = crate::time::parse_ts(text).ok_or("anchor_date must be a datetime")?;
+            out.insert("anchor_date".into(), Value::from(crate::time::format_ts(&parsed)));
         }
         &["interval", "anchor_date", "timezone"]
     } else if obj.contains_key("cron") {

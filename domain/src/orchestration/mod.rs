@@ -17,8 +17,8 @@ mod task_rules;
 mod tests;
 
 use crate::api_version::ApiVersion;
-use crate::json::null_default;
 use crate::states::State;
+use crate::time::null_default;
 
 /// `empirical_policy` of a flow run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
