@@ -17,8 +17,8 @@ use axum::body::Body;
 use http::{Method, Request};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
-use stratus_shared::config::Settings;
-use stratus_shared::AppState;
+use stratus_http::AppState;
+use stratus_store::config::Settings;
 use tower::ServiceExt;
 
 const FLOW_RUNS: i64 = 10_000;
@@ -51,7 +51,7 @@ async fn api(app: &App, method: Method, path: &str, body: Value) -> Value {
     serde_json::from_slice(&bytes).unwrap_or(Value::Null)
 }
 
-use stratus_shared::url::with_database;
+use stratus_store::url::with_database;
 
 async fn connect(url: &str) -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
@@ -273,15 +273,15 @@ async fn main() {
         .await
         .expect("create database");
     let url = with_database(&admin_url, &db_name);
-    let pool = stratus_shared::db::pool(&url, 8).expect("pool");
-    stratus_shared::db::migrate(&pool).await.expect("migrate");
+    let pool = stratus_store::db::pool(&url, 8).expect("pool");
+    stratus_store::db::migrate(&pool).await.expect("migrate");
     stratus::cli::server::register_system_blocks(&pool)
         .await
         .expect("block types");
     let mut settings = Settings::from_env().expect("settings");
     settings.database_url = Some(url.clone());
     let state = AppState::new(pool, settings);
-    let app = stratus_shared::serve::normalize(stratus::app(state));
+    let app = stratus_http::serve::normalize(stratus::app(state));
 
     let started = Instant::now();
     let (flows, deployments, block) = seed_through_api(&app).await;

@@ -1,4 +1,4 @@
-"""Regenerates shared/data/system_blocks.json from the installed `prefect` 2.x package.
+"""Regenerates store/data/system_blocks.json from the installed `prefect` 2.x package.
 
 Stratus registers these block types and schemas on start and on
 `POST /block_types/install_system_block_types`, as a Prefect 2.20 server does on start
@@ -94,7 +94,7 @@ for collection in data["collections"].values():
             }
         )
 
-path = pathlib.Path(__file__).resolve().parent.parent / "shared" / "data" / "system_blocks.json"
+path = pathlib.Path(__file__).resolve().parent.parent / "store" / "data" / "system_blocks.json"
 path.write_text(
     json.dumps(
         {"prefect_version": prefect.__version__, "blocks": core, "collections": collections},

@@ -1,8 +1,8 @@
 //! Stratus as one process: every route family merged under `/api`.
 
 use axum::Router;
-use stratus_shared::serve;
-use stratus_shared::AppState;
+use stratus_http::serve;
+use stratus_http::AppState;
 
 pub mod agent;
 pub mod cli;

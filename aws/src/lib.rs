@@ -11,10 +11,10 @@ use std::time::Duration;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
-use stratus_shared::config::{AwsEndpoint, Settings};
-use stratus_shared::queue::MessageQueue;
-use stratus_shared::storage::{LocalStorage, Storage};
-use stratus_shared::AppState;
+use stratus_http::AppState;
+use stratus_store::config::{AwsEndpoint, Settings};
+use stratus_store::queue::MessageQueue;
+use stratus_store::storage::{LocalStorage, Storage};
 
 /// The SDK configuration for `endpoint`: the default chain of region and credentials, with
 /// LocalStack's conventions (region us-east-1, test credentials) when the endpoint is a URL
@@ -112,8 +112,8 @@ pub async fn check(settings: &Settings) -> Result<(), String> {
 /// A Lambda function's state, from the environment, with the queues the settings ask for
 /// (SQS on AWS): what every function that publishes or reads messages starts with.
 pub async fn lambda_state() -> Result<AppState, lambda_http::Error> {
-    stratus_shared::serve::init_tracing();
-    let state = stratus_shared::serve::state_from_env().await?;
+    stratus_http::serve::init_tracing();
+    let state = stratus_http::serve::state_from_env().await?;
     let queue = queue(&state.settings.clone(), &state).await;
     Ok(state.with_queue(queue))
 }
@@ -121,7 +121,7 @@ pub async fn lambda_state() -> Result<AppState, lambda_http::Error> {
 /// Runs a route family that publishes to the work pools' queues as a Lambda function.
 pub async fn lambda(routes: axum::Router<AppState>) -> Result<(), lambda_http::Error> {
     let state = lambda_state().await?;
-    lambda_http::run(stratus_shared::serve::normalize(stratus_shared::serve::api(
+    lambda_http::run(stratus_http::serve::normalize(stratus_http::serve::api(
         routes, state,
     )))
     .await

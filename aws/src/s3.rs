@@ -4,7 +4,7 @@ use aws_config::SdkConfig;
 use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
-use stratus_shared::storage::{Storage, StorageError, StorageFuture};
+use stratus_store::storage::{Storage, StorageError, StorageFuture};
 
 pub struct S3Storage {
     client: Client,

@@ -9,7 +9,7 @@ use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_sqs::types::QueueAttributeName;
 use aws_sdk_sqs::Client;
 use serde_json::Value;
-use stratus_shared::queue::{
+use stratus_store::queue::{
     MessageQueue, QueueError, QueueFuture, QueueInfo, Received, MAX_VISIBILITY_SECONDS, MAX_WAIT_SECONDS,
 };
 use uuid::Uuid;
@@ -45,7 +45,7 @@ impl SqsQueue {
     }
 
     pub fn name(&self, pool_id: Uuid) -> String {
-        if pool_id == stratus_shared::queue::NOTIFICATIONS_QUEUE {
+        if pool_id == stratus_store::queue::NOTIFICATIONS_QUEUE {
             return format!("{}notifications", self.prefix);
         }
         format!("{}{pool_id}", self.prefix)

@@ -195,7 +195,7 @@ mod tests {
 
     #[test]
     fn matches_the_checksums_the_prefect_client_computes() {
-        let data: Value = serde_json::from_str(include_str!("../../shared/data/system_blocks.json")).unwrap();
+        let data: Value = serde_json::from_str(include_str!("../../store/data/system_blocks.json")).unwrap();
         let core = data["blocks"].as_array().unwrap();
         let collections = data["collections"].as_array().unwrap();
         assert!(core.len() > 20 && collections.len() > 40);

@@ -5,6 +5,7 @@
 pub mod api_version;
 pub mod block_checksum;
 pub mod hydration;
+pub mod invalid;
 pub mod json_schema;
 pub mod names;
 pub mod orchestration;

@@ -1,6 +1,6 @@
 //! The dates a deployment schedule produces (reference §5, Scheduler): intervals from an
 //! anchor, cron strings and RRules, each in its time zone (DST included). Pure code; the
-//! scheduler (`stratus_shared::scheduler`) turns dates into runs.
+//! scheduler (`stratus_store::scheduler`) turns dates into runs.
 
 use std::str::FromStr;
 

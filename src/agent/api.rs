@@ -93,7 +93,7 @@ impl Api {
 }
 
 /// A path segment, percent-encoded (pool and queue names may hold anything).
-pub use stratus_shared::url::percent_encode as segment;
+pub use stratus_store::url::percent_encode as segment;
 
 #[cfg(test)]
 mod tests {

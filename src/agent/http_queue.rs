@@ -2,7 +2,7 @@
 //! agent uses the Postgres-backed queue of the zero-configuration mode.
 
 use serde_json::{json, Value};
-use stratus_shared::queue::{MessageQueue, QueueError, QueueFuture, QueueInfo, Received};
+use stratus_store::queue::{MessageQueue, QueueError, QueueFuture, QueueInfo, Received};
 use uuid::Uuid;
 
 use super::api::{segment, Api, CallError};

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
-use stratus_shared::queue::{MessageQueue, QueueInfo, Received, RunDue};
+use stratus_store::queue::{MessageQueue, QueueInfo, Received, RunDue};
 use tokio::sync::{watch, Notify};
 use uuid::Uuid;
 
@@ -197,9 +197,9 @@ async fn connect_queue(api: &Api, pool: &str, pool_id: Uuid) -> Option<(Arc<dyn 
 
 /// `STRATUS_SQS_ENDPOINT` when the agent has it; else the queue URL's own origin, which
 /// is the endpoint both on AWS and on LocalStack.
-fn sqs_endpoint_for(queue_url: &str) -> stratus_shared::config::AwsEndpoint {
-    use stratus_shared::config::AwsEndpoint;
-    if let Ok(Some(e)) = stratus_shared::config::Settings::from_env().map(|s| s.sqs_endpoint) {
+fn sqs_endpoint_for(queue_url: &str) -> stratus_store::config::AwsEndpoint {
+    use stratus_store::config::AwsEndpoint;
+    if let Ok(Some(e)) = stratus_store::config::Settings::from_env().map(|s| s.sqs_endpoint) {
         return e;
     }
     let origin = queue_url
@@ -368,7 +368,7 @@ impl Agent {
 
     /// The HTTP poll the stock workers use, for when the queue is unreachable.
     async fn poll_once(self: &Arc<Self>, capacity: usize, tasks: &mut tokio::task::JoinSet<()>) {
-        let due = stratus_shared::json::format_ts(&(Utc::now() + chrono::Duration::seconds(1)));
+        let due = stratus_domain::time::format_ts(&(Utc::now() + chrono::Duration::seconds(1)));
         let items = match self.poll(&due, capacity.min(100)).await {
             Ok(Value::Array(items)) => items,
             Ok(_) => return,
@@ -650,12 +650,12 @@ fn job_env(deployment: Option<&Value>, run: &Value) -> Vec<(String, String)> {
 
 /// Downloads a flow code package from the store its URL names.
 async fn fetch_code(url: &str) -> Result<Vec<u8>, String> {
-    use stratus_shared::storage::Storage;
+    use stratus_store::storage::Storage;
     if url.starts_with("s3://") {
-        let endpoint = stratus_shared::config::Settings::from_env()
+        let endpoint = stratus_store::config::Settings::from_env()
             .map_err(|e| e.to_string())?
             .s3_endpoint
-            .unwrap_or(stratus_shared::config::AwsEndpoint::Aws);
+            .unwrap_or(stratus_store::config::AwsEndpoint::Aws);
         let config = stratus_aws::sdk_config(&endpoint).await;
         let bucket = stratus_aws::s3::parse_url(url)
             .map(|(b, _)| b)
@@ -665,7 +665,7 @@ async fn fetch_code(url: &str) -> Result<Vec<u8>, String> {
             .await
             .map_err(|e| e.to_string())
     } else {
-        stratus_shared::storage::LocalStorage::new("/")
+        stratus_store::storage::LocalStorage::new("/")
             .get(url)
             .await
             .map_err(|e| e.to_string())
@@ -693,7 +693,7 @@ mod tests {
 
     #[test]
     fn sqs_endpoints_come_from_queue_urls() {
-        use stratus_shared::config::AwsEndpoint;
+        use stratus_store::config::AwsEndpoint;
         if std::env::var_os("STRATUS_SQS_ENDPOINT").is_some() {
             return;
         }

@@ -1,6 +1,6 @@
 //! `stratus database upgrade` and `stratus database reset`.
 
-use stratus_shared::config::Settings;
+use stratus_store::config::Settings;
 
 use super::DatabaseCommand;
 
@@ -12,7 +12,7 @@ pub async fn run(command: DatabaseCommand, settings: &Settings) -> Result<(), St
 }
 
 async fn apply(command: DatabaseCommand, url: &str) -> Result<(), String> {
-    let pool = stratus_shared::db::pool(url, 1)?;
+    let pool = stratus_store::db::pool(url, 1)?;
     let result = match command {
         DatabaseCommand::Upgrade => upgrade(&pool).await,
         DatabaseCommand::Reset { yes } => reset(&pool, url, yes).await,
@@ -22,7 +22,7 @@ async fn apply(command: DatabaseCommand, url: &str) -> Result<(), String> {
 }
 
 async fn upgrade(pool: &deadpool_postgres::Pool) -> Result<(), String> {
-    let applied = stratus_shared::db::migrate(pool).await?;
+    let applied = stratus_store::db::migrate(pool).await?;
     super::server::register_system_blocks(pool).await?;
     println!("Database upgraded: {applied} migration(s) applied.");
     Ok(())
@@ -42,7 +42,7 @@ async fn reset(pool: &deadpool_postgres::Pool, url: &str, yes: bool) -> Result<(
             return Err("reset aborted: nothing was changed (pass --yes to reset without asking)".into());
         }
     }
-    let applied = stratus_shared::db::reset(pool).await?;
+    let applied = stratus_store::db::reset(pool).await?;
     super::server::register_system_blocks(pool).await?;
     println!("Database reset: {applied} migration(s) applied.");
     Ok(())

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Map, Value};
-use stratus_shared::config::Settings;
+use stratus_store::config::Settings;
 
 use crate::agent::api::{segment, Api};
 use crate::agent::code;

@@ -8,7 +8,7 @@ pub mod signals;
 pub mod system;
 
 use clap::{Parser, Subcommand};
-use stratus_shared::config::Settings;
+use stratus_store::config::Settings;
 
 use local_postgres::LocalPostgres;
 

@@ -5,8 +5,8 @@ use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use stratus_shared::config::Settings;
-use stratus_shared::{serve, AppState};
+use stratus_http::{serve, AppState};
+use stratus_store::config::Settings;
 use tower::make::Shared;
 
 use super::signals::Shutdown;
@@ -62,8 +62,8 @@ async fn serve_until_stopped(
     shutdown: &Shutdown,
 ) -> Result<(), String> {
     settings.database_url = Some(url.to_string());
-    let pool = stratus_shared::db::pool(url, settings.pool_size)?;
-    let applied = stratus_shared::db::migrate(&pool).await?;
+    let pool = stratus_store::db::pool(url, settings.pool_size)?;
+    let applied = stratus_store::db::migrate(&pool).await?;
     if applied > 0 {
         tracing::info!(applied, "database migrated");
     }
@@ -162,7 +162,7 @@ pub async fn register_system_blocks(pool: &deadpool_postgres::Pool) -> Result<()
         .transaction()
         .await
         .map_err(|e| format!("could not register the core block types: {e}"))?;
-    stratus_shared::system_blocks::install(&tx).await?;
+    stratus_store::system_blocks::install(&tx).await?;
     tx.commit()
         .await
         .map_err(|e| format!("could not register the core block types: {e}"))

@@ -146,7 +146,7 @@ async fn logs_filter_by_level_time_and_run_and_sort_and_page() {
 async fn batches_larger_than_one_insert_chunk_are_written_whole() {
     let app = TestApp::spawn().await;
     let fr = Uuid::new_v4();
-    let n = stratus_shared::db::logs::INSERT_CHUNK * 2 + 7;
+    let n = stratus_store::db::logs::INSERT_CHUNK * 2 + 7;
     let batch: Vec<_> = (0..n)
         .map(|i| {
             json!({"name": "bulk", "level": 10, "message": format!("m{i}"),

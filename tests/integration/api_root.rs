@@ -4,8 +4,8 @@ use common::TestApp;
 use http::{Method, Request};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
-use stratus_shared::config::Settings;
-use stratus_shared::AppState;
+use stratus_http::AppState;
+use stratus_store::config::Settings;
 use tower::ServiceExt;
 
 #[tokio::test]
@@ -38,9 +38,9 @@ async fn the_csrf_route_requires_its_client_parameter() {
 #[tokio::test]
 async fn ready_is_503_when_the_database_does_not_answer() {
     // Nothing listens on port 1: connecting fails at once.
-    let pool = stratus_shared::db::pool("postgres://postgres@127.0.0.1:1/nowhere", 1).unwrap();
+    let pool = stratus_store::db::pool("postgres://postgres@127.0.0.1:1/nowhere", 1).unwrap();
     let state = AppState::new(pool, Settings::from_env().unwrap());
-    let service = stratus_shared::serve::normalize(stratus::app(state));
+    let service = stratus_http::serve::normalize(stratus::app(state));
     let get = |path: &'static str| {
         let service = service.clone();
         async move {

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 /// The one module allowed to write a run's state (the runs service calls it).
-const STATE_WRITER: &str = "shared/src/db/transitions.rs";
+const STATE_WRITER: &str = "store/src/db/transitions.rs";
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -61,7 +61,7 @@ fn only_the_runs_service_writes_run_states() {
     );
     let mut files = Vec::new();
     // The product's code; the benchmark's and tests' fixtures fill tables directly.
-    for dir in ["shared", "functions", "aws", "src"] {
+    for dir in ["domain", "store", "http", "functions", "aws", "src"] {
         rust_files(&root.join(dir), &mut files);
     }
     assert!(files.len() > 50, "found only {} files", files.len());
@@ -82,7 +82,7 @@ fn only_the_runs_service_writes_run_states() {
     }
     assert!(
         offenders.is_empty(),
-        "run states are changed only through stratus_shared::runs_service (which calls {STATE_WRITER}); \
+        "run states are changed only through stratus_store::runs_service (which calls {STATE_WRITER}); \
          these write them directly:\n{}",
         offenders.join("\n")
     );

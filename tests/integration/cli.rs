@@ -12,7 +12,7 @@ fn admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
 }
 
-use stratus_shared::url::with_database;
+use stratus_store::url::with_database;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

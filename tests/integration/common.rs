@@ -9,8 +9,8 @@ use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use stratus_shared::config::Settings;
-use stratus_shared::AppState;
+use stratus_http::AppState;
+use stratus_store::config::Settings;
 use tower::ServiceExt;
 use tower_http::normalize_path::NormalizePath;
 
@@ -20,7 +20,7 @@ pub fn admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
 }
 
-use stratus_shared::url::with_database;
+use stratus_store::url::with_database;
 
 async fn connect(url: &str) -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
@@ -69,8 +69,8 @@ async fn template() -> String {
             .await
             .unwrap();
         {
-            let pool = stratus_shared::db::pool(&with_database(&admin_url(), &building), 1).unwrap();
-            stratus_shared::db::migrate(&pool).await.unwrap();
+            let pool = stratus_store::db::pool(&with_database(&admin_url(), &building), 1).unwrap();
+            stratus_store::db::migrate(&pool).await.unwrap();
             pool.close();
         }
         admin
@@ -147,7 +147,7 @@ pub struct Response {
 
 impl TestApp {
     pub async fn spawn() -> TestApp {
-        stratus_shared::serve::init_tracing();
+        stratus_http::serve::init_tracing();
         let template = template().await;
         let db = format!("stratus_test_{}", uuid::Uuid::new_v4().simple());
         let admin = connect(&admin_url()).await;
@@ -159,10 +159,10 @@ impl TestApp {
         let mut settings = Settings::from_env().unwrap();
         settings.database_url = Some(database_url.clone());
         settings.tag_concurrency_slot_wait_seconds = 1;
-        let pool = stratus_shared::db::pool(&database_url, 8).unwrap();
+        let pool = stratus_store::db::pool(&database_url, 8).unwrap();
         let database = std::sync::Arc::new(DroppedDatabase::new(&db, Some(pool.clone())));
         let state = AppState::new(pool, settings);
-        let service = stratus_shared::serve::normalize(stratus::app(state.clone()));
+        let service = stratus_http::serve::normalize(stratus::app(state.clone()));
         TestApp {
             service,
             state,
@@ -221,10 +221,10 @@ impl TestApp {
     }
 
     /// The same app and database, publishing to `queue` instead.
-    pub fn with_queue(&self, queue: std::sync::Arc<dyn stratus_shared::queue::MessageQueue>) -> TestApp {
+    pub fn with_queue(&self, queue: std::sync::Arc<dyn stratus_store::queue::MessageQueue>) -> TestApp {
         let state = self.state.clone().with_queue(queue);
         TestApp {
-            service: stratus_shared::serve::normalize(stratus::app(state.clone())),
+            service: stratus_http::serve::normalize(stratus::app(state.clone())),
             state,
             database_url: self.database_url.clone(),
             _database: self._database.clone(),

@@ -6,7 +6,7 @@ use crate::common;
 use chrono::{Duration, Utc};
 use common::TestApp;
 use serde_json::{json, Value};
-use stratus_shared::maintenance;
+use stratus_store::maintenance;
 
 fn state(kind: &str) -> Value {
     json!({"type": kind, "state_details": {}})

@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use common::TestApp;
 use serde_json::{json, Value};
 use stratus_notifier::deliver::{self, Delivery};
-use stratus_shared::queue::NOTIFICATIONS_QUEUE;
+use stratus_store::queue::NOTIFICATIONS_QUEUE;
 
 /// What a webhook received.
 #[derive(Debug, Clone)]
@@ -448,9 +448,9 @@ async fn failures_that_may_pass_are_retried_and_the_sweep_publishes_what_was_lef
     // lost long ago: the scheduler's sweep publishes both, and they are sent. One
     // published a moment ago is left alone (its message is on its way).
     let tick = || async {
-        stratus_shared::scheduler::tick(
+        stratus_store::scheduler::tick(
             &app.state.runs(),
-            &stratus_shared::scheduler::Limits::default(),
+            &stratus_store::scheduler::Limits::default(),
             std::time::Duration::from_secs(5),
         )
         .await

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use common::{localstack, TestApp};
 use serde_json::{json, Value};
-use stratus_shared::config::AwsEndpoint;
-use stratus_shared::queue::postgres::PgQueue;
-use stratus_shared::queue::MessageQueue;
-use stratus_shared::scheduler::{self, Limits};
+use stratus_store::config::AwsEndpoint;
+use stratus_store::queue::postgres::PgQueue;
+use stratus_store::queue::MessageQueue;
+use stratus_store::scheduler::{self, Limits};
 use uuid::Uuid;
 
 async fn sqs(endpoint: &str, prefix: &str) -> Arc<dyn MessageQueue> {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use common::TestApp;
 use serde_json::{json, Value};
-use stratus_shared::scheduler::{self, Limits};
+use stratus_store::scheduler::{self, Limits};
 
 async fn deployment(app: &TestApp, schedules: Value) -> Value {
     let flow = app.post("/api/flows/", json!({"name": "scheduled"})).await.body;

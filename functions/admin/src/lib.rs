@@ -15,8 +15,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use stratus_shared::app::PREFECT_VERSION;
-use stratus_shared::{ApiError, ApiResult, AppState, Body};
+use stratus_http::app::PREFECT_VERSION;
+use stratus_http::{ApiError, ApiResult, AppState, Body};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -43,7 +43,7 @@ async fn settings(State(app): State<AppState>) -> Response {
         "PREFECT_API_URL": format!("http://{}:{}/api", s.host, s.port),
         "PREFECT_SERVER_API_HOST": s.host,
         "PREFECT_SERVER_API_PORT": s.port,
-        "PREFECT_API_DEFAULT_LIMIT": stratus_shared::json::DEFAULT_LIMIT,
+        "PREFECT_API_DEFAULT_LIMIT": stratus_http::json::DEFAULT_LIMIT,
         "PREFECT_API_DATABASE_CONNECTION_URL": database_url,
         "PREFECT_SERVER_CSRF_PROTECTION_ENABLED": false,
         "PREFECT_EXPERIMENTAL_EVENTS": false,
@@ -75,14 +75,14 @@ fn require_confirm(body: &Confirm) -> ApiResult<()> {
 async fn clear(State(app): State<AppState>, Body(body): Body<Confirm>) -> ApiResult<StatusCode> {
     require_confirm(&body)?;
     let client = app.client().await?;
-    stratus_shared::db::clear(&client).await?;
+    stratus_store::db::clear(&client).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Drops every Stratus table and re-creates the empty schema.
 async fn drop_all(State(app): State<AppState>, Body(body): Body<Confirm>) -> ApiResult<StatusCode> {
     require_confirm(&body)?;
-    let result = stratus_shared::db::reset(&app.db).await;
+    let result = stratus_store::db::reset(&app.db).await;
     // Statements cached on pooled connections may name types and tables that were
     // dropped and re-created.
     app.db.manager().statement_caches.clear();
@@ -93,7 +93,7 @@ async fn drop_all(State(app): State<AppState>, Body(body): Body<Confirm>) -> Api
 /// Applies any pending migrations.
 async fn create(State(app): State<AppState>, Body(body): Body<Confirm>) -> ApiResult<StatusCode> {
     require_confirm(&body)?;
-    stratus_shared::db::migrate(&app.db)
+    stratus_store::db::migrate(&app.db)
         .await
         .map_err(ApiError::Internal)?;
     Ok(StatusCode::NO_CONTENT)

@@ -7,10 +7,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use stratus_shared::db::artifacts::{self, ArtifactFilter, ArtifactSort, NewArtifact};
-use stratus_shared::filters::{DeploymentFilter, FlowFilter, FlowRunFilter, RunFilters, TaskRunFilter};
-use stratus_shared::json::{page, path_id};
-use stratus_shared::{ApiError, ApiResult, AppState, Body};
+use stratus_http::json::{page, path_id};
+use stratus_http::{ApiError, ApiResult, AppState, Body};
+use stratus_store::db::artifacts::{self, ArtifactFilter, ArtifactSort, NewArtifact};
+use stratus_store::filters::{DeploymentFilter, FlowFilter, FlowRunFilter, RunFilters, TaskRunFilter};
 use uuid::Uuid;
 
 pub fn router() -> Router<AppState> {
@@ -189,7 +189,7 @@ impl FilterBody {
     }
 
     fn sort(&self) -> ApiResult<ArtifactSort> {
-        stratus_shared::json::sort(self.sort.as_deref(), ArtifactSort::IdDesc, ArtifactSort::parse)
+        stratus_http::json::sort(self.sort.as_deref(), ArtifactSort::IdDesc, ArtifactSort::parse)
     }
 }
 

@@ -6,12 +6,12 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use stratus_shared::db::blocks::{
+use stratus_http::json::{from_value, null_default, page, path_id};
+use stratus_http::{ApiError, ApiResult, AppState, Body};
+use stratus_store::db::blocks::{
     self, split_references, BlockDocumentFilter, BlockSchemaFilter, BlockTypeFilter, CreatedDocument,
     DocumentQuery, DocumentSort, DocumentUpdate, NewBlockDocument, SplitData, UpdatedDocument,
 };
-use stratus_shared::json::{from_value, null_default, page, path_id};
-use stratus_shared::{ApiError, ApiResult, AppState, Body};
 use uuid::Uuid;
 
 use crate::{include_secrets, invalid_field, lowercase_dashes};
@@ -228,7 +228,7 @@ pub async fn delete(State(app): State<AppState>, Path(id): Path<String>) -> ApiR
 pub async fn filter(State(app): State<AppState>, Body(raw): Body<Value>) -> ApiResult<Response> {
     let body: FilterBody = from_value(raw)?;
     let (limit, offset) = page(body.limit, body.offset)?;
-    let sort = stratus_shared::json::sort(body.sort.as_deref(), DocumentSort::NameAsc, DocumentSort::parse)?;
+    let sort = stratus_http::json::sort(body.sort.as_deref(), DocumentSort::NameAsc, DocumentSort::parse)?;
     let query = DocumentQuery {
         documents: body.block_documents.as_ref(),
         types: body.block_types.as_ref(),

@@ -6,9 +6,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use stratus_shared::db::blocks::{self, BlockSchemaFilter, SchemaError, DEFAULT_SCHEMA_VERSION};
-use stratus_shared::json::{from_value, null_default, page, path_id};
-use stratus_shared::{ApiError, ApiResult, AppState, Body};
+use stratus_http::json::{from_value, null_default, page, path_id};
+use stratus_http::{ApiError, ApiResult, AppState, Body};
+use stratus_store::db::blocks::{self, BlockSchemaFilter, SchemaError, DEFAULT_SCHEMA_VERSION};
 use uuid::Uuid;
 
 use crate::query_param;

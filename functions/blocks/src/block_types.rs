@@ -6,9 +6,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::Value;
-use stratus_shared::db::blocks::{self, BlockSchemaFilter, BlockTypeFields, BlockTypeFilter, BlockTypePatch};
-use stratus_shared::json::{from_value, page, path_id};
-use stratus_shared::{ApiError, ApiResult, AppState, Body};
+use stratus_http::json::{from_value, page, path_id};
+use stratus_http::{ApiError, ApiResult, AppState, Body};
+use stratus_store::db::blocks::{self, BlockSchemaFilter, BlockTypeFields, BlockTypeFilter, BlockTypePatch};
 
 use crate::{check_http_url, invalid_field, lowercase_dashes, present};
 
@@ -183,7 +183,7 @@ pub async fn filter(State(app): State<AppState>, Body(raw): Body<Value>) -> ApiR
 pub async fn install_system(State(app): State<AppState>) -> ApiResult<Response> {
     let mut client = app.client().await?;
     let tx = client.transaction().await?;
-    stratus_shared::system_blocks::install(&tx)
+    stratus_store::system_blocks::install(&tx)
         .await
         .map_err(ApiError::Internal)?;
     tx.commit().await?;

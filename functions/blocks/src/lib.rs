@@ -9,7 +9,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
-use stratus_shared::{ApiError, ApiResult, AppState};
+use stratus_http::{ApiError, ApiResult, AppState};
 
 pub fn router() -> Router<AppState> {
     Router::new()

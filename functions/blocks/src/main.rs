@@ -1,4 +1,4 @@
-use stratus_shared::serve;
+use stratus_http::serve;
 
 /// Prefect registers its block types when the server starts; on AWS the blocks function
 /// does, when an instance starts (it is idempotent), before it serves.
@@ -8,7 +8,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     let state = serve::state_from_env().await?;
     let mut client = state.db.get().await?;
     let tx = client.transaction().await?;
-    stratus_shared::system_blocks::install(&tx).await?;
+    stratus_store::system_blocks::install(&tx).await?;
     tx.commit().await?;
     drop(client);
     lambda_http::run(serve::normalize(serve::api(stratus_blocks::router(), state))).await

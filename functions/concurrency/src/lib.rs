@@ -6,7 +6,7 @@ mod v2;
 
 use axum::routing::{get, post};
 use axum::Router;
-use stratus_shared::AppState;
+use stratus_http::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()

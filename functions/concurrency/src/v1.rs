@@ -5,9 +5,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::Value;
-use stratus_shared::db::concurrency_limits as limits;
-use stratus_shared::json::{page, path_id};
-use stratus_shared::{ApiError, ApiResult, AppState, Body};
+use stratus_http::json::{page, path_id};
+use stratus_http::{ApiError, ApiResult, AppState, Body};
+use stratus_store::db::concurrency_limits as limits;
 use uuid::Uuid;
 
 #[derive(Deserialize)]
@@ -43,7 +43,7 @@ fn not_found() -> ApiError {
 /// Prefect's schema takes any integer; a negative limit could never be met (every task
 /// run with the tag would wait forever), so it is refused with a 422.
 pub async fn create(State(app): State<AppState>, Body(raw): Body<Value>) -> ApiResult<Response> {
-    let body: LimitCreate = stratus_shared::json::from_value(raw.clone())?;
+    let body: LimitCreate = stratus_http::json::from_value(raw.clone())?;
     if body.concurrency_limit < 0 {
         return Err(ApiError::invalid(
             &["body", "concurrency_limit"],

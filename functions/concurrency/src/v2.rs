@@ -7,11 +7,11 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use stratus_shared::db::concurrency_limits::{
+use stratus_http::json::{page, ts};
+use stratus_http::{ApiError, ApiResult, AppState, Body};
+use stratus_store::db::concurrency_limits::{
     self as limits, GlobalLimit, GlobalLimitChanges, LimitKey, NewGlobalLimit,
 };
-use stratus_shared::json::{page, ts};
-use stratus_shared::{ApiError, ApiResult, AppState, Body};
 use uuid::Uuid;
 
 fn default_true() -> bool {
@@ -143,7 +143,7 @@ fn check_name(name: &str, body: &Value) -> ApiResult<()> {
             &["body", "name"],
             format!(
                 "Name {} contains an invalid character. Must not contain any of: ['/', '%', '&', '>', '<'].",
-                stratus_shared::python::str_repr(name)
+                stratus_domain::python::str_repr(name)
             ),
             "value_error",
             json!({}),
@@ -175,7 +175,7 @@ fn check_counters(
 }
 
 pub async fn create(State(app): State<AppState>, Body(raw): Body<Value>) -> ApiResult<Response> {
-    let body: LimitCreate = stratus_shared::json::from_value(raw.clone())?;
+    let body: LimitCreate = stratus_http::json::from_value(raw.clone())?;
     check_name(&body.name, &raw)?;
     check_counters(
         Some(body.limit),
@@ -213,7 +213,7 @@ pub async fn update(
     Path(key): Path<String>,
     Body(raw): Body<Value>,
 ) -> ApiResult<StatusCode> {
-    let body: LimitUpdate = stratus_shared::json::from_value(raw.clone())?;
+    let body: LimitUpdate = stratus_http::json::from_value(raw.clone())?;
     if let Some(name) = &body.name {
         check_name(name, &raw)?;
     }
@@ -290,7 +290,7 @@ fn check_slots(body: &SlotsBody, raw: &Value) -> ApiResult<()> {
 /// none (423 with `Retry-After`, counting the denial). Unknown names become inactive
 /// limits, which never block.
 pub async fn increment(State(app): State<AppState>, Body(raw): Body<Value>) -> ApiResult<Response> {
-    let body: SlotsBody = stratus_shared::json::from_value(raw.clone())?;
+    let body: SlotsBody = stratus_http::json::from_value(raw.clone())?;
     check_slots(&body, &raw)?;
     let rate_limit = match body.mode.as_deref() {
         None | Some("concurrency") => false,
@@ -323,7 +323,7 @@ pub async fn increment(State(app): State<AppState>, Body(raw): Body<Value>) -> A
         return Err(ApiError::unprocessable(format!(
             "Only concurrency limits with slot decay can be used for rate limiting. \
              The following limits do not have a decay configured: {}",
-            stratus_shared::python::str_repr(&non_decaying.join(","))
+            stratus_domain::python::str_repr(&non_decaying.join(","))
         )));
     }
     if active.iter().all(|l| l.active_slots + body.slots <= l.limit) {
@@ -384,7 +384,7 @@ fn python_float(value: f64) -> String {
 /// `POST /v2/concurrency_limits/decrement`: frees `slots` on every named active limit and
 /// folds `occupancy_seconds / slots` (at least 0.1) into the running average.
 pub async fn decrement(State(app): State<AppState>, Body(raw): Body<Value>) -> ApiResult<Response> {
-    let body: SlotsBody = stratus_shared::json::from_value(raw.clone())?;
+    let body: SlotsBody = stratus_http::json::from_value(raw.clone())?;
     check_slots(&body, &raw)?;
     if let Some(o) = body.occupancy_seconds {
         if o <= 0.0 || o.is_nan() {

@@ -7,12 +7,12 @@ use axum::Json;
 use chrono::{DateTime, Duration, Utc};
 use serde::Deserialize;
 use serde_json::Value;
-use stratus_shared::api_version::SERVER_API_VERSION;
-use stratus_shared::db::deployments;
-use stratus_shared::db::work_pools as pools;
-use stratus_shared::json::{path_id, ts_opt};
-use stratus_shared::scheduler::{self, Limits};
-use stratus_shared::{ApiError, ApiResult, AppState, Body};
+use stratus_domain::api_version::SERVER_API_VERSION;
+use stratus_http::json::{path_id, ts_opt};
+use stratus_http::{ApiError, ApiResult, AppState, Body};
+use stratus_store::db::deployments;
+use stratus_store::db::work_pools as pools;
+use stratus_store::scheduler::{self, Limits};
 
 use crate::not_found;
 
@@ -81,9 +81,9 @@ pub async fn schedule(
         ..defaults
     };
     app.runs()
-        .change(SERVER_API_VERSION, async |change| {
+        .change::<_, ApiError>(SERVER_API_VERSION, async |change| {
             let deployment = deployments::read(change.tx(), id).await?.ok_or_else(not_found)?;
-            scheduler::schedule_between(change, &deployment, start, end, &limits).await
+            Ok(scheduler::schedule_between(change, &deployment, start, end, &limits).await?)
         })
         .await?;
     Ok(Json(Value::Null).into_response())

@@ -13,16 +13,16 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
-use stratus_shared::app::ClientVersion;
-use stratus_shared::db::deployments::{self, Deployment, DeploymentFields, DeploymentSort, NewSchedule};
-use stratus_shared::db::flow_runs::{self, NewFlowRun};
-use stratus_shared::db::work_pools::{self as pools, NewQueue};
-use stratus_shared::db::{blocks, flows};
-use stratus_shared::filters::RunFilterBody;
-use stratus_shared::json::{null_default, page, path_id, ts_opt};
-use stratus_shared::orchestration::FlowRunPolicy;
-use stratus_shared::states::{State as RunState, StateCreate, StateType};
-use stratus_shared::{ApiError, ApiResult, AppState, Body};
+use stratus_domain::orchestration::FlowRunPolicy;
+use stratus_domain::states::{State as RunState, StateCreate, StateType};
+use stratus_http::app::ClientVersion;
+use stratus_http::json::{null_default, page, path_id, ts_opt};
+use stratus_http::{ApiError, ApiResult, AppState, Body};
+use stratus_store::db::deployments::{self, Deployment, DeploymentFields, DeploymentSort, NewSchedule};
+use stratus_store::db::flow_runs::{self, NewFlowRun};
+use stratus_store::db::work_pools::{self as pools, NewQueue};
+use stratus_store::db::{blocks, flows};
+use stratus_store::filters::RunFilterBody;
 use uuid::Uuid;
 
 pub fn router() -> Router<AppState> {
@@ -86,7 +86,7 @@ fn yes() -> bool {
 }
 
 pub(crate) fn new_schedule(s: ScheduleCreate) -> ApiResult<NewSchedule> {
-    let schedule = stratus_shared::schedules::validate(&s.schedule)
+    let schedule = stratus_domain::schedules::validate(&s.schedule)
         .map_err(|e| ApiError::invalid(&["body", "schedules"], e, "value_error", Value::Null))?;
     if s.max_scheduled_runs.is_some_and(|n| !(1..=50).contains(&n)) {
         return Err(ApiError::invalid(
@@ -231,7 +231,7 @@ fn check_job_variables(pool: &pools::WorkPool, variables: &Map<String, Value>) -
     if let Some(obj) = schema.as_object_mut() {
         obj.remove("required");
     }
-    stratus_shared::json_schema::validate(&Value::Object(variables.clone()), &schema).map_err(|e| {
+    stratus_domain::json_schema::validate(&Value::Object(variables.clone()), &schema).map_err(|e| {
         ApiError::invalid(
             &["body", "job_variables"],
             format!("Validation failed for field {e}"),
@@ -478,7 +478,7 @@ async fn remove(State(app): State<AppState>, Path(id): Path<String>) -> ApiResul
 }
 
 fn sort_of(body: &RunFilterBody) -> ApiResult<DeploymentSort> {
-    stratus_shared::json::sort(
+    stratus_http::json::sort(
         body.sort.as_deref(),
         DeploymentSort::NameAsc,
         DeploymentSort::parse,
@@ -578,7 +578,7 @@ async fn create_flow_run(
     let now = Utc::now();
     let (run, created) = app
         .runs()
-        .change(version, async |change| {
+        .change::<_, ApiError>(version, async |change| {
             let tx = change.tx();
             let deployment = deployments::read(tx, id).await?.ok_or_else(not_found)?;
             let mut parameters = deployment.parameters.as_object().cloned().unwrap_or_default();
@@ -607,7 +607,7 @@ async fn create_flow_run(
                     .as_ref()
                     .filter(|s| !s.is_null())
                 {
-                    stratus_shared::json_schema::validate(&Value::Object(parameters.clone()), schema)
+                    stratus_domain::json_schema::validate(&Value::Object(parameters.clone()), schema)
                         .map_err(|e| {
                             ApiError::conflict(format!(
                                 "Error creating flow run: Validation failed. Failure reason: {e}"
@@ -627,7 +627,7 @@ async fn create_flow_run(
                 name: body
                     .name
                     .filter(|n| !n.is_empty())
-                    .unwrap_or_else(stratus_shared::names::run_name),
+                    .unwrap_or_else(stratus_domain::names::run_name),
                 flow_id: deployment.flow_id,
                 deployment_id: Some(deployment.id),
                 flow_version: None,

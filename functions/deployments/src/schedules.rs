@@ -6,9 +6,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::Value;
-use stratus_shared::db::deployments::{self, ScheduleChanges};
-use stratus_shared::json::path_id;
-use stratus_shared::{ApiError, ApiResult, AppState, Body};
+use stratus_http::json::path_id;
+use stratus_http::{ApiError, ApiResult, AppState, Body};
+use stratus_store::db::deployments::{self, ScheduleChanges};
 
 use crate::{new_schedule, not_found, present, ScheduleCreate};
 
@@ -69,7 +69,7 @@ pub async fn update(
     let schedule_id = path_id(&schedule_id)?;
     let schedule = match body.schedule {
         Some(s) => Some(
-            stratus_shared::schedules::validate(&s)
+            stratus_domain::schedules::validate(&s)
                 .map_err(|e| ApiError::invalid(&["body", "schedule"], e, "value_error", Value::Null))?,
         ),
         None => None,

@@ -6,9 +6,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use stratus_shared::db::{flow_run_inputs, flow_runs};
-use stratus_shared::json::{null_default, path_id};
-use stratus_shared::{ApiError, ApiResult, AppState, Body};
+use stratus_http::json::{null_default, path_id};
+use stratus_http::{ApiError, ApiResult, AppState, Body};
+use stratus_store::db::{flow_run_inputs, flow_runs};
 use uuid::Uuid;
 
 #[derive(Deserialize)]
@@ -75,7 +75,7 @@ pub async fn filter(
 ) -> ApiResult<Response> {
     let id = path_id(&id)?;
     let limit = body.limit.unwrap_or(1);
-    if !(0..=stratus_shared::json::DEFAULT_LIMIT).contains(&limit) {
+    if !(0..=stratus_http::json::DEFAULT_LIMIT).contains(&limit) {
         return Err(ApiError::unprocessable(
             "Invalid limit: must be between 0 and 200.",
         ));

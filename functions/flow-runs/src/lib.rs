@@ -10,17 +10,17 @@ use axum::{Json, Router};
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use stratus_shared::app::ClientVersion;
-use stratus_shared::db::flow_runs::{self, FlowRunChanges, FlowRunSort, NewFlowRun};
-use stratus_shared::db::runs::{self, RunTable};
-use stratus_shared::filters::RunFilterBody;
-use stratus_shared::json::{null_default, page, path_id};
-use stratus_shared::orchestration::RunKind;
-use stratus_shared::orchestration::{Details, FlowRunPolicy, Status};
-use stratus_shared::run_routes::{missing_query, state_json};
-use stratus_shared::runs_service::OrchestrationResult;
-use stratus_shared::states::{State as RunState, StateCreate, StateType};
-use stratus_shared::{ApiError, ApiResult, AppState, Body};
+use stratus_domain::orchestration::RunKind;
+use stratus_domain::orchestration::{Details, FlowRunPolicy, Status};
+use stratus_domain::states::{State as RunState, StateCreate, StateType};
+use stratus_http::app::ClientVersion;
+use stratus_http::json::{null_default, page, path_id};
+use stratus_http::run_routes::{missing_query, state_json};
+use stratus_http::{ApiError, ApiResult, AppState, Body};
+use stratus_store::db::flow_runs::{self, FlowRunChanges, FlowRunSort, NewFlowRun};
+use stratus_store::db::runs::{self, RunTable};
+use stratus_store::filters::RunFilterBody;
+use stratus_store::runs_service::OrchestrationResult;
 use uuid::Uuid;
 
 pub fn router() -> Router<AppState> {
@@ -132,7 +132,7 @@ async fn create(
         name: body
             .name
             .filter(|n| !n.is_empty())
-            .unwrap_or_else(stratus_shared::names::run_name),
+            .unwrap_or_else(stratus_domain::names::run_name),
         flow_id: body.flow_id,
         deployment_id: body.deployment_id,
         flow_version: body.flow_version,
@@ -151,8 +151,8 @@ async fn create(
     let _ = (body.work_pool_name, body.created_by);
     let (run, created) = app
         .runs()
-        .change(version, async |change| {
-            if stratus_shared::db::flows::read(change.tx(), new.flow_id)
+        .change::<_, ApiError>(version, async |change| {
+            if stratus_store::db::flows::read(change.tx(), new.flow_id)
                 .await?
                 .is_none()
             {
@@ -229,7 +229,7 @@ async fn delete(State(app): State<AppState>, Path(id): Path<String>) -> ApiResul
 }
 
 fn sort_of(body: &RunFilterBody) -> ApiResult<FlowRunSort> {
-    stratus_shared::json::sort(body.sort.as_deref(), FlowRunSort::IdDesc, FlowRunSort::parse)
+    stratus_http::json::sort(body.sort.as_deref(), FlowRunSort::IdDesc, FlowRunSort::parse)
 }
 
 async fn filter(State(app): State<AppState>, Body(body): Body<RunFilterBody>) -> ApiResult<Response> {
@@ -246,7 +246,7 @@ async fn count(State(app): State<AppState>, Body(body): Body<RunFilterBody>) -> 
 }
 
 async fn history(State(app): State<AppState>, Body(body): Body<RunFilterBody>) -> ApiResult<Response> {
-    stratus_shared::run_routes::history(&app, &body, false).await
+    stratus_http::run_routes::history(&app, &body, false).await
 }
 
 async fn lateness(State(app): State<AppState>, Body(body): Body<RunFilterBody>) -> ApiResult<Response> {
@@ -267,7 +267,7 @@ async fn set_state(
         .set_state(RunKind::Flow, id, proposed, version, body.force)
         .await?
         .ok_or_else(|| run_not_found(id))?;
-    Ok(stratus_shared::run_routes::respond(outcome))
+    Ok(stratus_http::run_routes::respond(outcome))
 }
 
 async fn resume(
@@ -279,7 +279,7 @@ async fn resume(
     let id = path_id(&id)?;
     let answer = app
         .runs()
-        .change(version, async |change| {
+        .change::<_, ApiError>(version, async |change| {
             let tx = change.tx();
             let run = flow_runs::read(tx, id).await?.ok_or_else(|| run_not_found(id))?;
             let Some(current) = run.state.filter(|s| s.kind == StateType::Paused) else {
@@ -324,7 +324,7 @@ async fn resume(
                     .and_then(|k| k.get("response"))
                     .and_then(Value::as_str),
             ) {
-                stratus_shared::db::flow_run_inputs::insert(
+                stratus_store::db::flow_run_inputs::insert(
                     tx,
                     id,
                     response_key,
@@ -333,7 +333,7 @@ async fn resume(
                 )
                 .await?;
             }
-            Ok(stratus_shared::run_routes::respond(outcome))
+            Ok(stratus_http::run_routes::respond(outcome))
         })
         .await?;
     Ok(answer)
@@ -352,7 +352,7 @@ async fn graph_v2(
     let id = path_id(&id)?;
     let since = match q.since.as_deref() {
         None => None,
-        Some(raw) => Some(stratus_shared::json::parse_ts(raw).ok_or_else(|| {
+        Some(raw) => Some(stratus_domain::time::parse_ts(raw).ok_or_else(|| {
             ApiError::invalid(
                 &["query", "since"],
                 "invalid datetime format",
@@ -382,13 +382,13 @@ async fn graph_v2(
         .await?
         .into_iter()
         .map(|(_, _, _, s)| {
-            serde_json::json!({"id": s.id, "timestamp": stratus_shared::json::format_ts(&s.timestamp), "type": s.kind, "name": s.name})
+            serde_json::json!({"id": s.id, "timestamp": stratus_domain::time::format_ts(&s.timestamp), "type": s.kind, "name": s.name})
         })
         .collect();
     let nodes: Vec<Value> = nodes.into_iter().map(|n| serde_json::json!([n.id, n])).collect();
     Ok(Json(serde_json::json!({
-        "start_time": run.start_time.map(|t| stratus_shared::json::format_ts(&t)),
-        "end_time": run.end_time.map(|t| stratus_shared::json::format_ts(&t)),
+        "start_time": run.start_time.map(|t| stratus_domain::time::format_ts(&t)),
+        "end_time": run.end_time.map(|t| stratus_domain::time::format_ts(&t)),
         "root_node_ids": root_node_ids,
         "nodes": nodes,
         "artifacts": [],
@@ -408,13 +408,13 @@ async fn check_run_input(
     let Some(schema_key) = keyset.get("schema").and_then(Value::as_str) else {
         return Ok(Some("Run input schema not found.".into()));
     };
-    let Some(stored) = stratus_shared::db::flow_run_inputs::read(c, id, schema_key).await? else {
+    let Some(stored) = stratus_store::db::flow_run_inputs::read(c, id, schema_key).await? else {
         return Ok(Some("Run input schema not found.".into()));
     };
     let Ok(schema) = serde_json::from_str::<Value>(&stored.value) else {
         return Ok(Some("Run input schema is not valid JSON.".into()));
     };
-    Ok(stratus_shared::json_schema::validate(run_input, &schema)
+    Ok(stratus_domain::json_schema::validate(run_input, &schema)
         .err()
         .map(|e| {
             if e.starts_with("Invalid schema") {

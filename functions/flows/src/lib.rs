@@ -7,10 +7,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::Value;
-use stratus_shared::db::flows::{self, FlowSort};
-use stratus_shared::filters::RunFilterBody;
-use stratus_shared::json::{null_default, page, path_id};
-use stratus_shared::{ApiError, ApiResult, AppState, Body};
+use stratus_http::json::{null_default, page, path_id};
+use stratus_http::{ApiError, ApiResult, AppState, Body};
+use stratus_store::db::flows::{self, FlowSort};
+use stratus_store::filters::RunFilterBody;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -107,7 +107,7 @@ async fn delete(State(app): State<AppState>, Path(id): Path<String>) -> ApiResul
 }
 
 fn sort_of(body: &RunFilterBody) -> ApiResult<FlowSort> {
-    stratus_shared::json::sort(body.sort.as_deref(), FlowSort::NameAsc, FlowSort::parse)
+    stratus_http::json::sort(body.sort.as_deref(), FlowSort::NameAsc, FlowSort::parse)
 }
 
 async fn filter(State(app): State<AppState>, Body(body): Body<RunFilterBody>) -> ApiResult<Response> {

@@ -7,9 +7,9 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::Value;
-use stratus_shared::db::logs::{self, LogCreate, LogFilter, LogSort};
-use stratus_shared::json::{page, sort};
-use stratus_shared::{ApiResult, AppState, Body};
+use stratus_http::json::{page, sort};
+use stratus_http::{ApiResult, AppState, Body};
+use stratus_store::db::logs::{self, LogCreate, LogFilter, LogSort};
 
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -7,11 +7,11 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use stratus_shared::db::blocks::read_document;
-use stratus_shared::db::notifications::{self, Taken};
-use stratus_shared::notifications::{message, SUBJECT};
-use stratus_shared::queue::{Received, NOTIFICATIONS_QUEUE};
-use stratus_shared::{ApiResult, AppState};
+use stratus_http::{ApiResult, AppState};
+use stratus_store::db::blocks::read_document;
+use stratus_store::db::notifications::{self, Taken};
+use stratus_store::notifications::{message, SUBJECT};
+use stratus_store::queue::{Received, NOTIFICATIONS_QUEUE};
 
 use crate::senders;
 
@@ -170,7 +170,7 @@ pub async fn run(app: AppState) {
     let http = http_client();
     let wait = loop {
         match app.queue.ensure(NOTIFICATIONS_QUEUE).await {
-            Ok(info) if info.backend == "sqs" => break stratus_shared::queue::MAX_WAIT_SECONDS,
+            Ok(info) if info.backend == "sqs" => break stratus_store::queue::MAX_WAIT_SECONDS,
             Ok(_) => break 0,
             Err(e) => {
                 tracing::warn!("notifications queue unavailable, retrying in 5 s: {e}");

@@ -14,10 +14,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use stratus_shared::db::notifications::{self, PolicyFields, PolicyFilter};
-use stratus_shared::json::{page, path_id};
-use stratus_shared::notifications::check_template;
-use stratus_shared::{ApiError, ApiResult, AppState, Body};
+use stratus_http::json::{page, path_id};
+use stratus_http::{ApiError, ApiResult, AppState, Body};
+use stratus_store::db::notifications::{self, PolicyFields, PolicyFilter};
+use stratus_store::notifications::check_template;
 use uuid::Uuid;
 
 pub fn router() -> Router<AppState> {

@@ -486,7 +486,7 @@ mod tests {
     #[test]
     fn every_block_type_said_to_send_can() {
         let data = json!({"url": "http://h/", "webhook_id": "1", "webhook_token": "t", "hostname": "h", "token": "t"});
-        for slug in stratus_shared::notifications::SENDING_BLOCK_TYPES {
+        for slug in stratus_store::notifications::SENDING_BLOCK_TYPES {
             assert!(request(slug, &data, "S", "B").is_ok(), "{slug}");
         }
     }

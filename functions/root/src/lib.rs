@@ -10,8 +10,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
-use stratus_shared::app::SERVER_API_VERSION_STR;
-use stratus_shared::{ApiError, AppState};
+use stratus_http::app::SERVER_API_VERSION_STR;
+use stratus_http::{ApiError, AppState};
 
 /// How long `/ready` waits for a connection and a `SELECT 1` before answering 503.
 const READY_TIMEOUT: Duration = Duration::from_secs(5);

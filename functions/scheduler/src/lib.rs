@@ -6,15 +6,15 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use stratus_shared::scheduler::{self, Limits};
-use stratus_shared::AppState;
+use stratus_http::AppState;
+use stratus_store::scheduler::{self, Limits};
 
 pub async fn invoke(state: &AppState, budget: Duration) -> Result<Value, String> {
     let runs = state.runs();
     let tick = scheduler::tick(&runs, &Limits::default(), budget)
         .await
         .map_err(|e| format!("scheduler tick failed: {e:?}"))?;
-    let upkeep = stratus_shared::maintenance::run_once(&runs, &state.settings)
+    let upkeep = stratus_store::maintenance::run_once(&runs, &state.settings)
         .await
         .map_err(|e| format!("run upkeep failed: {e:?}"))?;
     if tick != Default::default() || upkeep != Default::default() {

@@ -8,16 +8,16 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use stratus_shared::app::ClientVersion;
-use stratus_shared::db::runs::{self, RunTable};
-use stratus_shared::db::task_runs::{self, NewTaskRun, TaskRunSort};
-use stratus_shared::filters::RunFilterBody;
-use stratus_shared::json::{null_default, page, path_id, ts_opt};
-use stratus_shared::orchestration::RunKind;
-use stratus_shared::orchestration::TaskRunPolicy;
-use stratus_shared::run_routes::{missing_query, state_json};
-use stratus_shared::states::{State as RunState, StateCreate, StateType};
-use stratus_shared::{ApiError, ApiResult, AppState, Body};
+use stratus_domain::orchestration::RunKind;
+use stratus_domain::orchestration::TaskRunPolicy;
+use stratus_domain::states::{State as RunState, StateCreate, StateType};
+use stratus_http::app::ClientVersion;
+use stratus_http::json::{null_default, page, path_id, ts_opt};
+use stratus_http::run_routes::{missing_query, state_json};
+use stratus_http::{ApiError, ApiResult, AppState, Body};
+use stratus_store::db::runs::{self, RunTable};
+use stratus_store::db::task_runs::{self, NewTaskRun, TaskRunSort};
+use stratus_store::filters::RunFilterBody;
 use uuid::Uuid;
 
 pub fn router() -> Router<AppState> {
@@ -107,7 +107,7 @@ async fn create(
         name: body
             .name
             .filter(|n| !n.is_empty())
-            .unwrap_or_else(stratus_shared::names::run_name),
+            .unwrap_or_else(stratus_domain::names::run_name),
         flow_run_id: body.flow_run_id,
         task_key: body.task_key,
         dynamic_key: body.dynamic_key,
@@ -120,9 +120,9 @@ async fn create(
     };
     let (run, created) = app
         .runs()
-        .change(version, async |change| {
+        .change::<_, ApiError>(version, async |change| {
             if let Some(flow_run_id) = new.flow_run_id {
-                if stratus_shared::db::flow_runs::read(change.tx(), flow_run_id)
+                if stratus_store::db::flow_runs::read(change.tx(), flow_run_id)
                     .await?
                     .is_none()
                 {
@@ -175,7 +175,7 @@ async fn delete(State(app): State<AppState>, Path(id): Path<String>) -> ApiResul
 }
 
 fn sort_of(body: &RunFilterBody) -> ApiResult<TaskRunSort> {
-    stratus_shared::json::sort(body.sort.as_deref(), TaskRunSort::IdDesc, TaskRunSort::parse)
+    stratus_http::json::sort(body.sort.as_deref(), TaskRunSort::IdDesc, TaskRunSort::parse)
 }
 
 async fn filter(State(app): State<AppState>, Body(body): Body<RunFilterBody>) -> ApiResult<Response> {
@@ -191,7 +191,7 @@ async fn count(State(app): State<AppState>, Body(body): Body<RunFilterBody>) -> 
 }
 
 async fn history(State(app): State<AppState>, Body(body): Body<RunFilterBody>) -> ApiResult<Response> {
-    stratus_shared::run_routes::history(&app, &body, true).await
+    stratus_http::run_routes::history(&app, &body, true).await
 }
 
 async fn set_state(
@@ -207,7 +207,7 @@ async fn set_state(
         .set_state(RunKind::Task, id, proposed, version, body.force)
         .await?
         .ok_or_else(|| run_not_found(id))?;
-    Ok(stratus_shared::run_routes::respond(outcome))
+    Ok(stratus_http::run_routes::respond(outcome))
 }
 
 #[derive(Deserialize)]

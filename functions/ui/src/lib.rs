@@ -9,9 +9,9 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::Value;
-use stratus_shared::db::saved_searches;
-use stratus_shared::json::{null_default, page, path_id};
-use stratus_shared::{ApiError, ApiResult, AppState, Body};
+use stratus_http::json::{null_default, page, path_id};
+use stratus_http::{ApiError, ApiResult, AppState, Body};
+use stratus_store::db::saved_searches;
 
 pub mod pages;
 mod ui_routes;

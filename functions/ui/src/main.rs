@@ -1,4 +1,4 @@
-use stratus_shared::serve;
+use stratus_http::serve;
 
 /// The UI function serves its API routes under `/api` and the pages at the root.
 #[tokio::main]

@@ -10,14 +10,14 @@ use axum::{Json, Router};
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
-use stratus_shared::db::flow_runs::{self, FlowRunSort};
-use stratus_shared::db::task_runs;
-use stratus_shared::filters::RunFilterBody;
-use stratus_shared::hydration;
-use stratus_shared::json::{page_with_max, sort, ts};
-use stratus_shared::json_schema::{self, PathPart};
-use stratus_shared::states::StateType;
-use stratus_shared::{ApiError, ApiResult, AppState, Body};
+use stratus_domain::hydration;
+use stratus_domain::json_schema::{self, PathPart};
+use stratus_domain::states::StateType;
+use stratus_http::json::{page_with_max, sort, ts};
+use stratus_http::{ApiError, ApiResult, AppState, Body};
+use stratus_store::db::flow_runs::{self, FlowRunSort};
+use stratus_store::db::task_runs;
+use stratus_store::filters::RunFilterBody;
 use uuid::Uuid;
 
 pub fn router() -> Router<AppState> {

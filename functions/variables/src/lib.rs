@@ -7,9 +7,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use stratus_shared::db::variables::{self, VariableFilter, VariableKey, VariableSort};
-use stratus_shared::json::{null_default, page, path_id};
-use stratus_shared::{ApiError, ApiResult, AppState, Body};
+use stratus_http::json::{null_default, page, path_id};
+use stratus_http::{ApiError, ApiResult, AppState, Body};
+use stratus_store::db::variables::{self, VariableFilter, VariableKey, VariableSort};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -158,7 +158,7 @@ struct FilterBody {
 
 async fn filter(State(app): State<AppState>, Body(body): Body<FilterBody>) -> ApiResult<Response> {
     let (limit, offset) = page(body.limit, body.offset)?;
-    let sort = stratus_shared::json::sort(body.sort.as_deref(), VariableSort::NameAsc, VariableSort::parse)?;
+    let sort = stratus_http::json::sort(body.sort.as_deref(), VariableSort::NameAsc, VariableSort::parse)?;
     let client = app.client().await?;
     Ok(
         Json(variables::filter(&client, &body.variables.unwrap_or_default(), sort, limit, offset).await?)

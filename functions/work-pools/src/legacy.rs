@@ -7,10 +7,10 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use stratus_shared::db::flow_runs;
-use stratus_shared::db::work_pools::{self as pools, NewQueue, QueueChanges, WorkQueueFilter};
-use stratus_shared::json::{null_default, page, path_id, ts_opt};
-use stratus_shared::{ApiError, ApiResult, AppState, Body};
+use stratus_http::json::{null_default, page, path_id, ts_opt};
+use stratus_http::{ApiError, ApiResult, AppState, Body};
+use stratus_store::db::flow_runs;
+use stratus_store::db::work_pools::{self as pools, NewQueue, QueueChanges, WorkQueueFilter};
 use uuid::Uuid;
 
 fn not_found() -> ApiError {
@@ -213,7 +213,7 @@ pub async fn status(State(app): State<AppState>, Path(id): Path<String>) -> ApiR
     Ok(Json(json!({
         "healthy": late == 0 && recent,
         "late_runs_count": late,
-        "last_polled": queue.last_polled.map(|t| stratus_shared::json::format_ts(&t)),
+        "last_polled": queue.last_polled.map(|t| stratus_domain::time::format_ts(&t)),
         "health_check_policy": {"maximum_late_runs": 0, "maximum_seconds_since_last_polled": 60},
     }))
     .into_response())

@@ -12,11 +12,11 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use stratus_shared::db::work_pools::{
+use stratus_http::json::{null_default, page, ts_opt};
+use stratus_http::{ApiError, ApiResult, AppState, Body};
+use stratus_store::db::work_pools::{
     self as pools, NewPool, Poll, PoolChanges, QueueChanges, WorkPool, WorkPoolFilter, WorkQueueFilter,
 };
-use stratus_shared::json::{null_default, page, ts_opt};
-use stratus_shared::{ApiError, ApiResult, AppState, Body};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -68,7 +68,7 @@ pub fn router() -> Router<AppState> {
 
 /// Worker types and their default job templates, bundled from prefect 2.20 as Prefect
 /// bundles them for offline servers (`prefect work-pool create` reads it).
-const AGGREGATE_WORKER_METADATA: &str = include_str!("../../../shared/data/aggregate-worker-metadata.json");
+const AGGREGATE_WORKER_METADATA: &str = include_str!("../../../store/data/aggregate-worker-metadata.json");
 
 /// The collection registry views. Only the worker metadata is bundled (as in Prefect); the
 /// others come from the internet, which a Stratus server does not reach.

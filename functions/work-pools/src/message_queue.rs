@@ -8,9 +8,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use stratus_shared::app::ClientVersion;
-use stratus_shared::queue::{MAX_VISIBILITY_SECONDS, MAX_WAIT_SECONDS};
-use stratus_shared::{ApiError, ApiResult, AppState, Body};
+use stratus_http::app::ClientVersion;
+use stratus_http::{ApiError, ApiResult, AppState, Body};
+use stratus_store::queue::{MAX_VISIBILITY_SECONDS, MAX_WAIT_SECONDS};
 
 use crate::pool_named;
 
@@ -130,15 +130,15 @@ pub async fn claim(
     Path(name): Path<String>,
     Body(body): Body<ClaimBody>,
 ) -> ApiResult<Response> {
-    use stratus_shared::db::work_pools::{claim_check, ClaimCheck};
-    use stratus_shared::orchestration::{RunKind, Status};
-    use stratus_shared::states::{State as RunState, StateType};
+    use stratus_domain::orchestration::{RunKind, Status};
+    use stratus_domain::states::{State as RunState, StateType};
+    use stratus_store::db::work_pools::{claim_check, ClaimCheck};
 
     let pool = pool_named(&app, &name).await?;
     let id = body.flow_run_id;
     let answer = app
         .runs()
-        .change(version, async |change| {
+        .change::<_, ApiError>(version, async |change| {
             match claim_check(change.tx(), id).await? {
                 Some(check) if check.work_pool_id != pool.id => {
                     return Ok(json!({"claimed": false, "reason": format!("the run is not in the work pool {name:?}")}));

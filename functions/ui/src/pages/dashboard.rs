@@ -7,11 +7,11 @@ use askama::Template;
 use axum::extract::State;
 use chrono::{Duration, Utc};
 use serde_json::json;
-use stratus_shared::db::flow_runs::{self, FlowRunSort};
-use stratus_shared::db::work_pools as pools;
-use stratus_shared::filters::{Query, WorkPoolFilter};
-use stratus_shared::states::StateType;
-use stratus_shared::AppState;
+use stratus_domain::states::StateType;
+use stratus_http::AppState;
+use stratus_store::db::flow_runs::{self, FlowRunSort};
+use stratus_store::db::work_pools as pools;
+use stratus_store::filters::{Query, WorkPoolFilter};
 
 use super::view::{self, RunRow};
 use super::work_pools::{pool_row, PoolRow};

@@ -4,10 +4,10 @@
 use askama::Template;
 use axum::extract::State;
 use serde_json::{json, Value};
-use stratus_shared::db::deployments::{self, Deployment, DeploymentSort};
-use stratus_shared::db::flow_runs::{self, FlowRunSort};
-use stratus_shared::db::flows::{self, FlowSort};
-use stratus_shared::AppState;
+use stratus_http::AppState;
+use stratus_store::db::deployments::{self, Deployment, DeploymentSort};
+use stratus_store::db::flow_runs::{self, FlowRunSort};
+use stratus_store::db::flows::{self, FlowSort};
 
 use super::view::{self, RunRow};
 use super::{filters, flow_names, id_param, render, PageError, PagePath, PageResult};

@@ -6,12 +6,12 @@ use std::collections::HashMap;
 use askama::Template;
 use axum::extract::State;
 use serde_json::json;
-use stratus_shared::db::flow_runs::{self, FlowRunSort, GraphOutlineNode};
-use stratus_shared::db::logs::{self, LogFilter, LogSort};
-use stratus_shared::db::runs::{self, RunTable};
-use stratus_shared::db::task_runs::{self, TaskRunSort};
-use stratus_shared::db::{deployments, flows};
-use stratus_shared::AppState;
+use stratus_http::AppState;
+use stratus_store::db::flow_runs::{self, FlowRunSort, GraphOutlineNode};
+use stratus_store::db::logs::{self, LogFilter, LogSort};
+use stratus_store::db::runs::{self, RunTable};
+use stratus_store::db::task_runs::{self, TaskRunSort};
+use stratus_store::db::{deployments, flows};
 use uuid::Uuid;
 
 use super::view::{self, RunRow};
@@ -212,7 +212,7 @@ pub async fn page(State(app): State<AppState>, PagePath(raw): PagePath, params: 
         level,
         last_log: log_rows
             .last()
-            .map(|l| stratus_shared::json::format_ts(&l.timestamp))
+            .map(|l| stratus_domain::time::format_ts(&l.timestamp))
             .unwrap_or_default(),
         logs: log_rows
             .iter()

@@ -4,11 +4,11 @@ use askama::Template;
 use axum::extract::State;
 use chrono::{DateTime, Duration, NaiveDateTime, Utc};
 use serde_json::{json, Map, Value};
-use stratus_shared::db::flow_runs::{self, FlowRunSort};
-use stratus_shared::url::percent_encode;
-use stratus_shared::AppState;
+use stratus_http::AppState;
+use stratus_store::db::flow_runs::{self, FlowRunSort};
+use stratus_store::url::percent_encode;
 
-use stratus_shared::states::StateType;
+use stratus_domain::states::StateType;
 
 use super::view::RunRow;
 use super::{filters, flow_names, int_param, param, render, PageError, PageResult, Params};

@@ -19,9 +19,9 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use serde_json::{json, Value};
-use stratus_shared::db::flows::{self, FlowSort};
-use stratus_shared::filters::{RunFilterBody, RunFilters};
-use stratus_shared::{ApiError, AppState};
+use stratus_http::{ApiError, AppState};
+use stratus_store::db::flows::{self, FlowSort};
+use stratus_store::filters::{RunFilterBody, RunFilters};
 use uuid::Uuid;
 
 /// Every page, at the site root (the API lives under `/api`).
@@ -94,6 +94,12 @@ pub enum PageError {
 impl From<ApiError> for PageError {
     fn from(e: ApiError) -> Self {
         PageError::Internal(format!("{e:?}"))
+    }
+}
+
+impl From<stratus_store::StoreError> for PageError {
+    fn from(e: stratus_store::StoreError) -> Self {
+        PageError::Internal(e.to_string())
     }
 }
 

@@ -4,13 +4,13 @@
 use askama::Template;
 use axum::extract::State;
 use serde_json::json;
-use stratus_shared::db::artifacts::{self, ArtifactFilter, ArtifactSort};
-use stratus_shared::db::blocks::BlockDocumentFilter;
-use stratus_shared::db::blocks::{self as docs, DocumentQuery, DocumentSort};
-use stratus_shared::db::concurrency_limits as limits;
-use stratus_shared::db::notifications::{self, PolicyFilter};
-use stratus_shared::db::variables::{self, VariableFilter, VariableSort};
-use stratus_shared::AppState;
+use stratus_http::AppState;
+use stratus_store::db::artifacts::{self, ArtifactFilter, ArtifactSort};
+use stratus_store::db::blocks::BlockDocumentFilter;
+use stratus_store::db::blocks::{self as docs, DocumentQuery, DocumentSort};
+use stratus_store::db::concurrency_limits as limits;
+use stratus_store::db::notifications::{self, PolicyFilter};
+use stratus_store::db::variables::{self, VariableFilter, VariableSort};
 
 use super::view;
 use super::{filters, id_param, render, PageError, PagePath, PageResult};
@@ -294,7 +294,7 @@ pub async fn notifications(State(app): State<AppState>) -> PageResult {
     let sendable: BlockDocumentFilter = serde_json::from_value(json!({"is_anonymous": {"eq_": false}}))
         .map_err(|e| PageError::Internal(e.to_string()))?;
     let kinds: docs::BlockTypeFilter =
-        serde_json::from_value(json!({"slug": {"any_": stratus_shared::notifications::SENDING_BLOCK_TYPES}}))
+        serde_json::from_value(json!({"slug": {"any_": stratus_store::notifications::SENDING_BLOCK_TYPES}}))
             .map_err(|e| PageError::Internal(e.to_string()))?;
     let query = DocumentQuery {
         documents: Some(&sendable),

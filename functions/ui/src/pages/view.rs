@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use stratus_shared::db::flow_runs::FlowRun;
+use stratus_store::db::flow_runs::FlowRun;
 
 pub fn when(t: Option<DateTime<Utc>>) -> String {
     match t {

@@ -4,17 +4,17 @@
 use askama::Template;
 use axum::extract::State;
 use serde_json::json;
-use stratus_shared::db::flow_runs::{self, FlowRunSort};
-use stratus_shared::db::work_pools::{self as pools, WorkPool, WorkerFilter};
-use stratus_shared::filters::{WorkPoolFilter, WorkQueueFilter};
-use stratus_shared::AppState;
+use stratus_http::AppState;
+use stratus_store::db::flow_runs::{self, FlowRunSort};
+use stratus_store::db::work_pools::{self as pools, WorkPool, WorkerFilter};
+use stratus_store::filters::{WorkPoolFilter, WorkQueueFilter};
 
 use super::view::{self, RunRow};
 use super::{filters, flow_names, render, PageError, PagePath, PageResult};
 
 /// A pool name as a URL path segment.
 pub fn path_segment(name: &str) -> String {
-    stratus_shared::url::percent_encode(name)
+    stratus_store::url::percent_encode(name)
 }
 
 pub struct PoolRow {

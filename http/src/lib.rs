@@ -1,0 +1,14 @@
+//! The HTTP layer every function shares: the app state handlers receive, the JSON body
+//! extractor and Prefect's request conventions, the error type rendered as Prefect's error
+//! bodies, and serving a router on Lambda or locally. Route families live in `functions/`.
+
+pub mod app;
+pub mod error;
+pub mod json;
+pub mod run_routes;
+pub mod serve;
+pub mod shape;
+
+pub use app::AppState;
+pub use error::{ApiError, ApiResult};
+pub use json::Body;

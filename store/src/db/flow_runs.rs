@@ -1,0 +1,647 @@
+//! SQL for the `flow_run` table.
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
+use serde::Serialize;
+use serde_json::Value;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use crate::db::runs::{self, micros_sql, state_from_row, STATE_COLUMNS};
+use crate::filters::{Query, RunFilters};
+use stratus_domain::orchestration::FlowRunPolicy;
+use stratus_domain::states::{State, StateType};
+use stratus_domain::time::{ts, ts_opt};
+
+/// `FlowRunResponse`.
+#[derive(Debug, Clone, Serialize)]
+pub struct FlowRun {
+    pub id: Uuid,
+    #[serde(with = "ts")]
+    pub created: DateTime<Utc>,
+    #[serde(with = "ts")]
+    pub updated: DateTime<Utc>,
+    pub name: String,
+    pub flow_id: Uuid,
+    pub state_id: Option<Uuid>,
+    pub deployment_id: Option<Uuid>,
+    pub deployment_version: Option<String>,
+    pub work_queue_id: Option<Uuid>,
+    pub work_queue_name: Option<String>,
+    pub flow_version: Option<String>,
+    pub parameters: Value,
+    pub idempotency_key: Option<String>,
+    pub context: Value,
+    pub empirical_policy: FlowRunPolicy,
+    pub tags: Value,
+    pub parent_task_run_id: Option<Uuid>,
+    pub state_type: Option<StateType>,
+    pub state_name: Option<String>,
+    pub run_count: i32,
+    #[serde(with = "ts_opt")]
+    pub expected_start_time: Option<DateTime<Utc>>,
+    #[serde(with = "ts_opt")]
+    pub next_scheduled_start_time: Option<DateTime<Utc>>,
+    #[serde(with = "ts_opt")]
+    pub start_time: Option<DateTime<Utc>>,
+    #[serde(with = "ts_opt")]
+    pub end_time: Option<DateTime<Utc>>,
+    pub total_run_time: f64,
+    pub estimated_run_time: f64,
+    pub estimated_start_time_delta: f64,
+    pub auto_scheduled: bool,
+    pub infrastructure_document_id: Option<Uuid>,
+    pub infrastructure_pid: Option<String>,
+    pub created_by: Option<Value>,
+    pub work_pool_id: Option<Uuid>,
+    pub work_pool_name: Option<String>,
+    pub state: Option<State>,
+    pub job_variables: Option<Value>,
+}
+
+fn columns() -> String {
+    format!(
+        "fr.id, fr.created, fr.updated, fr.name, fr.flow_id, fr.state_id, fr.deployment_id, \
+         fr.deployment_version, fr.work_queue_id, fr.work_queue_name, fr.flow_version, fr.parameters, \
+         fr.idempotency_key, fr.context, fr.empirical_policy, fr.tags, fr.parent_task_run_id, \
+         fr.state_type, fr.state_name, fr.run_count, fr.expected_start_time, \
+         fr.next_scheduled_start_time, fr.start_time, fr.end_time, {total}, fr.auto_scheduled, \
+         fr.infrastructure_document_id, fr.infrastructure_pid, fr.created_by, fr.job_variables, \
+         fr.state_timestamp, {STATE_COLUMNS}, wq.name, wp.id, wp.name",
+        total = micros_sql("fr.total_run_time")
+    )
+}
+
+const FROM: &str = "flow_run fr LEFT JOIN flow_run_state s ON s.id = fr.state_id \
+    LEFT JOIN work_queue wq ON wq.id = fr.work_queue_id LEFT JOIN work_pool wp ON wp.id = wq.work_pool_id";
+
+pub fn from_row(row: &Row, now: DateTime<Utc>) -> FlowRun {
+    let state_type: Option<String> = row.get(17);
+    let state_type = state_type.as_deref().and_then(StateType::parse);
+    let total_micros: i64 = row.get(24);
+    let start_time = row.get(22);
+    let expected_start_time = row.get(20);
+    let state_timestamp: Option<DateTime<Utc>> = row.get(30);
+    let policy: Value = row.get(14);
+    FlowRun {
+        id: row.get(0),
+        created: row.get(1),
+        updated: row.get(2),
+        name: row.get(3),
+        flow_id: row.get(4),
+        state_id: row.get(5),
+        deployment_id: row.get(6),
+        deployment_version: row.get(7),
+        work_queue_id: row.get(8),
+        // From the queue relation when the run has a queue, else the raw column.
+        work_queue_name: row.get::<_, Option<String>>(38).or_else(|| row.get(9)),
+        flow_version: row.get(10),
+        parameters: row.get(11),
+        idempotency_key: row.get(12),
+        context: row.get(13),
+        empirical_policy: serde_json::from_value(policy).unwrap_or_default(),
+        tags: row.get(15),
+        parent_task_run_id: row.get(16),
+        state_type,
+        state_name: row.get(18),
+        run_count: row.get(19),
+        expected_start_time,
+        next_scheduled_start_time: row.get(21),
+        start_time,
+        end_time: row.get(23),
+        total_run_time: stratus_domain::time::seconds(total_micros),
+        estimated_run_time: runs::estimated_run_time(total_micros, state_type, state_timestamp, now),
+        estimated_start_time_delta: runs::estimated_start_time_delta(
+            start_time,
+            expected_start_time,
+            state_type,
+            now,
+        ),
+        auto_scheduled: row.get(25),
+        infrastructure_document_id: row.get(26),
+        infrastructure_pid: row.get(27),
+        created_by: row.get(28),
+        work_pool_id: row.get(39),
+        work_pool_name: row.get(40),
+        job_variables: row.get(29),
+        state: state_from_row(row, 31),
+    }
+}
+
+pub async fn read(c: &impl GenericClient, id: Uuid) -> Result<Option<FlowRun>, tokio_postgres::Error> {
+    let stmt = c
+        .prepare_cached(&format!("SELECT {} FROM {FROM} WHERE fr.id = $1", columns()))
+        .await?;
+    let now = Utc::now();
+    Ok(c.query_opt(&stmt, &[&id]).await?.map(|r| from_row(&r, now)))
+}
+
+/// The validated content of a `FlowRunCreate`.
+#[derive(Debug, Clone)]
+pub struct NewFlowRun {
+    pub name: String,
+    pub flow_id: Uuid,
+    pub deployment_id: Option<Uuid>,
+    pub flow_version: Option<String>,
+    pub parameters: Value,
+    pub context: Value,
+    pub parent_task_run_id: Option<Uuid>,
+    pub infrastructure_document_id: Option<Uuid>,
+    pub empirical_policy: FlowRunPolicy,
+    pub tags: Value,
+    pub idempotency_key: Option<String>,
+    pub work_queue_name: Option<String>,
+    pub work_queue_id: Option<Uuid>,
+    pub deployment_version: Option<String>,
+    pub job_variables: Option<Value>,
+}
+
+/// Inserts the run unless `(flow_id, idempotency_key)` exists. Returns the run's id and
+/// whether it was inserted.
+pub async fn insert(c: &impl GenericClient, run: &NewFlowRun) -> Result<(Uuid, bool), tokio_postgres::Error> {
+    let stmt = c
+        .prepare_cached(
+            "INSERT INTO flow_run (name, flow_id, deployment_id, flow_version, parameters, context, \
+             parent_task_run_id, infrastructure_document_id, empirical_policy, tags, idempotency_key, \
+             work_queue_name, job_variables, work_queue_id, deployment_version) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+             ON CONFLICT (flow_id, idempotency_key) DO NOTHING RETURNING id",
+        )
+        .await?;
+    let policy = serde_json::to_value(&run.empirical_policy).unwrap_or(Value::Null);
+    let inserted = c
+        .query_opt(
+            &stmt,
+            &[
+                &run.name,
+                &run.flow_id,
+                &run.deployment_id,
+                &run.flow_version,
+                &run.parameters,
+                &run.context,
+                &run.parent_task_run_id,
+                &run.infrastructure_document_id,
+                &policy,
+                &run.tags,
+                &run.idempotency_key,
+                &run.work_queue_name,
+                &run.job_variables,
+                &run.work_queue_id,
+                &run.deployment_version,
+            ],
+        )
+        .await?;
+    if let Some(row) = inserted {
+        return Ok((row.get(0), true));
+    }
+    let row = c
+        .query_one(
+            "SELECT id FROM flow_run WHERE flow_id = $1 AND idempotency_key = $2",
+            &[&run.flow_id, &run.idempotency_key],
+        )
+        .await?;
+    Ok((row.get(0), false))
+}
+
+/// The keys of a `FlowRunUpdate` that were given.
+#[derive(Debug, Clone, Default)]
+pub struct FlowRunChanges {
+    pub name: Option<String>,
+    pub flow_version: Option<String>,
+    pub parameters: Option<Value>,
+    pub empirical_policy: Option<FlowRunPolicy>,
+    pub tags: Option<Value>,
+    pub infrastructure_pid: Option<String>,
+    pub job_variables: Option<Value>,
+}
+
+pub async fn update(
+    c: &impl GenericClient,
+    id: Uuid,
+    changes: &FlowRunChanges,
+) -> Result<bool, tokio_postgres::Error> {
+    let mut q = Query::default();
+    let mut sets = vec!["updated = now()".to_string()];
+    if let Some(v) = &changes.name {
+        sets.push(format!("name = {}", q.bind(v.clone())));
+    }
+    if let Some(v) = &changes.flow_version {
+        sets.push(format!("flow_version = {}", q.bind(v.clone())));
+    }
+    if let Some(v) = &changes.parameters {
+        sets.push(format!("parameters = {}", q.bind(v.clone())));
+    }
+    if let Some(v) = &changes.empirical_policy {
+        sets.push(format!(
+            "empirical_policy = {}",
+            q.bind(serde_json::to_value(v).unwrap_or(Value::Null))
+        ));
+    }
+    if let Some(v) = &changes.tags {
+        sets.push(format!("tags = {}", q.bind(v.clone())));
+    }
+    if let Some(v) = &changes.infrastructure_pid {
+        sets.push(format!("infrastructure_pid = {}", q.bind(v.clone())));
+    }
+    if let Some(v) = &changes.job_variables {
+        sets.push(format!("job_variables = {}", q.bind(v.clone())));
+    }
+    let sql = format!(
+        "UPDATE flow_run SET {} WHERE id = {}",
+        sets.join(", "),
+        q.bind(id)
+    );
+    Ok(c.execute(sql.as_str(), &q.params()).await? > 0)
+}
+
+pub async fn delete(c: &impl GenericClient, id: Uuid) -> Result<bool, tokio_postgres::Error> {
+    Ok(c.execute("DELETE FROM flow_run WHERE id = $1", &[&id]).await? > 0)
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum FlowRunSort {
+    IdDesc,
+    StartTimeAsc,
+    StartTimeDesc,
+    ExpectedStartTimeAsc,
+    ExpectedStartTimeDesc,
+    NameAsc,
+    NameDesc,
+    NextScheduledStartTimeAsc,
+    EndTimeDesc,
+}
+
+impl FlowRunSort {
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "ID_DESC" => FlowRunSort::IdDesc,
+            "START_TIME_ASC" => FlowRunSort::StartTimeAsc,
+            "START_TIME_DESC" => FlowRunSort::StartTimeDesc,
+            "EXPECTED_START_TIME_ASC" => FlowRunSort::ExpectedStartTimeAsc,
+            "EXPECTED_START_TIME_DESC" => FlowRunSort::ExpectedStartTimeDesc,
+            "NAME_ASC" => FlowRunSort::NameAsc,
+            "NAME_DESC" => FlowRunSort::NameDesc,
+            "NEXT_SCHEDULED_START_TIME_ASC" => FlowRunSort::NextScheduledStartTimeAsc,
+            "END_TIME_DESC" => FlowRunSort::EndTimeDesc,
+            _ => return None,
+        })
+    }
+
+    pub fn sql(self) -> &'static str {
+        match self {
+            FlowRunSort::IdDesc => "fr.id DESC",
+            FlowRunSort::StartTimeAsc => "coalesce(fr.start_time, fr.expected_start_time) ASC, fr.id",
+            FlowRunSort::StartTimeDesc => "coalesce(fr.start_time, fr.expected_start_time) DESC, fr.id",
+            FlowRunSort::ExpectedStartTimeAsc => "fr.expected_start_time ASC, fr.id",
+            FlowRunSort::ExpectedStartTimeDesc => "fr.expected_start_time DESC, fr.id",
+            FlowRunSort::NameAsc => "fr.name ASC, fr.id",
+            FlowRunSort::NameDesc => "fr.name DESC, fr.id",
+            FlowRunSort::NextScheduledStartTimeAsc => "fr.next_scheduled_start_time ASC, fr.id",
+            FlowRunSort::EndTimeDesc => "fr.end_time DESC, fr.id",
+        }
+    }
+}
+
+pub async fn filter(
+    c: &impl GenericClient,
+    filters: &RunFilters,
+    sort: FlowRunSort,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<FlowRun>, tokio_postgres::Error> {
+    let mut q = Query::default();
+    let cond = filters.flow_run_sql(&mut q);
+    let sql = format!(
+        "SELECT {} FROM {FROM} WHERE {cond} ORDER BY {} LIMIT {} OFFSET {}",
+        columns(),
+        sort.sql(),
+        q.bind(limit),
+        q.bind(offset)
+    );
+    let now = Utc::now();
+    Ok(c.query(sql.as_str(), &q.params())
+        .await?
+        .iter()
+        .map(|r| from_row(r, now))
+        .collect())
+}
+
+pub async fn count(c: &impl GenericClient, filters: &RunFilters) -> Result<i64, tokio_postgres::Error> {
+    let mut q = Query::default();
+    let cond = filters.flow_run_sql(&mut q);
+    let sql = format!("SELECT count(*) FROM flow_run fr WHERE {cond}");
+    Ok(c.query_one(sql.as_str(), &q.params()).await?.get(0))
+}
+
+/// Average lateness in seconds of the matching runs, or None when there are none.
+pub async fn lateness(
+    c: &impl GenericClient,
+    filters: &RunFilters,
+) -> Result<Option<f64>, tokio_postgres::Error> {
+    let mut q = Query::default();
+    let cond = filters.flow_run_sql(&mut q);
+    let sql = format!(
+        "SELECT avg(CASE \
+           WHEN fr.start_time IS NOT NULL AND fr.start_time > fr.expected_start_time \
+             THEN extract(epoch from fr.start_time - fr.expected_start_time) \
+           WHEN fr.start_time IS NULL AND fr.expected_start_time < now() \
+             AND coalesce(fr.state_type, '') NOT IN ('COMPLETED','FAILED','CANCELLED','CRASHED') \
+             THEN extract(epoch from now() - fr.expected_start_time) \
+           ELSE 0 END)::float8 \
+         FROM flow_run fr WHERE {cond}"
+    );
+    Ok(c.query_one(sql.as_str(), &q.params()).await?.get(0))
+}
+
+/// One row of `/flow_runs/{id}/graph`.
+#[derive(Debug, Clone, Serialize)]
+pub struct GraphNode {
+    pub id: Uuid,
+    pub name: String,
+    pub upstream_dependencies: Vec<Value>,
+    pub state: Option<State>,
+    #[serde(with = "ts_opt")]
+    pub expected_start_time: Option<DateTime<Utc>>,
+    #[serde(with = "ts_opt")]
+    pub start_time: Option<DateTime<Utc>>,
+    #[serde(with = "ts_opt")]
+    pub end_time: Option<DateTime<Utc>>,
+    pub total_run_time: f64,
+    pub estimated_run_time: f64,
+    pub untrackable_result: bool,
+}
+
+/// The task-run references among a task run's inputs (`{"input_type": "task_run", "id"}`).
+fn upstream_task_runs(inputs: &Value) -> Vec<Value> {
+    inputs
+        .as_object()
+        .into_iter()
+        .flat_map(|map| map.values())
+        .filter_map(Value::as_array)
+        .flatten()
+        .filter(|item| item.get("input_type").and_then(Value::as_str) == Some("task_run"))
+        .cloned()
+        .collect()
+}
+
+pub async fn graph(
+    c: &impl GenericClient,
+    flow_run_id: Uuid,
+) -> Result<Vec<GraphNode>, tokio_postgres::Error> {
+    let sql = format!(
+        "SELECT tr.id, tr.name, tr.task_inputs, tr.expected_start_time, tr.start_time, tr.end_time, \
+         {total}, tr.state_type, tr.state_timestamp, {STATE_COLUMNS} \
+         FROM task_run tr LEFT JOIN task_run_state s ON s.id = tr.state_id \
+         WHERE tr.flow_run_id = $1 ORDER BY tr.expected_start_time, tr.id LIMIT 10000",
+        total = micros_sql("tr.total_run_time")
+    );
+    let now = Utc::now();
+    let rows = c.query(sql.as_str(), &[&flow_run_id]).await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let upstream = upstream_task_runs(&r.get::<_, Value>(2));
+            let total: i64 = r.get(6);
+            let state_type: Option<String> = r.get(7);
+            let state = state_from_row(r, 9);
+            GraphNode {
+                id: r.get(0),
+                name: r.get(1),
+                upstream_dependencies: upstream,
+                untrackable_result: state.as_ref().is_some_and(|s| s.state_details.untrackable_result),
+                state,
+                expected_start_time: r.get(3),
+                start_time: r.get(4),
+                end_time: r.get(5),
+                total_run_time: stratus_domain::time::seconds(total),
+                estimated_run_time: runs::estimated_run_time(
+                    total,
+                    state_type.as_deref().and_then(StateType::parse),
+                    r.get(8),
+                    now,
+                ),
+            }
+        })
+        .collect())
+}
+
+/// One interval of `/flow_runs/history` and `/task_runs/history`.
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryInterval {
+    #[serde(with = "ts")]
+    pub interval_start: DateTime<Utc>,
+    #[serde(with = "ts")]
+    pub interval_end: DateTime<Utc>,
+    pub states: Vec<HistoryState>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryState {
+    pub state_type: String,
+    pub state_name: String,
+    pub count_runs: i64,
+    pub sum_estimated_run_time: f64,
+    pub sum_estimated_lateness: f64,
+}
+
+/// Runs per interval by state, bucketed on `expected_start_time`, as Prefect does.
+/// `table_alias_sql` is the FROM clause of the runs (aliased `fr` or `tr`).
+pub async fn history(
+    c: &impl GenericClient,
+    run_alias: &str,
+    from_and_cond: (String, Query),
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    interval_micros: i64,
+) -> Result<Vec<HistoryInterval>, tokio_postgres::Error> {
+    let (from_where, mut q) = from_and_cond;
+    let a = run_alias;
+    let sql = format!(
+        "WITH intervals AS ( \
+           SELECT g AS interval_start, g + {step}::float8 * interval '1 microsecond' AS interval_end \
+           FROM generate_series({start}::timestamptz, {end}::timestamptz, {step}::float8 * interval '1 microsecond') g \
+           WHERE g < {end}::timestamptz \
+         ), runs AS ( \
+           SELECT {a}.expected_start_time, {a}.state_type, {a}.state_name, \
+             extract(epoch from {a}.total_run_time) + CASE WHEN {a}.state_type = 'RUNNING' \
+               THEN extract(epoch from now() - {a}.state_timestamp) ELSE 0 END AS run_time, \
+             CASE WHEN {a}.start_time IS NOT NULL AND {a}.start_time > {a}.expected_start_time \
+               THEN extract(epoch from {a}.start_time - {a}.expected_start_time) \
+               WHEN {a}.start_time IS NULL AND {a}.expected_start_time < now() \
+                 AND coalesce({a}.state_type, '') NOT IN ('COMPLETED','FAILED','CANCELLED','CRASHED') \
+               THEN extract(epoch from now() - {a}.expected_start_time) ELSE 0 END AS lateness \
+           FROM {from_where} AND {a}.expected_start_time >= {start}::timestamptz \
+             AND {a}.expected_start_time < {end}::timestamptz \
+         ) \
+         SELECT i.interval_start, i.interval_end, r.state_type, r.state_name, count(r.state_type), \
+           coalesce(sum(r.run_time), 0)::float8, coalesce(sum(r.lateness), 0)::float8 \
+         FROM intervals i LEFT JOIN runs r \
+           ON r.expected_start_time >= i.interval_start AND r.expected_start_time < i.interval_end \
+         GROUP BY i.interval_start, i.interval_end, r.state_type, r.state_name \
+         ORDER BY i.interval_start, r.state_type, r.state_name",
+        step = q.bind(interval_micros as f64),
+        start = q.bind(start),
+        end = q.bind(end),
+    );
+    let rows = c.query(sql.as_str(), &q.params()).await?;
+    let mut out: Vec<HistoryInterval> = Vec::new();
+    for r in rows {
+        let interval_start: DateTime<Utc> = r.get(0);
+        if out.last().map(|i| i.interval_start) != Some(interval_start) {
+            out.push(HistoryInterval {
+                interval_start,
+                interval_end: r.get(1),
+                states: Vec::new(),
+            });
+        }
+        let state_type: Option<String> = r.get(2);
+        if let (Some(state_type), Some(last)) = (state_type, out.last_mut()) {
+            last.states.push(HistoryState {
+                state_type,
+                state_name: r.get::<_, Option<String>>(3).unwrap_or_default(),
+                count_runs: r.get(4),
+                sum_estimated_run_time: r.get(5),
+                sum_estimated_lateness: r.get(6),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// One box of a drawn task graph: what the UI needs, without the states' payloads.
+#[derive(Debug, Clone)]
+pub struct GraphOutlineNode {
+    pub id: Uuid,
+    pub name: String,
+    pub state_type: Option<String>,
+    pub upstream: Vec<Uuid>,
+}
+
+/// The first `limit` task runs of a flow run (in start order) with the task runs their
+/// inputs came from, and how many task runs the flow run has in all. Cheaper than
+/// [`graph`] for wide runs: no state rows are read or decoded.
+pub async fn graph_outline(
+    c: &impl GenericClient,
+    flow_run_id: Uuid,
+    limit: i64,
+) -> Result<(Vec<GraphOutlineNode>, i64), tokio_postgres::Error> {
+    let rows = c
+        .query(
+            "SELECT tr.id, tr.name, tr.state_type, tr.task_inputs, count(*) OVER () \
+             FROM task_run tr WHERE tr.flow_run_id = $1 \
+             ORDER BY tr.expected_start_time, tr.id LIMIT $2",
+            &[&flow_run_id, &limit],
+        )
+        .await?;
+    let total = rows.first().map(|r| r.get::<_, i64>(4)).unwrap_or(0);
+    Ok((
+        rows.iter()
+            .map(|r| GraphOutlineNode {
+                id: r.get(0),
+                name: r.get(1),
+                state_type: r.get(2),
+                upstream: upstream_task_runs(&r.get::<_, Value>(3))
+                    .iter()
+                    .filter_map(|d| d.get("id")?.as_str()?.parse().ok())
+                    .collect(),
+            })
+            .collect(),
+        total,
+    ))
+}
+
+/// Most nodes `/flow_runs/{id}/graph-v2` returns (`PREFECT_API_MAX_FLOW_RUN_GRAPH_NODES`).
+pub const MAX_GRAPH_NODES: i64 = 10_000;
+
+/// One node of the v2 graph: a task run, or a subflow run standing in for its parent task.
+#[derive(Debug, Clone, Serialize)]
+pub struct GraphV2Node {
+    pub kind: &'static str,
+    pub id: Uuid,
+    pub label: String,
+    pub state_type: Option<String>,
+    #[serde(with = "ts_opt")]
+    pub start_time: Option<DateTime<Utc>>,
+    #[serde(with = "ts_opt")]
+    pub end_time: Option<DateTime<Utc>>,
+    pub parents: Vec<Value>,
+    pub children: Vec<Value>,
+    pub artifacts: Vec<Value>,
+}
+
+/// The nodes of a flow run's v2 graph that ended at or after `since`, with edges from the
+/// task runs' inputs; None when there are more than [`MAX_GRAPH_NODES`].
+pub async fn graph_v2_nodes(
+    c: &impl GenericClient,
+    flow_run_id: Uuid,
+    since: Option<DateTime<Utc>>,
+) -> Result<Option<Vec<GraphV2Node>>, tokio_postgres::Error> {
+    let sql = "SELECT CASE WHEN sub.id IS NULL THEN 'task-run' ELSE 'flow-run' END, \
+         tr.id, coalesce(sub.id, tr.id), coalesce(sub.name, tr.name), coalesce(sub.state_type, tr.state_type), \
+         coalesce(sub.start_time, sub.expected_start_time, tr.start_time, tr.expected_start_time), \
+         coalesce(sub.end_time, tr.end_time), \
+         coalesce((SELECT array_agg(DISTINCT (arg->>'id')::uuid) FROM jsonb_each(tr.task_inputs) inp, \
+             jsonb_array_elements(CASE WHEN jsonb_typeof(inp.value) = 'array' THEN inp.value ELSE '[]'::jsonb END) arg \
+             WHERE arg->>'input_type' = 'task_run' AND arg->>'id' IS NOT NULL), '{}'::uuid[]) \
+       FROM task_run tr LEFT JOIN flow_run sub ON sub.parent_task_run_id = tr.id \
+       WHERE tr.flow_run_id = $1 AND tr.state_type IS DISTINCT FROM 'PENDING' \
+         AND coalesce(sub.start_time, sub.expected_start_time, tr.start_time, tr.expected_start_time) IS NOT NULL \
+         AND ($2::timestamptz IS NULL OR coalesce(sub.end_time, tr.end_time) IS NULL OR coalesce(sub.end_time, tr.end_time) >= $2) \
+       ORDER BY 6, 3 LIMIT $3";
+    let rows = c
+        .query(sql, &[&flow_run_id, &since, &(MAX_GRAPH_NODES + 1)])
+        .await?;
+    if rows.len() as i64 > MAX_GRAPH_NODES {
+        return Ok(None);
+    }
+    // Edges name task runs; a subflow's node is known by the subflow run's id instead.
+    let node_of_task: std::collections::HashMap<Uuid, Uuid> = rows
+        .iter()
+        .map(|r| (r.get::<_, Uuid>(1), r.get::<_, Uuid>(2)))
+        .collect();
+    let mut nodes: Vec<GraphV2Node> = rows
+        .iter()
+        .map(|r| {
+            let kind: String = r.get(0);
+            let upstream: Vec<Uuid> = r.get(7);
+            GraphV2Node {
+                kind: if kind == "flow-run" {
+                    "flow-run"
+                } else {
+                    "task-run"
+                },
+                id: r.get(2),
+                label: r.get(3),
+                state_type: r.get(4),
+                start_time: r.get(5),
+                end_time: r.get(6),
+                parents: upstream
+                    .iter()
+                    .filter_map(|t| node_of_task.get(t))
+                    .map(|id| serde_json::json!({"id": id}))
+                    .collect(),
+                children: Vec::new(),
+                artifacts: Vec::new(),
+            }
+        })
+        .collect();
+    let mut children: std::collections::HashMap<Uuid, Vec<Value>> = std::collections::HashMap::new();
+    for node in &nodes {
+        for parent in &node.parents {
+            if let Some(pid) = parent
+                .get("id")
+                .and_then(Value::as_str)
+                .and_then(|s| s.parse().ok())
+            {
+                children
+                    .entry(pid)
+                    .or_default()
+                    .push(serde_json::json!({"id": node.id}));
+            }
+        }
+    }
+    for node in &mut nodes {
+        node.children = children.remove(&node.id).unwrap_or_default();
+    }
+    Ok(Some(nodes))
+}

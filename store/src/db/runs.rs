@@ -1,0 +1,168 @@
+//! What flow runs and task runs share: their state rows and computed time fields.
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
+use serde_json::Value;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use stratus_domain::states::{State, StateDetails, StateType};
+
+/// Which of the two run tables a query is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunTable {
+    Flow,
+    Task,
+}
+
+impl RunTable {
+    pub fn run_table(self) -> &'static str {
+        match self {
+            RunTable::Flow => "flow_run",
+            RunTable::Task => "task_run",
+        }
+    }
+    pub fn state_table(self) -> &'static str {
+        match self {
+            RunTable::Flow => "flow_run_state",
+            RunTable::Task => "task_run_state",
+        }
+    }
+    pub fn fk(self) -> &'static str {
+        match self {
+            RunTable::Flow => "flow_run_id",
+            RunTable::Task => "task_run_id",
+        }
+    }
+}
+
+/// The seven state columns, to select from a state table aliased `s`.
+pub const STATE_COLUMNS: &str = "s.id, s.type, s.name, s.timestamp, s.message, s.data, s.state_details";
+
+/// Reads the state columns starting at `at`; None when the run has no state.
+pub fn state_from_row(row: &Row, at: usize) -> Option<State> {
+    let id: Option<Uuid> = row.get(at);
+    let id = id?;
+    let kind: String = row.get(at + 1);
+    let details: Value = row.get(at + 6);
+    Some(State {
+        id,
+        kind: StateType::parse(&kind).unwrap_or(StateType::Pending),
+        name: row.get(at + 2),
+        timestamp: row.get(at + 3),
+        message: row.get(at + 4),
+        data: row.get(at + 5),
+        state_details: serde_json::from_value::<StateDetails>(details).unwrap_or_default(),
+    })
+}
+
+/// `(extract(epoch ...) * 1e6)::bigint` of an interval column, for reading durations.
+pub fn micros_sql(col: &str) -> String {
+    format!("(extract(epoch from {col}) * 1000000)::bigint")
+}
+
+/// `estimated_run_time`: total run time plus the time spent in the current RUNNING state.
+pub fn estimated_run_time(
+    total_micros: i64,
+    state_type: Option<StateType>,
+    state_timestamp: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> f64 {
+    let mut micros = total_micros;
+    if let (Some(StateType::Running), Some(since)) = (state_type, state_timestamp) {
+        micros += (now - since).num_microseconds().unwrap_or(0).max(0);
+    }
+    stratus_domain::time::seconds(micros)
+}
+
+/// `estimated_start_time_delta`: how late the run started, or is, relative to expectation.
+pub fn estimated_start_time_delta(
+    start_time: Option<DateTime<Utc>>,
+    expected_start_time: Option<DateTime<Utc>>,
+    state_type: Option<StateType>,
+    now: DateTime<Utc>,
+) -> f64 {
+    let Some(expected) = expected_start_time else {
+        return 0.0;
+    };
+    match start_time {
+        Some(start) if start > expected => {
+            stratus_domain::time::seconds((start - expected).num_microseconds().unwrap_or(0))
+        }
+        None if !state_type.is_some_and(StateType::is_terminal) && expected < now => {
+            stratus_domain::time::seconds((now - expected).num_microseconds().unwrap_or(0))
+        }
+        _ => 0.0,
+    }
+}
+
+/// One state by id, or every state of one run, oldest first.
+pub async fn read_state(
+    c: &impl GenericClient,
+    table: RunTable,
+    id: Uuid,
+) -> Result<Option<(Uuid, DateTime<Utc>, DateTime<Utc>, State)>, tokio_postgres::Error> {
+    let sql = format!(
+        "SELECT {STATE_COLUMNS}, s.{fk}, s.created, s.updated FROM {st} s WHERE s.id = $1",
+        fk = table.fk(),
+        st = table.state_table()
+    );
+    let row = c.query_opt(sql.as_str(), &[&id]).await?;
+    Ok(row.and_then(|r| state_from_row(&r, 0).map(|s| (r.get(7), r.get(8), r.get(9), s))))
+}
+
+pub async fn read_states_of_run(
+    c: &impl GenericClient,
+    table: RunTable,
+    run_id: Uuid,
+) -> Result<Vec<(Uuid, DateTime<Utc>, DateTime<Utc>, State)>, tokio_postgres::Error> {
+    let sql = format!(
+        "SELECT {STATE_COLUMNS}, s.{fk}, s.created, s.updated FROM {st} s WHERE s.{fk} = $1 ORDER BY s.timestamp",
+        fk = table.fk(),
+        st = table.state_table()
+    );
+    let rows = c.query(sql.as_str(), &[&run_id]).await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| state_from_row(r, 0).map(|s| (r.get(7), r.get(8), r.get(9), s)))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Duration;
+
+    #[test]
+    fn lateness_follows_prefect() {
+        let now = Utc::now();
+        let expected = now - Duration::seconds(10);
+        // Started 2 s late.
+        let d = estimated_start_time_delta(Some(expected + Duration::seconds(2)), Some(expected), None, now);
+        assert!((d - 2.0).abs() < 1e-6);
+        // Not started, still pending: late by now - expected.
+        let d = estimated_start_time_delta(None, Some(expected), Some(StateType::Pending), now);
+        assert!((d - 10.0).abs() < 1e-6);
+        // Terminal without a start: not late.
+        assert_eq!(
+            estimated_start_time_delta(None, Some(expected), Some(StateType::Cancelled), now),
+            0.0
+        );
+    }
+
+    #[test]
+    fn running_time_grows_while_running() {
+        let now = Utc::now();
+        let t = estimated_run_time(
+            1_500_000,
+            Some(StateType::Running),
+            Some(now - Duration::seconds(2)),
+            now,
+        );
+        assert!((t - 3.5).abs() < 1e-6);
+        assert_eq!(
+            estimated_run_time(1_500_000, Some(StateType::Completed), Some(now), now),
+            1.5
+        );
+    }
+}

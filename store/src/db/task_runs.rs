@@ -1,0 +1,323 @@
+//! SQL for the `task_run` table.
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
+use serde::Serialize;
+use serde_json::Value;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use crate::db::runs::{self, micros_sql, state_from_row, STATE_COLUMNS};
+use crate::filters::{Query, RunFilters};
+use stratus_domain::orchestration::TaskRunPolicy;
+use stratus_domain::states::{State, StateType};
+use stratus_domain::time::{ts, ts_opt};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskRun {
+    pub id: Uuid,
+    #[serde(with = "ts")]
+    pub created: DateTime<Utc>,
+    #[serde(with = "ts")]
+    pub updated: DateTime<Utc>,
+    pub name: String,
+    pub flow_run_id: Option<Uuid>,
+    pub task_key: String,
+    pub dynamic_key: String,
+    pub cache_key: Option<String>,
+    #[serde(with = "ts_opt")]
+    pub cache_expiration: Option<DateTime<Utc>>,
+    pub task_version: Option<String>,
+    pub empirical_policy: TaskRunPolicy,
+    pub tags: Value,
+    pub state_id: Option<Uuid>,
+    pub task_inputs: Value,
+    pub state_type: Option<StateType>,
+    pub state_name: Option<String>,
+    pub run_count: i32,
+    pub flow_run_run_count: i32,
+    #[serde(with = "ts_opt")]
+    pub expected_start_time: Option<DateTime<Utc>>,
+    #[serde(with = "ts_opt")]
+    pub next_scheduled_start_time: Option<DateTime<Utc>>,
+    #[serde(with = "ts_opt")]
+    pub start_time: Option<DateTime<Utc>>,
+    #[serde(with = "ts_opt")]
+    pub end_time: Option<DateTime<Utc>>,
+    pub total_run_time: f64,
+    pub estimated_run_time: f64,
+    pub estimated_start_time_delta: f64,
+    pub state: Option<State>,
+}
+
+fn columns() -> String {
+    format!(
+        "tr.id, tr.created, tr.updated, tr.name, tr.flow_run_id, tr.task_key, tr.dynamic_key, \
+         tr.cache_key, tr.cache_expiration, tr.task_version, tr.empirical_policy, tr.tags, \
+         tr.state_id, tr.task_inputs, tr.state_type, tr.state_name, tr.run_count, \
+         tr.flow_run_run_count, tr.expected_start_time, tr.next_scheduled_start_time, \
+         tr.start_time, tr.end_time, {total}, tr.state_timestamp, {STATE_COLUMNS}",
+        total = micros_sql("tr.total_run_time")
+    )
+}
+
+const FROM: &str = "task_run tr LEFT JOIN task_run_state s ON s.id = tr.state_id";
+
+pub fn from_row(row: &Row, now: DateTime<Utc>) -> TaskRun {
+    let state_type: Option<String> = row.get(14);
+    let state_type = state_type.as_deref().and_then(StateType::parse);
+    let total: i64 = row.get(22);
+    let start_time = row.get(20);
+    let expected_start_time = row.get(18);
+    let policy: Value = row.get(10);
+    TaskRun {
+        id: row.get(0),
+        created: row.get(1),
+        updated: row.get(2),
+        name: row.get(3),
+        flow_run_id: row.get(4),
+        task_key: row.get(5),
+        dynamic_key: row.get(6),
+        cache_key: row.get(7),
+        cache_expiration: row.get(8),
+        task_version: row.get(9),
+        empirical_policy: serde_json::from_value(policy).unwrap_or_default(),
+        tags: row.get(11),
+        state_id: row.get(12),
+        task_inputs: row.get(13),
+        state_type,
+        state_name: row.get(15),
+        run_count: row.get(16),
+        flow_run_run_count: row.get(17),
+        expected_start_time,
+        next_scheduled_start_time: row.get(19),
+        start_time,
+        end_time: row.get(21),
+        total_run_time: stratus_domain::time::seconds(total),
+        estimated_run_time: runs::estimated_run_time(total, state_type, row.get(23), now),
+        estimated_start_time_delta: runs::estimated_start_time_delta(
+            start_time,
+            expected_start_time,
+            state_type,
+            now,
+        ),
+        state: state_from_row(row, 24),
+    }
+}
+
+pub async fn read(c: &impl GenericClient, id: Uuid) -> Result<Option<TaskRun>, tokio_postgres::Error> {
+    let stmt = c
+        .prepare_cached(&format!("SELECT {} FROM {FROM} WHERE tr.id = $1", columns()))
+        .await?;
+    let now = Utc::now();
+    Ok(c.query_opt(&stmt, &[&id]).await?.map(|r| from_row(&r, now)))
+}
+
+/// The validated content of a `TaskRunCreate`.
+#[derive(Debug, Clone)]
+pub struct NewTaskRun {
+    pub id: Option<Uuid>,
+    pub name: String,
+    pub flow_run_id: Option<Uuid>,
+    pub task_key: String,
+    pub dynamic_key: String,
+    pub cache_key: Option<String>,
+    pub cache_expiration: Option<DateTime<Utc>>,
+    pub task_version: Option<String>,
+    pub empirical_policy: TaskRunPolicy,
+    pub tags: Value,
+    pub task_inputs: Value,
+}
+
+/// Inserts the task run unless `(flow_run_id, task_key, dynamic_key)` exists; returns its
+/// id and whether it is new. Autonomous tasks (no flow run) are deduplicated here too.
+pub async fn insert(c: &impl GenericClient, run: &NewTaskRun) -> Result<(Uuid, bool), tokio_postgres::Error> {
+    if run.flow_run_id.is_none() {
+        let existing = c
+            .query_opt(
+                "SELECT id FROM task_run WHERE flow_run_id IS NULL AND task_key = $1 AND dynamic_key = $2",
+                &[&run.task_key, &run.dynamic_key],
+            )
+            .await?;
+        if let Some(row) = existing {
+            return Ok((row.get(0), false));
+        }
+    }
+    let stmt = c
+        .prepare_cached(
+            "INSERT INTO task_run (id, name, flow_run_id, task_key, dynamic_key, cache_key, \
+             cache_expiration, task_version, empirical_policy, tags, task_inputs) \
+             VALUES (coalesce($1, gen_random_uuid()), $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+             ON CONFLICT (flow_run_id, task_key, dynamic_key) DO NOTHING RETURNING id",
+        )
+        .await?;
+    let policy = serde_json::to_value(&run.empirical_policy).unwrap_or(Value::Null);
+    let inserted = c
+        .query_opt(
+            &stmt,
+            &[
+                &run.id,
+                &run.name,
+                &run.flow_run_id,
+                &run.task_key,
+                &run.dynamic_key,
+                &run.cache_key,
+                &run.cache_expiration,
+                &run.task_version,
+                &policy,
+                &run.tags,
+                &run.task_inputs,
+            ],
+        )
+        .await?;
+    if let Some(row) = inserted {
+        return Ok((row.get(0), true));
+    }
+    let stmt = c
+        .prepare_cached(
+            "SELECT id FROM task_run WHERE flow_run_id = $1 AND task_key = $2 AND dynamic_key = $3",
+        )
+        .await?;
+    let row = c
+        .query_one(&stmt, &[&run.flow_run_id, &run.task_key, &run.dynamic_key])
+        .await?;
+    Ok((row.get(0), false))
+}
+
+pub async fn rename(
+    c: &impl GenericClient,
+    id: Uuid,
+    name: Option<&str>,
+) -> Result<bool, tokio_postgres::Error> {
+    let n = c
+        .execute(
+            "UPDATE task_run SET name = coalesce($2, name), updated = now() WHERE id = $1",
+            &[&id, &name],
+        )
+        .await?;
+    Ok(n > 0)
+}
+
+pub async fn delete(c: &impl GenericClient, id: Uuid) -> Result<bool, tokio_postgres::Error> {
+    Ok(c.execute("DELETE FROM task_run WHERE id = $1", &[&id]).await? > 0)
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum TaskRunSort {
+    IdDesc,
+    ExpectedStartTimeAsc,
+    ExpectedStartTimeDesc,
+    NameAsc,
+    NameDesc,
+    NextScheduledStartTimeAsc,
+    EndTimeDesc,
+}
+
+impl TaskRunSort {
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "ID_DESC" => TaskRunSort::IdDesc,
+            "EXPECTED_START_TIME_ASC" => TaskRunSort::ExpectedStartTimeAsc,
+            "EXPECTED_START_TIME_DESC" => TaskRunSort::ExpectedStartTimeDesc,
+            "NAME_ASC" => TaskRunSort::NameAsc,
+            "NAME_DESC" => TaskRunSort::NameDesc,
+            "NEXT_SCHEDULED_START_TIME_ASC" => TaskRunSort::NextScheduledStartTimeAsc,
+            "END_TIME_DESC" => TaskRunSort::EndTimeDesc,
+            _ => return None,
+        })
+    }
+
+    fn sql(self) -> &'static str {
+        match self {
+            TaskRunSort::IdDesc => "tr.id DESC",
+            TaskRunSort::ExpectedStartTimeAsc => "tr.expected_start_time ASC, tr.id",
+            TaskRunSort::ExpectedStartTimeDesc => "tr.expected_start_time DESC, tr.id",
+            TaskRunSort::NameAsc => "tr.name ASC, tr.id",
+            TaskRunSort::NameDesc => "tr.name DESC, tr.id",
+            TaskRunSort::NextScheduledStartTimeAsc => "tr.next_scheduled_start_time ASC, tr.id",
+            TaskRunSort::EndTimeDesc => "tr.end_time DESC, tr.id",
+        }
+    }
+}
+
+pub async fn filter(
+    c: &impl GenericClient,
+    filters: &RunFilters,
+    sort: TaskRunSort,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<TaskRun>, tokio_postgres::Error> {
+    let mut q = Query::default();
+    let cond = filters.task_run_sql(&mut q);
+    let sql = format!(
+        "SELECT {} FROM {FROM} WHERE {cond} ORDER BY {} LIMIT {} OFFSET {}",
+        columns(),
+        sort.sql(),
+        q.bind(limit),
+        q.bind(offset)
+    );
+    let now = Utc::now();
+    Ok(c.query(sql.as_str(), &q.params())
+        .await?
+        .iter()
+        .map(|r| from_row(r, now))
+        .collect())
+}
+
+pub async fn count(c: &impl GenericClient, filters: &RunFilters) -> Result<i64, tokio_postgres::Error> {
+    let mut q = Query::default();
+    let cond = filters.task_run_sql(&mut q);
+    let sql = format!("SELECT count(*) FROM task_run tr WHERE {cond}");
+    Ok(c.query_one(sql.as_str(), &q.params()).await?.get(0))
+}
+
+/// Task runs per state type (`/ui/task_runs/count`).
+pub async fn count_by_state(
+    c: &impl GenericClient,
+    filters: &RunFilters,
+) -> Result<Vec<(String, i64)>, tokio_postgres::Error> {
+    let mut q = Query::default();
+    let cond = filters.task_run_sql(&mut q);
+    let sql = format!(
+        "SELECT tr.state_type, count(*) FROM task_run tr WHERE {cond} AND tr.state_type IS NOT NULL \
+         GROUP BY tr.state_type"
+    );
+    Ok(c.query(sql.as_str(), &q.params())
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
+}
+
+/// Terminal task runs by start-time bucket (`/ui/task_runs/dashboard/counts`): for each
+/// bucket index, `(index, completed, failed)`, where failed counts FAILED and CRASHED, as
+/// Prefect's dashboard does. `bounds` are the buckets' upper bounds in order: bucket `i`
+/// holds runs that started before `bounds[i]` and at or after `bounds[i - 1]`; runs at or
+/// after the last bound get index `bounds.len()`.
+pub async fn terminal_counts_by_bucket(
+    c: &impl GenericClient,
+    filters: &RunFilters,
+    bounds: &[DateTime<Utc>],
+) -> Result<Vec<(i64, i64, i64)>, tokio_postgres::Error> {
+    let mut q = Query::default();
+    let cond = filters.task_run_sql(&mut q);
+    let sql = format!(
+        // width_bucket is a binary search over timestamps (no numeric epoch arithmetic per
+        // row), and the fence (OFFSET 0) lets the planner see few buckets and hash them.
+        "SELECT bucket::int8, sum(completed)::int8, sum(failed)::int8 FROM ( \
+           SELECT width_bucket(tr.start_time, {bounds}::timestamptz[]) AS bucket, \
+             (tr.state_type = 'COMPLETED')::int AS completed, \
+             (tr.state_type IN ('FAILED', 'CRASHED'))::int AS failed \
+           FROM task_run tr \
+           WHERE {cond} AND tr.state_type IN ('COMPLETED', 'FAILED', 'CRASHED', 'CANCELLED') \
+             AND tr.start_time IS NOT NULL \
+           OFFSET 0 \
+         ) runs GROUP BY bucket ORDER BY bucket",
+        bounds = q.bind(bounds.to_vec()),
+    );
+    Ok(c.query(sql.as_str(), &q.params())
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect())
+}

@@ -1,0 +1,597 @@
+//! Applying a state transition: one short transaction that locks the run row, loads what
+//! the policy needs, asks the pure policy (`orchestration::orchestrate`) for a decision,
+//! and writes it: the state row, the run's mirror and bookkeeping columns, tag slots, the
+//! cache row, and for subflows the mirrored state of the parent task run.
+
+use chrono::{DateTime, Duration, Utc};
+use deadpool_postgres::GenericClient;
+use serde::Serialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::db::runs::{micros_sql, state_from_row, STATE_COLUMNS};
+use crate::error::StoreResult;
+use stratus_domain::api_version::ApiVersion;
+use stratus_domain::orchestration::{
+    orchestrate, Decision, Details, FlowRunPolicy, ParentFlowRun, RunBook, RunFacts, RunKind, Status,
+    TagLimit, TaskRunPolicy, TransitionContext,
+};
+use stratus_domain::states::{State, StateType};
+
+/// The body of a `set_state` answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct OrchestrationResult {
+    pub state: Option<State>,
+    pub status: Status,
+    pub details: Details,
+}
+
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub result: OrchestrationResult,
+    /// A new state row was written (HTTP 201 rather than 200).
+    pub written: bool,
+    /// The run became due on its work pool's queue: an outbox message awaits publishing.
+    pub enqueued: bool,
+    /// Notification policies matched the new state: notifications await publishing.
+    pub notified: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    pub force: bool,
+    pub api_version: ApiVersion,
+    pub tag_slot_wait_seconds: i64,
+}
+
+/// Inserts a flow run (idempotent on its flow and key) and, when it is new, applies its
+/// initial state with force, as Prefect does on create. Returns the run and, when it is
+/// new, the outcome of its first state (what to publish after commit).
+pub async fn create_flow_run(
+    c: &impl GenericClient,
+    new: &crate::db::flow_runs::NewFlowRun,
+    initial: State,
+    opts: Options,
+) -> StoreResult<Option<(crate::db::flow_runs::FlowRun, Option<Outcome>)>> {
+    let (id, created) = crate::db::flow_runs::insert(c, new).await?;
+    let outcome = if created {
+        set_flow_run_state(c, id, initial, Options { force: true, ..opts }).await?
+    } else {
+        None
+    };
+    Ok(crate::db::flow_runs::read(c, id).await?.map(|run| (run, outcome)))
+}
+
+/// Inserts a task run (idempotent on its flow run and keys) and, when it is new, applies its
+/// initial state with force. Returns the run and whether it is new.
+pub async fn create_task_run(
+    c: &impl GenericClient,
+    new: &crate::db::task_runs::NewTaskRun,
+    initial: State,
+    opts: Options,
+) -> StoreResult<Option<(crate::db::task_runs::TaskRun, bool)>> {
+    let (id, created) = crate::db::task_runs::insert(c, new).await?;
+    if created {
+        set_task_run_state(c, id, initial, Options { force: true, ..opts }).await?;
+    }
+    Ok(crate::db::task_runs::read(c, id).await?.map(|run| (run, created)))
+}
+
+/// Inserts a deployment's runs for `dates`, Scheduled, each with its outbox message; returns
+/// the new ones. The unique `(flow_id, idempotency_key)` makes repeated and overlapping
+/// ticks harmless. Like Prefect 2.20's `_insert_scheduled_flow_runs`
+/// (`src/prefect/server/models/deployments.py`), the first state is written without
+/// orchestration: no rule applies to a new run's Scheduled state.
+pub async fn insert_scheduled_runs(
+    c: &impl GenericClient,
+    d: &crate::db::deployments::Deployment,
+    dates: &[DateTime<Utc>],
+) -> StoreResult<Vec<Uuid>> {
+    let mut tags = vec![Value::from("auto-scheduled")];
+    tags.extend(
+        d.tags
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|t| t != "auto-scheduled"),
+    );
+    let tags = Value::from(tags);
+    let insert = c
+        .prepare_cached(
+            "INSERT INTO flow_run (name, flow_id, deployment_id, deployment_version, work_queue_name, work_queue_id, \
+             parameters, infrastructure_document_id, tags, auto_scheduled, idempotency_key, empirical_policy, \
+             job_variables, expected_start_time, next_scheduled_start_time) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, true, $10, $11, '{}', $12, $12) \
+             ON CONFLICT (flow_id, idempotency_key) DO NOTHING RETURNING id",
+        )
+        .await?;
+    let policy = serde_json::to_value(FlowRunPolicy::default())?;
+    let mut created = Vec::new();
+    for date in dates {
+        let key = crate::scheduler::idempotency_key(d.id, *date);
+        let row = c
+            .query_opt(
+                &insert,
+                &[
+                    &stratus_domain::names::run_name(),
+                    &d.flow_id,
+                    &d.id,
+                    &d.version,
+                    &d.work_queue_name,
+                    &d.work_queue_id,
+                    &d.parameters,
+                    &d.infrastructure_document_id,
+                    &tags,
+                    &key,
+                    &policy,
+                    date,
+                ],
+            )
+            .await?;
+        let Some(row) = row else { continue };
+        let run_id: Uuid = row.get(0);
+        let state_id = Uuid::new_v4();
+        let details = serde_json::json!({"flow_run_id": run_id, "scheduled_time": stratus_domain::time::format_ts(date)});
+        let now = Utc::now();
+        c.execute(
+            "INSERT INTO flow_run_state (id, flow_run_id, type, timestamp, name, message, state_details) \
+             VALUES ($1, $2, 'SCHEDULED', $3, 'Scheduled', 'Flow run scheduled', $4)",
+            &[&state_id, &run_id, &now, &details],
+        )
+        .await?;
+        c.execute(
+            "UPDATE flow_run SET state_id = $2, state_type = 'SCHEDULED', state_name = 'Scheduled', state_timestamp = $3 \
+             WHERE id = $1",
+            &[&run_id, &state_id, &now],
+        )
+        .await?;
+        crate::db::outbox::enqueue_run(c, run_id).await?;
+        created.push(run_id);
+    }
+    Ok(created)
+}
+
+/// Keeps `(run_id, timestamp)` unique and states ordered: a proposal is never stamped at
+/// or before the current state.
+fn after_current(mut proposed: State, initial: Option<&State>) -> State {
+    if let Some(initial) = initial {
+        if proposed.timestamp <= initial.timestamp {
+            proposed.timestamp = initial.timestamp + Duration::microseconds(1);
+        }
+    }
+    proposed
+}
+
+/// Sets a flow run's state. Returns None when the run does not exist.
+pub async fn set_flow_run_state(
+    c: &impl GenericClient,
+    run_id: Uuid,
+    proposed: State,
+    opts: Options,
+) -> StoreResult<Option<Outcome>> {
+    let sql = format!(
+        "SELECT fr.run_count, fr.start_time, fr.end_time, {total}, fr.expected_start_time, \
+         fr.next_scheduled_start_time, fr.empirical_policy, fr.deployment_id, fr.parent_task_run_id, \
+         fr.infrastructure_pid, fr.tags, {STATE_COLUMNS} \
+         FROM flow_run fr LEFT JOIN flow_run_state s ON s.id = fr.state_id \
+         WHERE fr.id = $1",
+        total = micros_sql("fr.total_run_time")
+    );
+    let Some(row) =
+        lock_then_read(c, "SELECT 1 FROM flow_run WHERE id = $1 FOR UPDATE", &sql, run_id).await?
+    else {
+        return Ok(None);
+    };
+    let initial = state_from_row(&row, 11);
+    let policy: Value = row.get(6);
+    let flow_policy: FlowRunPolicy = serde_json::from_value(policy).unwrap_or_default();
+    let book = RunBook {
+        run_count: row.get(0),
+        start_time: row.get(1),
+        end_time: row.get(2),
+        total_run_time_micros: row.get(3),
+        expected_start_time: row.get(4),
+        next_scheduled_start_time: row.get(5),
+        flow_policy,
+        task_policy: TaskRunPolicy::default(),
+        flow_run_run_count: 0,
+    };
+    let parent_task_run_id: Option<Uuid> = row.get(8);
+    let ctx = TransitionContext {
+        kind: RunKind::Flow,
+        force: opts.force,
+        api_version: opts.api_version,
+        now: Utc::now(),
+        proposed: after_current(proposed, initial.as_ref()),
+        initial,
+        run: RunFacts {
+            id: run_id,
+            deployment_id: row.get(7),
+            parent_task_run_id,
+            infrastructure_pid: row.get(9),
+            flow_run_id: None,
+            tags: tags_of(row.get(10)),
+        },
+        book,
+        parent_flow_run: None,
+        cached_state: None,
+        tag_limits: Vec::new(),
+        tag_slot_wait_seconds: opts.tag_slot_wait_seconds,
+    };
+    let mut decision = orchestrate(&ctx);
+    // A forced reschedule (the UI's Retry) hands the run to the workers again: it is no
+    // longer retrying in the process that ran it, which the workers' poll and the queue
+    // would otherwise leave it to forever.
+    if ctx.force && ctx.proposed.kind == StateType::Scheduled {
+        let policy = &mut decision.book.flow_policy;
+        if policy.retry_type.as_deref() == Some("in_process") {
+            policy.retry_type = None;
+        }
+    }
+    let written = apply(c, RunKind::Flow, run_id, &ctx, &decision).await?;
+    // Marking a run Late changes nothing for the agents that already have its message.
+    let enqueued = match &written {
+        Some(s) if s.kind == StateType::Scheduled && s.name != "Late" => {
+            crate::db::outbox::enqueue_run(c, run_id).await?
+        }
+        _ => false,
+    };
+
+    if let (Some(state), Some(parent_task)) = (&written, parent_task_run_id) {
+        // The client never sets states on a subflow's parent task run: the server mirrors.
+        let mut mirrored = state.clone();
+        mirrored.id = Uuid::new_v4();
+        mirrored.state_details.child_flow_run_id = Some(run_id);
+        mirrored.state_details.task_run_id = Some(parent_task);
+        let mirror_opts = Options { force: true, ..opts };
+        Box::pin(set_task_run_state(c, parent_task, mirrored, mirror_opts)).await?;
+    }
+    let mut outcome = outcome(ctx.initial, decision, written);
+    outcome.enqueued = enqueued;
+    // As Prefect: accepted and rejected proposals notify, the latter of the state kept.
+    if let (Status::Accept | Status::Reject, Some(state)) = (&outcome.result.status, &outcome.result.state) {
+        outcome.notified =
+            crate::db::notifications::queue_for_state(c, run_id, state, &ctx.run.tags).await? > 0;
+    }
+    Ok(Some(outcome))
+}
+
+/// Sets a task run's state. Returns None when the run does not exist.
+pub async fn set_task_run_state(
+    c: &impl GenericClient,
+    run_id: Uuid,
+    proposed: State,
+    opts: Options,
+) -> StoreResult<Option<Outcome>> {
+    let sql = format!(
+        "SELECT tr.run_count, tr.start_time, tr.end_time, {total}, tr.expected_start_time, \
+         tr.next_scheduled_start_time, tr.empirical_policy, tr.flow_run_id, tr.tags, \
+         tr.flow_run_run_count, {STATE_COLUMNS} \
+         FROM task_run tr LEFT JOIN task_run_state s ON s.id = tr.state_id \
+         WHERE tr.id = $1",
+        total = micros_sql("tr.total_run_time")
+    );
+    let Some(row) =
+        lock_then_read(c, "SELECT 1 FROM task_run WHERE id = $1 FOR UPDATE", &sql, run_id).await?
+    else {
+        return Ok(None);
+    };
+    let initial = state_from_row(&row, 10);
+    let policy: Value = row.get(6);
+    let task_policy: TaskRunPolicy = serde_json::from_value(policy).unwrap_or_default();
+    let flow_run_id: Option<Uuid> = row.get(7);
+    let tags = tags_of(row.get(8));
+    let book = RunBook {
+        run_count: row.get(0),
+        start_time: row.get(1),
+        end_time: row.get(2),
+        total_run_time_micros: row.get(3),
+        expected_start_time: row.get(4),
+        next_scheduled_start_time: row.get(5),
+        flow_policy: FlowRunPolicy::default(),
+        task_policy,
+        flow_run_run_count: row.get(9),
+    };
+    let proposed = after_current(proposed, initial.as_ref());
+    let to_running = proposed.kind == StateType::Running;
+
+    let parent_flow_run = match (flow_run_id, to_running) {
+        (Some(fr), true) => load_parent_flow_run(c, fr).await?,
+        _ => None,
+    };
+    let cached_state = match &proposed.state_details.cache_key {
+        Some(key) if to_running && proposed.state_details.refresh_cache != Some(true) => {
+            load_cached_state(c, key).await?
+        }
+        _ => None,
+    };
+    let tag_limits = if tags.is_empty() {
+        Vec::new()
+    } else {
+        load_tag_limits(c, &tags, run_id, to_running).await?
+    };
+
+    let ctx = TransitionContext {
+        kind: RunKind::Task,
+        force: opts.force,
+        api_version: opts.api_version,
+        now: Utc::now(),
+        proposed,
+        initial,
+        run: RunFacts {
+            id: run_id,
+            deployment_id: None,
+            parent_task_run_id: None,
+            infrastructure_pid: None,
+            flow_run_id,
+            tags,
+        },
+        book,
+        parent_flow_run,
+        cached_state,
+        tag_limits,
+        tag_slot_wait_seconds: opts.tag_slot_wait_seconds,
+    };
+    let decision = orchestrate(&ctx);
+    let written = apply(c, RunKind::Task, run_id, &ctx, &decision).await?;
+
+    for limit in &decision.tag_limits {
+        let slots: Vec<String> = limit.active_slots.iter().map(Uuid::to_string).collect();
+        c.execute(
+            "UPDATE concurrency_limit SET active_slots = $2, updated = now() WHERE tag = $1",
+            &[&limit.tag, &Value::from(slots)],
+        )
+        .await?;
+    }
+    if let (Some(state), Some((key, expiration))) = (&written, &decision.cache_insert) {
+        let stmt = c
+            .prepare_cached(
+                "INSERT INTO task_run_state_cache (cache_key, cache_expiration, task_run_state_id) VALUES ($1, $2, $3)",
+            )
+            .await?;
+        c.execute(&stmt, &[key, expiration, &state.id]).await?;
+    }
+    Ok(Some(outcome(ctx.initial, decision, written)))
+}
+
+/// Locks the run row, then reads it with its current state in a fresh snapshot.
+///
+/// Reading and locking in one `SELECT ... JOIN ... FOR UPDATE` is wrong here: after waiting
+/// for a concurrent transition, Postgres re-checks the locked run row but keeps the joined
+/// state row it saw before, so a second claimer would see the old SCHEDULED state and
+/// claim again. Under READ COMMITTED the second statement gets a new snapshot; both are
+/// pipelined on the connection, so this costs one round trip.
+async fn lock_then_read(
+    c: &impl GenericClient,
+    lock_sql: &str,
+    read_sql: &str,
+    run_id: Uuid,
+) -> StoreResult<Option<tokio_postgres::Row>> {
+    let lock = c.prepare_cached(lock_sql).await?;
+    let read = c.prepare_cached(read_sql).await?;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&run_id];
+    let (locked, row) = tokio::try_join!(c.query_opt(&lock, &params), c.query_opt(&read, &params))?;
+    Ok(locked.and(row))
+}
+
+fn outcome(initial: Option<State>, decision: Decision, written: Option<State>) -> Outcome {
+    let is_written = written.is_some();
+    Outcome {
+        result: OrchestrationResult {
+            state: written.or(initial),
+            status: decision.status,
+            details: decision.details,
+        },
+        written: is_written,
+        enqueued: false,
+        notified: false,
+    }
+}
+
+fn tags_of(value: Value) -> Vec<String> {
+    value
+        .as_array()
+        .map(|a| a.iter().filter_map(|t| t.as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
+}
+
+async fn load_parent_flow_run(c: &impl GenericClient, id: Uuid) -> StoreResult<Option<ParentFlowRun>> {
+    let stmt = c
+        .prepare_cached(&format!(
+            "SELECT fr.run_count, {STATE_COLUMNS} FROM flow_run fr \
+             LEFT JOIN flow_run_state s ON s.id = fr.state_id WHERE fr.id = $1"
+        ))
+        .await?;
+    Ok(c.query_opt(&stmt, &[&id]).await?.map(|row| ParentFlowRun {
+        id,
+        run_count: row.get(0),
+        state: state_from_row(&row, 1),
+    }))
+}
+
+async fn load_cached_state(c: &impl GenericClient, key: &str) -> StoreResult<Option<State>> {
+    let stmt = c
+        .prepare_cached(&format!(
+            "SELECT {STATE_COLUMNS} FROM task_run_state_cache cache \
+             JOIN task_run_state s ON s.id = cache.task_run_state_id \
+             WHERE cache.cache_key = $1 AND (cache.cache_expiration IS NULL OR cache.cache_expiration > now()) \
+             ORDER BY cache.created DESC LIMIT 1"
+        ))
+        .await?;
+    Ok(c.query_opt(&stmt, &[&key])
+        .await?
+        .and_then(|row| state_from_row(&row, 0)))
+}
+
+/// Locks the limits on the run's tags, in tag order so concurrent tasks cannot deadlock.
+/// Only limits the transition can change are loaded: all of them when the run is about to
+/// run, else only those holding a slot of this run.
+async fn load_tag_limits(
+    c: &impl GenericClient,
+    tags: &[String],
+    run_id: Uuid,
+    to_running: bool,
+) -> StoreResult<Vec<TagLimit>> {
+    let stmt = c
+        .prepare_cached(
+            "SELECT tag, concurrency_limit, active_slots FROM concurrency_limit \
+             WHERE tag = ANY($1) AND ($2 OR active_slots ? $3) ORDER BY tag FOR UPDATE",
+        )
+        .await?;
+    let rows = c.query(&stmt, &[&tags, &to_running, &run_id.to_string()]).await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let slots: Value = r.get(2);
+            TagLimit {
+                tag: r.get(0),
+                limit: r.get(1),
+                active_slots: slots
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|v| v.as_str()?.parse().ok()).collect())
+                    .unwrap_or_default(),
+            }
+        })
+        .collect())
+}
+
+/// The `artifact_*` fields a persisted result carries: key, type, description.
+struct ResultArtifact {
+    key: Option<String>,
+    kind: Option<String>,
+    description: Option<String>,
+}
+
+/// Splits result data into what the state keeps and the result artifact's fields.
+/// Unpersisted results are not stored at all.
+fn stored_data(data: &Option<Value>) -> Option<(Value, ResultArtifact)> {
+    let data = data.as_ref().filter(|d| !d.is_null())?;
+    if data.get("type").and_then(Value::as_str) == Some("unpersisted") {
+        return None;
+    }
+    let mut stored = data.clone();
+    let mut take = |key: &str| -> Option<String> {
+        stored
+            .as_object_mut()
+            .and_then(|m| m.remove(key))
+            .and_then(|v| v.as_str().map(str::to_string))
+    };
+    let artifact = ResultArtifact {
+        key: take("artifact_key"),
+        kind: take("artifact_type"),
+        description: take("artifact_description"),
+    };
+    Some((stored, artifact))
+}
+
+/// Writes the decided state and bookkeeping. Returns the state as written (None when the
+/// decision writes nothing).
+async fn apply(
+    c: &impl GenericClient,
+    kind: RunKind,
+    run_id: Uuid,
+    ctx: &TransitionContext,
+    decision: &Decision,
+) -> StoreResult<Option<State>> {
+    let Some(state) = &decision.state else {
+        return Ok(None);
+    };
+    let mut state = state.clone();
+    let stored = stored_data(&state.data);
+    let (flow_run_id, task_run_id) = match kind {
+        RunKind::Flow => (Some(run_id), None),
+        RunKind::Task => (ctx.run.flow_run_id, Some(run_id)),
+    };
+    let mut artifact_id: Option<Uuid> = None;
+    if let Some((stored, artifact)) = &stored {
+        let stmt = c
+            .prepare_cached(
+                "INSERT INTO artifact (key, type, description, data, flow_run_id, task_run_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            )
+            .await?;
+        let row = c
+            .query_one(
+                &stmt,
+                &[
+                    &artifact.key,
+                    &artifact.kind,
+                    &artifact.description,
+                    stored,
+                    &flow_run_id,
+                    &task_run_id,
+                ],
+            )
+            .await?;
+        artifact_id = Some(row.get(0));
+        state.data = Some(stored.clone());
+    }
+    let data = stored.map(|(d, _)| d);
+    let details = serde_json::to_value(&state.state_details)?;
+    let (insert_state, update_run) = match kind {
+        RunKind::Flow => (
+            "INSERT INTO flow_run_state (id, flow_run_id, type, timestamp, name, message, state_details, data, result_artifact_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            "UPDATE flow_run SET state_id = $2, state_type = $3, state_name = $4, state_timestamp = $5, \
+             run_count = $6, start_time = $7, end_time = $8, total_run_time = $9::bigint * interval '1 microsecond', \
+             expected_start_time = $10, next_scheduled_start_time = $11, empirical_policy = $12, updated = now() \
+             WHERE id = $1",
+        ),
+        RunKind::Task => (
+            "INSERT INTO task_run_state (id, task_run_id, type, timestamp, name, message, state_details, data, result_artifact_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            "UPDATE task_run SET state_id = $2, state_type = $3, state_name = $4, state_timestamp = $5, \
+             run_count = $6, start_time = $7, end_time = $8, total_run_time = $9::bigint * interval '1 microsecond', \
+             expected_start_time = $10, next_scheduled_start_time = $11, empirical_policy = $12, \
+             flow_run_run_count = $13, updated = now() WHERE id = $1",
+        ),
+    };
+    let stmt = c.prepare_cached(insert_state).await?;
+    c.execute(
+        &stmt,
+        &[
+            &state.id,
+            &run_id,
+            &state.kind.as_str(),
+            &state.timestamp,
+            &state.name,
+            &state.message,
+            &details,
+            &data,
+            &artifact_id,
+        ],
+    )
+    .await?;
+    let book = &decision.book;
+    let policy = match kind {
+        RunKind::Flow => serde_json::to_value(&book.flow_policy)?,
+        RunKind::Task => serde_json::to_value(&book.task_policy)?,
+    };
+    let stmt = c.prepare_cached(update_run).await?;
+    let timestamp: DateTime<Utc> = state.timestamp;
+    let kind_name = state.kind.as_str();
+    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
+        &run_id,
+        &state.id,
+        &kind_name,
+        &state.name,
+        &timestamp,
+        &book.run_count,
+        &book.start_time,
+        &book.end_time,
+        &book.total_run_time_micros,
+        &book.expected_start_time,
+        &book.next_scheduled_start_time,
+        &policy,
+    ];
+    if kind == RunKind::Task {
+        params.push(&book.flow_run_run_count);
+    }
+    c.execute(&stmt, &params).await?;
+    // The response echoes the proposal's data, unpersisted results included.
+    Ok(Some(State {
+        data: decision.state.as_ref().and_then(|s| s.data.clone()),
+        ..state
+    }))
+}

@@ -1,0 +1,874 @@
+//! SQL for work pools, their queues and workers, and the poll that hands scheduled runs
+//! to workers and agents.
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use crate::filters::{Query, TextFilter};
+pub use crate::filters::{WorkPoolFilter, WorkQueueFilter};
+use stratus_domain::time::{ts, ts_opt};
+
+/// The pool legacy work queues and agents live in.
+pub const DEFAULT_AGENT_POOL: &str = "default-agent-pool";
+pub const AGENT_POOL_TYPE: &str = "prefect-agent";
+pub const DEFAULT_QUEUE: &str = "default";
+/// A worker is online while its last heartbeat is within this many intervals.
+pub const HEARTBEAT_INTERVALS_BEFORE_OFFLINE: i32 = 3;
+pub const DEFAULT_HEARTBEAT_INTERVAL_SECONDS: i32 = 30;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkPool {
+    pub id: Uuid,
+    #[serde(with = "ts")]
+    pub created: DateTime<Utc>,
+    #[serde(with = "ts")]
+    pub updated: DateTime<Utc>,
+    pub name: String,
+    pub description: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub base_job_template: Value,
+    pub is_paused: bool,
+    pub concurrency_limit: Option<i32>,
+    pub status: Option<String>,
+    pub default_queue_id: Option<Uuid>,
+}
+
+const POOL_COLUMNS: &str = "wp.id, wp.created, wp.updated, wp.name, wp.description, wp.type, \
+    wp.base_job_template, wp.is_paused, wp.concurrency_limit, wp.status, wp.default_queue_id";
+
+fn pool_from_row(r: &Row) -> WorkPool {
+    WorkPool {
+        id: r.get(0),
+        created: r.get(1),
+        updated: r.get(2),
+        name: r.get(3),
+        description: r.get(4),
+        kind: r.get(5),
+        base_job_template: r.get(6),
+        is_paused: r.get(7),
+        concurrency_limit: r.get(8),
+        status: r.get(9),
+        default_queue_id: r.get(10),
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkQueue {
+    pub id: Uuid,
+    #[serde(with = "ts")]
+    pub created: DateTime<Utc>,
+    #[serde(with = "ts")]
+    pub updated: DateTime<Utc>,
+    pub name: String,
+    pub description: String,
+    pub is_paused: bool,
+    pub concurrency_limit: Option<i32>,
+    pub priority: i32,
+    pub work_pool_id: Uuid,
+    pub filter: Option<Value>,
+    #[serde(with = "ts_opt")]
+    pub last_polled: Option<DateTime<Utc>>,
+    pub work_pool_name: String,
+    pub status: String,
+}
+
+const QUEUE_COLUMNS: &str = "wq.id, wq.created, wq.updated, wq.name, wq.description, wq.is_paused, \
+    wq.concurrency_limit, wq.priority, wq.work_pool_id, wq.filter, wq.last_polled, wp.name, wq.status";
+
+fn queue_from_row(r: &Row) -> WorkQueue {
+    WorkQueue {
+        id: r.get(0),
+        created: r.get(1),
+        updated: r.get(2),
+        name: r.get(3),
+        description: r.get(4),
+        is_paused: r.get(5),
+        concurrency_limit: r.get(6),
+        priority: r.get(7),
+        work_pool_id: r.get(8),
+        filter: r.get(9),
+        last_polled: r.get(10),
+        work_pool_name: r.get(11),
+        status: r.get(12),
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Worker {
+    pub id: Uuid,
+    #[serde(with = "ts")]
+    pub created: DateTime<Utc>,
+    #[serde(with = "ts")]
+    pub updated: DateTime<Utc>,
+    pub name: String,
+    pub work_pool_id: Uuid,
+    #[serde(with = "ts")]
+    pub last_heartbeat_time: DateTime<Utc>,
+    pub heartbeat_interval_seconds: Option<i32>,
+    pub status: String,
+}
+
+/// Workers' status is derived from their heartbeat, so it is right without a sweeper.
+const WORKER_COLUMNS: &str = "w.id, w.created, w.updated, w.name, w.work_pool_id, w.last_heartbeat_time, \
+    w.heartbeat_interval_seconds, CASE WHEN w.last_heartbeat_time >= now() - \
+    (3 * coalesce(w.heartbeat_interval_seconds, 30)) * interval '1 second' THEN 'ONLINE' ELSE 'OFFLINE' END";
+
+fn worker_from_row(r: &Row) -> Worker {
+    Worker {
+        id: r.get(0),
+        created: r.get(1),
+        updated: r.get(2),
+        name: r.get(3),
+        work_pool_id: r.get(4),
+        last_heartbeat_time: r.get(5),
+        heartbeat_interval_seconds: r.get(6),
+        status: r.get(7),
+    }
+}
+
+pub struct NewPool<'a> {
+    pub name: &'a str,
+    pub description: Option<&'a str>,
+    pub kind: &'a str,
+    pub base_job_template: &'a Value,
+    pub is_paused: bool,
+    pub concurrency_limit: Option<i32>,
+}
+
+/// A pool's status when created: agent pools have none; others start NOT_READY or PAUSED.
+fn initial_status(kind: &str, is_paused: bool) -> Option<&'static str> {
+    match (kind == AGENT_POOL_TYPE, is_paused) {
+        (true, _) => None,
+        (false, true) => Some("PAUSED"),
+        (false, false) => Some("NOT_READY"),
+    }
+}
+
+/// Creates a pool with its `default` queue; None when the name is taken.
+pub async fn create_pool(
+    c: &impl GenericClient,
+    p: &NewPool<'_>,
+) -> Result<Option<WorkPool>, tokio_postgres::Error> {
+    let sql = format!(
+        "INSERT INTO work_pool AS wp (name, description, type, base_job_template, is_paused, concurrency_limit, status) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (name) DO NOTHING RETURNING {POOL_COLUMNS}"
+    );
+    let status = initial_status(p.kind, p.is_paused);
+    let Some(row) = c
+        .query_opt(
+            sql.as_str(),
+            &[
+                &p.name,
+                &p.description,
+                &p.kind,
+                p.base_job_template,
+                &p.is_paused,
+                &p.concurrency_limit,
+                &status,
+            ],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let mut pool = pool_from_row(&row);
+    let queue: Uuid = c
+        .query_one(
+            "INSERT INTO work_queue (name, priority, work_pool_id) VALUES ($1, 1, $2) RETURNING id",
+            &[&DEFAULT_QUEUE, &pool.id],
+        )
+        .await?
+        .get(0);
+    c.execute(
+        "UPDATE work_pool SET default_queue_id = $2 WHERE id = $1",
+        &[&pool.id, &queue],
+    )
+    .await?;
+    pool.default_queue_id = Some(queue);
+    Ok(Some(pool))
+}
+
+pub async fn read_pool_by_name(
+    c: &impl GenericClient,
+    name: &str,
+) -> Result<Option<WorkPool>, tokio_postgres::Error> {
+    let sql = format!("SELECT {POOL_COLUMNS} FROM work_pool wp WHERE wp.name = $1");
+    Ok(c.query_opt(sql.as_str(), &[&name])
+        .await?
+        .as_ref()
+        .map(pool_from_row))
+}
+
+/// The pool, created (as an agent pool) if missing: `default-agent-pool` appears on demand.
+/// None only if it was deleted while being created.
+pub async fn ensure_pool(
+    c: &impl GenericClient,
+    name: &str,
+) -> Result<Option<WorkPool>, tokio_postgres::Error> {
+    if let Some(pool) = read_pool_by_name(c, name).await? {
+        return Ok(Some(pool));
+    }
+    let template = Value::Object(Default::default());
+    let new = NewPool {
+        name,
+        description: None,
+        kind: AGENT_POOL_TYPE,
+        base_job_template: &template,
+        is_paused: false,
+        concurrency_limit: None,
+    };
+    match create_pool(c, &new).await? {
+        Some(pool) => Ok(Some(pool)),
+        None => read_pool_by_name(c, name).await,
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PoolChanges {
+    pub description: Option<String>,
+    pub is_paused: Option<bool>,
+    pub base_job_template: Option<Value>,
+    pub concurrency_limit: Option<Option<i32>>,
+}
+
+/// Applies the changes; pausing sets PAUSED, unpausing READY if a worker is online, else
+/// NOT_READY (agent pools keep no status).
+pub async fn update_pool(
+    c: &impl GenericClient,
+    id: Uuid,
+    ch: &PoolChanges,
+) -> Result<bool, tokio_postgres::Error> {
+    let (set_limit, limit) = match ch.concurrency_limit {
+        Some(v) => (true, v),
+        None => (false, None),
+    };
+    let n = c
+        .execute(
+            "UPDATE work_pool SET description = coalesce($2, description), is_paused = coalesce($3, is_paused), \
+             base_job_template = coalesce($4, base_job_template), \
+             concurrency_limit = CASE WHEN $5 THEN $6 ELSE concurrency_limit END, \
+             status = CASE WHEN type = 'prefect-agent' THEN NULL \
+                 WHEN $3 IS NULL THEN status \
+                 WHEN $3 THEN 'PAUSED' \
+                 WHEN EXISTS (SELECT 1 FROM worker w WHERE w.work_pool_id = work_pool.id \
+                     AND w.last_heartbeat_time >= now() - (3 * coalesce(w.heartbeat_interval_seconds, 30)) * interval '1 second') \
+                   THEN 'READY' ELSE 'NOT_READY' END, \
+             updated = now() WHERE id = $1",
+            &[&id, &ch.description, &ch.is_paused, &ch.base_job_template, &set_limit, &limit],
+        )
+        .await?;
+    Ok(n > 0)
+}
+
+pub async fn delete_pool(c: &impl GenericClient, id: Uuid) -> Result<bool, tokio_postgres::Error> {
+    c.execute(
+        "UPDATE work_pool SET default_queue_id = NULL WHERE id = $1",
+        &[&id],
+    )
+    .await?;
+    Ok(c.execute("DELETE FROM work_pool WHERE id = $1", &[&id]).await? > 0)
+}
+
+fn pool_filter_sql(f: &WorkPoolFilter, q: &mut Query) -> String {
+    f.sql(q, "wp")
+}
+
+pub async fn filter_pools(
+    c: &impl GenericClient,
+    f: &WorkPoolFilter,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<WorkPool>, tokio_postgres::Error> {
+    let mut q = Query::default();
+    let cond = pool_filter_sql(f, &mut q);
+    let sql = format!(
+        "SELECT {POOL_COLUMNS} FROM work_pool wp WHERE {cond} ORDER BY wp.name LIMIT {} OFFSET {}",
+        q.bind(limit),
+        q.bind(offset)
+    );
+    Ok(c.query(sql.as_str(), &q.params())
+        .await?
+        .iter()
+        .map(pool_from_row)
+        .collect())
+}
+
+pub async fn count_pools(c: &impl GenericClient, f: &WorkPoolFilter) -> Result<i64, tokio_postgres::Error> {
+    let mut q = Query::default();
+    let cond = pool_filter_sql(f, &mut q);
+    let sql = format!("SELECT count(*) FROM work_pool wp WHERE {cond}");
+    Ok(c.query_one(sql.as_str(), &q.params()).await?.get(0))
+}
+
+// ---- queues -------------------------------------------------------------------------------
+
+pub struct NewQueue<'a> {
+    pub name: &'a str,
+    pub description: &'a str,
+    pub is_paused: bool,
+    pub concurrency_limit: Option<i32>,
+    pub priority: Option<i32>,
+    pub filter: Option<Value>,
+}
+
+/// Creates a queue in the pool (lowest priority unless given; a given priority moves the
+/// queues at or below it down one); None when the name is taken.
+pub async fn create_queue(
+    c: &impl GenericClient,
+    pool_id: Uuid,
+    q: &NewQueue<'_>,
+) -> Result<Option<WorkQueue>, tokio_postgres::Error> {
+    if read_queue_by_name(c, pool_id, q.name).await?.is_some() {
+        return Ok(None);
+    }
+    if let Some(priority) = q.priority {
+        c.execute(
+            "UPDATE work_queue SET priority = priority + 1 WHERE work_pool_id = $1 AND priority >= $2",
+            &[&pool_id, &priority],
+        )
+        .await?;
+    }
+    let row = c
+        .query_opt(
+            "INSERT INTO work_queue (name, description, is_paused, concurrency_limit, priority, filter, work_pool_id, status) \
+             SELECT $1, $2, $3, $4, coalesce($5, (SELECT coalesce(max(priority), 0) + 1 FROM work_queue WHERE work_pool_id = $7)), \
+                    $6, $7, CASE WHEN $3 THEN 'PAUSED' ELSE 'NOT_READY' END \
+             ON CONFLICT (work_pool_id, name) DO NOTHING RETURNING id",
+            &[&q.name, &q.description, &q.is_paused, &q.concurrency_limit, &q.priority, &q.filter, &pool_id],
+        )
+        .await?;
+    match row {
+        Some(r) => read_queue(c, r.get(0)).await,
+        None => Ok(None),
+    }
+}
+
+pub async fn read_queue(
+    c: &impl GenericClient,
+    id: Uuid,
+) -> Result<Option<WorkQueue>, tokio_postgres::Error> {
+    let sql = format!("SELECT {QUEUE_COLUMNS} FROM work_queue wq JOIN work_pool wp ON wp.id = wq.work_pool_id WHERE wq.id = $1");
+    Ok(c.query_opt(sql.as_str(), &[&id])
+        .await?
+        .as_ref()
+        .map(queue_from_row))
+}
+
+pub async fn read_queue_by_name(
+    c: &impl GenericClient,
+    pool_id: Uuid,
+    name: &str,
+) -> Result<Option<WorkQueue>, tokio_postgres::Error> {
+    let sql = format!(
+        "SELECT {QUEUE_COLUMNS} FROM work_queue wq JOIN work_pool wp ON wp.id = wq.work_pool_id \
+         WHERE wq.work_pool_id = $1 AND wq.name = $2"
+    );
+    Ok(c.query_opt(sql.as_str(), &[&pool_id, &name])
+        .await?
+        .as_ref()
+        .map(queue_from_row))
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct QueueChanges {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub is_paused: Option<bool>,
+    pub concurrency_limit: Option<Option<i32>>,
+    pub priority: Option<i32>,
+    pub last_polled: Option<DateTime<Utc>>,
+    /// The deprecated tag filter of legacy queues.
+    pub filter: Option<Value>,
+}
+
+/// Applies the changes. A new priority shifts the queues between the old and new positions,
+/// so priorities stay distinct.
+pub async fn update_queue(
+    c: &impl GenericClient,
+    queue: &WorkQueue,
+    ch: &QueueChanges,
+) -> Result<(), tokio_postgres::Error> {
+    if let Some(priority) = ch.priority.filter(|p| *p != queue.priority) {
+        if priority < queue.priority {
+            c.execute(
+                "UPDATE work_queue SET priority = priority + 1 WHERE work_pool_id = $1 AND priority >= $2 AND priority < $3",
+                &[&queue.work_pool_id, &priority, &queue.priority],
+            )
+            .await?;
+        } else {
+            c.execute(
+                "UPDATE work_queue SET priority = priority - 1 WHERE work_pool_id = $1 AND priority > $3 AND priority <= $2",
+                &[&queue.work_pool_id, &priority, &queue.priority],
+            )
+            .await?;
+        }
+    }
+    let (set_limit, limit) = match ch.concurrency_limit {
+        Some(v) => (true, v),
+        None => (false, None),
+    };
+    c.execute(
+        "UPDATE work_queue SET name = coalesce($2, name), description = coalesce($3, description), \
+         is_paused = coalesce($4, is_paused), concurrency_limit = CASE WHEN $5 THEN $6 ELSE concurrency_limit END, \
+         priority = coalesce($7, priority), last_polled = coalesce($8, last_polled), \
+         filter = coalesce($9, filter), \
+         status = CASE WHEN $4 IS NULL THEN status WHEN $4 THEN 'PAUSED' \
+             WHEN last_polled >= now() - interval '60 seconds' THEN 'READY' ELSE 'NOT_READY' END, \
+         updated = now() WHERE id = $1",
+        &[&queue.id, &ch.name, &ch.description, &ch.is_paused, &set_limit, &limit, &ch.priority, &ch.last_polled, &ch.filter],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Legacy tag-filter queues that would pick up a deployment: their filter's tags are a
+/// subset of the deployment's, and its deployment ids (if any) include it.
+pub async fn queues_matching_deployment(
+    c: &impl GenericClient,
+    deployment_id: Uuid,
+    tags: &Value,
+) -> Result<Vec<WorkQueue>, tokio_postgres::Error> {
+    let sql = format!(
+        "SELECT {QUEUE_COLUMNS} FROM work_queue wq JOIN work_pool wp ON wp.id = wq.work_pool_id \
+         WHERE wq.filter IS NOT NULL AND jsonb_typeof(wq.filter) = 'object' \
+           AND $2::jsonb @> coalesce(nullif(wq.filter->'tags', 'null'::jsonb), '[]'::jsonb) \
+           AND (coalesce(nullif(wq.filter->'deployment_ids', 'null'::jsonb), '[]'::jsonb) = '[]'::jsonb \
+                OR wq.filter->'deployment_ids' ? $1::text) \
+         ORDER BY wq.priority, wq.name"
+    );
+    Ok(c.query(sql.as_str(), &[&deployment_id.to_string(), tags])
+        .await?
+        .iter()
+        .map(queue_from_row)
+        .collect())
+}
+
+pub async fn delete_queue(c: &impl GenericClient, id: Uuid) -> Result<bool, tokio_postgres::Error> {
+    Ok(c.execute("DELETE FROM work_queue WHERE id = $1", &[&id]).await? > 0)
+}
+
+pub async fn filter_queues(
+    c: &impl GenericClient,
+    pool_id: Option<Uuid>,
+    f: &WorkQueueFilter,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<WorkQueue>, tokio_postgres::Error> {
+    let mut q = Query::default();
+    let mut cond = f.sql(&mut q, "wq");
+    if let Some(pool) = pool_id {
+        cond = format!("wq.work_pool_id = {} AND {cond}", q.bind(pool));
+    }
+    let sql = format!(
+        "SELECT {QUEUE_COLUMNS} FROM work_queue wq JOIN work_pool wp ON wp.id = wq.work_pool_id \
+         WHERE {cond} ORDER BY wq.priority, wq.name LIMIT {} OFFSET {}",
+        q.bind(limit),
+        q.bind(offset)
+    );
+    Ok(c.query(sql.as_str(), &q.params())
+        .await?
+        .iter()
+        .map(queue_from_row)
+        .collect())
+}
+
+// ---- workers ------------------------------------------------------------------------------
+
+/// Records a worker's heartbeat; a NOT_READY pool becomes READY.
+pub async fn heartbeat(
+    c: &impl GenericClient,
+    pool_id: Uuid,
+    name: &str,
+    interval: Option<i32>,
+) -> Result<(), tokio_postgres::Error> {
+    c.execute(
+        "INSERT INTO worker (name, work_pool_id, heartbeat_interval_seconds, last_heartbeat_time, status) \
+         VALUES ($1, $2, $3, now(), 'ONLINE') ON CONFLICT (work_pool_id, name) DO UPDATE \
+         SET last_heartbeat_time = now(), status = 'ONLINE', \
+             heartbeat_interval_seconds = coalesce(EXCLUDED.heartbeat_interval_seconds, worker.heartbeat_interval_seconds), \
+             updated = now()",
+        &[&name, &pool_id, &interval],
+    )
+    .await?;
+    c.execute(
+        "UPDATE work_pool SET status = 'READY', last_transitioned_status_at = now() WHERE id = $1 AND status = 'NOT_READY'",
+        &[&pool_id],
+    )
+    .await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerFilter {
+    #[serde(default)]
+    pub operator: Option<crate::filters::Operator>,
+    #[serde(default)]
+    pub last_heartbeat_time: Option<crate::filters::TimeFilter>,
+    #[serde(default)]
+    pub status: Option<TextFilter>,
+}
+
+/// Workers of a pool, newest heartbeat first.
+pub async fn filter_workers(
+    c: &impl GenericClient,
+    pool_id: Uuid,
+    f: &WorkerFilter,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<Worker>, tokio_postgres::Error> {
+    let mut q = Query::default();
+    let mut parts = vec![format!("w.work_pool_id = {}", q.bind(pool_id))];
+    if let Some(t) = &f.last_heartbeat_time {
+        if let Some(before) = t.before_ {
+            parts.push(format!("w.last_heartbeat_time <= {}", q.bind(before)));
+        }
+        if let Some(after) = t.after_ {
+            parts.push(format!("w.last_heartbeat_time >= {}", q.bind(after)));
+        }
+    }
+    let status = "CASE WHEN w.last_heartbeat_time >= now() - (3 * coalesce(w.heartbeat_interval_seconds, 30)) * interval '1 second' THEN 'ONLINE' ELSE 'OFFLINE' END";
+    if let Some(s) = &f.status {
+        if let Some(any) = &s.any_ {
+            parts.push(format!("{status} = ANY({}::text[])", q.bind(any.clone())));
+        }
+        if let Some(not_any) = &s.not_any_ {
+            parts.push(format!(
+                "NOT ({status} = ANY({}::text[]))",
+                q.bind(not_any.clone())
+            ));
+        }
+    }
+    let sql = format!(
+        "SELECT {WORKER_COLUMNS} FROM worker w WHERE {} ORDER BY w.last_heartbeat_time DESC LIMIT {} OFFSET {}",
+        parts.join(" AND "),
+        q.bind(limit),
+        q.bind(offset)
+    );
+    Ok(c.query(sql.as_str(), &q.params())
+        .await?
+        .iter()
+        .map(worker_from_row)
+        .collect())
+}
+
+pub async fn delete_worker(
+    c: &impl GenericClient,
+    pool_id: Uuid,
+    name: &str,
+) -> Result<bool, tokio_postgres::Error> {
+    Ok(c.execute(
+        "DELETE FROM worker WHERE work_pool_id = $1 AND name = $2",
+        &[&pool_id, &name],
+    )
+    .await?
+        > 0)
+}
+
+// ---- the poll -----------------------------------------------------------------------------
+
+/// A scheduled run handed to a worker: `{work_pool_id, work_queue_id, flow_run}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerFlowRun {
+    pub work_pool_id: Uuid,
+    pub work_queue_id: Uuid,
+    pub flow_run: Value,
+}
+
+pub struct Poll {
+    pub queue_ids: Vec<Uuid>,
+    pub scheduled_before: Option<DateTime<Utc>>,
+    pub scheduled_after: Option<DateTime<Utc>>,
+    pub limit: i64,
+}
+
+/// SCHEDULED runs in the given queues of an unpaused pool, by queue priority then time,
+/// within the pool's and each queue's concurrency limit, skipping rows other pollers hold.
+/// Marks the queues (and their deployments) polled and ready.
+pub async fn scheduled_runs(
+    c: &impl GenericClient,
+    pool: &WorkPool,
+    poll: &Poll,
+) -> Result<Vec<WorkerFlowRun>, tokio_postgres::Error> {
+    let mut runs = Vec::new();
+    if !pool.is_paused {
+        let rows = c
+            .query(
+                "WITH queues AS ( \
+                   SELECT wq.id, wq.priority, \
+                     CASE WHEN wq.concurrency_limit IS NULL THEN NULL ELSE greatest(0, wq.concurrency_limit - \
+                       (SELECT count(*) FROM flow_run r WHERE r.work_queue_id = wq.id AND r.state_type IN ('RUNNING','PENDING'))) END AS room \
+                   FROM work_queue wq WHERE wq.work_pool_id = $1 AND NOT wq.is_paused AND wq.id = ANY($2) \
+                 ), candidates AS ( \
+                   SELECT fr.id, q.id AS queue_id, q.priority, fr.next_scheduled_start_time, q.room, \
+                     row_number() OVER (PARTITION BY q.id ORDER BY fr.next_scheduled_start_time, fr.id) AS n \
+                   FROM flow_run fr JOIN queues q ON fr.work_queue_id = q.id \
+                   WHERE fr.state_type = 'SCHEDULED' \
+                     AND coalesce(fr.empirical_policy->>'retry_type', '') <> 'in_process' \
+                     AND ($3::timestamptz IS NULL OR fr.next_scheduled_start_time <= $3) \
+                     AND ($4::timestamptz IS NULL OR fr.next_scheduled_start_time >= $4) \
+                 ) \
+                 SELECT c.id, c.queue_id FROM candidates c \
+                 WHERE c.room IS NULL OR c.n <= c.room \
+                 ORDER BY c.priority, c.next_scheduled_start_time, c.id LIMIT $5",
+                &[&pool.id, &poll.queue_ids, &poll.scheduled_before, &poll.scheduled_after, &poll.limit],
+            )
+            .await?;
+        let pool_room = match pool.concurrency_limit {
+            None => usize::MAX,
+            Some(limit) => {
+                let busy: i64 = c
+                    .query_one(
+                        "SELECT count(*) FROM flow_run r JOIN work_queue wq ON wq.id = r.work_queue_id \
+                         WHERE wq.work_pool_id = $1 AND r.state_type IN ('RUNNING','PENDING')",
+                        &[&pool.id],
+                    )
+                    .await?
+                    .get(0);
+                (i64::from(limit) - busy).max(0) as usize
+            }
+        };
+        let picked: Vec<(Uuid, Uuid)> = rows
+            .iter()
+            .take(pool_room)
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let ids: Vec<Uuid> = picked.iter().map(|(id, _)| *id).collect();
+        // Lock what is handed out; rows another poller holds are skipped, not waited for.
+        let locked: std::collections::HashSet<Uuid> = c
+            .query(
+                "SELECT id FROM flow_run WHERE id = ANY($1) FOR UPDATE SKIP LOCKED",
+                &[&ids],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for (id, queue_id) in picked.into_iter().filter(|(id, _)| locked.contains(id)) {
+            if let Some(run) = crate::db::flow_runs::read(c, id).await? {
+                let mut value = serde_json::to_value(&run).unwrap_or(Value::Null);
+                if let Some(map) = value.as_object_mut() {
+                    // The poll's runs are the core FlowRun: no state, the raw queue name.
+                    map.insert("state".into(), Value::Null);
+                    map.remove("work_pool_id");
+                    map.remove("work_pool_name");
+                }
+                runs.push(WorkerFlowRun {
+                    work_pool_id: pool.id,
+                    work_queue_id: queue_id,
+                    flow_run: value,
+                });
+            }
+        }
+    }
+    c.execute(
+        "UPDATE work_queue SET last_polled = now(), status = CASE WHEN is_paused THEN 'PAUSED' ELSE 'READY' END \
+         WHERE id = ANY($1)",
+        &[&poll.queue_ids],
+    )
+    .await?;
+    c.execute(
+        "UPDATE deployment SET last_polled = now(), status = 'READY' WHERE work_queue_id = ANY($1)",
+        &[&poll.queue_ids],
+    )
+    .await?;
+    Ok(runs)
+}
+
+pub async fn queue_ids(c: &impl GenericClient, pool_id: Uuid) -> Result<Vec<Uuid>, tokio_postgres::Error> {
+    Ok(
+        c.query("SELECT id FROM work_queue WHERE work_pool_id = $1", &[&pool_id])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect(),
+    )
+}
+
+/// The legacy agent poll: SCHEDULED runs whose `work_queue_name` is the queue's name (runs
+/// are matched by name, not id), soonest first, within the queue's concurrency limit.
+pub async fn runs_for_agent(
+    c: &impl GenericClient,
+    queue: &WorkQueue,
+    scheduled_before: Option<DateTime<Utc>>,
+    limit: i64,
+) -> Result<Vec<Uuid>, tokio_postgres::Error> {
+    if queue.is_paused {
+        return Ok(Vec::new());
+    }
+    let mut limit = limit;
+    if let Some(cap) = queue.concurrency_limit {
+        let busy: i64 = c
+            .query_one(
+                "SELECT count(*) FROM flow_run WHERE work_queue_name = $1 AND state_type IN ('RUNNING','PENDING','CANCELLING')",
+                &[&queue.name],
+            )
+            .await?
+            .get(0);
+        limit = limit.min((i64::from(cap) - busy).max(0));
+    }
+    let rows = c
+        .query(
+            "SELECT id FROM flow_run WHERE work_queue_name = $1 AND state_type = 'SCHEDULED' \
+             AND ($2::timestamptz IS NULL OR next_scheduled_start_time <= $2) \
+             ORDER BY next_scheduled_start_time, id LIMIT $3 FOR UPDATE SKIP LOCKED",
+            &[&queue.name, &scheduled_before, &limit],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Records a poll of the queue: `last_polled`, READY status, its deployments, the agent.
+pub async fn record_poll(
+    c: &impl GenericClient,
+    queue: &WorkQueue,
+    agent_id: Option<Uuid>,
+) -> Result<(), tokio_postgres::Error> {
+    c.execute(
+        "UPDATE work_queue SET last_polled = now(), status = CASE WHEN is_paused THEN 'PAUSED' ELSE 'READY' END WHERE id = $1",
+        &[&queue.id],
+    )
+    .await?;
+    c.execute(
+        "UPDATE deployment SET last_polled = now(), status = 'READY' WHERE work_queue_id = $1",
+        &[&queue.id],
+    )
+    .await?;
+    if let Some(agent) = agent_id {
+        c.execute(
+            "INSERT INTO agent (id, name, work_queue_id, last_activity_time) VALUES ($1, $2, $3, now()) \
+             ON CONFLICT (id) DO UPDATE SET last_activity_time = now(), work_queue_id = EXCLUDED.work_queue_id",
+            &[&agent, &agent.to_string(), &queue.id],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Late runs in the queue and whether it was polled recently: the queue's health.
+pub async fn late_runs(c: &impl GenericClient, queue: &WorkQueue) -> Result<i64, tokio_postgres::Error> {
+    Ok(c.query_one(
+        "SELECT count(*) FROM flow_run WHERE work_queue_id = $1 AND state_name = 'Late' AND state_type = 'SCHEDULED'",
+        &[&queue.id],
+    )
+    .await?
+    .get(0))
+}
+
+/// Why a pool's run may not start now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hold {
+    PoolPaused,
+    QueuePaused,
+    /// The pool runs as many as its concurrency limit allows.
+    PoolFull(i32),
+    QueueFull(i32),
+    /// The flow is retrying in the process that ran it: no one else may claim it.
+    RetryingInProcess,
+}
+
+impl Hold {
+    /// Seconds before asking again; None when asking again is pointless.
+    pub fn retry_after(&self) -> Option<u32> {
+        match self {
+            Hold::PoolPaused | Hold::QueuePaused => Some(30),
+            Hold::PoolFull(_) | Hold::QueueFull(_) => Some(5),
+            Hold::RetryingInProcess => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Hold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Hold::PoolPaused => f.write_str("the work pool is paused"),
+            Hold::QueuePaused => f.write_str("the work queue is paused"),
+            Hold::PoolFull(n) => write!(f, "the work pool already runs its concurrency limit ({n})"),
+            Hold::QueueFull(n) => write!(f, "the work queue already runs its concurrency limit ({n})"),
+            Hold::RetryingInProcess => f.write_str("the flow run is retrying in the process that ran it"),
+        }
+    }
+}
+
+/// Where a run is queued: its pool and queue, and whether they let it start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimCheck {
+    pub work_pool_id: Uuid,
+    pub hold: Option<Hold>,
+}
+
+/// Whether `run` may start now, as the workers' poll decides: it is not retrying in its
+/// own process, its pool and queue are not paused, and both are below their concurrency
+/// limits (runs Pending or Running count). When a limit applies the pool row is locked until the transaction
+/// ends, so concurrent claims in one pool are counted one after the other. A run no longer
+/// Scheduled is never held. None when the run is in no work queue.
+pub async fn claim_check(
+    c: &impl GenericClient,
+    run: Uuid,
+) -> Result<Option<ClaimCheck>, tokio_postgres::Error> {
+    let Some(row) = c
+        .query_opt(
+            "SELECT wp.id, wp.is_paused, wp.concurrency_limit, wq.id, wq.is_paused, wq.concurrency_limit, \
+                    fr.state_type IS DISTINCT FROM 'SCHEDULED', \
+                    coalesce(fr.empirical_policy->>'retry_type', '') = 'in_process' \
+             FROM flow_run fr JOIN work_queue wq ON wq.id = fr.work_queue_id \
+             JOIN work_pool wp ON wp.id = wq.work_pool_id WHERE fr.id = $1",
+            &[&run],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let (pool_id, queue_id): (Uuid, Uuid) = (row.get(0), row.get(3));
+    let (pool_limit, queue_limit): (Option<i32>, Option<i32>) = (row.get(2), row.get(5));
+    let check = |hold| {
+        Ok(Some(ClaimCheck {
+            work_pool_id: pool_id,
+            hold,
+        }))
+    };
+    // Only a waiting run is held back; the orchestration answers for any other.
+    if row.get::<_, bool>(6) {
+        return check(None);
+    }
+    if row.get::<_, bool>(7) {
+        return check(Some(Hold::RetryingInProcess));
+    }
+    if row.get::<_, bool>(1) {
+        return check(Some(Hold::PoolPaused));
+    }
+    if row.get::<_, bool>(4) {
+        return check(Some(Hold::QueuePaused));
+    }
+    if pool_limit.is_none() && queue_limit.is_none() {
+        return check(None);
+    }
+    // NO KEY UPDATE: claims of the pool wait for each other, but not for (nor block) the
+    // key-share locks that inserting a row referencing the pool takes.
+    c.execute(
+        "SELECT 1 FROM work_pool WHERE id = $1 FOR NO KEY UPDATE",
+        &[&pool_id],
+    )
+    .await?;
+    let busy = c
+        .query_one(
+            "SELECT count(*) FILTER (WHERE r.work_queue_id = $2), count(*) \
+             FROM flow_run r JOIN work_queue wq ON wq.id = r.work_queue_id \
+             WHERE wq.work_pool_id = $1 AND r.state_type IN ('RUNNING','PENDING')",
+            &[&pool_id, &queue_id],
+        )
+        .await?;
+    let (in_queue, in_pool): (i64, i64) = (busy.get(0), busy.get(1));
+    if let Some(limit) = queue_limit.filter(|l| in_queue >= i64::from(*l)) {
+        return check(Some(Hold::QueueFull(limit)));
+    }
+    if let Some(limit) = pool_limit.filter(|l| in_pool >= i64::from(*l)) {
+        return check(Some(Hold::PoolFull(limit)));
+    }
+    check(None)
+}

@@ -1,0 +1,202 @@
+//! Periodic upkeep of runs (reference §5): failing pauses that expired and cancelling the
+//! leftovers of cancelled flow runs, and pruning logs and states past their retention. Each pass does bounded work in short transactions,
+//! so it can run from a timer in the local server or from the scheduler function.
+
+use chrono::Utc;
+use deadpool_postgres::Pool;
+use uuid::Uuid;
+
+use crate::config::Settings;
+use crate::error::StoreResult;
+use crate::runs_service::Runs;
+use stratus_domain::api_version::SERVER_API_VERSION;
+use stratus_domain::orchestration::RunKind;
+use stratus_domain::states::{State, StateType};
+
+/// Rows one pass looks at per step, as Prefect's services do.
+pub const BATCH_SIZE: i64 = 200;
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Report {
+    pub expired_pauses_failed: usize,
+    pub task_runs_cancelled: usize,
+    pub subflows_cancelled: usize,
+    pub logs_pruned: u64,
+    pub states_pruned: u64,
+}
+
+/// How long logs and old states are kept, in days; 0 keeps them forever.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub log_days: i64,
+    pub state_days: i64,
+}
+
+/// Rows one prune statement deletes at most, so a pass never holds long locks.
+pub const PRUNE_BATCH_SIZE: i64 = 5_000;
+
+/// Deletes logs and non-current states of finished runs older than the retention windows.
+pub async fn prune(pool: &Pool, retention: Retention) -> StoreResult<(u64, u64)> {
+    let client = pool.get().await?;
+    let mut logs = 0;
+    if retention.log_days > 0 {
+        logs = client
+            .execute(
+                "DELETE FROM log WHERE id IN (SELECT id FROM log WHERE timestamp < now() - $1 * interval '1 day' LIMIT $2)",
+                &[&(retention.log_days as f64), &PRUNE_BATCH_SIZE],
+            )
+            .await?;
+    }
+    let mut states = 0;
+    if retention.state_days > 0 {
+        for (state_table, run_table, fk) in [
+            ("flow_run_state", "flow_run", "flow_run_id"),
+            ("task_run_state", "task_run", "task_run_id"),
+        ] {
+            let sql = format!(
+                "DELETE FROM {state_table} WHERE id IN (\
+                   SELECT s.id FROM {state_table} s JOIN {run_table} r ON r.id = s.{fk} \
+                   WHERE r.end_time < now() - $1 * interval '1 day' AND s.id <> r.state_id LIMIT $2)"
+            );
+            states += client
+                .execute(sql.as_str(), &[&(retention.state_days as f64), &PRUNE_BATCH_SIZE])
+                .await?;
+        }
+    }
+    // Published outbox rows are only kept a day, for inspection; the Postgres queue keeps
+    // messages as long as SQS would (14 days, the retention Stratus's SQS queues get).
+    client
+        .execute(
+            "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE published < now() - interval '1 day' LIMIT $1)",
+            &[&PRUNE_BATCH_SIZE],
+        )
+        .await?;
+    client
+        .execute(
+            "DELETE FROM queue_message WHERE id IN (SELECT id FROM queue_message WHERE created < now() - interval '14 days' LIMIT $1)",
+            &[&PRUNE_BATCH_SIZE],
+        )
+        .await?;
+    // A notification about a state change two weeks old is no news any more.
+    client
+        .execute(
+            "DELETE FROM flow_run_notification_queue WHERE id IN (SELECT id FROM flow_run_notification_queue \
+             WHERE created < now() - interval '14 days' LIMIT $1)",
+            &[&PRUNE_BATCH_SIZE],
+        )
+        .await?;
+    Ok((logs, states))
+}
+
+/// Runs every upkeep step once.
+pub async fn run_once(runs: &Runs, settings: &Settings) -> StoreResult<Report> {
+    let retention = Retention {
+        log_days: settings.log_retention_days,
+        state_days: settings.state_retention_days,
+    };
+    let (logs_pruned, states_pruned) = prune(runs.db(), retention).await?;
+    Ok(Report {
+        expired_pauses_failed: fail_expired_pauses(runs).await?,
+        task_runs_cancelled: cancel_tasks_of_cancelled_runs(runs).await?,
+        subflows_cancelled: cancel_subflows_of_cancelled_runs(runs).await?,
+        logs_pruned,
+        states_pruned,
+    })
+}
+
+async fn ids(pool: &Pool, sql: &str) -> StoreResult<Vec<Uuid>> {
+    let client = pool.get().await?;
+    let rows = client.query(sql, &[&BATCH_SIZE]).await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Proposes `state(id)` to each run, each in its own change; counts the states written.
+async fn propose_each(
+    runs: &Runs,
+    kind: RunKind,
+    ids: impl IntoIterator<Item = (Uuid, State)>,
+    force: bool,
+) -> StoreResult<usize> {
+    let mut done = 0;
+    for (id, proposed) in ids {
+        if let Some(outcome) = runs
+            .set_state(kind, id, proposed, SERVER_API_VERSION, force)
+            .await?
+        {
+            done += usize::from(outcome.written);
+        }
+    }
+    Ok(done)
+}
+
+/// FailExpiredPauses: a paused run whose `pause_timeout` passed is forced to Failed.
+pub async fn fail_expired_pauses(runs: &Runs) -> StoreResult<usize> {
+    let candidates = ids(
+        runs.db(),
+        "SELECT fr.id FROM flow_run fr JOIN flow_run_state s ON s.id = fr.state_id \
+         WHERE fr.state_type = 'PAUSED' AND (s.state_details->>'pause_timeout') IS NOT NULL \
+           AND (s.state_details->>'pause_timeout')::timestamptz < now() \
+         ORDER BY fr.id LIMIT $1",
+    )
+    .await?;
+    let failed = |id| {
+        let state =
+            State::new(StateType::Failed, Utc::now()).with_message("The flow was paused and never resumed.");
+        (id, state)
+    };
+    propose_each(runs, RunKind::Flow, candidates.into_iter().map(failed), true).await
+}
+
+/// CancellationCleanup, tasks: non-terminal task runs of flow runs cancelled within the
+/// last day are forced to Cancelled.
+pub async fn cancel_tasks_of_cancelled_runs(runs: &Runs) -> StoreResult<usize> {
+    let candidates = ids(
+        runs.db(),
+        "SELECT tr.id FROM task_run tr JOIN flow_run fr ON fr.id = tr.flow_run_id \
+         WHERE fr.state_type = 'CANCELLED' AND fr.state_timestamp > now() - interval '1 day' \
+           AND (tr.state_type IS NULL OR tr.state_type NOT IN ('COMPLETED','FAILED','CANCELLED','CRASHED')) \
+         ORDER BY tr.id LIMIT $1",
+    )
+    .await?;
+    let cancelled = |id| {
+        let state =
+            State::new(StateType::Cancelled, Utc::now()).with_message("The parent flow run was cancelled.");
+        (id, state)
+    };
+    propose_each(runs, RunKind::Task, candidates.into_iter().map(cancelled), true).await
+}
+
+/// CancellationCleanup, subflows: a non-terminal subflow of a cancelled flow run is
+/// proposed Cancelling when it has a deployment (its infrastructure must be stopped),
+/// else Cancelled, through the core policy.
+pub async fn cancel_subflows_of_cancelled_runs(runs: &Runs) -> StoreResult<usize> {
+    let client = runs.db().get().await?;
+    let rows = client
+        .query(
+            "SELECT sub.id, sub.deployment_id IS NOT NULL FROM flow_run sub \
+             JOIN task_run ptr ON ptr.id = sub.parent_task_run_id \
+             JOIN flow_run parent ON parent.id = ptr.flow_run_id \
+             WHERE parent.state_type = 'CANCELLED' \
+               AND sub.state_type IN ('PENDING','SCHEDULED','RUNNING','PAUSED','CANCELLING') \
+             ORDER BY sub.id LIMIT $1",
+            &[&BATCH_SIZE],
+        )
+        .await?;
+    drop(client);
+    let proposals: Vec<(Uuid, State)> = rows
+        .iter()
+        .map(|row| {
+            let (id, has_deployment): (Uuid, bool) = (row.get(0), row.get(1));
+            let kind = if has_deployment {
+                StateType::Cancelling
+            } else {
+                StateType::Cancelled
+            };
+            (
+                id,
+                State::new(kind, Utc::now()).with_message("The parent flow run was cancelled."),
+            )
+        })
+        .collect();
+    propose_each(runs, RunKind::Flow, proposals, false).await
+}
