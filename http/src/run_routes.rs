@@ -8,26 +8,14 @@ use uuid::Uuid;
 use crate::{ApiResult, AppState};
 use stratus_domain::states::State;
 use stratus_store::db::flow_runs;
-use stratus_store::filters::{Query, RunFilterBody};
+use stratus_store::db::runs::RunTable;
+use stratus_store::filters::RunFilterBody;
 
-/// Runs the history query for either run table (`fr` for flow runs, `tr` for task runs).
-pub async fn history(app: &AppState, body: &RunFilterBody, task_runs: bool) -> ApiResult<Response> {
+/// Runs the history query for either run table.
+pub async fn history(app: &AppState, body: &RunFilterBody, table: RunTable) -> ApiResult<Response> {
     let (start, end, step) = body.history_window()?;
-    let mut q = Query::default();
-    let filters = body.filters();
-    let (alias, from_where) = if task_runs {
-        (
-            "tr",
-            format!("task_run tr WHERE {}", filters.task_run_sql(&mut q)),
-        )
-    } else {
-        (
-            "fr",
-            format!("flow_run fr WHERE {}", filters.flow_run_sql(&mut q)),
-        )
-    };
     let client = app.client().await?;
-    let intervals = flow_runs::history(&client, alias, (from_where, q), start, end, step).await?;
+    let intervals = flow_runs::history(&client, table, &body.filters(), start, end, step).await?;
     Ok(Json(intervals).into_response())
 }
 

@@ -435,37 +435,6 @@ fn read_from(path: &Path, offset: u64) -> String {
     text
 }
 
-/// Creates database `name` on the server at `admin_url` if it is missing.
-pub async fn ensure_database(admin_url: &str, name: &str) -> Result<(), String> {
-    let (client, conn) = tokio_postgres::connect(admin_url, tokio_postgres::NoTls)
-        .await
-        .map_err(|e| format!("could not connect to the managed Postgres: {e}"))?;
-    tokio::spawn(conn);
-    let exists = client
-        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
-        .await
-        .map_err(|e| format!("could not list databases: {e}"))?
-        .is_some();
-    if !exists {
-        let quoted = name.replace('"', "\"\"");
-        if let Err(e) = client
-            .batch_execute(&format!("CREATE DATABASE \"{quoted}\""))
-            .await
-        {
-            // Another Stratus process may have created it in the meantime.
-            let now_exists = client
-                .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
-                .await
-                .map(|r| r.is_some())
-                .unwrap_or(false);
-            if !now_exists {
-                return Err(format!("could not create database {name}: {e}"));
-            }
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

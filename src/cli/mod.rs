@@ -132,7 +132,7 @@ pub async fn database(settings: &Settings) -> Result<(String, Option<LocalPostgr
         pg.port,
         if pg.started { "" } else { " (already running)" }
     );
-    if let Err(e) = local_postgres::ensure_database(&pg.admin_url(), "stratus").await {
+    if let Err(e) = stratus_store::db::ensure_database(&pg.admin_url(), "stratus").await {
         leave(Some(pg)).await;
         return Err(e);
     }

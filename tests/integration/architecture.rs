@@ -88,6 +88,54 @@ fn only_the_runs_service_writes_run_states() {
     );
 }
 
+/// SQL statements in string literals: what only the store crate may hold.
+fn sql_statements(source: &str) -> Vec<String> {
+    let starts = [
+        "\"SELECT ",
+        "\"INSERT INTO ",
+        "\"UPDATE ",
+        "\"DELETE FROM ",
+        "\"WITH ",
+        "\"CREATE ",
+        "\"DROP ",
+        "\"ALTER ",
+    ];
+    source
+        .lines()
+        .filter(|line| starts.iter().any(|s| line.contains(s)))
+        .map(|line| line.trim().to_string())
+        .collect()
+}
+
+#[test]
+fn sql_lives_only_in_the_store() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    for dir in ["domain", "http", "functions", "aws", "src"] {
+        rust_files(&root.join(dir), &mut files);
+    }
+    let mut offenders = Vec::new();
+    for path in files {
+        let source = std::fs::read_to_string(&path).unwrap();
+        for statement in sql_statements(&source) {
+            offenders.push(format!(
+                "{}: {statement}",
+                path.strip_prefix(root).unwrap().display()
+            ));
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "SQL belongs in the store crate (store/src/db); found elsewhere:\n{}",
+        offenders.join("\n")
+    );
+    let store = std::fs::read_to_string(root.join("store/src/db/flows.rs")).unwrap();
+    assert!(
+        !sql_statements(&store).is_empty(),
+        "the check must recognise the store's SQL"
+    );
+}
+
 #[test]
 fn the_state_write_check_sees_every_form() {
     assert_eq!(

@@ -246,7 +246,7 @@ async fn count(State(app): State<AppState>, Body(body): Body<RunFilterBody>) -> 
 }
 
 async fn history(State(app): State<AppState>, Body(body): Body<RunFilterBody>) -> ApiResult<Response> {
-    stratus_http::run_routes::history(&app, &body, false).await
+    stratus_http::run_routes::history(&app, &body, RunTable::Flow).await
 }
 
 async fn lateness(State(app): State<AppState>, Body(body): Body<RunFilterBody>) -> ApiResult<Response> {

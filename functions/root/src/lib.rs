@@ -28,7 +28,7 @@ pub fn router() -> Router<AppState> {
 async fn database_answers(app: &AppState) -> bool {
     let probe = async {
         match app.db.get().await {
-            Ok(client) => client.simple_query("SELECT 1").await.is_ok(),
+            Ok(client) => stratus_store::db::answers(&client).await,
             Err(_) => false,
         }
     };

@@ -191,7 +191,7 @@ async fn count(State(app): State<AppState>, Body(body): Body<RunFilterBody>) -> 
 }
 
 async fn history(State(app): State<AppState>, Body(body): Body<RunFilterBody>) -> ApiResult<Response> {
-    stratus_http::run_routes::history(&app, &body, true).await
+    stratus_http::run_routes::history(&app, &body, RunTable::Task).await
 }
 
 async fn set_state(

@@ -150,11 +150,9 @@ async fn validate_schema(State(app): State<AppState>, Body(body): Body<ValidateB
         HashMap::new()
     } else {
         let client = app.client().await?;
-        client
-            .query("SELECT name, value FROM variable WHERE name = ANY($1)", &[&names])
+        stratus_store::db::variables::values_named(&client, &names)
             .await?
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
+            .into_iter()
             .collect()
     };
     let hydrated = hydration::hydrate(&values, &variables);

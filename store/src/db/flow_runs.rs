@@ -444,18 +444,28 @@ pub struct HistoryState {
     pub sum_estimated_lateness: f64,
 }
 
-/// Runs per interval by state, bucketed on `expected_start_time`, as Prefect does.
-/// `table_alias_sql` is the FROM clause of the runs (aliased `fr` or `tr`).
+/// Flow runs (or task runs) matching `filters` per interval by state, bucketed on
+/// `expected_start_time`, as Prefect 2.20's `run_history` does
+/// (`src/prefect/server/api/run_history.py`).
 pub async fn history(
     c: &impl GenericClient,
-    run_alias: &str,
-    from_and_cond: (String, Query),
+    table: runs::RunTable,
+    filters: &RunFilters,
     start: DateTime<Utc>,
     end: DateTime<Utc>,
     interval_micros: i64,
 ) -> Result<Vec<HistoryInterval>, tokio_postgres::Error> {
-    let (from_where, mut q) = from_and_cond;
-    let a = run_alias;
+    let mut q = Query::default();
+    let (a, from_where) = match table {
+        runs::RunTable::Flow => (
+            "fr",
+            format!("flow_run fr WHERE {}", filters.flow_run_sql(&mut q)),
+        ),
+        runs::RunTable::Task => (
+            "tr",
+            format!("task_run tr WHERE {}", filters.task_run_sql(&mut q)),
+        ),
+    };
     let sql = format!(
         "WITH intervals AS ( \
            SELECT g AS interval_start, g + {step}::float8 * interval '1 microsecond' AS interval_end \

@@ -26,6 +26,43 @@ mod embedded {
 
 pub type Client = deadpool_postgres::Object;
 
+/// Whether the database answers a trivial query on this connection.
+pub async fn answers(c: &Client) -> bool {
+    c.simple_query("SELECT 1").await.is_ok()
+}
+
+/// Creates database `name` on the server at `admin_url` if it is missing (the managed
+/// local Postgres's database, on first start).
+pub async fn ensure_database(admin_url: &str, name: &str) -> Result<(), String> {
+    let (client, conn) = tokio_postgres::connect(admin_url, NoTls)
+        .await
+        .map_err(|e| format!("could not connect to the managed Postgres: {e}"))?;
+    tokio::spawn(conn);
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .await
+        .map_err(|e| format!("could not list databases: {e}"))?
+        .is_some();
+    if !exists {
+        let quoted = name.replace('"', "\"\"");
+        if let Err(e) = client
+            .batch_execute(&format!("CREATE DATABASE \"{quoted}\""))
+            .await
+        {
+            // Another Stratus process may have created it in the meantime.
+            let now_exists = client
+                .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+                .await
+                .map(|r| r.is_some())
+                .unwrap_or(false);
+            if !now_exists {
+                return Err(format!("could not create database {name}: {e}"));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Builds a pool; connections are opened lazily.
 pub fn pool(url: &str, size: usize) -> Result<Pool, String> {
     let mut config: tokio_postgres::Config = url.parse().map_err(|e| format!("invalid database URL: {e}"))?;

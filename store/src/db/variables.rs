@@ -189,3 +189,15 @@ pub async fn count(c: &impl GenericClient, f: &VariableFilter) -> Result<i64, to
     .await?
     .get(0))
 }
+
+/// The values of the variables named in `names` (those that exist), for hydrating
+/// `workspace_variable` placeholders.
+pub async fn values_named(
+    c: &impl GenericClient,
+    names: &[String],
+) -> Result<Vec<(String, String)>, tokio_postgres::Error> {
+    let rows = c
+        .query("SELECT name, value FROM variable WHERE name = ANY($1)", &[&names])
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}

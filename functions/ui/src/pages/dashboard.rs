@@ -10,8 +10,9 @@ use serde_json::json;
 use stratus_domain::states::StateType;
 use stratus_http::AppState;
 use stratus_store::db::flow_runs::{self, FlowRunSort};
+use stratus_store::db::runs::RunTable;
 use stratus_store::db::work_pools as pools;
-use stratus_store::filters::{Query, WorkPoolFilter};
+use stratus_store::filters::WorkPoolFilter;
 
 use super::view::{self, RunRow};
 use super::work_pools::{pool_row, PoolRow};
@@ -70,10 +71,8 @@ pub async fn page(State(app): State<AppState>, params: Params) -> PageResult {
     let c = app.client().await?;
 
     let window = filters(json!({"flow_runs": {"expected_start_time": {"after_": start, "before_": end}}}))?;
-    let mut q = Query::default();
-    let from_where = format!("flow_run fr WHERE {}", window.flow_run_sql(&mut q));
     let step = (end - start).num_microseconds().unwrap_or(i64::MAX) / BARS;
-    let history = flow_runs::history(&c, "fr", (from_where, q), start, end, step).await?;
+    let history = flow_runs::history(&c, RunTable::Flow, &window, start, end, step).await?;
     let mut totals: HashMap<String, i64> = HashMap::new();
     let peak = history
         .iter()
