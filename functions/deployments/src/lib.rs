@@ -19,7 +19,9 @@ use stratus_http::app::ClientVersion;
 use stratus_http::json::{null_default, page, path_id, ts_opt};
 use stratus_http::{ApiError, ApiResult, AppState, Body};
 use stratus_store::db::deployments::{self, Deployment, DeploymentFields, DeploymentSort, NewSchedule};
-use stratus_store::db::flow_runs::{self, NewFlowRun};
+use stratus_store::db::flow_runs::FlowRun;
+use stratus_store::db::flow_runs::NewFlowRun;
+use stratus_store::db::runs;
 use stratus_store::db::work_pools::{self as pools, NewQueue};
 use stratus_store::db::{blocks, flows};
 use stratus_store::filters::RunFilterBody;
@@ -679,7 +681,7 @@ async fn get_scheduled_flow_runs(
     let ids = deployments::scheduled_runs(&tx, &body.deployment_ids, before, limit).await?;
     let mut runs = Vec::with_capacity(ids.len());
     for id in ids {
-        if let Some(run) = flow_runs::read(&tx, id).await? {
+        if let Some(run) = runs::read::<FlowRun>(&tx, id).await? {
             runs.push(run);
         }
     }

@@ -8,7 +8,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use stratus_http::json::{null_default, path_id};
 use stratus_http::{ApiError, ApiResult, AppState, Body};
-use stratus_store::db::{flow_run_inputs, flow_runs};
+use stratus_store::db::flow_run_inputs;
+use stratus_store::db::flow_runs::FlowRun;
+use stratus_store::db::runs;
 use uuid::Uuid;
 
 #[derive(Deserialize)]
@@ -38,7 +40,7 @@ pub fn valid_key(key: &str) -> bool {
 
 async fn require_run(app: &AppState, id: Uuid) -> ApiResult<()> {
     let client = app.client().await?;
-    match flow_runs::read(&client, id).await? {
+    match runs::read::<FlowRun>(&client, id).await? {
         Some(_) => Ok(()),
         None => Err(ApiError::not_found("Flow run not found")),
     }

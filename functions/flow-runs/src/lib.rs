@@ -5,7 +5,7 @@ mod inputs;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use chrono::Utc;
 use serde::Deserialize;
@@ -14,24 +14,21 @@ use stratus_domain::orchestration::RunKind;
 use stratus_domain::orchestration::{Details, FlowRunPolicy, Status};
 use stratus_domain::states::{State as RunState, StateCreate, StateType};
 use stratus_http::app::ClientVersion;
-use stratus_http::json::{null_default, page, path_id};
-use stratus_http::run_routes::{missing_query, state_json};
+use stratus_http::json::{null_default, path_id};
+use stratus_http::run_routes::{self, RunRoutes};
 use stratus_http::{ApiError, ApiResult, AppState, Body};
-use stratus_store::db::flow_runs::{self, FlowRunChanges, FlowRunSort, NewFlowRun};
+use stratus_store::db::flow_runs::FlowRun;
+use stratus_store::db::flow_runs::{self, FlowRunChanges, NewFlowRun};
 use stratus_store::db::runs::{self, RunTable};
 use stratus_store::filters::RunFilterBody;
 use stratus_store::runs_service::OrchestrationResult;
 use uuid::Uuid;
 
 pub fn router() -> Router<AppState> {
-    Router::new()
+    run_routes::routes::<FlowRun>()
         .route("/flow_runs", post(create))
-        .route("/flow_runs/filter", post(filter))
-        .route("/flow_runs/count", post(count))
         .route("/flow_runs/lateness", post(lateness))
-        .route("/flow_runs/history", post(history))
-        .route("/flow_runs/{id}", get(read).patch(update).delete(delete))
-        .route("/flow_runs/{id}/set_state", post(set_state))
+        .route("/flow_runs/{id}", patch(update))
         .route("/flow_runs/{id}/resume", post(resume))
         .route("/flow_runs/{id}/graph", get(graph))
         .route("/flow_runs/{id}/graph-v2", get(graph_v2))
@@ -41,8 +38,6 @@ pub fn router() -> Router<AppState> {
             "/flow_runs/{id}/input/{key}",
             get(inputs::read).delete(inputs::delete),
         )
-        .route("/flow_run_states", get(list_states))
-        .route("/flow_run_states/{id}", get(read_state))
 }
 
 #[derive(Deserialize)]
@@ -101,13 +96,6 @@ struct FlowRunUpdate {
     job_variables: Option<Map<String, Value>>,
 }
 
-#[derive(Deserialize)]
-struct SetState {
-    state: StateCreate,
-    #[serde(default, deserialize_with = "null_default")]
-    force: bool,
-}
-
 #[derive(Deserialize, Default)]
 struct Resume {
     #[serde(default)]
@@ -115,7 +103,7 @@ struct Resume {
 }
 
 fn run_not_found(id: Uuid) -> ApiError {
-    ApiError::ObjectNotFound(format!("Flow run with id {id} not found"))
+    FlowRun::run_not_found(id)
 }
 
 async fn create(
@@ -172,15 +160,6 @@ async fn create(
     Ok((status, Json(run)).into_response())
 }
 
-async fn read(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
-    let id = path_id(&id)?;
-    let client = app.client().await?;
-    let run = flow_runs::read(&client, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("Flow run not found"))?;
-    Ok(Json(run).into_response())
-}
-
 async fn update(
     State(app): State<AppState>,
     Path(id): Path<String>,
@@ -188,7 +167,7 @@ async fn update(
 ) -> ApiResult<StatusCode> {
     let id = path_id(&id)?;
     let client = app.client().await?;
-    let Some(run) = flow_runs::read(&client, id).await? else {
+    let Some(run) = runs::read::<FlowRun>(&client, id).await? else {
         return Err(ApiError::not_found("Flow run not found"));
     };
     if body.job_variables.is_some() {
@@ -219,55 +198,9 @@ async fn update(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn delete(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    let id = path_id(&id)?;
-    let client = app.client().await?;
-    if !flow_runs::delete(&client, id).await? {
-        return Err(ApiError::not_found("Flow run not found"));
-    }
-    Ok(StatusCode::NO_CONTENT)
-}
-
-fn sort_of(body: &RunFilterBody) -> ApiResult<FlowRunSort> {
-    stratus_http::json::sort(body.sort.as_deref(), FlowRunSort::IdDesc, FlowRunSort::parse)
-}
-
-async fn filter(State(app): State<AppState>, Body(body): Body<RunFilterBody>) -> ApiResult<Response> {
-    let (limit, offset) = page(body.limit, body.offset)?;
-    let sort = sort_of(&body)?;
-    let client = app.client().await?;
-    let runs = flow_runs::filter(&client, &body.filters(), sort, limit, offset).await?;
-    Ok(Json(runs).into_response())
-}
-
-async fn count(State(app): State<AppState>, Body(body): Body<RunFilterBody>) -> ApiResult<Response> {
-    let client = app.client().await?;
-    Ok(Json(flow_runs::count(&client, &body.filters()).await?).into_response())
-}
-
-async fn history(State(app): State<AppState>, Body(body): Body<RunFilterBody>) -> ApiResult<Response> {
-    stratus_http::run_routes::history(&app, &body, RunTable::Flow).await
-}
-
 async fn lateness(State(app): State<AppState>, Body(body): Body<RunFilterBody>) -> ApiResult<Response> {
     let client = app.client().await?;
     Ok(Json(flow_runs::lateness(&client, &body.filters()).await?).into_response())
-}
-
-async fn set_state(
-    State(app): State<AppState>,
-    ClientVersion(version): ClientVersion,
-    Path(id): Path<String>,
-    Body(body): Body<SetState>,
-) -> ApiResult<Response> {
-    let id = path_id(&id)?;
-    let proposed = body.state.into_state(Utc::now());
-    let outcome = app
-        .runs()
-        .set_state(RunKind::Flow, id, proposed, version, body.force)
-        .await?
-        .ok_or_else(|| run_not_found(id))?;
-    Ok(stratus_http::run_routes::respond(outcome))
 }
 
 async fn resume(
@@ -281,7 +214,9 @@ async fn resume(
         .runs()
         .change::<_, ApiError>(version, async |change| {
             let tx = change.tx();
-            let run = flow_runs::read(tx, id).await?.ok_or_else(|| run_not_found(id))?;
+            let run = runs::read::<FlowRun>(tx, id)
+                .await?
+                .ok_or_else(|| run_not_found(id))?;
             let Some(current) = run.state.filter(|s| s.kind == StateType::Paused) else {
                 let result = OrchestrationResult {
                     state: None,
@@ -362,7 +297,7 @@ async fn graph_v2(
         })?),
     };
     let client = app.client().await?;
-    let run = flow_runs::read(&client, id)
+    let run = runs::read::<FlowRun>(&client, id)
         .await?
         .ok_or_else(|| run_not_found(id))?;
     let nodes = flow_runs::graph_v2_nodes(&client, id, since)
@@ -428,36 +363,8 @@ async fn check_run_input(
 async fn graph(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
     let id = path_id(&id)?;
     let client = app.client().await?;
-    if flow_runs::read(&client, id).await?.is_none() {
+    if runs::read::<FlowRun>(&client, id).await?.is_none() {
         return Err(run_not_found(id));
     }
     Ok(Json(flow_runs::graph(&client, id).await?).into_response())
-}
-
-#[derive(Deserialize)]
-struct StatesQuery {
-    flow_run_id: Option<String>,
-}
-
-async fn list_states(State(app): State<AppState>, Query(q): Query<StatesQuery>) -> ApiResult<Response> {
-    let raw = q.flow_run_id.ok_or_else(|| missing_query("flow_run_id"))?;
-    let run_id = path_id(&raw)?;
-    let client = app.client().await?;
-    let states = runs::read_states_of_run(&client, RunTable::Flow, run_id).await?;
-    Ok(Json(
-        states
-            .into_iter()
-            .map(|(rid, _, _, s)| state_json(rid, "flow_run_id", s))
-            .collect::<Vec<_>>(),
-    )
-    .into_response())
-}
-
-async fn read_state(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
-    let id = path_id(&id)?;
-    let client = app.client().await?;
-    let (run_id, _, _, state) = runs::read_state(&client, RunTable::Flow, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("Flow run state not found"))?;
-    Ok(Json(state_json(run_id, "flow_run_id", state)).into_response())
 }

@@ -2,6 +2,8 @@
 //! run counts, and form validation.
 
 use std::collections::HashMap;
+use stratus_store::db::flow_runs::FlowRun;
+use stratus_store::db::runs;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -15,7 +17,7 @@ use stratus_domain::json_schema::{self, PathPart};
 use stratus_domain::states::StateType;
 use stratus_http::json::{page_with_max, sort, ts};
 use stratus_http::{ApiError, ApiResult, AppState, Body};
-use stratus_store::db::flow_runs::{self, FlowRunSort};
+use stratus_store::db::flow_runs::FlowRunSort;
 use stratus_store::db::task_runs;
 use stratus_store::filters::RunFilterBody;
 use uuid::Uuid;
@@ -52,7 +54,7 @@ async fn flow_run_history(
         FlowRunSort::parse,
     )?;
     let client = app.client().await?;
-    let runs = flow_runs::filter(&client, &body.filters(), order, limit, offset).await?;
+    let runs = runs::filter::<FlowRun>(&client, &body.filters(), order, limit, offset).await?;
     let points: Vec<SimpleFlowRun> = runs
         .into_iter()
         .filter_map(|r| {

@@ -9,7 +9,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use stratus_http::json::{null_default, page, path_id, ts_opt};
 use stratus_http::{ApiError, ApiResult, AppState, Body};
-use stratus_store::db::flow_runs;
+use stratus_store::db::flow_runs::FlowRun;
+use stratus_store::db::runs;
 use stratus_store::db::work_pools::{self as pools, NewQueue, QueueChanges, WorkQueueFilter};
 use uuid::Uuid;
 
@@ -190,7 +191,7 @@ pub async fn get_runs(
     let ids = pools::runs_for_agent(&tx, &queue, body.scheduled_before, limit).await?;
     let mut runs = Vec::with_capacity(ids.len());
     for run_id in ids {
-        if let Some(run) = flow_runs::read(&tx, run_id).await? {
+        if let Some(run) = runs::read::<FlowRun>(&tx, run_id).await? {
             runs.push(run);
         }
     }

@@ -7,7 +7,7 @@ use serde_json::Value;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use crate::db::runs::{self, micros_sql, state_from_row, STATE_COLUMNS};
+use crate::db::runs::{self, micros_sql, state_from_row, RunRow, RunTable, STATE_COLUMNS};
 use crate::filters::{Query, RunFilters};
 use stratus_domain::orchestration::FlowRunPolicy;
 use stratus_domain::states::{State, StateType};
@@ -128,12 +128,27 @@ pub fn from_row(row: &Row, now: DateTime<Utc>) -> FlowRun {
     }
 }
 
-pub async fn read(c: &impl GenericClient, id: Uuid) -> Result<Option<FlowRun>, tokio_postgres::Error> {
-    let stmt = c
-        .prepare_cached(&format!("SELECT {} FROM {FROM} WHERE fr.id = $1", columns()))
-        .await?;
-    let now = Utc::now();
-    Ok(c.query_opt(&stmt, &[&id]).await?.map(|r| from_row(&r, now)))
+impl RunRow for FlowRun {
+    const TABLE: RunTable = RunTable::Flow;
+    type Sort = FlowRunSort;
+    const DEFAULT_SORT: FlowRunSort = FlowRunSort::IdDesc;
+
+    fn select() -> &'static str {
+        static SELECT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        SELECT.get_or_init(|| format!("SELECT {} FROM {FROM}", columns()))
+    }
+
+    fn from_row(row: &Row, now: DateTime<Utc>) -> Self {
+        from_row(row, now)
+    }
+
+    fn parse_sort(text: &str) -> Option<FlowRunSort> {
+        FlowRunSort::parse(text)
+    }
+
+    fn sort_sql(sort: FlowRunSort) -> &'static str {
+        sort.sql()
+    }
 }
 
 /// The validated content of a `FlowRunCreate`.
@@ -254,10 +269,6 @@ pub async fn update(
     Ok(c.execute(sql.as_str(), &q.params()).await? > 0)
 }
 
-pub async fn delete(c: &impl GenericClient, id: Uuid) -> Result<bool, tokio_postgres::Error> {
-    Ok(c.execute("DELETE FROM flow_run WHERE id = $1", &[&id]).await? > 0)
-}
-
 #[derive(Debug, Clone, Copy)]
 pub enum FlowRunSort {
     IdDesc,
@@ -287,7 +298,7 @@ impl FlowRunSort {
         })
     }
 
-    pub fn sql(self) -> &'static str {
+    fn sql(self) -> &'static str {
         match self {
             FlowRunSort::IdDesc => "fr.id DESC",
             FlowRunSort::StartTimeAsc => "coalesce(fr.start_time, fr.expected_start_time) ASC, fr.id",
@@ -300,37 +311,6 @@ impl FlowRunSort {
             FlowRunSort::EndTimeDesc => "fr.end_time DESC, fr.id",
         }
     }
-}
-
-pub async fn filter(
-    c: &impl GenericClient,
-    filters: &RunFilters,
-    sort: FlowRunSort,
-    limit: i64,
-    offset: i64,
-) -> Result<Vec<FlowRun>, tokio_postgres::Error> {
-    let mut q = Query::default();
-    let cond = filters.flow_run_sql(&mut q);
-    let sql = format!(
-        "SELECT {} FROM {FROM} WHERE {cond} ORDER BY {} LIMIT {} OFFSET {}",
-        columns(),
-        sort.sql(),
-        q.bind(limit),
-        q.bind(offset)
-    );
-    let now = Utc::now();
-    Ok(c.query(sql.as_str(), &q.params())
-        .await?
-        .iter()
-        .map(|r| from_row(r, now))
-        .collect())
-}
-
-pub async fn count(c: &impl GenericClient, filters: &RunFilters) -> Result<i64, tokio_postgres::Error> {
-    let mut q = Query::default();
-    let cond = filters.flow_run_sql(&mut q);
-    let sql = format!("SELECT count(*) FROM flow_run fr WHERE {cond}");
-    Ok(c.query_one(sql.as_str(), &q.params()).await?.get(0))
 }
 
 /// Average lateness in seconds of the matching runs, or None when there are none.

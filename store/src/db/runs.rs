@@ -6,6 +6,7 @@ use serde_json::Value;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
+use crate::filters::{Query, RunFilters};
 use stratus_domain::states::{State, StateDetails, StateType};
 
 /// Which of the two run tables a query is about.
@@ -94,6 +95,95 @@ pub fn estimated_start_time_delta(
         }
         _ => 0.0,
     }
+}
+
+impl RunTable {
+    /// The run table's alias in the queries of this module and the filters (`fr`, `tr`).
+    pub fn alias(self) -> &'static str {
+        match self {
+            RunTable::Flow => "fr",
+            RunTable::Task => "tr",
+        }
+    }
+
+    /// The filters' conditions on this table's runs.
+    pub fn condition(self, filters: &RunFilters, q: &mut Query) -> String {
+        match self {
+            RunTable::Flow => filters.flow_run_sql(q),
+            RunTable::Task => filters.task_run_sql(q),
+        }
+    }
+}
+
+/// A row of one of the two run tables, read whole: what the reads they share need to
+/// know of each (`FlowRun` and `TaskRun` implement it).
+pub trait RunRow: Sized {
+    const TABLE: RunTable;
+    /// The orders `/filter` accepts, as Prefect's `FlowRunSort` and `TaskRunSort`.
+    type Sort: Copy + Send + Sync + 'static;
+    const DEFAULT_SORT: Self::Sort;
+    /// `SELECT <columns> FROM <run> LEFT JOIN <its state s>`, the run aliased as its table's alias.
+    fn select() -> &'static str;
+    fn from_row(row: &Row, now: DateTime<Utc>) -> Self;
+    fn parse_sort(text: &str) -> Option<Self::Sort>;
+    fn sort_sql(sort: Self::Sort) -> &'static str;
+}
+
+pub async fn read<R: RunRow>(c: &impl GenericClient, id: Uuid) -> Result<Option<R>, tokio_postgres::Error> {
+    let a = R::TABLE.alias();
+    let stmt = c
+        .prepare_cached(&format!("{} WHERE {a}.id = $1", R::select()))
+        .await?;
+    let now = Utc::now();
+    Ok(c.query_opt(&stmt, &[&id]).await?.map(|r| R::from_row(&r, now)))
+}
+
+pub async fn filter<R: RunRow>(
+    c: &impl GenericClient,
+    filters: &RunFilters,
+    sort: R::Sort,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<R>, tokio_postgres::Error> {
+    let mut q = Query::default();
+    let cond = R::TABLE.condition(filters, &mut q);
+    let sql = format!(
+        "{} WHERE {cond} ORDER BY {} LIMIT {} OFFSET {}",
+        R::select(),
+        R::sort_sql(sort),
+        q.bind(limit),
+        q.bind(offset)
+    );
+    let now = Utc::now();
+    Ok(c.query(sql.as_str(), &q.params())
+        .await?
+        .iter()
+        .map(|r| R::from_row(r, now))
+        .collect())
+}
+
+pub async fn count(
+    c: &impl GenericClient,
+    table: RunTable,
+    filters: &RunFilters,
+) -> Result<i64, tokio_postgres::Error> {
+    let mut q = Query::default();
+    let cond = table.condition(filters, &mut q);
+    let sql = format!(
+        "SELECT count(*) FROM {} {} WHERE {cond}",
+        table.run_table(),
+        table.alias()
+    );
+    Ok(c.query_one(sql.as_str(), &q.params()).await?.get(0))
+}
+
+pub async fn delete(
+    c: &impl GenericClient,
+    table: RunTable,
+    id: Uuid,
+) -> Result<bool, tokio_postgres::Error> {
+    let sql = format!("DELETE FROM {} WHERE id = $1", table.run_table());
+    Ok(c.execute(sql.as_str(), &[&id]).await? > 0)
 }
 
 /// One state by id, or every state of one run, oldest first.

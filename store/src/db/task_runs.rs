@@ -7,7 +7,7 @@ use serde_json::Value;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use crate::db::runs::{self, micros_sql, state_from_row, STATE_COLUMNS};
+use crate::db::runs::{self, micros_sql, state_from_row, RunRow, RunTable, STATE_COLUMNS};
 use crate::filters::{Query, RunFilters};
 use stratus_domain::orchestration::TaskRunPolicy;
 use stratus_domain::states::{State, StateType};
@@ -105,12 +105,27 @@ pub fn from_row(row: &Row, now: DateTime<Utc>) -> TaskRun {
     }
 }
 
-pub async fn read(c: &impl GenericClient, id: Uuid) -> Result<Option<TaskRun>, tokio_postgres::Error> {
-    let stmt = c
-        .prepare_cached(&format!("SELECT {} FROM {FROM} WHERE tr.id = $1", columns()))
-        .await?;
-    let now = Utc::now();
-    Ok(c.query_opt(&stmt, &[&id]).await?.map(|r| from_row(&r, now)))
+impl RunRow for TaskRun {
+    const TABLE: RunTable = RunTable::Task;
+    type Sort = TaskRunSort;
+    const DEFAULT_SORT: TaskRunSort = TaskRunSort::IdDesc;
+
+    fn select() -> &'static str {
+        static SELECT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        SELECT.get_or_init(|| format!("SELECT {} FROM {FROM}", columns()))
+    }
+
+    fn from_row(row: &Row, now: DateTime<Utc>) -> Self {
+        from_row(row, now)
+    }
+
+    fn parse_sort(text: &str) -> Option<TaskRunSort> {
+        TaskRunSort::parse(text)
+    }
+
+    fn sort_sql(sort: TaskRunSort) -> &'static str {
+        sort.sql()
+    }
 }
 
 /// The validated content of a `TaskRunCreate`.
@@ -198,10 +213,6 @@ pub async fn rename(
     Ok(n > 0)
 }
 
-pub async fn delete(c: &impl GenericClient, id: Uuid) -> Result<bool, tokio_postgres::Error> {
-    Ok(c.execute("DELETE FROM task_run WHERE id = $1", &[&id]).await? > 0)
-}
-
 #[derive(Debug, Clone, Copy)]
 pub enum TaskRunSort {
     IdDesc,
@@ -238,37 +249,6 @@ impl TaskRunSort {
             TaskRunSort::EndTimeDesc => "tr.end_time DESC, tr.id",
         }
     }
-}
-
-pub async fn filter(
-    c: &impl GenericClient,
-    filters: &RunFilters,
-    sort: TaskRunSort,
-    limit: i64,
-    offset: i64,
-) -> Result<Vec<TaskRun>, tokio_postgres::Error> {
-    let mut q = Query::default();
-    let cond = filters.task_run_sql(&mut q);
-    let sql = format!(
-        "SELECT {} FROM {FROM} WHERE {cond} ORDER BY {} LIMIT {} OFFSET {}",
-        columns(),
-        sort.sql(),
-        q.bind(limit),
-        q.bind(offset)
-    );
-    let now = Utc::now();
-    Ok(c.query(sql.as_str(), &q.params())
-        .await?
-        .iter()
-        .map(|r| from_row(r, now))
-        .collect())
-}
-
-pub async fn count(c: &impl GenericClient, filters: &RunFilters) -> Result<i64, tokio_postgres::Error> {
-    let mut q = Query::default();
-    let cond = filters.task_run_sql(&mut q);
-    let sql = format!("SELECT count(*) FROM task_run tr WHERE {cond}");
-    Ok(c.query_one(sql.as_str(), &q.params()).await?.get(0))
 }
 
 /// Task runs per state type (`/ui/task_runs/count`).

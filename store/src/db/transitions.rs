@@ -59,7 +59,9 @@ pub async fn create_flow_run(
     } else {
         None
     };
-    Ok(crate::db::flow_runs::read(c, id).await?.map(|run| (run, outcome)))
+    Ok(crate::db::runs::read::<crate::db::flow_runs::FlowRun>(c, id)
+        .await?
+        .map(|run| (run, outcome)))
 }
 
 /// Inserts a task run (idempotent on its flow run and keys) and, when it is new, applies its
@@ -74,7 +76,9 @@ pub async fn create_task_run(
     if created {
         set_task_run_state(c, id, initial, Options { force: true, ..opts }).await?;
     }
-    Ok(crate::db::task_runs::read(c, id).await?.map(|run| (run, created)))
+    Ok(crate::db::runs::read::<crate::db::task_runs::TaskRun>(c, id)
+        .await?
+        .map(|run| (run, created)))
 }
 
 /// Inserts a deployment's runs for `dates`, Scheduled, each with its outbox message; returns

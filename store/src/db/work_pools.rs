@@ -650,7 +650,7 @@ pub async fn scheduled_runs(
             .map(|r| r.get(0))
             .collect();
         for (id, queue_id) in picked.into_iter().filter(|(id, _)| locked.contains(id)) {
-            if let Some(run) = crate::db::flow_runs::read(c, id).await? {
+            if let Some(run) = crate::db::runs::read::<crate::db::flow_runs::FlowRun>(c, id).await? {
                 let mut value = serde_json::to_value(&run).unwrap_or(Value::Null);
                 if let Some(map) = value.as_object_mut() {
                     // The poll's runs are the core FlowRun: no state, the raw queue name.

@@ -2,6 +2,8 @@
 //! the work pools' health.
 
 use std::collections::HashMap;
+use stratus_store::db::flow_runs::FlowRun;
+use stratus_store::db::runs;
 
 use askama::Template;
 use axum::extract::State;
@@ -127,9 +129,9 @@ pub async fn page(State(app): State<AppState>, params: Params) -> PageResult {
         json!({"flow_runs": {"state": {"type": {"any_": ["FAILED", "CRASHED"]}},
                                    "expected_start_time": {"after_": start}}}),
     )?;
-    let failed = flow_runs::filter(&c, &failed_f, FlowRunSort::ExpectedStartTimeDesc, 10, 0).await?;
+    let failed = runs::filter::<FlowRun>(&c, &failed_f, FlowRunSort::ExpectedStartTimeDesc, 10, 0).await?;
     let late_f = filters(json!({"flow_runs": {"state": {"name": {"any_": ["Late"]}}}}))?;
-    let late = flow_runs::filter(&c, &late_f, FlowRunSort::ExpectedStartTimeAsc, 10, 0).await?;
+    let late = runs::filter::<FlowRun>(&c, &late_f, FlowRunSort::ExpectedStartTimeAsc, 10, 0).await?;
     let names = flow_names(&c, failed.iter().chain(late.iter()).map(|r| r.flow_id)).await?;
     let row = |r: &flow_runs::FlowRun| RunRow::named(r, &names);
 

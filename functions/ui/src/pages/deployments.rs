@@ -6,8 +6,10 @@ use axum::extract::State;
 use serde_json::{json, Value};
 use stratus_http::AppState;
 use stratus_store::db::deployments::{self, Deployment, DeploymentSort};
-use stratus_store::db::flow_runs::{self, FlowRunSort};
+use stratus_store::db::flow_runs::FlowRun;
+use stratus_store::db::flow_runs::FlowRunSort;
 use stratus_store::db::flows::{self, FlowSort};
+use stratus_store::db::runs;
 
 use super::view::{self, RunRow};
 use super::{filters, flow_names, id_param, render, PageError, PagePath, PageResult};
@@ -115,7 +117,7 @@ pub async fn flow(State(app): State<AppState>, PagePath(raw): PagePath) -> PageR
         .ok_or_else(|| PageError::NotFound(format!("There is no flow {id}.")))?;
     let of_flow = filters(json!({"flows": {"id": {"any_": [id]}}}))?;
     let deps = deployments::filter(&c, &of_flow, DeploymentSort::NameAsc, 200, 0).await?;
-    let runs = flow_runs::filter(&c, &of_flow, FlowRunSort::ExpectedStartTimeDesc, 20, 0).await?;
+    let runs = runs::filter::<FlowRun>(&c, &of_flow, FlowRunSort::ExpectedStartTimeDesc, 20, 0).await?;
     Ok(render(&FlowPage {
         nav: "flows",
         deployment_rows: deps.iter().map(|d| row(d, &f.name)).collect(),
@@ -174,10 +176,11 @@ pub async fn page(State(app): State<AppState>, PagePath(raw): PagePath) -> PageR
     let upcoming_f = filters(
         json!({"flow_runs": {"deployment_id": {"any_": [id]}, "state": {"type": {"any_": ["SCHEDULED"]}}}}),
     )?;
-    let upcoming = flow_runs::filter(&c, &upcoming_f, FlowRunSort::NextScheduledStartTimeAsc, 10, 0).await?;
+    let upcoming =
+        runs::filter::<FlowRun>(&c, &upcoming_f, FlowRunSort::NextScheduledStartTimeAsc, 10, 0).await?;
     let recent_f = filters(json!({"flow_runs": {"deployment_id": {"any_": [id]},
                                                 "state": {"type": {"not_any_": ["SCHEDULED"]}}}}))?;
-    let recent = flow_runs::filter(&c, &recent_f, FlowRunSort::ExpectedStartTimeDesc, 20, 0).await?;
+    let recent = runs::filter::<FlowRun>(&c, &recent_f, FlowRunSort::ExpectedStartTimeDesc, 20, 0).await?;
     Ok(render(&DeploymentPage {
         nav: "deployments",
         flow_id: d.flow_id.to_string(),

@@ -2,6 +2,8 @@
 //! and logs (live while the run is active), with cancel, retry and resume.
 
 use std::collections::HashMap;
+use stratus_store::db::flow_runs::FlowRun;
+use stratus_store::db::task_runs::TaskRun;
 
 use askama::Template;
 use axum::extract::State;
@@ -10,7 +12,7 @@ use stratus_http::AppState;
 use stratus_store::db::flow_runs::{self, FlowRunSort, GraphOutlineNode};
 use stratus_store::db::logs::{self, LogFilter, LogSort};
 use stratus_store::db::runs::{self, RunTable};
-use stratus_store::db::task_runs::{self, TaskRunSort};
+use stratus_store::db::task_runs::TaskRunSort;
 use stratus_store::db::{deployments, flows};
 use uuid::Uuid;
 
@@ -98,7 +100,7 @@ pub async fn page(State(app): State<AppState>, PagePath(raw): PagePath, params: 
     let id = id_param(&raw, "flow run")?;
     let level = int_param(&params, "level", 0, 0, 50)?;
     let c = app.client().await?;
-    let run = flow_runs::read(&c, id)
+    let run = runs::read::<FlowRun>(&c, id)
         .await?
         .ok_or_else(|| PageError::NotFound(format!("There is no flow run {id}.")))?;
     let flow_name = flows::read(&c, run.flow_id)
@@ -112,7 +114,7 @@ pub async fn page(State(app): State<AppState>, PagePath(raw): PagePath, params: 
         None => None,
     };
     let parent_run = match run.parent_task_run_id {
-        Some(t) => task_runs::read(&c, t)
+        Some(t) => runs::read::<TaskRun>(&c, t)
             .await?
             .and_then(|t| t.flow_run_id)
             .map(|u| u.to_string()),
@@ -129,7 +131,7 @@ pub async fn page(State(app): State<AppState>, PagePath(raw): PagePath, params: 
         })
         .collect();
     let task_filter = filters(json!({"task_runs": {"flow_run_id": {"any_": [id]}}}))?;
-    let tasks = task_runs::filter(
+    let tasks = runs::filter::<TaskRun>(
         &c,
         &task_filter,
         TaskRunSort::ExpectedStartTimeAsc,
@@ -140,7 +142,8 @@ pub async fn page(State(app): State<AppState>, PagePath(raw): PagePath, params: 
     let (drawn, task_total) = flow_runs::graph_outline(&c, id, GRAPH_NODES as i64).await?;
     let task_total = (task_total as usize).max(tasks.len());
     let subflow_filter = filters(json!({"flow_runs": {"parent_flow_run_id": {"any_": [id]}}}))?;
-    let subflows = flow_runs::filter(&c, &subflow_filter, FlowRunSort::ExpectedStartTimeAsc, 200, 0).await?;
+    let subflows =
+        runs::filter::<FlowRun>(&c, &subflow_filter, FlowRunSort::ExpectedStartTimeAsc, 200, 0).await?;
     let names = flow_names(&c, subflows.iter().map(|r| r.flow_id)).await?;
     let log_filter: LogFilter =
         serde_json::from_value(json!({"flow_run_id": {"any_": [id]}, "level": {"ge_": level}}))

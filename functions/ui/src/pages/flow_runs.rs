@@ -5,7 +5,10 @@ use axum::extract::State;
 use chrono::{DateTime, Duration, NaiveDateTime, Utc};
 use serde_json::{json, Map, Value};
 use stratus_http::AppState;
-use stratus_store::db::flow_runs::{self, FlowRunSort};
+use stratus_store::db::flow_runs::FlowRun;
+use stratus_store::db::flow_runs::FlowRunSort;
+use stratus_store::db::runs;
+use stratus_store::db::runs::RunTable;
 use stratus_store::url::percent_encode;
 
 use stratus_domain::states::StateType;
@@ -103,8 +106,8 @@ pub async fn page(State(app): State<AppState>, params: Params) -> PageResult {
     }
     let f = filters(body)?;
     let c = app.client().await?;
-    let total = flow_runs::count(&c, &f).await?;
-    let runs = flow_runs::filter(
+    let total = runs::count(&c, RunTable::Flow, &f).await?;
+    let runs = runs::filter::<FlowRun>(
         &c,
         &f,
         FlowRunSort::ExpectedStartTimeDesc,

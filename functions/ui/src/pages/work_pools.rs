@@ -5,7 +5,9 @@ use askama::Template;
 use axum::extract::State;
 use serde_json::json;
 use stratus_http::AppState;
-use stratus_store::db::flow_runs::{self, FlowRunSort};
+use stratus_store::db::flow_runs::FlowRun;
+use stratus_store::db::flow_runs::FlowRunSort;
+use stratus_store::db::runs;
 use stratus_store::db::work_pools::{self as pools, WorkPool, WorkerFilter};
 use stratus_store::filters::{WorkPoolFilter, WorkQueueFilter};
 
@@ -94,7 +96,7 @@ pub async fn page(State(app): State<AppState>, PagePath(name): PagePath) -> Page
     let queues = pools::filter_queues(&c, Some(pool.id), &WorkQueueFilter::default(), 200, 0).await?;
     let waiting_f = filters(json!({"work_pools": {"name": {"any_": [pool.name]}},
                                    "flow_runs": {"state": {"type": {"any_": ["SCHEDULED", "PENDING"]}}}}))?;
-    let runs = flow_runs::filter(&c, &waiting_f, FlowRunSort::NextScheduledStartTimeAsc, 50, 0).await?;
+    let runs = runs::filter::<FlowRun>(&c, &waiting_f, FlowRunSort::NextScheduledStartTimeAsc, 50, 0).await?;
     let names = flow_names(&c, runs.iter().map(|r| r.flow_id)).await?;
     let backend = match &app.settings.sqs_endpoint {
         Some(_) => format!("SQS ({}{})", app.settings.queue_prefix, pool.id),
