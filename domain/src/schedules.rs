@@ -1,4 +1,4 @@
-//! Deployment schedule shapes (reference §2): an interval, a cron string or an RRule, each
+//! Deployment schedule shapes (Prefect 2.20's `src/prefect/server/schemas/schedules.py`): an interval, a cron string or an RRule, each
 //! with an optional time zone. Validation here checks the shape; computing the dates is
 //! the scheduler's work.
 

@@ -1,4 +1,4 @@
-//! The dates a deployment schedule produces (reference §5, Scheduler): intervals from an
+//! The dates a deployment schedule produces (Prefect 2.20's `src/prefect/server/schemas/schedules.py`, `get_dates`): intervals from an
 //! anchor, cron strings and RRules, each in its time zone (DST included). Pure code; the
 //! scheduler (`stratus_store::scheduler`) turns dates into runs.
 

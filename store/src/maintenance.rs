@@ -1,4 +1,4 @@
-//! Periodic upkeep of runs (reference §5): failing pauses that expired and cancelling the
+//! Periodic upkeep of runs (Prefect 2.20's `src/prefect/server/services/pause_expirations.py` and `cancellation_cleanup.py`): failing pauses that expired and cancelling the
 //! leftovers of cancelled flow runs, and pruning logs and states past their retention. Each pass does bounded work in short transactions,
 //! so it can run from a timer in the local server or from the scheduler function.
 

@@ -1,4 +1,4 @@
-//! The scheduler tick (reference §5): create the upcoming runs of active deployment
+//! The scheduler tick (Prefect 2.20's `src/prefect/server/services/scheduler.py` and `late_runs.py`): create the upcoming runs of active deployment
 //! schedules, idempotently, and mark runs Late. Work is bounded: deployments are taken in
 //! batches and the tick stops at its deadline, resuming from the start next time (the
 //! selection only returns deployments that still need runs).

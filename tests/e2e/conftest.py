@@ -21,7 +21,7 @@ To check the suite itself against a real Prefect 2.20 server, point it at one wi
 `STRATUS_E2E_API_URL=http://127.0.0.1:4200/api` (started with
 PREFECT_TASK_RUN_TAG_CONCURRENCY_SLOT_WAIT_SECONDS=1); no database or Stratus process is
 then created. Set STRATUS_E2E_KEEP_LOG=1 to keep the server's log file. Tests marked `stratus_only` check where Stratus deliberately differs from
-Prefect (spec §10) and are skipped in that mode.
+Prefect 2.20 (deliberate differences) and are skipped in that mode.
 """
 
 import asyncio

@@ -124,7 +124,7 @@ def test_pause_and_resume_a_running_flow(scripts, client):
 
 @pytest.mark.stratus_only
 def test_resuming_a_missing_run_is_404(client):
-    # Prefect answers 500 here; spec §10.15 asks for 404.
+    # Prefect 2.20 answers 500 here (an unhandled error); Stratus answers 404.
     with pytest.raises(PrefectHTTPStatusError) as err:
         client(lambda c: c.resume_flow_run(uuid4()))
     assert err.value.response.status_code == 404

@@ -1206,7 +1206,7 @@ async fn block_documents_are_updated_by_merge_or_replacement() {
 #[tokio::test]
 async fn the_stock_clients_result_storage_sequence_works() {
     let app = TestApp::spawn().await;
-    // §6.1: the client looks up LocalFileSystem, creating the type and schema on 404s.
+    // Prefect 2.20's `Block.load` (`src/prefect/blocks/core.py`): the client looks up LocalFileSystem, creating the type and schema on 404s.
     let lookup = app.get("/api/block_types/slug/local-file-system").await;
     assert_eq!(lookup.status, 404);
     let created = app

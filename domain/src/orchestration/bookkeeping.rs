@@ -1,4 +1,4 @@
-//! The global bookkeeping of reference §4.3: the transforms every transition gets, forced
+//! The global bookkeeping of Prefect 2.20's `src/prefect/server/orchestration/global_policy.py`: the transforms every transition gets, forced
 //! or not, on the *final* proposed state, and nothing when that is None. (The state mirror
 //! `state_type` / `state_name` / `state_timestamp` and the subflow parent-task mirroring
 //! are applied by the database layer from [`super::Decision::state`].)

@@ -1,4 +1,4 @@
-//! How rules run (reference §4.1).
+//! How rules run (Prefect 2.20's `src/prefect/server/orchestration/rules.py`: `BaseOrchestrationRule`, `OrchestrationContext`).
 //!
 //! * Rules are chosen up front by the intended transition (initial type or None, proposed
 //!   type) and run in priority order.

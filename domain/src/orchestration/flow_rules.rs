@@ -1,4 +1,4 @@
-//! The rules of CoreFlowPolicy (reference §4.2, details A to E).
+//! The rules of CoreFlowPolicy (Prefect 2.20's `src/prefect/server/orchestration/core_policy.py`).
 
 use uuid::Uuid;
 

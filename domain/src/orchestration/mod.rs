@@ -215,7 +215,7 @@ pub fn orchestrate(ctx: &TransitionContext) -> Decision {
     engine::run(ctx, &policy_for(ctx), bookkeeping::bookkeeping)
 }
 
-/// The policy a transition gets (reference §4.1 step 2).
+/// The policy a transition gets (as Prefect 2.20's `src/prefect/server/api/flow_runs.py` `set_flow_run_state` picks it).
 fn policy_for(ctx: &TransitionContext) -> Vec<engine::RuleSpec> {
     match ctx.kind {
         RunKind::Flow if ctx.force => policies::minimal_flow_policy(),

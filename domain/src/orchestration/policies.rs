@@ -1,4 +1,4 @@
-//! The policies of reference §4.2: which rules run, for which transitions, in which order.
+//! The policies of Prefect 2.20's `src/prefect/server/orchestration/core_policy.py` and `policies.py`: which rules run, for which transitions, in which order.
 
 use super::engine::{Rule, RuleSpec, States};
 use super::{flow_rules as flow, rules as shared, task_rules as task};

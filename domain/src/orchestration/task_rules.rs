@@ -1,4 +1,4 @@
-//! The rules of CoreTaskPolicy (reference §4.2, details F to J) and the tag concurrency
+//! The rules of CoreTaskPolicy (Prefect 2.20's `src/prefect/server/orchestration/core_policy.py`) and the tag concurrency
 //! transforms.
 
 use rand::Rng;

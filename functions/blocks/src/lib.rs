@@ -1,5 +1,5 @@
 //! The block route families: `/block_types`, `/block_schemas`, `/block_documents`,
-//! `/block_capabilities` (spec §1.10).
+//! `/block_capabilities` (Prefect 2.20's `src/prefect/server/api/block_capabilities.py`).
 
 mod block_documents;
 mod block_schemas;

@@ -1,4 +1,4 @@
-//! The `/ui/*` API routes Prefect's UI reads (reference 1.18): the run scatter plot, task
+//! The `/ui/*` API routes Prefect's UI reads (Prefect 2.20's `src/prefect/server/api/ui/`): the run scatter plot, task
 //! run counts, and form validation.
 
 use std::collections::HashMap;

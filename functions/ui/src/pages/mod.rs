@@ -74,7 +74,7 @@ async fn js() -> Response {
         .into_response()
 }
 
-/// What Prefect's UI reads first (reference 1.18).
+/// What Prefect's UI reads first (Prefect 2.20's `src/prefect/server/api/server.py`, `ui_settings`).
 async fn ui_settings() -> Response {
     axum::Json(json!({"api_url": "/api", "csrf_enabled": false, "flags": []})).into_response()
 }

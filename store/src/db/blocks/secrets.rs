@@ -12,7 +12,7 @@
 
 use serde_json::{Map, Value};
 
-/// What a secret looks like when it is not asked for (the spec's marker).
+/// What a secret looks like when it is not asked for (Prefect's `obfuscate` marker, `src/prefect/utilities/names.py`).
 pub const OBFUSCATED_SECRET: &str = "**********";
 
 /// The `secret_fields` of a schema's fields.
