@@ -17,7 +17,6 @@ use axum::body::Body;
 use http::{Method, Request};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
-use stratus_http::AppState;
 use stratus_store::config::Settings;
 use tower::ServiceExt;
 
@@ -280,7 +279,7 @@ async fn main() {
         .expect("block types");
     let mut settings = Settings::from_env().expect("settings");
     settings.database_url = Some(url.clone());
-    let state = AppState::new(pool, settings);
+    let state = stratus_aws::state(settings, pool).await;
     let app = stratus_http::serve::normalize(stratus::app(state));
 
     let started = Instant::now();

@@ -1,5 +1,5 @@
 //! The AWS side of Stratus's ports: the work pools' queues on SQS ([`sqs::SqsQueue`]) and
-//! flow code in S3 ([`s3::S3Storage`]). Kept out of `stratus-shared` because the SDK takes
+//! flow code in S3 ([`s3::S3Storage`]). Kept out of the store (`stratus-store`) because the SDK takes
 //! minutes to build: only what talks to SQS or S3 links this crate.
 
 pub mod s3;
@@ -11,8 +11,10 @@ use std::time::Duration;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
+use deadpool_postgres::Pool;
 use stratus_http::AppState;
 use stratus_store::config::{AwsEndpoint, Settings};
+use stratus_store::queue::postgres::PgQueue;
 use stratus_store::queue::MessageQueue;
 use stratus_store::storage::{LocalStorage, Storage};
 
@@ -61,14 +63,23 @@ pub async fn sdk_config_in(endpoint: &AwsEndpoint, region: Option<&str>) -> SdkC
 }
 
 /// The queue the settings ask for: SQS when `STRATUS_SQS_ENDPOINT` is set, else Postgres.
-pub async fn queue(settings: &Settings, state: &AppState) -> Arc<dyn MessageQueue> {
+pub async fn queue(settings: &Settings, db: &Pool) -> Arc<dyn MessageQueue> {
     match &settings.sqs_endpoint {
         Some(endpoint) => Arc::new(sqs::SqsQueue::new(
             &sdk_config(endpoint).await,
             &settings.queue_prefix,
         )),
-        None => state.queue.clone(),
+        None => Arc::new(PgQueue::new(db.clone())),
     }
+}
+
+/// The composition root: the state of every entry point that serves or changes runs (the
+/// local server, each Lambda function, the tests' app), with the queue its settings ask
+/// for. Nothing else builds an `AppState`, so no two entry points can publish to
+/// different queues.
+pub async fn state(settings: Settings, db: Pool) -> AppState {
+    let queue = queue(&settings, &db).await;
+    AppState::new(db, settings, queue)
 }
 
 /// The flow-code store the settings ask for: S3 when `STRATUS_S3_ENDPOINT` is set, else
@@ -111,14 +122,17 @@ pub async fn check(settings: &Settings) -> Result<(), String> {
 
 /// A Lambda function's state, from the environment, with the queues the settings ask for
 /// (SQS on AWS): what every function that publishes or reads messages starts with.
+/// Migrations run once per cold start (guarded by an advisory lock).
 pub async fn lambda_state() -> Result<AppState, lambda_http::Error> {
     stratus_http::serve::init_tracing();
-    let state = stratus_http::serve::state_from_env().await?;
-    let queue = queue(&state.settings.clone(), &state).await;
-    Ok(state.with_queue(queue))
+    let settings = Settings::from_env()?;
+    let url = settings.require_database_url()?.to_string();
+    let pool = stratus_store::db::pool(&url, settings.pool_size)?;
+    stratus_store::db::migrate(&pool).await?;
+    Ok(state(settings, pool).await)
 }
 
-/// Runs a route family that publishes to the work pools' queues as a Lambda function.
+/// Runs a route family as a Lambda function behind API Gateway.
 pub async fn lambda(routes: axum::Router<AppState>) -> Result<(), lambda_http::Error> {
     let state = lambda_state().await?;
     lambda_http::run(stratus_http::serve::normalize(stratus_http::serve::api(

@@ -12,7 +12,6 @@ use deadpool_postgres::Pool;
 use crate::error::ApiError;
 use stratus_store::config::Settings;
 use stratus_store::db::Client;
-use stratus_store::queue::postgres::PgQueue;
 use stratus_store::queue::MessageQueue;
 
 #[derive(Clone)]
@@ -24,10 +23,11 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// State over `db`, with the queues served from the same Postgres.
-    pub fn new(db: Pool, settings: Settings) -> Self {
+    /// State over `db` publishing to `queue`. Entry points do not call this themselves:
+    /// the composition root (`stratus_aws::state`) picks the queue the settings ask for.
+    pub fn new(db: Pool, settings: Settings, queue: Arc<dyn MessageQueue>) -> Self {
         AppState {
-            queue: Arc::new(PgQueue::new(db.clone())),
+            queue,
             db,
             settings: Arc::new(settings),
         }

@@ -8,7 +8,6 @@ use tower_http::cors::CorsLayer;
 use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
 
 use crate::app::{check_api_version, AppState};
-use stratus_store::config::Settings;
 
 /// Largest request body accepted. The client batches up to 4,000,000 bytes of logs per
 /// request (`PREFECT_LOGGING_TO_API_BATCH_SIZE`) and JSON-escapes them.
@@ -44,21 +43,4 @@ pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("STRATUS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
-}
-
-/// Builds the state a function needs from the environment: settings and the pool.
-/// Migrations run once per cold start (guarded by an advisory lock).
-pub async fn state_from_env() -> Result<AppState, Box<dyn std::error::Error + Send + Sync>> {
-    let settings = Settings::from_env()?;
-    let url = settings.require_database_url()?.to_string();
-    let pool = stratus_store::db::pool(&url, settings.pool_size)?;
-    stratus_store::db::migrate(&pool).await?;
-    Ok(AppState::new(pool, settings))
-}
-
-/// Runs one route family as an AWS Lambda function behind API Gateway.
-pub async fn lambda(routes: Router<AppState>) -> Result<(), lambda_http::Error> {
-    init_tracing();
-    let state = state_from_env().await?;
-    lambda_http::run(normalize(api(routes, state))).await
 }

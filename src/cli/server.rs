@@ -80,10 +80,7 @@ async fn serve_until_stopped(
     // Port 0 asks for any free port: links in notifications need the one given.
     settings.port = addr.port();
 
-    let state = AppState::new(pool.clone(), settings.clone());
-    let state = state
-        .clone()
-        .with_queue(stratus_aws::queue(&settings, &state).await);
+    let state = stratus_aws::state(settings.clone(), pool.clone()).await;
     match &settings.sqs_endpoint {
         Some(endpoint) => println!(
             "Work pool queues: SQS at {endpoint} ({}<pool id>).",

@@ -4,7 +4,6 @@ use common::TestApp;
 use http::{Method, Request};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
-use stratus_http::AppState;
 use stratus_store::config::Settings;
 use tower::ServiceExt;
 
@@ -39,7 +38,7 @@ async fn the_csrf_route_requires_its_client_parameter() {
 async fn ready_is_503_when_the_database_does_not_answer() {
     // Nothing listens on port 1: connecting fails at once.
     let pool = stratus_store::db::pool("postgres://postgres@127.0.0.1:1/nowhere", 1).unwrap();
-    let state = AppState::new(pool, Settings::from_env().unwrap());
+    let state = stratus_aws::state(Settings::from_env().unwrap(), pool).await;
     let service = stratus_http::serve::normalize(stratus::app(state));
     let get = |path: &'static str| {
         let service = service.clone();

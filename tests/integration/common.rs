@@ -161,7 +161,7 @@ impl TestApp {
         settings.tag_concurrency_slot_wait_seconds = 1;
         let pool = stratus_store::db::pool(&database_url, 8).unwrap();
         let database = std::sync::Arc::new(DroppedDatabase::new(&db, Some(pool.clone())));
-        let state = AppState::new(pool, settings);
+        let state = stratus_aws::state(settings, pool).await;
         let service = stratus_http::serve::normalize(stratus::app(state.clone()));
         TestApp {
             service,

@@ -4,8 +4,7 @@ use stratus_http::serve;
 /// does, when an instance starts (it is idempotent), before it serves.
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    serve::init_tracing();
-    let state = serve::state_from_env().await?;
+    let state = stratus_aws::lambda_state().await?;
     let mut client = state.db.get().await?;
     let tx = client.transaction().await?;
     stratus_store::system_blocks::install(&tx).await?;

@@ -1,4 +1,4 @@
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    stratus_http::serve::lambda(stratus_flows::router()).await
+    stratus_aws::lambda(stratus_flows::router()).await
 }

@@ -3,8 +3,7 @@ use stratus_http::serve;
 /// The UI function serves its API routes under `/api` and the pages at the root.
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    serve::init_tracing();
-    let state = serve::state_from_env().await?;
+    let state = stratus_aws::lambda_state().await?;
     let app =
         serve::api(stratus_ui::router(), state.clone()).merge(stratus_ui::pages::router().with_state(state));
     lambda_http::run(serve::normalize(app)).await
