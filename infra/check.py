@@ -98,8 +98,15 @@ def served_routes(crate_dir):
     paths = []
     for source in (crate_dir / "src").rglob("*.rs"):
         at_root = source.relative_to(crate_dir).as_posix() == "src/pages/mod.rs"
-        for path in re.findall(r'\.route\(\s*"([^"]+)"', source.read_text()):
+        text = source.read_text()
+        for path in re.findall(r'\.route\(\s*"([^"]+)"', text):
             paths.append(path if at_root else "/api" + path)
+        # The routes flow runs and task runs share (http/src/run_routes.rs, `routes`).
+        for kind in re.findall(r"run_routes::routes::<(FlowRun|TaskRun)>", text):
+            plural = {"FlowRun": "flow_runs", "TaskRun": "task_runs"}[kind]
+            for tail in ["/filter", "/count", "/history", "/{id}", "/{id}/set_state"]:
+                paths.append(f"/api/{plural}{tail}")
+            paths += [f"/api/{plural[:-1]}_states", f"/api/{plural[:-1]}_states/{{id}}"]
     return paths
 
 
