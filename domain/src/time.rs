@@ -78,6 +78,18 @@ pub fn seconds(micros: i64) -> f64 {
     micros as f64 / 1_000_000.0
 }
 
+/// Deserialises a field that may be absent, null or a value, keeping null apart from
+/// absent (with `#[serde(default)]`): `Some(None)` is an explicit null. PATCH bodies need
+/// it, as Prefect applies them with pydantic's `exclude_unset`: an explicit null is a
+/// change.
+pub fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Some(Option::<T>::deserialize(d)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

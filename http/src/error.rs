@@ -9,6 +9,9 @@ use serde_json::{json, Value};
 pub enum ApiError {
     /// An explicit HTTP error: `{"detail": "..."}` with that status.
     Detail(StatusCode, String),
+    /// An explicit HTTP error whose detail is not a string (Prefect raises some with a
+    /// tuple, rendered as a list).
+    DetailJson(StatusCode, Value),
     /// The server's internal "object not found": 404 `{"exception_message": "..."}`.
     ObjectNotFound(String),
     /// Request validation failure: 422 with the echoed body.
@@ -63,6 +66,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, body) = match self {
             ApiError::Detail(status, detail) => (status, json!({ "detail": detail })),
+            ApiError::DetailJson(status, detail) => (status, json!({ "detail": detail })),
             ApiError::ObjectNotFound(message) => {
                 (StatusCode::NOT_FOUND, json!({ "exception_message": message }))
             }

@@ -496,3 +496,68 @@ async fn work_queue_check_lists_legacy_queues_whose_filter_matches() {
         404
     );
 }
+
+/// `Deployment.schedule = None` then `apply()`: the stock client's `update_deployment`
+/// sends `"schedule": null`, which removes the schedule (Prefect applies PATCH bodies with
+/// `exclude_unset`, so an explicit null is a change); an absent key leaves it.
+#[tokio::test]
+async fn a_null_legacy_schedule_removes_the_schedule() {
+    let app = TestApp::spawn().await;
+    let flow_id = flow(&app).await;
+    let d = app
+        .post(
+            "/api/deployments/",
+            deployment(&flow_id, json!({"schedules": [{"schedule": {"interval": 60}}]})),
+        )
+        .await
+        .body;
+    let id = d["id"].as_str().unwrap().to_string();
+    // Absent: unchanged, even when other fields change.
+    let res = app
+        .patch(
+            &format!("/api/deployments/{id}"),
+            json!({"description": "same schedule"}),
+        )
+        .await;
+    assert_eq!(res.status, 204, "{}", res.text);
+    let read = app.get(&format!("/api/deployments/{id}")).await.body;
+    assert_eq!(read["schedules"].as_array().unwrap().len(), 1);
+    // Only `is_schedule_active`: the one schedule stays, inactive, as on Prefect.
+    app.patch(
+        &format!("/api/deployments/{id}"),
+        json!({"is_schedule_active": false}),
+    )
+    .await;
+    let read = app.get(&format!("/api/deployments/{id}")).await.body;
+    assert_eq!(read["schedules"][0]["schedule"]["interval"], json!(60.0));
+    assert_eq!(read["schedules"][0]["active"], false);
+    assert_eq!(read["paused"], true);
+    // Explicit null: removed.
+    let res = app
+        .patch(
+            &format!("/api/deployments/{id}"),
+            json!({"schedule": null, "is_schedule_active": false}),
+        )
+        .await;
+    assert_eq!(res.status, 204, "{}", res.text);
+    let read = app.get(&format!("/api/deployments/{id}")).await.body;
+    assert_eq!(read["schedule"], Value::Null);
+    assert_eq!(read["schedules"], json!([]));
+    // Several schedules cannot be changed through the legacy field.
+    app.patch(
+        &format!("/api/deployments/{id}"),
+        json!({"schedules": [{"schedule": {"interval": 60}}, {"schedule": {"cron": "0 * * * *"}}]}),
+    )
+    .await;
+    let res = app
+        .patch(&format!("/api/deployments/{id}"), json!({"schedule": null}))
+        .await;
+    assert_eq!(res.status, 422, "{}", res.text);
+    assert_eq!(
+        res.body["detail"][0],
+        json!(format!(
+            "Error updating deployment: Deployment UUID('{id}') has multiple schedules. \
+             Please use the UI or update your client to adjust this deployment's schedules."
+        ))
+    );
+}

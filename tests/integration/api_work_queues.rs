@@ -3,6 +3,30 @@ use crate::common;
 use common::TestApp;
 use serde_json::{json, Value};
 
+/// `Deployment.apply(work_queue_concurrency=...)` creates `default` on a fresh server,
+/// then reads it by name (Prefect 2.20's `create_work_queue` returns the default queue the
+/// new default agent pool was created with).
+#[tokio::test]
+async fn the_default_queue_is_created_with_the_default_agent_pool() {
+    let app = TestApp::spawn().await;
+    let res = app.post("/api/work_queues/", json!({"name": "default"})).await;
+    assert_eq!(res.status, 201, "{}", res.text);
+    assert_eq!(res.body["name"], "default");
+    assert_eq!(res.body["work_pool_name"], "default-agent-pool");
+    let by_name = app.get("/api/work_queues/name/default").await;
+    assert_eq!(by_name.status, 200, "{}", by_name.text);
+    assert_eq!(by_name.body["id"], res.body["id"]);
+    let pool = app.get("/api/work_pools/default-agent-pool").await;
+    assert_eq!(pool.body["default_queue_id"], res.body["id"]);
+    // Once the pool exists, the name is taken, as on Prefect.
+    let again = app.post("/api/work_queues/", json!({"name": "default"})).await;
+    assert_eq!(again.status, 409, "{}", again.text);
+    assert_eq!(
+        again.body,
+        json!({"detail": "A work queue with this name already exists."})
+    );
+}
+
 #[tokio::test]
 async fn legacy_queues_live_in_the_default_agent_pool() {
     let app = TestApp::spawn().await;

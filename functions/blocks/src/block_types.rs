@@ -10,7 +10,7 @@ use stratus_http::json::{from_value, page, path_id};
 use stratus_http::{ApiError, ApiResult, AppState, Body};
 use stratus_store::db::blocks::{self, BlockSchemaFilter, BlockTypeFields, BlockTypeFilter, BlockTypePatch};
 
-use crate::{check_http_url, invalid_field, lowercase_dashes, present};
+use crate::{check_http_url, invalid_field, lowercase_dashes};
 
 /// Characters Prefect bans from names.
 const BANNED_CHARACTERS: [char; 5] = ['/', '%', '&', '>', '<'];
@@ -34,13 +34,13 @@ pub struct BlockTypeCreate {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BlockTypeUpdate {
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "stratus_http::json::present")]
     logo_url: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "stratus_http::json::present")]
     documentation_url: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "stratus_http::json::present")]
     description: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "stratus_http::json::present")]
     code_example: Option<Option<String>>,
 }
 

@@ -7,7 +7,6 @@ mod block_types;
 
 use axum::routing::{get, post};
 use axum::Router;
-use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
 use stratus_http::{ApiError, ApiResult, AppState};
 
@@ -65,13 +64,6 @@ pub(crate) fn lowercase_dashes(text: &str) -> bool {
 /// A 422 for one body field, echoing the body.
 pub(crate) fn invalid_field(field: &str, msg: impl Into<String>, kind: &str, body: &Value) -> ApiError {
     ApiError::invalid(&["body", field], msg, kind, body.clone())
-}
-
-/// Tells a key given as null (`Some(None)`) from a missing one (`None`).
-pub(crate) fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Ok(Some(Option::<T>::deserialize(d)?))
 }
 
 /// The last value of a query parameter, as Starlette reads it.

@@ -11,8 +11,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
-use serde::{Deserialize, Deserializer};
-use serde_json::{Map, Value};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
 use stratus_domain::orchestration::FlowRunPolicy;
 use stratus_domain::states::{State as RunState, StateCreate, StateType};
 use stratus_http::app::ClientVersion;
@@ -60,13 +60,6 @@ pub fn router() -> Router<AppState> {
 
 pub(crate) fn not_found() -> ApiError {
     ApiError::not_found("Deployment not found")
-}
-
-/// Distinguishes an explicit `null` from an absent key.
-pub(crate) fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Ok(Some(Option::<T>::deserialize(d)?))
 }
 
 #[derive(Deserialize)]
@@ -276,6 +269,50 @@ fn requested_schedules(
     }
 }
 
+/// The schedules a deployment update leaves, or None when it leaves them as they are, as
+/// Prefect 2.20's `update_deployment` (`src/prefect/server/api/deployments.py`) decides: a
+/// legacy `schedule` or `is_schedule_active` in the body (even `"schedule": null`, which
+/// removes the schedule) replaces them with that one schedule, else `schedules` does.
+fn updated_schedules(
+    existing: &deployments::Deployment,
+    schedules: Option<Vec<ScheduleCreate>>,
+    legacy: Option<Option<Value>>,
+    legacy_active: Option<bool>,
+) -> ApiResult<Option<Vec<NewSchedule>>> {
+    if legacy.is_none() && legacy_active.is_none() {
+        return match schedules {
+            Some(list) => Ok(Some(
+                list.into_iter().map(new_schedule).collect::<ApiResult<_>>()?,
+            )),
+            None => Ok(None),
+        };
+    }
+    if existing.schedules.len() > 1 {
+        return Err(ApiError::DetailJson(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!([format!(
+                "Error updating deployment: Deployment UUID('{}') has multiple schedules. \
+                 Please use the UI or update your client to adjust this deployment's schedules.",
+                existing.id
+            )]),
+        ));
+    }
+    let schedule = match legacy {
+        Some(explicit) => explicit.filter(|v| !v.is_null()),
+        None => existing.schedules.first().map(|s| s.schedule.clone()),
+    };
+    let Some(schedule) = schedule else {
+        return Ok(Some(Vec::new()));
+    };
+    Ok(Some(vec![new_schedule(ScheduleCreate {
+        schedule,
+        active: legacy_active.unwrap_or(existing.is_schedule_active),
+        max_active_runs: None,
+        max_scheduled_runs: None,
+        catchup: false,
+    })?]))
+}
+
 async fn create(State(app): State<AppState>, Body(body): Body<DeploymentCreate>) -> ApiResult<Response> {
     if body.name.trim().is_empty() {
         return Err(ApiError::invalid(
@@ -356,13 +393,14 @@ async fn read_by_name(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DeploymentUpdate {
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "stratus_http::json::present")]
     version: Option<Option<String>>,
-    #[serde(default)]
-    schedule: Option<Value>,
+    /// Absent: unchanged; null: removed (pydantic's `exclude_unset`).
+    #[serde(default, deserialize_with = "stratus_http::json::present")]
+    schedule: Option<Option<Value>>,
     #[serde(default)]
     schedules: Option<Vec<ScheduleCreate>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "stratus_http::json::present")]
     description: Option<Option<String>>,
     #[serde(default)]
     is_schedule_active: Option<bool>,
@@ -376,19 +414,19 @@ struct DeploymentUpdate {
     work_queue_name: Option<String>,
     #[serde(default)]
     work_pool_name: Option<String>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "stratus_http::json::present")]
     path: Option<Option<String>>,
     #[serde(default)]
     job_variables: Option<Map<String, Value>>,
     #[serde(default)]
     infra_overrides: Option<Map<String, Value>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "stratus_http::json::present")]
     entrypoint: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "stratus_http::json::present")]
     manifest_path: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "stratus_http::json::present")]
     storage_document_id: Option<Option<Uuid>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "stratus_http::json::present")]
     infrastructure_document_id: Option<Option<Uuid>>,
     #[serde(default)]
     enforce_parameter_schema: Option<bool>,
@@ -408,12 +446,7 @@ async fn update(
     let mut client = app.client().await?;
     let tx = client.transaction().await?;
     let existing = deployments::read(&tx, id).await?.ok_or_else(not_found)?;
-    if body.schedules.is_none() && body.schedule.is_some() && existing.schedules.len() > 1 {
-        return Err(ApiError::unprocessable(
-            "This deployment has multiple schedules; update them through `schedules`, not the legacy `schedule`.",
-        ));
-    }
-    let schedules = requested_schedules(body.schedules, body.schedule, body.is_schedule_active)?;
+    let schedules = updated_schedules(&existing, body.schedules, body.schedule, body.is_schedule_active)?;
     check_blocks(
         &tx,
         &[

@@ -10,7 +10,8 @@ use stratus_http::json::path_id;
 use stratus_http::{ApiError, ApiResult, AppState, Body};
 use stratus_store::db::deployments::{self, ScheduleChanges};
 
-use crate::{new_schedule, not_found, present, ScheduleCreate};
+use crate::{new_schedule, not_found, ScheduleCreate};
+use stratus_http::json::present;
 
 pub async fn list(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
     let id = path_id(&id)?;

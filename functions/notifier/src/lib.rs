@@ -62,13 +62,8 @@ struct PolicyUpdate {
     tags: Option<Vec<String>>,
     #[serde(default)]
     block_document_id: Option<Uuid>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "stratus_http::json::present")]
     message_template: Option<Option<String>>,
-}
-
-/// Tells a field set to null (`Some(None)`) from one left out (`None`).
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
-    Option::<String>::deserialize(d).map(Some)
 }
 
 async fn create(State(app): State<AppState>, Body(body): Body<PolicyCreate>) -> ApiResult<Response> {

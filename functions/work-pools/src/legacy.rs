@@ -52,9 +52,22 @@ pub async fn create(State(app): State<AppState>, Body(body): Body<QueueCreate>) 
     crate::check_queue_numbers(body.concurrency_limit, body.priority)?;
     let mut client = app.client().await?;
     let tx = client.transaction().await?;
+    let existed = pools::read_pool_by_name(&tx, pools::DEFAULT_AGENT_POOL)
+        .await?
+        .is_some();
     let pool = pools::ensure_pool(&tx, pools::DEFAULT_AGENT_POOL)
         .await?
         .ok_or(ApiError::Integrity)?;
+    // As Prefect 2.20's `create_work_queue` (`src/prefect/server/models/work_queues.py`):
+    // creating the default agent pool creates its `default` queue, which a request for a
+    // queue of that name then gets (what `Deployment.apply` relies on).
+    if !existed && body.name == "default" {
+        let queue = pools::read_queue_by_name(&tx, pool.id, "default")
+            .await?
+            .ok_or(ApiError::Integrity)?;
+        tx.commit().await?;
+        return Ok((StatusCode::CREATED, Json(queue)).into_response());
+    }
     let queue = pools::create_queue(&tx, pool.id, &body.new_queue())
         .await?
         .ok_or_else(|| ApiError::conflict("A work queue with this name already exists."))?;
@@ -90,7 +103,7 @@ pub struct QueueUpdate {
     description: Option<String>,
     #[serde(default)]
     is_paused: Option<bool>,
-    #[serde(default, deserialize_with = "crate::present")]
+    #[serde(default, deserialize_with = "stratus_http::json::present")]
     concurrency_limit: Option<Option<i32>>,
     #[serde(default)]
     priority: Option<i32>,

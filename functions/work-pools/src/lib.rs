@@ -208,15 +208,8 @@ struct PoolUpdate {
     is_paused: Option<bool>,
     #[serde(default)]
     base_job_template: Option<Map<String, Value>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "stratus_http::json::present")]
     concurrency_limit: Option<Option<i32>>,
-}
-
-/// Distinguishes an explicit `null` (clear the value) from an absent key.
-pub(crate) fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Ok(Some(Option::<T>::deserialize(d)?))
 }
 
 async fn update(
@@ -393,7 +386,7 @@ struct QueueUpdate {
     description: Option<String>,
     #[serde(default)]
     is_paused: Option<bool>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "stratus_http::json::present")]
     concurrency_limit: Option<Option<i32>>,
     #[serde(default)]
     priority: Option<i32>,

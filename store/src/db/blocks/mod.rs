@@ -22,7 +22,7 @@ pub use secrets::OBFUSCATED_SECRET;
 pub use types::*;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio_postgres::Row;
 use uuid::Uuid;
@@ -203,17 +203,12 @@ pub struct BlockDocumentFilter {
     pub operator: Option<Operator>,
     #[serde(default)]
     pub id: Option<AnyIds>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "stratus_domain::time::present")]
     pub is_anonymous: Option<Option<EqBool>>,
     #[serde(default)]
     pub block_type_id: Option<AnyIds>,
     #[serde(default)]
     pub name: Option<NameFilter>,
-}
-
-/// Tells a key given as null (`Some(None)`) from a missing one (`None`).
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
-    Ok(Some(Option::<T>::deserialize(d)?))
 }
 
 fn join(parts: Vec<String>, operator: Option<Operator>) -> String {
