@@ -249,6 +249,56 @@ async fn a_cached_result_is_reused_by_a_later_task_run() {
     assert_eq!(set(&app, &third["id"], refresh).await.body["status"], "ACCEPT");
 }
 
+/// A cached task submitted twice to a task server (`task.submit()` outside a flow, Prefect
+/// 2.20's `create_autonomous_task_run`, then `TaskServer.execute_task_run`): each run is
+/// created Scheduled with no flow run, the server proposes Pending, the engine Running with
+/// the cache key; the second run gets the first's result as `Cached`.
+#[tokio::test]
+async fn an_autonomous_task_run_takes_the_cached_state_of_an_earlier_one() {
+    let app = TestApp::spawn().await;
+    let submit = |dynamic_key: &'static str| {
+        let app = &app;
+        async move {
+            let mut scheduled = state("SCHEDULED");
+            scheduled["state_details"]["task_parameters_id"] = json!(uuid::Uuid::new_v4());
+            let res = app
+                .post(
+                    "/api/task_runs/",
+                    json!({"name": "task_with_cache", "flow_run_id": null, "task_key": "tasks.task_with_cache",
+                           "dynamic_key": dynamic_key, "cache_key": null, "cache_expiration": null,
+                           "task_version": null, "tags": [], "task_inputs": {}, "state": scheduled}),
+                )
+                .await;
+            assert_eq!(res.status, 201, "{}", res.text);
+            let id = res.body["id"].clone();
+            assert_eq!(set(app, &id, state("PENDING")).await.body["status"], "ACCEPT");
+            id
+        }
+    };
+    let mut running = state("RUNNING");
+    running["state_details"]["cache_key"] = json!("input-hash");
+    let first = submit("tasks.task_with_cache-1a2").await;
+    assert_eq!(set(&app, &first, running.clone()).await.body["status"], "ACCEPT");
+    let mut done = state("COMPLETED");
+    done["state_details"]["cache_key"] = json!("input-hash");
+    done["data"] = json!({"type": "reference", "serializer_type": "pickle", "storage_block_id": uuid::Uuid::new_v4(),
+                          "storage_key": "result-1"});
+    assert_eq!(set(&app, &first, done).await.body["status"], "ACCEPT");
+
+    let second = submit("tasks.task_with_cache-3b4").await;
+    assert_ne!(second, first);
+    let res = set(&app, &second, running).await;
+    assert_eq!(res.body["status"], "REJECT", "{}", res.text);
+    assert_eq!(res.body["details"]["reason"], "Retrieved state from cache");
+    assert_eq!(res.body["state"]["type"], "COMPLETED");
+    assert_eq!(res.body["state"]["name"], "Cached");
+    assert_eq!(res.body["state"]["data"]["storage_key"], "result-1");
+    let read = app
+        .get(&format!("/api/task_runs/{}", second.as_str().unwrap()))
+        .await;
+    assert_eq!(read.body["state"]["name"], "Cached");
+}
+
 #[tokio::test]
 async fn tag_concurrency_limits_hold_tasks_until_a_slot_frees() {
     let app = TestApp::spawn().await;
