@@ -1,30 +1,30 @@
 //! Small URL helpers shared by the UI, the agent, the CLI and the tests.
 
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
+/// Everything but RFC 3986's unreserved characters.
+const RESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// Percent-encodes a path segment or query component: only RFC 3986's unreserved
 /// characters stay as they are (pool and queue names may hold anything).
 pub fn percent_encode(raw: &str) -> String {
-    let mut out = String::with_capacity(raw.len());
-    for b in raw.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    utf8_percent_encode(raw, RESERVED).to_string()
 }
 
-/// The same Postgres URL naming another database, its query string kept.
+/// The same Postgres URL naming another database, its query string kept. A URL that
+/// does not parse is returned as it is (connecting with it then says what is wrong).
 pub fn with_database(url: &str, db: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, format!("?{q}")),
-        None => (url, String::new()),
-    };
-    let base = match base.rfind('/') {
-        Some(i) if i > "postgres://".len() => &base[..i],
-        _ => base,
-    };
-    format!("{base}/{db}{query}")
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            parsed.set_path(&format!("/{}", percent_encode(db)));
+            parsed.to_string()
+        }
+        Err(_) => url.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -40,5 +40,9 @@ mod tests {
             "postgres://u@h:5432/x?sslmode=disable"
         );
         assert_eq!(with_database("postgres://u@h:5432", "x"), "postgres://u@h:5432/x");
+        assert_eq!(
+            with_database("postgres:///postgres?host=/var/run/postgresql", "x"),
+            "postgres:///x?host=/var/run/postgresql"
+        );
     }
 }

@@ -480,3 +480,44 @@ async fn failures_that_may_pass_are_retried_and_the_sweep_publishes_what_was_lef
             .unwrap();
     }
 }
+
+#[tokio::test]
+async fn a_custom_webhook_can_send_form_data() {
+    let (app, hook) = setup().await;
+    let custom = block(
+        &app,
+        "custom-webhook",
+        "form-hook",
+        json!({"name": "form", "url": format!("{}/form", hook.url), "form_data": {"msg": "{{body}}", "to": "a b&c"}}),
+    )
+    .await;
+    let policy = json!({"state_names": ["Failed"], "tags": [], "block_document_id": custom,
+                        "message_template": "{flow_run_name} failed: 100% & more"});
+    assert_eq!(
+        app.post("/api/flow_run_notification_policies/", policy)
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    let run = flow_run(&app, json!([])).await;
+    set_state(&app, &run, "FAILED").await;
+    assert_eq!(notify_all(&app).await, 1);
+    let hits = hook.hits();
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert_eq!(
+        hits[0].headers["content-type"],
+        "application/x-www-form-urlencoded"
+    );
+    let fields: Vec<(String, String)> = url::form_urlencoded::parse(hits[0].body.as_bytes())
+        .into_owned()
+        .collect();
+    let run_name = app.get(&format!("/api/flow_runs/{run}")).await.body["name"].clone();
+    assert!(fields.contains(&("to".into(), "a b&c".into())), "{fields:?}");
+    assert!(
+        fields.contains(&(
+            "msg".into(),
+            format!("{} failed: 100% & more", run_name.as_str().unwrap())
+        )),
+        "{fields:?}"
+    );
+}

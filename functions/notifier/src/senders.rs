@@ -318,9 +318,7 @@ pub async fn send(http: &reqwest::Client, r: &Request) -> Result<(), SendError> 
     builder = match &r.body {
         Payload::None => builder,
         Payload::Json(v) => builder.json(v),
-        Payload::Form(f) => builder
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(form_encode(f)),
+        Payload::Form(f) => builder.form(f),
     };
     let answer = builder.send().await.map_err(|e| SendError {
         message: format!("could not reach {}: {e}", host_of(&r.url)),
@@ -381,25 +379,6 @@ async fn refuse_private(url: &str) -> Result<(), SendError> {
 fn host_of(url: &str) -> &str {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     rest.split(['/', '?']).next().unwrap_or(rest)
-}
-
-fn form_encode(pairs: &[(String, String)]) -> String {
-    fn enc(s: &str) -> String {
-        s.bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => {
-                    (b as char).to_string()
-                }
-                b' ' => "+".into(),
-                _ => format!("%{b:02X}"),
-            })
-            .collect()
-    }
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
-        .collect::<Vec<_>>()
-        .join("&")
 }
 
 #[cfg(test)]
@@ -549,7 +528,6 @@ mod tests {
             .try_into()
             .unwrap();
         assert_eq!(r.body, Payload::Form(vec![("msg".into(), "a b&c".into())]));
-        assert_eq!(form_encode(&[("msg".into(), "a b&c".into())]), "msg=a+b%26c");
         assert_eq!(
             host_of("https://hooks.slack.com/services/T/B/secret"),
             "hooks.slack.com"
