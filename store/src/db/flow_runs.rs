@@ -7,7 +7,7 @@ use serde_json::Value;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use crate::db::runs::{self, micros_sql, state_from_row, RunRow, RunTable, STATE_COLUMNS};
+use crate::db::runs::{self, micros_sql, state_from_row, RunTable, STATE_COLUMNS};
 use crate::filters::{Query, RunFilters};
 use stratus_domain::orchestration::FlowRunPolicy;
 use stratus_domain::states::{State, StateType};
@@ -128,28 +128,7 @@ pub fn from_row(row: &Row, now: DateTime<Utc>) -> FlowRun {
     }
 }
 
-impl RunRow for FlowRun {
-    const TABLE: RunTable = RunTable::Flow;
-    type Sort = FlowRunSort;
-    const DEFAULT_SORT: FlowRunSort = FlowRunSort::IdDesc;
-
-    fn select() -> &'static str {
-        static SELECT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-        SELECT.get_or_init(|| format!("SELECT {} FROM {FROM}", columns()))
-    }
-
-    fn from_row(row: &Row, now: DateTime<Utc>) -> Self {
-        from_row(row, now)
-    }
-
-    fn parse_sort(text: &str) -> Option<FlowRunSort> {
-        FlowRunSort::parse(text)
-    }
-
-    fn sort_sql(sort: FlowRunSort) -> &'static str {
-        sort.sql()
-    }
-}
+runs::run_row!(FlowRun, RunTable::Flow, FlowRunSort);
 
 /// The validated content of a `FlowRunCreate`.
 #[derive(Debug, Clone)]

@@ -129,6 +129,36 @@ pub trait RunRow: Sized {
     fn sort_sql(sort: Self::Sort) -> &'static str;
 }
 
+/// Implements [`RunRow`] for a run table's row type, from the `columns()`, `FROM` and
+/// `from_row` of the module it is invoked in, and its sort type (with `parse` and `sql`).
+macro_rules! run_row {
+    ($row:ty, $table:expr, $sort:ty) => {
+        impl $crate::db::runs::RunRow for $row {
+            const TABLE: $crate::db::runs::RunTable = $table;
+            type Sort = $sort;
+            const DEFAULT_SORT: $sort = <$sort>::IdDesc;
+
+            fn select() -> &'static str {
+                static SELECT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+                SELECT.get_or_init(|| format!("SELECT {} FROM {FROM}", columns()))
+            }
+
+            fn from_row(row: &Row, now: DateTime<Utc>) -> Self {
+                from_row(row, now)
+            }
+
+            fn parse_sort(text: &str) -> Option<$sort> {
+                <$sort>::parse(text)
+            }
+
+            fn sort_sql(sort: $sort) -> &'static str {
+                sort.sql()
+            }
+        }
+    };
+}
+pub(crate) use run_row;
+
 pub async fn read<R: RunRow>(c: &impl GenericClient, id: Uuid) -> Result<Option<R>, tokio_postgres::Error> {
     let a = R::TABLE.alias();
     let stmt = c

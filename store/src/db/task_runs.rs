@@ -7,7 +7,7 @@ use serde_json::Value;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use crate::db::runs::{self, micros_sql, state_from_row, RunRow, RunTable, STATE_COLUMNS};
+use crate::db::runs::{self, micros_sql, state_from_row, RunTable, STATE_COLUMNS};
 use crate::filters::{Query, RunFilters};
 use stratus_domain::orchestration::TaskRunPolicy;
 use stratus_domain::states::{State, StateType};
@@ -105,28 +105,7 @@ pub fn from_row(row: &Row, now: DateTime<Utc>) -> TaskRun {
     }
 }
 
-impl RunRow for TaskRun {
-    const TABLE: RunTable = RunTable::Task;
-    type Sort = TaskRunSort;
-    const DEFAULT_SORT: TaskRunSort = TaskRunSort::IdDesc;
-
-    fn select() -> &'static str {
-        static SELECT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-        SELECT.get_or_init(|| format!("SELECT {} FROM {FROM}", columns()))
-    }
-
-    fn from_row(row: &Row, now: DateTime<Utc>) -> Self {
-        from_row(row, now)
-    }
-
-    fn parse_sort(text: &str) -> Option<TaskRunSort> {
-        TaskRunSort::parse(text)
-    }
-
-    fn sort_sql(sort: TaskRunSort) -> &'static str {
-        sort.sql()
-    }
-}
+runs::run_row!(TaskRun, RunTable::Task, TaskRunSort);
 
 /// The validated content of a `TaskRunCreate`.
 #[derive(Debug, Clone)]

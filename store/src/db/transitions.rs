@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::db::runs::{micros_sql, state_from_row, STATE_COLUMNS};
+use crate::db::runs::{micros_sql, state_from_row, RunTable, STATE_COLUMNS};
 use crate::error::StoreResult;
 use stratus_domain::api_version::ApiVersion;
 use stratus_domain::orchestration::{
@@ -174,32 +174,15 @@ pub async fn set_flow_run_state(
     proposed: State,
     opts: Options,
 ) -> StoreResult<Option<Outcome>> {
-    let sql = format!(
-        "SELECT fr.run_count, fr.start_time, fr.end_time, {total}, fr.expected_start_time, \
-         fr.next_scheduled_start_time, fr.empirical_policy, fr.deployment_id, fr.parent_task_run_id, \
-         fr.infrastructure_pid, fr.tags, {STATE_COLUMNS} \
-         FROM flow_run fr LEFT JOIN flow_run_state s ON s.id = fr.state_id \
-         WHERE fr.id = $1",
-        total = micros_sql("fr.total_run_time")
-    );
-    let Some(row) =
-        lock_then_read(c, "SELECT 1 FROM flow_run WHERE id = $1 FOR UPDATE", &sql, run_id).await?
+    let Some((row, book, initial)) = lock_and_load(
+        c,
+        RunTable::Flow,
+        run_id,
+        "fr.deployment_id, fr.parent_task_run_id, fr.infrastructure_pid, fr.tags",
+    )
+    .await?
     else {
         return Ok(None);
-    };
-    let initial = state_from_row(&row, 11);
-    let policy: Value = row.get(6);
-    let flow_policy: FlowRunPolicy = serde_json::from_value(policy).unwrap_or_default();
-    let book = RunBook {
-        run_count: row.get(0),
-        start_time: row.get(1),
-        end_time: row.get(2),
-        total_run_time_micros: row.get(3),
-        expected_start_time: row.get(4),
-        next_scheduled_start_time: row.get(5),
-        flow_policy,
-        task_policy: TaskRunPolicy::default(),
-        flow_run_run_count: 0,
     };
     let parent_task_run_id: Option<Uuid> = row.get(8);
     let ctx = TransitionContext {
@@ -268,35 +251,18 @@ pub async fn set_task_run_state(
     proposed: State,
     opts: Options,
 ) -> StoreResult<Option<Outcome>> {
-    let sql = format!(
-        "SELECT tr.run_count, tr.start_time, tr.end_time, {total}, tr.expected_start_time, \
-         tr.next_scheduled_start_time, tr.empirical_policy, tr.flow_run_id, tr.tags, \
-         tr.flow_run_run_count, {STATE_COLUMNS} \
-         FROM task_run tr LEFT JOIN task_run_state s ON s.id = tr.state_id \
-         WHERE tr.id = $1",
-        total = micros_sql("tr.total_run_time")
-    );
-    let Some(row) =
-        lock_then_read(c, "SELECT 1 FROM task_run WHERE id = $1 FOR UPDATE", &sql, run_id).await?
+    let Some((row, book, initial)) = lock_and_load(
+        c,
+        RunTable::Task,
+        run_id,
+        "tr.flow_run_id, tr.tags, tr.flow_run_run_count",
+    )
+    .await?
     else {
         return Ok(None);
     };
-    let initial = state_from_row(&row, 10);
-    let policy: Value = row.get(6);
-    let task_policy: TaskRunPolicy = serde_json::from_value(policy).unwrap_or_default();
     let flow_run_id: Option<Uuid> = row.get(7);
     let tags = tags_of(row.get(8));
-    let book = RunBook {
-        run_count: row.get(0),
-        start_time: row.get(1),
-        end_time: row.get(2),
-        total_run_time_micros: row.get(3),
-        expected_start_time: row.get(4),
-        next_scheduled_start_time: row.get(5),
-        flow_policy: FlowRunPolicy::default(),
-        task_policy,
-        flow_run_run_count: row.get(9),
-    };
     let proposed = after_current(proposed, initial.as_ref());
     let to_running = proposed.kind == StateType::Running;
 
@@ -357,6 +323,56 @@ pub async fn set_task_run_state(
         c.execute(&stmt, &[key, expiration, &state.id]).await?;
     }
     Ok(Some(outcome(ctx.initial, decision, written)))
+}
+
+/// Locks a run and reads what every transition needs: its bookkeeping (columns 0 to 6),
+/// then `extra` columns of the run (from 7), then its current state. None when the run
+/// does not exist.
+async fn lock_and_load(
+    c: &impl GenericClient,
+    table: RunTable,
+    run_id: Uuid,
+    extra: &str,
+) -> StoreResult<Option<(tokio_postgres::Row, RunBook, Option<State>)>> {
+    let (run, a) = (table.run_table(), table.alias());
+    let read = format!(
+        "SELECT {a}.run_count, {a}.start_time, {a}.end_time, {total}, {a}.expected_start_time, \
+         {a}.next_scheduled_start_time, {a}.empirical_policy, {extra}, {STATE_COLUMNS} \
+         FROM {run} {a} LEFT JOIN {states} s ON s.id = {a}.state_id WHERE {a}.id = $1",
+        total = micros_sql(&format!("{a}.total_run_time")),
+        states = table.state_table(),
+    );
+    let lock = format!("SELECT 1 FROM {run} WHERE id = $1 FOR UPDATE");
+    let Some(row) = lock_then_read(c, &lock, &read, run_id).await? else {
+        return Ok(None);
+    };
+    let extra_columns = extra.split(',').count();
+    let initial = state_from_row(&row, 7 + extra_columns);
+    let policy: Value = row.get(6);
+    let (flow_policy, task_policy, flow_run_run_count) = match table {
+        RunTable::Flow => (
+            serde_json::from_value(policy).unwrap_or_default(),
+            TaskRunPolicy::default(),
+            0,
+        ),
+        RunTable::Task => (
+            FlowRunPolicy::default(),
+            serde_json::from_value(policy).unwrap_or_default(),
+            row.get(9),
+        ),
+    };
+    let book = RunBook {
+        run_count: row.get(0),
+        start_time: row.get(1),
+        end_time: row.get(2),
+        total_run_time_micros: row.get(3),
+        expected_start_time: row.get(4),
+        next_scheduled_start_time: row.get(5),
+        flow_policy,
+        task_policy,
+        flow_run_run_count,
+    };
+    Ok(Some((row, book, initial)))
 }
 
 /// Locks the run row, then reads it with its current state in a fresh snapshot.
