@@ -152,6 +152,12 @@ impl From<stratus_store::StoreError> for ApiError {
     }
 }
 
+impl From<stratus_store::SetupError> for ApiError {
+    fn from(err: stratus_store::SetupError) -> Self {
+        ApiError::Internal(err.to_string())
+    }
+}
+
 impl From<stratus_domain::invalid::Invalid> for ApiError {
     fn from(e: stratus_domain::invalid::Invalid) -> Self {
         ApiError::Validation {

@@ -134,7 +134,7 @@ pub async fn database(settings: &Settings) -> Result<(String, Option<LocalPostgr
     );
     if let Err(e) = stratus_store::db::ensure_database(&pg.admin_url(), "stratus").await {
         leave(Some(pg)).await;
-        return Err(e);
+        return Err(e.to_string());
     }
     Ok((pg.url.clone(), Some(pg)))
 }

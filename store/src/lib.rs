@@ -17,4 +17,4 @@ pub mod storage;
 pub mod system_blocks;
 pub mod url;
 
-pub use error::{StoreError, StoreResult};
+pub use error::{SetupError, StoreError, StoreResult};

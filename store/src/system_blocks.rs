@@ -5,6 +5,8 @@
 //! The data is generated from the stock client by `scripts/gen_system_blocks.py`.
 
 use deadpool_postgres::GenericClient;
+
+use crate::error::SetupError;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -52,9 +54,8 @@ fn describe(e: SchemaError) -> String {
 /// Registers (or refreshes) every bundled block type and schema; returns how many types.
 /// Types are matched by slug; schemas already registered (same checksum and version) are
 /// left as they are.
-pub async fn install(c: &impl GenericClient) -> Result<usize, String> {
-    let bundle: Bundle =
-        serde_json::from_str(BUNDLED).map_err(|e| format!("bundled block data is invalid: {e}"))?;
+pub async fn install(c: &impl GenericClient) -> Result<usize, SetupError> {
+    let bundle: Bundle = serde_json::from_str(BUNDLED)?;
     // Schemas reference other types (Docker containers name Docker registries): register
     // every type of a group before its schemas.
     for group in [&bundle.blocks, &bundle.collections] {
@@ -63,7 +64,10 @@ pub async fn install(c: &impl GenericClient) -> Result<usize, String> {
             let t = &block.block_type;
             let block_type = blocks::register_type(c, &t.name, &t.slug, &t.fields, t.is_protected)
                 .await
-                .map_err(|e| format!("could not register block type {}: {e}", t.slug))?;
+                .map_err(|e| SetupError::Register {
+                    what: format!("block type {}", t.slug),
+                    message: e.to_string(),
+                })?;
             ids.push(block_type.id);
         }
         for (block, id) in group.iter().zip(ids) {
@@ -77,7 +81,7 @@ async fn register_schema(
     c: &impl GenericClient,
     block: &SystemBlock,
     block_type_id: uuid::Uuid,
-) -> Result<(), String> {
+) -> Result<(), SetupError> {
     blocks::create_schema(
         c,
         &block.schema.fields,
@@ -86,12 +90,9 @@ async fn register_schema(
         &block.schema.version,
     )
     .await
-    .map_err(|e| {
-        format!(
-            "could not register the schema of {}: {}",
-            block.block_type.slug,
-            describe(e)
-        )
+    .map_err(|e| SetupError::Register {
+        what: format!("the schema of {}", block.block_type.slug),
+        message: describe(e),
     })?;
     Ok(())
 }

@@ -86,15 +86,13 @@ async fn drop_all(State(app): State<AppState>, Body(body): Body<Confirm>) -> Api
     // Statements cached on pooled connections may name types and tables that were
     // dropped and re-created.
     app.db.manager().statement_caches.clear();
-    result.map_err(ApiError::Internal)?;
+    result?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Applies any pending migrations.
 async fn create(State(app): State<AppState>, Body(body): Body<Confirm>) -> ApiResult<StatusCode> {
     require_confirm(&body)?;
-    stratus_store::db::migrate(&app.db)
-        .await
-        .map_err(ApiError::Internal)?;
+    stratus_store::db::migrate(&app.db).await?;
     Ok(StatusCode::NO_CONTENT)
 }

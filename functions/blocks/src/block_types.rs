@@ -183,9 +183,7 @@ pub async fn filter(State(app): State<AppState>, Body(raw): Body<Value>) -> ApiR
 pub async fn install_system(State(app): State<AppState>) -> ApiResult<Response> {
     let mut client = app.client().await?;
     let tx = client.transaction().await?;
-    stratus_store::system_blocks::install(&tx)
-        .await
-        .map_err(ApiError::Internal)?;
+    stratus_store::system_blocks::install(&tx).await?;
     tx.commit().await?;
     Ok(Json(Value::Null).into_response())
 }

@@ -18,6 +18,8 @@ pub mod variables;
 pub mod work_pools;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+
+use crate::error::SetupError;
 use tokio_postgres::NoTls;
 
 mod embedded {
@@ -33,15 +35,15 @@ pub async fn answers(c: &Client) -> bool {
 
 /// Creates database `name` on the server at `admin_url` if it is missing (the managed
 /// local Postgres's database, on first start).
-pub async fn ensure_database(admin_url: &str, name: &str) -> Result<(), String> {
+pub async fn ensure_database(admin_url: &str, name: &str) -> Result<(), SetupError> {
     let (client, conn) = tokio_postgres::connect(admin_url, NoTls)
         .await
-        .map_err(|e| format!("could not connect to the managed Postgres: {e}"))?;
+        .map_err(SetupError::database("connect to the managed Postgres"))?;
     tokio::spawn(conn);
     let exists = client
         .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
         .await
-        .map_err(|e| format!("could not list databases: {e}"))?
+        .map_err(SetupError::database("list databases"))?
         .is_some();
     if !exists {
         let quoted = name.replace('"', "\"\"");
@@ -56,7 +58,7 @@ pub async fn ensure_database(admin_url: &str, name: &str) -> Result<(), String> 
                 .map(|r| r.is_some())
                 .unwrap_or(false);
             if !now_exists {
-                return Err(format!("could not create database {name}: {e}"));
+                return Err(SetupError::database(format!("create database {name}"))(e));
             }
         }
     }
@@ -64,8 +66,8 @@ pub async fn ensure_database(admin_url: &str, name: &str) -> Result<(), String> 
 }
 
 /// Builds a pool; connections are opened lazily.
-pub fn pool(url: &str, size: usize) -> Result<Pool, String> {
-    let mut config: tokio_postgres::Config = url.parse().map_err(|e| format!("invalid database URL: {e}"))?;
+pub fn pool(url: &str, size: usize) -> Result<Pool, SetupError> {
+    let mut config: tokio_postgres::Config = url.parse().map_err(SetupError::InvalidUrl)?;
     // Every query here is short: JIT compilation only adds latency (over 10 ms on a wide
     // run's page), so it is off, unless the URL sets `options` itself (an empty
     // `?options=` sends none, for poolers that refuse startup options).
@@ -79,43 +81,32 @@ pub fn pool(url: &str, size: usize) -> Result<Pool, String> {
             recycling_method: RecyclingMethod::Fast,
         },
     );
-    Pool::builder(manager)
-        .max_size(size.max(1))
-        .build()
-        .map_err(|e| format!("could not build the database pool: {e}"))
+    Ok(Pool::builder(manager).max_size(size.max(1)).build()?)
 }
 
 /// Applies pending migrations. An advisory lock keeps concurrent cold starts from racing.
-pub async fn migrate(pool: &Pool) -> Result<usize, String> {
-    let mut client = pool
-        .get()
-        .await
-        .map_err(|e| format!("could not connect to Postgres: {e}"))?;
+pub async fn migrate(pool: &Pool) -> Result<usize, SetupError> {
+    let mut client = pool.get().await?;
     let client: &mut tokio_postgres::Client = &mut client;
     client
         .execute("SELECT pg_advisory_lock(74807232)", &[])
         .await
-        .map_err(|e| format!("could not take the migration lock: {e}"))?;
+        .map_err(SetupError::database("take the migration lock"))?;
     let report = embedded::migrations::runner().run_async(client).await;
     let _ = client.execute("SELECT pg_advisory_unlock(74807232)", &[]).await;
-    report
-        .map(|r| r.applied_migrations().len())
-        .map_err(|e| format!("migration failed: {e}"))
+    Ok(report?.applied_migrations().len())
 }
 
 /// Drops every Stratus object and migrates from scratch.
-pub async fn reset(pool: &Pool) -> Result<usize, String> {
+pub async fn reset(pool: &Pool) -> Result<usize, SetupError> {
     {
-        let client = pool
-            .get()
-            .await
-            .map_err(|e| format!("could not connect to Postgres: {e}"))?;
+        let client = pool.get().await?;
         client
             .batch_execute(
                 "DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public; GRANT ALL ON SCHEMA public TO public;",
             )
             .await
-            .map_err(|e| format!("could not drop the schema: {e}"))?;
+            .map_err(SetupError::database("drop the schema"))?;
     }
     migrate(pool).await
 }
