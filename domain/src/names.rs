@@ -202,6 +202,12 @@ const ANIMALS: &[&str] = &[
     "zebra",
 ];
 
+/// The name a run gets from a create or update body: the one given, or a new one when it is
+/// null or empty (Prefect 2.20 `get_or_create_run_name`, `_internal/schemas/validators.py`).
+pub fn given_or_new(name: Option<String>) -> String {
+    name.filter(|n| !n.is_empty()).unwrap_or_else(run_name)
+}
+
 pub fn run_name() -> String {
     let mut rng = rand::rng();
     let adjective = ADJECTIVES.choose(&mut rng).copied().unwrap_or("brave");

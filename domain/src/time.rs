@@ -90,6 +90,11 @@ where
     Ok(Some(Option::<T>::deserialize(d)?))
 }
 
+/// `present` for a timestamp in Prefect's format: `Some(None)` is an explicit null.
+pub fn present_ts<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<DateTime<Utc>>>, D::Error> {
+    Ok(Some(ts_opt::deserialize(d)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

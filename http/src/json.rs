@@ -75,7 +75,7 @@ pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
     })
 }
 
-pub use stratus_domain::time::{format_ts, null_default, parse_ts, present, seconds, ts, ts_opt};
+pub use stratus_domain::time::{format_ts, null_default, parse_ts, present, present_ts, seconds, ts, ts_opt};
 
 /// Validates `limit` and `offset` the way Prefect does and returns them with defaults.
 pub fn page(limit: Option<i64>, offset: Option<i64>) -> Result<(i64, i64), ApiError> {

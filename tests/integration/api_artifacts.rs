@@ -1,7 +1,7 @@
 use crate::common;
 
 use common::TestApp;
-use serde_json::json;
+use serde_json::{json, Value};
 
 #[tokio::test]
 async fn keyed_artifacts_keep_a_latest_version() {
@@ -78,6 +78,31 @@ async fn keyed_artifacts_keep_a_latest_version() {
         app.get("/api/artifacts/report/latest").await.body["description"],
         "second"
     );
+    // Explicit nulls clear the fields, on the artifact and on its key's latest entry.
+    app.patch(&format!("/api/artifacts/{sid}"), json!({"metadata_": {"k": "v"}}))
+        .await;
+    let res = app
+        .patch(
+            &format!("/api/artifacts/{sid}"),
+            json!({"data": null, "description": null, "metadata_": null}),
+        )
+        .await;
+    assert_eq!(res.status, 204, "{}", res.text);
+    for path in [
+        format!("/api/artifacts/{sid}"),
+        "/api/artifacts/report/latest".into(),
+    ] {
+        let read = app.get(&path).await.body;
+        assert_eq!(
+            (
+                read["data"].clone(),
+                read["description"].clone(),
+                read["metadata_"].clone()
+            ),
+            (Value::Null, Value::Null, Value::Null),
+            "{path}"
+        );
+    }
     // Deleting the latest makes the previous version the latest.
     assert_eq!(app.delete(&format!("/api/artifacts/{sid}")).await.status, 204);
     assert_eq!(app.get("/api/artifacts/report/latest").await.body["data"], "# v1");

@@ -313,12 +313,26 @@ async fn pausing_drops_auto_scheduled_runs_and_schedules_are_managed() {
     assert_eq!(
         app.patch(
             &format!("/api/deployments/{id}/schedules/{sid}"),
-            json!({"active": true})
+            json!({"active": true, "max_active_runs": 3})
         )
         .await
         .status,
         204
     );
+    // Schedule updates are applied with `exclude_none`: a null leaves the field.
+    app.patch(
+        &format!("/api/deployments/{id}/schedules/{sid}"),
+        json!({"max_active_runs": null, "max_scheduled_runs": null}),
+    )
+    .await;
+    let schedules = app.get(&format!("/api/deployments/{id}/schedules")).await.body;
+    let changed = schedules
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == json!(sid))
+        .unwrap();
+    assert_eq!(changed["max_active_runs"], 3);
     assert_eq!(
         app.delete(&format!("/api/deployments/{id}/schedules/{sid}"))
             .await
@@ -522,7 +536,10 @@ async fn a_null_legacy_schedule_removes_the_schedule() {
     assert_eq!(res.status, 204, "{}", res.text);
     let read = app.get(&format!("/api/deployments/{id}")).await.body;
     assert_eq!(read["schedules"].as_array().unwrap().len(), 1);
-    // Only `is_schedule_active`: the one schedule stays, inactive, as on Prefect.
+    // Only `is_schedule_active`: the one schedule stays, inactive. Prefect 2.20 rebuilds the
+    // schedule from its legacy `schedule` column instead, which is NULL on a deployment
+    // created with `schedules`, so there the schedule would be lost; a user toggling the
+    // activity expects to keep it.
     app.patch(
         &format!("/api/deployments/{id}"),
         json!({"is_schedule_active": false}),
@@ -560,4 +577,38 @@ async fn a_null_legacy_schedule_removes_the_schedule() {
              Please use the UI or update your client to adjust this deployment's schedules."
         ))
     );
+}
+
+/// A new pool without a queue name moves the deployment to that pool's default queue; fields
+/// Prefect's `DeploymentUpdate` lacks are refused.
+#[tokio::test]
+async fn a_new_pool_alone_moves_the_deployment_to_its_default_queue() {
+    let app = TestApp::spawn().await;
+    let flow_id = flow(&app).await;
+    for pool in ["first", "second"] {
+        app.post("/api/work_pools/", json!({"name": pool, "type": "process"}))
+            .await;
+    }
+    let d = app
+        .post(
+            "/api/deployments/",
+            deployment(
+                &flow_id,
+                json!({"work_pool_name": "first", "work_queue_name": "special"}),
+            ),
+        )
+        .await
+        .body;
+    let path = format!("/api/deployments/{}", d["id"].as_str().unwrap());
+    let res = app.patch(&path, json!({"work_pool_name": "second"})).await;
+    assert_eq!(res.status, 204, "{}", res.text);
+    let read = app.get(&path).await.body;
+    assert_eq!(
+        (read["work_pool_name"].clone(), read["work_queue_name"].clone()),
+        (json!("second"), json!("default"))
+    );
+    for field in ["pull_steps", "parameter_openapi_schema"] {
+        let res = app.patch(&path, json!({ field: [] })).await;
+        assert_eq!(res.status, 422, "{field}: {}", res.text);
+    }
 }

@@ -349,6 +349,30 @@ async fn runs_are_patched_and_deleted() {
     let jv = app.patch(&path, json!({"job_variables": {"a": 1}})).await;
     assert_eq!(jv.status, 400);
     assert_eq!(app.patch(&path, json!({"nonsense": 1})).await.status, 422);
+    // An explicit null is a change (Prefect's `exclude_unset`): nullable fields are cleared,
+    // the name is generated afresh; an absent key leaves the field.
+    let res = app
+        .patch(&path, json!({"flow_version": "v1", "infrastructure_pid": "1234"}))
+        .await;
+    assert_eq!(res.status, 204, "{}", res.text);
+    let res = app
+        .patch(
+            &path,
+            json!({"flow_version": null, "infrastructure_pid": null, "job_variables": null, "name": null}),
+        )
+        .await;
+    assert_eq!(res.status, 204, "{}", res.text);
+    let read = app.get(&path).await.body;
+    assert_eq!(read["flow_version"], Value::Null);
+    assert_eq!(read["infrastructure_pid"], Value::Null);
+    assert_eq!(read["job_variables"], Value::Null);
+    let generated = read["name"].as_str().unwrap().to_string();
+    assert!(!generated.is_empty() && generated != "renamed", "{generated}");
+    app.patch(&path, json!({"name": ""})).await;
+    let renamed = app.get(&path).await.body["name"].as_str().unwrap().to_string();
+    assert!(!renamed.is_empty());
+    app.patch(&path, json!({"tags": ["y"]})).await;
+    assert_eq!(app.get(&path).await.body["name"], json!(renamed));
     assert_eq!(app.delete(&path).await.status, 204);
     assert_eq!(app.get(&path).await.status, 404);
     assert_eq!(app.get(&path).await.body, json!({"detail": "Flow run not found"}));

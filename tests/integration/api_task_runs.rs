@@ -139,6 +139,18 @@ async fn a_task_completes_and_is_read_filtered_and_counted() {
             .body["name"],
         "renamed"
     );
+    // Absent: unchanged; null or empty: a new generated name, as Prefect's `TaskRunUpdate`.
+    let path = format!("/api/task_runs/{}", t["id"].as_str().unwrap());
+    assert_eq!(app.patch(&path, json!({})).await.status, 204);
+    assert_eq!(app.get(&path).await.body["name"], "renamed");
+    for name in [Value::Null, json!("")] {
+        assert_eq!(app.patch(&path, json!({ "name": name })).await.status, 204);
+        let name = app.get(&path).await.body["name"].clone();
+        assert!(
+            name.as_str().is_some_and(|n| !n.is_empty() && n != "renamed"),
+            "{name}"
+        );
+    }
     assert_eq!(
         app.delete(&format!("/api/task_runs/{}", t["id"].as_str().unwrap()))
             .await
@@ -398,4 +410,34 @@ async fn futures_all(app: &TestApp, ids: &[Value]) -> Vec<String> {
         .iter()
         .map(|r| r.body["status"].as_str().unwrap_or("").to_string())
         .collect()
+}
+
+/// The newest cache entry decides: when its run (and so its state) is deleted, a later run
+/// with the key runs afresh, although an older run's cached state remains (Prefect 2.20
+/// `CacheRetrieval` reads the newest entry's state only).
+#[tokio::test]
+async fn a_deleted_newest_cache_entry_is_a_miss_not_a_fallback_to_an_older_one() {
+    let app = TestApp::spawn().await;
+    let fr = running_flow_run(&app).await;
+    let mut running = state("RUNNING");
+    running["state_details"]["cache_key"] = json!("key-k");
+    let mut done = state("COMPLETED");
+    done["state_details"]["cache_key"] = json!("key-k");
+    let mut refresh = running.clone();
+    refresh["state_details"]["refresh_cache"] = json!(true);
+    for key in ["older", "newest"] {
+        let run = task(&app, &fr, key, json!({})).await;
+        assert_eq!(
+            set(&app, &run["id"], refresh.clone()).await.body["status"],
+            "ACCEPT"
+        );
+        assert_eq!(set(&app, &run["id"], done.clone()).await.body["status"], "ACCEPT");
+        if key == "newest" {
+            let path = format!("/api/task_runs/{}", run["id"].as_str().unwrap());
+            assert_eq!(app.delete(&path).await.status, 204);
+        }
+    }
+    let later = task(&app, &fr, "later", json!({})).await;
+    let res = set(&app, &later["id"], running).await;
+    assert_eq!(res.body["status"], "ACCEPT", "{}", res.text);
 }

@@ -476,3 +476,42 @@ async fn scheduled_runs(app: &TestApp, queue_id: &Value, n: usize) -> Vec<Value>
     }
     runs
 }
+
+/// PATCH bodies are applied as Prefect's `exclude_unset`: an explicit null clears a nullable
+/// field, an absent key leaves it; a reserved pool refuses any change but pause and limit,
+/// null or not, before it is looked up.
+#[tokio::test]
+async fn explicit_nulls_clear_nullable_pool_and_queue_fields() {
+    let app = TestApp::spawn().await;
+    pool(&app, "local", json!({"description": "kept"})).await;
+    app.patch("/api/work_pools/local", json!({"is_paused": true}))
+        .await;
+    assert_eq!(app.get("/api/work_pools/local").await.body["description"], "kept");
+    let res = app
+        .patch("/api/work_pools/local", json!({"description": null}))
+        .await;
+    assert_eq!(res.status, 204, "{}", res.text);
+    assert_eq!(
+        app.get("/api/work_pools/local").await.body["description"],
+        Value::Null
+    );
+    for name in ["prefect-managed", "Prefect-missing"] {
+        let res = app
+            .patch(&format!("/api/work_pools/{name}"), json!({"description": null}))
+            .await;
+        assert_eq!(res.status, 403, "{name}: {}", res.text);
+    }
+
+    let queue = "/api/work_pools/local/queues/default";
+    let polled = "2026-01-02T03:04:05+00:00";
+    let res = app.patch(queue, json!({"last_polled": polled})).await;
+    assert_eq!(res.status, 204, "{}", res.text);
+    assert_eq!(
+        app.get(queue).await.body["last_polled"],
+        "2026-01-02T03:04:05.000000+00:00"
+    );
+    app.patch(queue, json!({"description": "d"})).await;
+    assert!(app.get(queue).await.body["last_polled"].is_string());
+    app.patch(queue, json!({"last_polled": null})).await;
+    assert_eq!(app.get(queue).await.body["last_polled"], Value::Null);
+}

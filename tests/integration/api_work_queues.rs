@@ -71,6 +71,31 @@ async fn legacy_queues_live_in_the_default_agent_pool() {
         (read["concurrency_limit"].clone(), read["filter"].clone()),
         (json!(1), json!({"tags": ["x"]}))
     );
+    // Explicit nulls clear the filter and the poll time; absent keys leave them.
+    app.patch(
+        &format!("/api/work_queues/{id}"),
+        json!({"last_polled": "2026-01-02T03:04:05Z"}),
+    )
+    .await;
+    app.patch(&format!("/api/work_queues/{id}"), json!({"description": "d"}))
+        .await;
+    let read = app.get(&format!("/api/work_queues/{id}")).await.body;
+    assert!(
+        read["last_polled"].is_string() && read["filter"].is_object(),
+        "{read}"
+    );
+    let res = app
+        .patch(
+            &format!("/api/work_queues/{id}"),
+            json!({"last_polled": null, "filter": null}),
+        )
+        .await;
+    assert_eq!(res.status, 204, "{}", res.text);
+    let read = app.get(&format!("/api/work_queues/{id}")).await.body;
+    assert_eq!(
+        (read["last_polled"].clone(), read["filter"].clone()),
+        (Value::Null, Value::Null)
+    );
     let listed = app
         .post(
             "/api/work_queues/filter",
@@ -174,4 +199,22 @@ async fn agents_get_runs_by_queue_name_within_the_limit() {
             .body,
         json!([])
     );
+}
+
+/// Without the default agent pool, a legacy name lookup finds the queue in any pool (Prefect
+/// 2.20 `read_work_queue_by_name`, kept for servers mid-migration).
+#[tokio::test]
+async fn a_legacy_name_lookup_falls_back_to_any_pool_without_the_default_one() {
+    let app = TestApp::spawn().await;
+    let res = app
+        .post("/api/work_pools/", json!({"name": "other", "type": "process"}))
+        .await;
+    assert_eq!(res.status, 201, "{}", res.text);
+    let by_name = app.get("/api/work_queues/name/default").await;
+    assert_eq!(by_name.status, 200, "{}", by_name.text);
+    assert_eq!(by_name.body["work_pool_name"], "other");
+    // Once the default agent pool exists, only its queues are found by name.
+    app.post("/api/work_queues/", json!({"name": "agents"})).await;
+    let by_name = app.get("/api/work_queues/name/default").await;
+    assert_eq!(by_name.body["work_pool_name"], "default-agent-pool");
 }

@@ -7,9 +7,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use stratus_http::json::{page, path_id};
+use stratus_http::json::{page, path_id, present};
 use stratus_http::{ApiError, ApiResult, AppState, Body};
-use stratus_store::db::artifacts::{self, ArtifactFilter, ArtifactSort, NewArtifact};
+use stratus_store::db::artifacts::{self, ArtifactChanges, ArtifactFilter, ArtifactSort, NewArtifact};
 use stratus_store::filters::{DeploymentFilter, FlowFilter, FlowRunFilter, RunFilters, TaskRunFilter};
 use uuid::Uuid;
 
@@ -113,13 +113,14 @@ async fn read_latest(State(app): State<AppState>, Path(key): Path<String>) -> Ap
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+// As Prefect's `ArtifactUpdate` (`exclude_unset`): an explicit null clears the field.
 struct ArtifactUpdate {
-    #[serde(default)]
-    data: Option<Value>,
-    #[serde(default)]
-    description: Option<String>,
-    #[serde(default)]
-    metadata_: Option<Map<String, Value>>,
+    #[serde(default, deserialize_with = "present")]
+    data: Option<Option<Value>>,
+    #[serde(default, deserialize_with = "present")]
+    description: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    metadata_: Option<Option<Map<String, Value>>>,
 }
 
 async fn update(
@@ -128,18 +129,17 @@ async fn update(
     Body(body): Body<ArtifactUpdate>,
 ) -> ApiResult<StatusCode> {
     let id = path_id(&id)?;
-    let meta = metadata(body.metadata_)?;
+    let changes = ArtifactChanges {
+        data: body.data,
+        description: body.description,
+        metadata: match body.metadata_ {
+            Some(given) => Some(metadata(given)?),
+            None => None,
+        },
+    };
     let mut client = app.client().await?;
     let tx = client.transaction().await?;
-    if !artifacts::update(
-        &tx,
-        id,
-        body.data.as_ref(),
-        body.description.as_deref(),
-        meta.as_ref(),
-    )
-    .await?
-    {
+    if !artifacts::update(&tx, id, &changes).await? {
         return Err(not_found());
     }
     tx.commit().await?;

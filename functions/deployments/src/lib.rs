@@ -430,10 +430,6 @@ struct DeploymentUpdate {
     infrastructure_document_id: Option<Option<Uuid>>,
     #[serde(default)]
     enforce_parameter_schema: Option<bool>,
-    #[serde(default)]
-    pull_steps: Option<Vec<Value>>,
-    #[serde(default)]
-    parameter_openapi_schema: Option<Value>,
 }
 
 async fn update(
@@ -455,19 +451,24 @@ async fn update(
         ],
     )
     .await?;
-    let pool_name = body.work_pool_name.or_else(|| existing.work_pool_name.clone());
-    let queue = match (&body.work_queue_name, &pool_name) {
-        (None, _) if variables.is_none() => None,
-        _ => {
-            resolve_queue(
-                &tx,
-                pool_name.as_deref(),
-                body.work_queue_name
-                    .as_deref()
-                    .or(existing.work_queue_name.as_deref()),
-            )
-            .await?
-        }
+    // A new pool without a queue name means its default queue (Prefect 2.20
+    // `models/deployments.py` `update_deployment`); new job variables are checked against
+    // the pool the deployment will be in.
+    let queue = if body.work_pool_name.is_none() && body.work_queue_name.is_none() && variables.is_none() {
+        None
+    } else {
+        let queue_name = match &body.work_pool_name {
+            Some(_) => body.work_queue_name.as_deref(),
+            None => body
+                .work_queue_name
+                .as_deref()
+                .or(existing.work_queue_name.as_deref()),
+        };
+        let pool_name = body
+            .work_pool_name
+            .as_deref()
+            .or(existing.work_pool_name.as_deref());
+        resolve_queue(&tx, pool_name, queue_name).await?
     };
     if let (Some((pool, _, _)), Some(vars)) = (&queue, &variables) {
         check_job_variables(pool, vars)?;
@@ -482,9 +483,10 @@ async fn update(
         path: body.path,
         entrypoint: body.entrypoint,
         manifest_path: body.manifest_path,
-        parameter_openapi_schema: body.parameter_openapi_schema.map(Some),
+        // Prefect's `DeploymentUpdate` has neither field: they are set by creating again.
+        parameter_openapi_schema: None,
         parameters: body.parameters.map(Value::Object),
-        pull_steps: body.pull_steps.map(|p| Some(Value::from(p))),
+        pull_steps: None,
         tags: body.tags.map(Value::from),
         paused,
         enforce_parameter_schema: body.enforce_parameter_schema,
@@ -659,10 +661,7 @@ async fn create_flow_run(
                 }
             };
             let new = NewFlowRun {
-                name: body
-                    .name
-                    .filter(|n| !n.is_empty())
-                    .unwrap_or_else(stratus_domain::names::run_name),
+                name: stratus_domain::names::given_or_new(body.name),
                 flow_id: deployment.flow_id,
                 deployment_id: Some(deployment.id),
                 flow_version: None,

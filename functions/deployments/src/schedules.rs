@@ -11,7 +11,6 @@ use stratus_http::{ApiError, ApiResult, AppState, Body};
 use stratus_store::db::deployments::{self, ScheduleChanges};
 
 use crate::{new_schedule, not_found, ScheduleCreate};
-use stratus_http::json::present;
 
 pub async fn list(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
     let id = path_id(&id)?;
@@ -49,10 +48,10 @@ pub struct ScheduleUpdate {
     schedule: Option<Value>,
     #[serde(default)]
     active: Option<bool>,
-    #[serde(default, deserialize_with = "present")]
-    max_active_runs: Option<Option<i32>>,
-    #[serde(default, deserialize_with = "present")]
-    max_scheduled_runs: Option<Option<i32>>,
+    #[serde(default)]
+    max_active_runs: Option<i32>,
+    #[serde(default)]
+    max_scheduled_runs: Option<i32>,
     #[serde(default)]
     catchup: Option<bool>,
 }

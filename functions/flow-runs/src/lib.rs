@@ -14,7 +14,7 @@ use stratus_domain::orchestration::RunKind;
 use stratus_domain::orchestration::{Details, FlowRunPolicy, Status};
 use stratus_domain::states::{State as RunState, StateCreate, StateType};
 use stratus_http::app::ClientVersion;
-use stratus_http::json::{null_default, path_id};
+use stratus_http::json::{null_default, path_id, present};
 use stratus_http::run_routes::{self, RunRoutes};
 use stratus_http::{ApiError, ApiResult, AppState, Body};
 use stratus_store::db::flow_runs::FlowRun;
@@ -79,21 +79,23 @@ struct FlowRunCreate {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+// Prefect's `FlowRunUpdate` applies `exclude_unset`: an explicit null is a change (the
+// nullable columns become NULL, `name` gets a new generated one) and an absent key is not.
 struct FlowRunUpdate {
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    flow_version: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    flow_version: Option<Option<String>>,
     #[serde(default)]
     parameters: Option<Map<String, Value>>,
     #[serde(default)]
     empirical_policy: Option<FlowRunPolicy>,
     #[serde(default)]
     tags: Option<Vec<String>>,
-    #[serde(default)]
-    infrastructure_pid: Option<String>,
-    #[serde(default)]
-    job_variables: Option<Map<String, Value>>,
+    #[serde(default, deserialize_with = "present")]
+    infrastructure_pid: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    job_variables: Option<Option<Map<String, Value>>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -117,10 +119,7 @@ async fn create(
         None => RunState::new(StateType::Pending, now),
     };
     let new = NewFlowRun {
-        name: body
-            .name
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(stratus_domain::names::run_name),
+        name: stratus_domain::names::given_or_new(body.name),
         flow_id: body.flow_id,
         deployment_id: body.deployment_id,
         flow_version: body.flow_version,
@@ -170,7 +169,7 @@ async fn update(
     let Some(run) = runs::read::<FlowRun>(&client, id).await? else {
         return Err(ApiError::not_found("Flow run not found"));
     };
-    if body.job_variables.is_some() {
+    if let Some(Some(_)) = body.job_variables {
         if run.deployment_id.is_none() {
             return Err(ApiError::bad_request(
                 "Job variables for a flow run can only be updated for flow runs created from a deployment.",
@@ -184,13 +183,13 @@ async fn update(
         }
     }
     let changes = FlowRunChanges {
-        name: body.name,
+        name: body.name.map(stratus_domain::names::given_or_new),
         flow_version: body.flow_version,
         parameters: body.parameters.map(Value::Object),
         empirical_policy: body.empirical_policy.map(FlowRunPolicy::normalized),
         tags: body.tags.map(Value::from),
         infrastructure_pid: body.infrastructure_pid,
-        job_variables: body.job_variables.map(Value::Object),
+        job_variables: body.job_variables.map(|v| v.map(Value::Object)),
     };
     if !flow_runs::update(&client, id, &changes).await? {
         return Err(ApiError::not_found("Flow run not found"));

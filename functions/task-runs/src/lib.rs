@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use stratus_domain::orchestration::TaskRunPolicy;
 use stratus_domain::states::{State as RunState, StateCreate, StateType};
 use stratus_http::app::ClientVersion;
-use stratus_http::json::{null_default, path_id, ts_opt};
+use stratus_http::json::{null_default, path_id, present, ts_opt};
 use stratus_http::run_routes::{self};
 use stratus_http::{ApiError, ApiResult, AppState, Body};
 use stratus_store::db::flow_runs::FlowRun;
@@ -59,8 +59,9 @@ struct TaskRunCreate {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TaskRunUpdate {
-    #[serde(default)]
-    name: Option<String>,
+    // As Prefect's `TaskRunUpdate`: a present `name` that is null or empty gets a new one.
+    #[serde(default, deserialize_with = "present")]
+    name: Option<Option<String>>,
 }
 
 async fn create(
@@ -87,10 +88,7 @@ async fn create(
     };
     let new = NewTaskRun {
         id: body.id,
-        name: body
-            .name
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(stratus_domain::names::run_name),
+        name: stratus_domain::names::given_or_new(body.name),
         flow_run_id: body.flow_run_id,
         task_key: body.task_key,
         dynamic_key: body.dynamic_key,
@@ -130,7 +128,8 @@ async fn update(
 ) -> ApiResult<StatusCode> {
     let id = path_id(&id)?;
     let client = app.client().await?;
-    if !task_runs::rename(&client, id, body.name.as_deref()).await? {
+    let name = body.name.map(stratus_domain::names::given_or_new);
+    if !task_runs::rename(&client, id, name.as_deref()).await? {
         return Err(ApiError::not_found("Task not found"));
     }
     Ok(StatusCode::NO_CONTENT)

@@ -83,11 +83,8 @@ pub async fn read(State(app): State<AppState>, Path(id): Path<String>) -> ApiRes
 
 pub async fn read_by_name(State(app): State<AppState>, Path(name): Path<String>) -> ApiResult<Response> {
     let client = app.client().await?;
-    let pool = pools::read_pool_by_name(&client, pools::DEFAULT_AGENT_POOL)
-        .await?
-        .ok_or_else(not_found)?;
     Ok(Json(
-        pools::read_queue_by_name(&client, pool.id, &name)
+        pools::read_legacy_queue_by_name(&client, &name)
             .await?
             .ok_or_else(not_found)?,
     )
@@ -107,10 +104,10 @@ pub struct QueueUpdate {
     concurrency_limit: Option<Option<i32>>,
     #[serde(default)]
     priority: Option<i32>,
-    #[serde(default, with = "ts_opt")]
-    last_polled: Option<DateTime<Utc>>,
-    #[serde(default)]
-    filter: Option<Value>,
+    #[serde(default, deserialize_with = "stratus_http::json::present_ts")]
+    last_polled: Option<Option<DateTime<Utc>>>,
+    #[serde(default, deserialize_with = "stratus_http::json::present")]
+    filter: Option<Option<Value>>,
 }
 
 pub async fn update(
@@ -130,7 +127,7 @@ pub async fn update(
         concurrency_limit: body.concurrency_limit,
         priority: body.priority,
         last_polled: body.last_polled,
-        filter: body.filter.filter(|f| !f.is_null()),
+        filter: body.filter,
     };
     pools::update_queue(&tx, &queue, &changes).await?;
     tx.commit().await?;

@@ -202,8 +202,8 @@ async fn read(State(app): State<AppState>, Path(name): Path<String>) -> ApiResul
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PoolUpdate {
-    #[serde(default)]
-    description: Option<String>,
+    #[serde(default, deserialize_with = "stratus_http::json::present")]
+    description: Option<Option<String>>,
     #[serde(default)]
     is_paused: Option<bool>,
     #[serde(default)]
@@ -217,12 +217,14 @@ async fn update(
     Path(name): Path<String>,
     Body(body): Body<PoolUpdate>,
 ) -> ApiResult<StatusCode> {
-    let pool = pool_named(&app, &name).await?;
+    // Prefect checks the name before looking the pool up, and counts a present null as a
+    // change (`exclude_unset`, 2.20 `api/workers.py` `update_work_pool`).
     if reserved(&name) && (body.description.is_some() || body.base_job_template.is_some()) {
         return Err(ApiError::forbidden(
             "Work pools starting with 'Prefect' are reserved for internal use and can only be updated to set concurrency limits or pause.",
         ));
     }
+    let pool = pool_named(&app, &name).await?;
     if let Some(template) = &body.base_job_template {
         validate_template(template)?;
     }
@@ -390,8 +392,8 @@ struct QueueUpdate {
     concurrency_limit: Option<Option<i32>>,
     #[serde(default)]
     priority: Option<i32>,
-    #[serde(default, with = "ts_opt")]
-    last_polled: Option<DateTime<Utc>>,
+    #[serde(default, deserialize_with = "stratus_http::json::present_ts")]
+    last_polled: Option<Option<DateTime<Utc>>>,
 }
 
 async fn update_queue(

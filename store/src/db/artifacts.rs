@@ -115,24 +115,46 @@ pub async fn read_latest(
         .map(|r| from_row(&r, true)))
 }
 
+/// A PATCH of an artifact: `Some(None)` sets the field to NULL, `None` leaves it as it is.
+#[derive(Debug, Default)]
+pub struct ArtifactChanges {
+    pub data: Option<Option<Value>>,
+    pub description: Option<Option<String>>,
+    pub metadata: Option<Option<Value>>,
+}
+
+/// Applies the changes to the artifact and, when it is its key's latest, to the collection
+/// row (Prefect 2.20 `models/artifacts.py` `update_artifact`).
 pub async fn update(
     c: &impl GenericClient,
     id: Uuid,
-    data: Option<&Value>,
-    description: Option<&str>,
-    metadata: Option<&Value>,
+    ch: &ArtifactChanges,
 ) -> Result<bool, tokio_postgres::Error> {
+    let data = ch.data.clone().flatten();
+    let description = ch.description.clone().flatten();
+    let metadata = ch.metadata.clone().flatten();
+    let given = [ch.data.is_some(), ch.description.is_some(), ch.metadata.is_some()];
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
+        &id,
+        &data,
+        &description,
+        &metadata,
+        &given[0],
+        &given[1],
+        &given[2],
+    ];
+    const SET: &str = "data = CASE WHEN $5 THEN $2 ELSE data END, \
+         description = CASE WHEN $6 THEN $3 ELSE description END, \
+         metadata_ = CASE WHEN $7 THEN $4 ELSE metadata_ END, updated = now()";
     let n = c
         .execute(
-            "UPDATE artifact SET data = coalesce($2, data), description = coalesce($3, description), \
-             metadata_ = coalesce($4, metadata_), updated = now() WHERE id = $1",
-            &[&id, &data, &description, &metadata],
+            format!("UPDATE artifact SET {SET} WHERE id = $1").as_str(),
+            &params,
         )
         .await?;
     c.execute(
-        "UPDATE artifact_collection SET data = coalesce($2, data), description = coalesce($3, description), \
-         metadata_ = coalesce($4, metadata_), updated = now() WHERE latest_id = $1",
-        &[&id, &data, &description, &metadata],
+        format!("UPDATE artifact_collection SET {SET} WHERE latest_id = $1").as_str(),
+        &params,
     )
     .await?;
     Ok(n > 0)

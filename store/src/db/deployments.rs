@@ -383,12 +383,15 @@ pub async fn schedules(
         .collect())
 }
 
+/// A PATCH of one schedule. `None` leaves a field as it is: Prefect applies these with
+/// `exclude_none` (2.20 `models/deployments.py` `update_deployment_schedule`), so a null
+/// cannot clear one.
 #[derive(Debug, Clone, Default)]
 pub struct ScheduleChanges {
     pub schedule: Option<Value>,
     pub active: Option<bool>,
-    pub max_active_runs: Option<Option<i32>>,
-    pub max_scheduled_runs: Option<Option<i32>>,
+    pub max_active_runs: Option<i32>,
+    pub max_scheduled_runs: Option<i32>,
     pub catchup: Option<bool>,
 }
 
@@ -401,18 +404,16 @@ pub async fn update_schedule(
     let n = c
         .execute(
             "UPDATE deployment_schedule SET schedule = coalesce($3, schedule), active = coalesce($4, active), \
-             max_active_runs = CASE WHEN $5 THEN $6 ELSE max_active_runs END, \
-             max_scheduled_runs = CASE WHEN $7 THEN $8 ELSE max_scheduled_runs END, \
-             catchup = coalesce($9, catchup), updated = now() WHERE id = $2 AND deployment_id = $1",
+             max_active_runs = coalesce($5, max_active_runs), \
+             max_scheduled_runs = coalesce($6, max_scheduled_runs), \
+             catchup = coalesce($7, catchup), updated = now() WHERE id = $2 AND deployment_id = $1",
             &[
                 &deployment_id,
                 &schedule_id,
                 &ch.schedule,
                 &ch.active,
-                &ch.max_active_runs.is_some(),
-                &ch.max_active_runs.flatten(),
-                &ch.max_scheduled_runs.is_some(),
-                &ch.max_scheduled_runs.flatten(),
+                &ch.max_active_runs,
+                &ch.max_scheduled_runs,
                 &ch.catchup,
             ],
         )

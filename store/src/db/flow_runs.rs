@@ -201,12 +201,13 @@ pub async fn insert(c: &impl GenericClient, run: &NewFlowRun) -> Result<(Uuid, b
 #[derive(Debug, Clone, Default)]
 pub struct FlowRunChanges {
     pub name: Option<String>,
-    pub flow_version: Option<String>,
+    /// `Some(None)` sets the column to NULL; `None` leaves it as it is.
+    pub flow_version: Option<Option<String>>,
     pub parameters: Option<Value>,
     pub empirical_policy: Option<FlowRunPolicy>,
     pub tags: Option<Value>,
-    pub infrastructure_pid: Option<String>,
-    pub job_variables: Option<Value>,
+    pub infrastructure_pid: Option<Option<String>>,
+    pub job_variables: Option<Option<Value>>,
 }
 
 pub async fn update(

@@ -430,13 +430,16 @@ async fn load_parent_flow_run(c: &impl GenericClient, id: Uuid) -> StoreResult<O
     }))
 }
 
+/// The state of the newest unexpired cache entry for the key. When that state is gone (its
+/// run was deleted) there is no hit, even if an older entry's state remains, as in Prefect
+/// 2.20 (`orchestration/core_policy.py` `CacheRetrieval`).
 async fn load_cached_state(c: &impl GenericClient, key: &str) -> StoreResult<Option<State>> {
     let stmt = c
         .prepare_cached(&format!(
-            "SELECT {STATE_COLUMNS} FROM task_run_state_cache cache \
-             JOIN task_run_state s ON s.id = cache.task_run_state_id \
-             WHERE cache.cache_key = $1 AND (cache.cache_expiration IS NULL OR cache.cache_expiration > now()) \
-             ORDER BY cache.created DESC LIMIT 1"
+            "SELECT {STATE_COLUMNS} FROM task_run_state s WHERE s.id = ( \
+                 SELECT cache.task_run_state_id FROM task_run_state_cache cache \
+                 WHERE cache.cache_key = $1 AND (cache.cache_expiration IS NULL OR cache.cache_expiration > now()) \
+                 ORDER BY cache.created DESC LIMIT 1)"
         ))
         .await?;
     Ok(c.query_opt(&stmt, &[&key])

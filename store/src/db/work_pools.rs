@@ -229,8 +229,9 @@ pub async fn ensure_pool(
 }
 
 #[derive(Debug, Clone, Default)]
+/// `Some(None)` sets a nullable column to NULL; `None` leaves it as it is.
 pub struct PoolChanges {
-    pub description: Option<String>,
+    pub description: Option<Option<String>>,
     pub is_paused: Option<bool>,
     pub base_job_template: Option<Value>,
     pub concurrency_limit: Option<Option<i32>>,
@@ -243,13 +244,12 @@ pub async fn update_pool(
     id: Uuid,
     ch: &PoolChanges,
 ) -> Result<bool, tokio_postgres::Error> {
-    let (set_limit, limit) = match ch.concurrency_limit {
-        Some(v) => (true, v),
-        None => (false, None),
-    };
+    let (set_limit, limit) = given(&ch.concurrency_limit);
+    let (set_description, description) = given(&ch.description);
     let n = c
         .execute(
-            "UPDATE work_pool SET description = coalesce($2, description), is_paused = coalesce($3, is_paused), \
+            "UPDATE work_pool SET description = CASE WHEN $7 THEN $2 ELSE description END, \
+             is_paused = coalesce($3, is_paused), \
              base_job_template = coalesce($4, base_job_template), \
              concurrency_limit = CASE WHEN $5 THEN $6 ELSE concurrency_limit END, \
              status = CASE WHEN type = 'prefect-agent' THEN NULL \
@@ -259,7 +259,7 @@ pub async fn update_pool(
                      AND w.last_heartbeat_time >= now() - (3 * coalesce(w.heartbeat_interval_seconds, 30)) * interval '1 second') \
                    THEN 'READY' ELSE 'NOT_READY' END, \
              updated = now() WHERE id = $1",
-            &[&id, &ch.description, &ch.is_paused, &ch.base_job_template, &set_limit, &limit],
+            &[&id, &description, &ch.is_paused, &ch.base_job_template, &set_limit, &limit, &set_description],
         )
         .await?;
     Ok(n > 0)
@@ -374,6 +374,24 @@ pub async fn read_queue_by_name(
         .map(queue_from_row))
 }
 
+/// A legacy queue by name: in the default agent pool, or in any pool (the oldest queue)
+/// when that pool does not exist (Prefect 2.20 `models/work_queues.py`
+/// `read_work_queue_by_name`).
+pub async fn read_legacy_queue_by_name(
+    c: &impl GenericClient,
+    name: &str,
+) -> Result<Option<WorkQueue>, tokio_postgres::Error> {
+    let sql = format!(
+        "SELECT {QUEUE_COLUMNS} FROM work_queue wq JOIN work_pool wp ON wp.id = wq.work_pool_id \
+         WHERE wq.name = $1 AND (wp.name = $2 OR NOT EXISTS (SELECT 1 FROM work_pool WHERE name = $2)) \
+         ORDER BY wq.created, wq.id LIMIT 1"
+    );
+    Ok(c.query_opt(sql.as_str(), &[&name, &DEFAULT_AGENT_POOL])
+        .await?
+        .as_ref()
+        .map(queue_from_row))
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct QueueChanges {
     pub name: Option<String>,
@@ -381,9 +399,17 @@ pub struct QueueChanges {
     pub is_paused: Option<bool>,
     pub concurrency_limit: Option<Option<i32>>,
     pub priority: Option<i32>,
-    pub last_polled: Option<DateTime<Utc>>,
+    pub last_polled: Option<Option<DateTime<Utc>>>,
     /// The deprecated tag filter of legacy queues.
-    pub filter: Option<Value>,
+    pub filter: Option<Option<Value>>,
+}
+
+/// Splits a PATCH field into "was it given" and its value, for `CASE WHEN $given THEN $value`.
+fn given<T: Clone>(field: &Option<Option<T>>) -> (bool, Option<T>) {
+    match field {
+        Some(v) => (true, v.clone()),
+        None => (false, None),
+    }
 }
 
 /// Applies the changes. A new priority shifts the queues between the old and new positions,
@@ -408,19 +434,21 @@ pub async fn update_queue(
             .await?;
         }
     }
-    let (set_limit, limit) = match ch.concurrency_limit {
-        Some(v) => (true, v),
-        None => (false, None),
-    };
+    let (set_limit, limit) = given(&ch.concurrency_limit);
+    let (set_polled, last_polled) = given(&ch.last_polled);
+    let (set_filter, filter) = given(&ch.filter);
     c.execute(
         "UPDATE work_queue SET name = coalesce($2, name), description = coalesce($3, description), \
          is_paused = coalesce($4, is_paused), concurrency_limit = CASE WHEN $5 THEN $6 ELSE concurrency_limit END, \
-         priority = coalesce($7, priority), last_polled = coalesce($8, last_polled), \
-         filter = coalesce($9, filter), \
+         priority = coalesce($7, priority), last_polled = CASE WHEN $10 THEN $8 ELSE last_polled END, \
+         filter = CASE WHEN $11 THEN $9 ELSE filter END, \
          status = CASE WHEN $4 IS NULL THEN status WHEN $4 THEN 'PAUSED' \
              WHEN last_polled >= now() - interval '60 seconds' THEN 'READY' ELSE 'NOT_READY' END, \
          updated = now() WHERE id = $1",
-        &[&queue.id, &ch.name, &ch.description, &ch.is_paused, &set_limit, &limit, &ch.priority, &ch.last_polled, &ch.filter],
+        &[
+            &queue.id, &ch.name, &ch.description, &ch.is_paused, &set_limit, &limit, &ch.priority,
+            &last_polled, &filter, &set_polled, &set_filter,
+        ],
     )
     .await?;
     Ok(())
