@@ -4,13 +4,13 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio_postgres::Row;
 use uuid::Uuid;
 
+use crate::db::rows::{self, FromRow};
 use crate::filters::{combine, id_sql, text_sql, IdFilter, Query, RunFilters, TextFilter};
 use stratus_domain::time::ts;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, FromRow)]
 pub struct Artifact {
     pub id: Uuid,
     #[serde(with = "ts")]
@@ -19,6 +19,7 @@ pub struct Artifact {
     pub updated: DateTime<Utc>,
     pub key: Option<String>,
     #[serde(rename = "type")]
+    #[from_row(rename = "type")]
     pub kind: Option<String>,
     pub description: Option<String>,
     pub data: Option<Value>,
@@ -30,23 +31,10 @@ pub struct Artifact {
     pub latest_id: Option<Uuid>,
 }
 
-const COLUMNS: &str = "a.id, a.created, a.updated, a.key, a.type, a.description, a.data, a.metadata_, a.flow_run_id, a.task_run_id";
-
-fn from_row(r: &Row, collection: bool) -> Artifact {
-    Artifact {
-        id: r.get(0),
-        created: r.get(1),
-        updated: r.get(2),
-        key: r.get(3),
-        kind: r.get(4),
-        description: r.get(5),
-        data: r.get(6),
-        metadata_: r.get(7),
-        flow_run_id: r.get(8),
-        task_run_id: r.get(9),
-        latest_id: if collection { r.get(10) } else { None },
-    }
-}
+/// An artifact's columns; a version has no `latest_id`.
+const COLUMNS: &str = "a.id, a.created, a.updated, a.key, a.type, a.description, a.data, a.metadata_, a.flow_run_id, a.task_run_id, NULL::uuid AS latest_id";
+/// A key's latest version, from its collection row.
+const COLLECTION_COLUMNS: &str = "a.id, a.created, a.updated, a.key, a.type, a.description, a.data, a.metadata_, a.flow_run_id, a.task_run_id, a.latest_id";
 
 pub struct NewArtifact {
     pub key: Option<String>,
@@ -78,7 +66,7 @@ pub async fn create(c: &impl GenericClient, a: &NewArtifact) -> Result<Artifact,
             ],
         )
         .await?;
-    let artifact = from_row(&row, false);
+    let artifact: Artifact = rows::one(&row)?;
     if artifact.key.is_some() {
         point_collection_at(c, &artifact).await?;
     }
@@ -99,9 +87,7 @@ async fn point_collection_at(c: &impl GenericClient, a: &Artifact) -> Result<(),
 
 pub async fn read(c: &impl GenericClient, id: Uuid) -> Result<Option<Artifact>, tokio_postgres::Error> {
     let sql = format!("SELECT {COLUMNS} FROM artifact a WHERE a.id = $1");
-    Ok(c.query_opt(sql.as_str(), &[&id])
-        .await?
-        .map(|r| from_row(&r, false)))
+    rows::maybe(c.query_opt(sql.as_str(), &[&id]).await?)
 }
 
 /// The latest version of a key, as its collection row (whose id is the collection's).
@@ -109,10 +95,8 @@ pub async fn read_latest(
     c: &impl GenericClient,
     key: &str,
 ) -> Result<Option<Artifact>, tokio_postgres::Error> {
-    let sql = format!("SELECT {COLUMNS}, a.latest_id FROM artifact_collection a WHERE a.key = $1");
-    Ok(c.query_opt(sql.as_str(), &[&key])
-        .await?
-        .map(|r| from_row(&r, true)))
+    let sql = format!("SELECT {COLLECTION_COLUMNS} FROM artifact_collection a WHERE a.key = $1");
+    rows::maybe(c.query_opt(sql.as_str(), &[&key]).await?)
 }
 
 /// A PATCH of an artifact: `Some(None)` sets the field to NULL, `None` leaves it as it is.
@@ -174,11 +158,7 @@ pub async fn delete(c: &impl GenericClient, id: Uuid) -> Result<bool, tokio_post
         if latest == Some(id) {
             let sql =
                 format!("SELECT {COLUMNS} FROM artifact a WHERE a.key = $1 ORDER BY a.created DESC LIMIT 1");
-            match c
-                .query_opt(sql.as_str(), &[key])
-                .await?
-                .map(|r| from_row(&r, false))
-            {
+            match rows::maybe::<Artifact>(c.query_opt(sql.as_str(), &[key]).await?)? {
                 Some(previous) => point_collection_at(c, &previous).await?,
                 None => {
                     c.execute("DELETE FROM artifact_collection WHERE key = $1", &[key])
@@ -307,22 +287,18 @@ pub async fn filter(
 ) -> Result<Vec<Artifact>, tokio_postgres::Error> {
     let mut q = Query::default();
     let cond = conditions(f, runs, &mut q);
-    let (table, extra) = if latest {
-        ("artifact_collection", ", a.latest_id")
+    let (table, columns) = if latest {
+        ("artifact_collection", COLLECTION_COLUMNS)
     } else {
-        ("artifact", "")
+        ("artifact", COLUMNS)
     };
     let sql = format!(
-        "SELECT {COLUMNS}{extra} FROM {table} a WHERE {cond} ORDER BY {} LIMIT {} OFFSET {}",
+        "SELECT {columns} FROM {table} a WHERE {cond} ORDER BY {} LIMIT {} OFFSET {}",
         sort.sql(),
         q.bind(limit),
         q.bind(offset)
     );
-    Ok(c.query(sql.as_str(), &q.params())
-        .await?
-        .iter()
-        .map(|r| from_row(r, latest))
-        .collect())
+    rows::all(c.query(sql.as_str(), &q.params()).await?)
 }
 
 pub async fn count(

@@ -2,17 +2,17 @@
 //! `concurrency_limit_v2`). The task policy reads and writes v1 `active_slots` directly
 //! during transitions (`db::transitions`); the format is a JSON array of task-run ids.
 
+use crate::db::rows::{self, FromRow};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use serde::Serialize;
 use serde_json::Value;
 use std::sync::LazyLock;
-use tokio_postgres::Row;
 use uuid::Uuid;
 
 use stratus_domain::time::ts;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, FromRow)]
 pub struct ConcurrencyLimit {
     pub id: Uuid,
     #[serde(with = "ts")]
@@ -26,17 +26,6 @@ pub struct ConcurrencyLimit {
 
 const V1_COLUMNS: &str = "id, created, updated, tag, concurrency_limit, active_slots";
 
-fn v1_from_row(r: &Row) -> ConcurrencyLimit {
-    ConcurrencyLimit {
-        id: r.get(0),
-        created: r.get(1),
-        updated: r.get(2),
-        tag: r.get(3),
-        concurrency_limit: r.get(4),
-        active_slots: r.get(5),
-    }
-}
-
 /// Creates the limit for a tag, or changes the existing limit's number only.
 pub async fn upsert_v1(
     c: &impl GenericClient,
@@ -48,7 +37,7 @@ pub async fn upsert_v1(
          ON CONFLICT (tag) DO UPDATE SET concurrency_limit = EXCLUDED.concurrency_limit, updated = now() \
          RETURNING {V1_COLUMNS}"
     );
-    Ok(v1_from_row(&c.query_one(sql.as_str(), &[&tag, &limit]).await?))
+    rows::one(&c.query_one(sql.as_str(), &[&tag, &limit]).await?)
 }
 
 pub async fn read_v1(
@@ -56,7 +45,7 @@ pub async fn read_v1(
     id: Uuid,
 ) -> Result<Option<ConcurrencyLimit>, tokio_postgres::Error> {
     let sql = format!("SELECT {V1_COLUMNS} FROM concurrency_limit WHERE id = $1");
-    Ok(c.query_opt(sql.as_str(), &[&id]).await?.as_ref().map(v1_from_row))
+    rows::maybe(c.query_opt(sql.as_str(), &[&id]).await?)
 }
 
 pub async fn read_v1_by_tag(
@@ -64,10 +53,7 @@ pub async fn read_v1_by_tag(
     tag: &str,
 ) -> Result<Option<ConcurrencyLimit>, tokio_postgres::Error> {
     let sql = format!("SELECT {V1_COLUMNS} FROM concurrency_limit WHERE tag = $1");
-    Ok(c.query_opt(sql.as_str(), &[&tag])
-        .await?
-        .as_ref()
-        .map(v1_from_row))
+    rows::maybe(c.query_opt(sql.as_str(), &[&tag]).await?)
 }
 
 pub async fn filter_v1(
@@ -76,11 +62,7 @@ pub async fn filter_v1(
     offset: i64,
 ) -> Result<Vec<ConcurrencyLimit>, tokio_postgres::Error> {
     let sql = format!("SELECT {V1_COLUMNS} FROM concurrency_limit ORDER BY tag LIMIT $1 OFFSET $2");
-    Ok(c.query(sql.as_str(), &[&limit, &offset])
-        .await?
-        .iter()
-        .map(v1_from_row)
-        .collect())
+    rows::all(c.query(sql.as_str(), &[&limit, &offset]).await?)
 }
 
 /// Replaces a tag's active slots; false when no limit has that tag.
@@ -146,13 +128,14 @@ static ANCHOR: LazyLock<String> =
 
 static V2_COLUMNS: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "id, created, updated, active, name, \"limit\", {}, {}, slot_decay_per_second, avg_slot_occupancy_seconds",
+        "id, created, updated, active, name, \"limit\", {} AS active_slots, {} AS denied_slots, \
+         slot_decay_per_second, avg_slot_occupancy_seconds",
         *ACTIVE, *DENIED
     )
 });
 
 /// A global limit (`ConcurrencyLimitV2`), counters read with their decay applied.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, FromRow)]
 pub struct GlobalLimit {
     pub id: Uuid,
     #[serde(with = "ts")]
@@ -166,21 +149,6 @@ pub struct GlobalLimit {
     pub denied_slots: i32,
     pub slot_decay_per_second: f64,
     pub avg_slot_occupancy_seconds: f64,
-}
-
-fn v2_from_row(r: &Row) -> GlobalLimit {
-    GlobalLimit {
-        id: r.get(0),
-        created: r.get(1),
-        updated: r.get(2),
-        active: r.get(3),
-        name: r.get(4),
-        limit: r.get(5),
-        active_slots: r.get(6),
-        denied_slots: r.get(7),
-        slot_decay_per_second: r.get(8),
-        avg_slot_occupancy_seconds: r.get(9),
-    }
 }
 
 /// How a route names a limit: a UUID-looking value is an id, anything else a name.
@@ -246,7 +214,7 @@ pub async fn create_v2(
             ],
         )
         .await?;
-    Ok(row.as_ref().map(v2_from_row))
+    rows::maybe(row)
 }
 
 pub async fn read_v2(
@@ -258,10 +226,7 @@ pub async fn read_v2(
         *V2_COLUMNS,
         key.condition(1)
     );
-    Ok(c.query_opt(sql.as_str(), &[key.param()])
-        .await?
-        .as_ref()
-        .map(v2_from_row))
+    rows::maybe(c.query_opt(sql.as_str(), &[key.param()]).await?)
 }
 
 #[derive(Debug, Clone, Default)]
@@ -322,11 +287,7 @@ pub async fn filter_v2(
         "SELECT {} FROM concurrency_limit_v2 ORDER BY name LIMIT $1 OFFSET $2",
         *V2_COLUMNS
     );
-    Ok(c.query(sql.as_str(), &[&limit, &offset])
-        .await?
-        .iter()
-        .map(v2_from_row)
-        .collect())
+    rows::all(c.query(sql.as_str(), &[&limit, &offset]).await?)
 }
 
 fn sorted_unique(names: &[String]) -> Vec<&str> {
@@ -357,11 +318,7 @@ pub async fn lock_v2(
         "SELECT {} FROM concurrency_limit_v2 WHERE name = ANY($1) ORDER BY name FOR UPDATE",
         *V2_COLUMNS
     );
-    Ok(c.query(sql.as_str(), &[&names])
-        .await?
-        .iter()
-        .map(v2_from_row)
-        .collect())
+    rows::all(c.query(sql.as_str(), &[&names]).await?)
 }
 
 fn ids(limits: &[&GlobalLimit]) -> Vec<Uuid> {

@@ -3,12 +3,12 @@
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use serde::Serialize;
-use tokio_postgres::Row;
 use uuid::Uuid;
 
+use crate::db::rows::{self, FromRow};
 use stratus_domain::time::ts;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, FromRow)]
 pub struct FlowRunInput {
     pub id: Uuid,
     #[serde(with = "ts")]
@@ -22,18 +22,6 @@ pub struct FlowRunInput {
 }
 
 const COLUMNS: &str = "id, created, updated, flow_run_id, key, value, sender";
-
-fn from_row(row: &Row) -> FlowRunInput {
-    FlowRunInput {
-        id: row.get(0),
-        created: row.get(1),
-        updated: row.get(2),
-        flow_run_id: row.get(3),
-        key: row.get(4),
-        value: row.get(5),
-        sender: row.get(6),
-    }
-}
 
 /// Inserts the input; returns false when the key already exists for this run.
 pub async fn insert(
@@ -59,10 +47,7 @@ pub async fn read(
     key: &str,
 ) -> Result<Option<FlowRunInput>, tokio_postgres::Error> {
     let sql = format!("SELECT {COLUMNS} FROM flow_run_input WHERE flow_run_id = $1 AND key = $2");
-    Ok(c.query_opt(sql.as_str(), &[&flow_run_id, &key])
-        .await?
-        .as_ref()
-        .map(from_row))
+    rows::maybe(c.query_opt(sql.as_str(), &[&flow_run_id, &key]).await?)
 }
 
 /// Inputs whose key starts with `prefix`, oldest first, skipping `exclude_keys`.
@@ -84,10 +69,10 @@ pub async fn filter(
         "SELECT {COLUMNS} FROM flow_run_input WHERE flow_run_id = $1 AND key LIKE $2 \
          AND NOT (key = ANY($3)) ORDER BY created, key LIMIT $4"
     );
-    let rows = c
-        .query(sql.as_str(), &[&flow_run_id, &pattern, &exclude_keys, &limit])
-        .await?;
-    Ok(rows.iter().map(from_row).collect())
+    rows::all(
+        c.query(sql.as_str(), &[&flow_run_id, &pattern, &exclude_keys, &limit])
+            .await?,
+    )
 }
 
 pub async fn delete(

@@ -4,13 +4,14 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use serde::Serialize;
 use serde_json::Value;
-use tokio_postgres::Row;
+
 use uuid::Uuid;
 
+use crate::db::rows::{self, FromRow};
 use crate::filters::{Query, RunFilters};
 use stratus_domain::time::ts;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, FromRow)]
 pub struct Flow {
     pub id: Uuid,
     #[serde(with = "ts")]
@@ -22,16 +23,6 @@ pub struct Flow {
 }
 
 const COLUMNS: &str = "f.id, f.created, f.updated, f.name, f.tags";
-
-fn from_row(row: &Row) -> Flow {
-    Flow {
-        id: row.get(0),
-        created: row.get(1),
-        updated: row.get(2),
-        name: row.get(3),
-        tags: row.get(4),
-    }
-}
 
 #[derive(Debug, Clone, Copy)]
 pub enum FlowSort {
@@ -74,7 +65,7 @@ pub async fn upsert(
         ))
         .await?;
     if let Some(row) = c.query_opt(&stmt, &[&name, tags]).await? {
-        return Ok((from_row(&row), true));
+        return Ok((rows::one(&row)?, true));
     }
     let existing = read_by_name(c, name).await?;
     match existing {
@@ -82,7 +73,7 @@ pub async fn upsert(
         // Deleted between the two statements: try once more as a plain insert.
         None => {
             let row = c.query_one(&stmt, &[&name, tags]).await?;
-            Ok((from_row(&row), true))
+            Ok((rows::one(&row)?, true))
         }
     }
 }
@@ -91,14 +82,14 @@ pub async fn read(c: &impl GenericClient, id: Uuid) -> Result<Option<Flow>, toki
     let stmt = c
         .prepare_cached(&format!("SELECT {COLUMNS} FROM flow f WHERE f.id = $1"))
         .await?;
-    Ok(c.query_opt(&stmt, &[&id]).await?.as_ref().map(from_row))
+    rows::maybe(c.query_opt(&stmt, &[&id]).await?)
 }
 
 pub async fn read_by_name(c: &impl GenericClient, name: &str) -> Result<Option<Flow>, tokio_postgres::Error> {
     let stmt = c
         .prepare_cached(&format!("SELECT {COLUMNS} FROM flow f WHERE f.name = $1"))
         .await?;
-    Ok(c.query_opt(&stmt, &[&name]).await?.as_ref().map(from_row))
+    rows::maybe(c.query_opt(&stmt, &[&name]).await?)
 }
 
 /// Sets the tags; returns false when no such flow exists.
@@ -135,11 +126,7 @@ pub async fn filter(
         q.bind(limit),
         q.bind(offset)
     );
-    Ok(c.query(sql.as_str(), &q.params())
-        .await?
-        .iter()
-        .map(from_row)
-        .collect())
+    rows::all(c.query(sql.as_str(), &q.params()).await?)
 }
 
 pub async fn count(c: &impl GenericClient, filters: &RunFilters) -> Result<i64, tokio_postgres::Error> {

@@ -5,13 +5,13 @@ use std::borrow::Cow;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use serde::{Deserialize, Serialize};
-use tokio_postgres::Row;
 use uuid::Uuid;
 
+use crate::db::rows::{self, FromRow};
 use crate::filters::{combine, id_sql, IdFilter, Operator, Query, TimeFilter};
 use stratus_domain::time::ts;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, FromRow)]
 pub struct Log {
     pub id: Uuid,
     #[serde(with = "ts")]
@@ -28,20 +28,6 @@ pub struct Log {
 }
 
 const COLUMNS: &str = "id, created, updated, name, level, message, timestamp, flow_run_id, task_run_id";
-
-fn from_row(r: &Row) -> Log {
-    Log {
-        id: r.get(0),
-        created: r.get(1),
-        updated: r.get(2),
-        name: r.get(3),
-        level: r.get(4),
-        message: r.get(5),
-        timestamp: r.get(6),
-        flow_run_id: r.get(7),
-        task_run_id: r.get(8),
-    }
-}
 
 /// One log line as the client sends it (`LogCreate`).
 #[derive(Debug, Clone, Deserialize)]
@@ -204,11 +190,7 @@ pub async fn filter(
         q.bind(limit),
         q.bind(offset)
     );
-    Ok(c.query(sql.as_str(), &q.params())
-        .await?
-        .iter()
-        .map(from_row)
-        .collect())
+    rows::all(c.query(sql.as_str(), &q.params()).await?)
 }
 
 #[cfg(test)]

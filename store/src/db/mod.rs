@@ -10,6 +10,7 @@ pub mod flows;
 pub mod logs;
 pub mod notifications;
 pub mod outbox;
+pub mod rows;
 pub mod runs;
 pub mod saved_searches;
 pub mod task_runs;

@@ -4,12 +4,12 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use serde::Serialize;
 use serde_json::Value;
-use tokio_postgres::Row;
 use uuid::Uuid;
 
+use crate::db::rows::{self, FromRow};
 use stratus_domain::time::ts;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, FromRow)]
 pub struct SavedSearch {
     pub id: Uuid,
     #[serde(with = "ts")]
@@ -22,16 +22,6 @@ pub struct SavedSearch {
 
 const COLUMNS: &str = "id, created, updated, name, filters";
 
-fn from_row(r: &Row) -> SavedSearch {
-    SavedSearch {
-        id: r.get(0),
-        created: r.get(1),
-        updated: r.get(2),
-        name: r.get(3),
-        filters: r.get(4),
-    }
-}
-
 /// Creates or replaces the search with that name; returns it and whether it is new.
 pub async fn upsert(
     c: &impl GenericClient,
@@ -40,15 +30,15 @@ pub async fn upsert(
 ) -> Result<(SavedSearch, bool), tokio_postgres::Error> {
     let sql = format!(
         "INSERT INTO saved_search (name, filters) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE \
-         SET filters = EXCLUDED.filters, updated = now() RETURNING {COLUMNS}, (xmax = 0)"
+         SET filters = EXCLUDED.filters, updated = now() RETURNING {COLUMNS}, (xmax = 0) AS inserted"
     );
     let row = c.query_one(sql.as_str(), &[&name, filters]).await?;
-    Ok((from_row(&row), row.get(5)))
+    Ok((rows::one(&row)?, row.try_get("inserted")?))
 }
 
 pub async fn read(c: &impl GenericClient, id: Uuid) -> Result<Option<SavedSearch>, tokio_postgres::Error> {
     let sql = format!("SELECT {COLUMNS} FROM saved_search WHERE id = $1");
-    Ok(c.query_opt(sql.as_str(), &[&id]).await?.as_ref().map(from_row))
+    rows::maybe(c.query_opt(sql.as_str(), &[&id]).await?)
 }
 
 pub async fn delete(c: &impl GenericClient, id: Uuid) -> Result<bool, tokio_postgres::Error> {
@@ -63,9 +53,5 @@ pub async fn filter(
     offset: i64,
 ) -> Result<Vec<SavedSearch>, tokio_postgres::Error> {
     let sql = format!("SELECT {COLUMNS} FROM saved_search ORDER BY name LIMIT $1 OFFSET $2");
-    Ok(c.query(sql.as_str(), &[&limit, &offset])
-        .await?
-        .iter()
-        .map(from_row)
-        .collect())
+    rows::all(c.query(sql.as_str(), &[&limit, &offset]).await?)
 }

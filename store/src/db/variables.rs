@@ -4,13 +4,13 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio_postgres::Row;
 use uuid::Uuid;
 
+use crate::db::rows::{self, FromRow};
 use crate::filters::{IdFilter, Query, TagsFilter, TextFilter};
 use stratus_domain::time::ts;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, FromRow)]
 pub struct Variable {
     pub id: Uuid,
     #[serde(with = "ts")]
@@ -24,17 +24,6 @@ pub struct Variable {
 
 const COLUMNS: &str = "v.id, v.created, v.updated, v.name, v.value, v.tags";
 
-fn from_row(r: &Row) -> Variable {
-    Variable {
-        id: r.get(0),
-        created: r.get(1),
-        updated: r.get(2),
-        name: r.get(3),
-        value: r.get(4),
-        tags: r.get(5),
-    }
-}
-
 /// Inserts a variable; a taken name is a unique violation (Prefect's generic 409).
 pub async fn create(
     c: &impl GenericClient,
@@ -44,9 +33,7 @@ pub async fn create(
 ) -> Result<Variable, tokio_postgres::Error> {
     let sql =
         format!("INSERT INTO variable AS v (name, value, tags) VALUES ($1, $2, $3) RETURNING {COLUMNS}");
-    Ok(from_row(
-        &c.query_one(sql.as_str(), &[&name, &value, tags]).await?,
-    ))
+    rows::one(&c.query_one(sql.as_str(), &[&name, &value, tags]).await?)
 }
 
 /// Reads by id, or by name.
@@ -70,7 +57,7 @@ pub async fn read(
             .await?
         }
     };
-    Ok(row.as_ref().map(from_row))
+    rows::maybe(row)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -172,11 +159,7 @@ pub async fn filter(
         q.bind(limit),
         q.bind(offset)
     );
-    Ok(c.query(sql.as_str(), &q.params())
-        .await?
-        .iter()
-        .map(from_row)
-        .collect())
+    rows::all(c.query(sql.as_str(), &q.params()).await?)
 }
 
 pub async fn count(c: &impl GenericClient, f: &VariableFilter) -> Result<i64, tokio_postgres::Error> {
