@@ -65,9 +65,10 @@ fn columns() -> String {
          fr.deployment_version, fr.work_queue_id, fr.work_queue_name, fr.flow_version, fr.parameters, \
          fr.idempotency_key, fr.context, fr.empirical_policy, fr.tags, fr.parent_task_run_id, \
          fr.state_type, fr.state_name, fr.run_count, fr.expected_start_time, \
-         fr.next_scheduled_start_time, fr.start_time, fr.end_time, {total}, fr.auto_scheduled, \
-         fr.infrastructure_document_id, fr.infrastructure_pid, fr.created_by, fr.job_variables, \
-         fr.state_timestamp, {STATE_COLUMNS}, wq.name, wp.id, wp.name",
+         fr.next_scheduled_start_time, fr.start_time, fr.end_time, {total} AS total_run_micros, \
+         fr.auto_scheduled, fr.infrastructure_document_id, fr.infrastructure_pid, fr.created_by, \
+         fr.job_variables, fr.state_timestamp, {STATE_COLUMNS}, wq.name AS queue_name, \
+         wp.id AS pool_id, wp.name AS pool_name",
         total = micros_sql("fr.total_run_time")
     )
 }
@@ -75,40 +76,44 @@ fn columns() -> String {
 const FROM: &str = "flow_run fr LEFT JOIN flow_run_state s ON s.id = fr.state_id \
     LEFT JOIN work_queue wq ON wq.id = fr.work_queue_id LEFT JOIN work_pool wp ON wp.id = wq.work_pool_id";
 
-pub fn from_row(row: &Row, now: DateTime<Utc>) -> FlowRun {
-    let state_type: Option<String> = row.get(17);
+pub fn from_row(row: &Row, now: DateTime<Utc>) -> Result<FlowRun, tokio_postgres::Error> {
+    let state_type: Option<String> = row.try_get("state_type")?;
     let state_type = state_type.as_deref().and_then(StateType::parse);
-    let total_micros: i64 = row.get(24);
-    let start_time = row.get(22);
-    let expected_start_time = row.get(20);
-    let state_timestamp: Option<DateTime<Utc>> = row.get(30);
-    let policy: Value = row.get(14);
-    FlowRun {
-        id: row.get(0),
-        created: row.get(1),
-        updated: row.get(2),
-        name: row.get(3),
-        flow_id: row.get(4),
-        state_id: row.get(5),
-        deployment_id: row.get(6),
-        deployment_version: row.get(7),
-        work_queue_id: row.get(8),
+    let total_micros: i64 = row.try_get("total_run_micros")?;
+    let start_time = row.try_get("start_time")?;
+    let expected_start_time = row.try_get("expected_start_time")?;
+    let state_timestamp: Option<DateTime<Utc>> = row.try_get("state_timestamp")?;
+    let policy: Value = row.try_get("empirical_policy")?;
+    let queue_name: Option<String> = row.try_get("queue_name")?;
+    Ok(FlowRun {
+        id: row.try_get("id")?,
+        created: row.try_get("created")?,
+        updated: row.try_get("updated")?,
+        name: row.try_get("name")?,
+        flow_id: row.try_get("flow_id")?,
+        state_id: row.try_get("state_id")?,
+        deployment_id: row.try_get("deployment_id")?,
+        deployment_version: row.try_get("deployment_version")?,
+        work_queue_id: row.try_get("work_queue_id")?,
         // From the queue relation when the run has a queue, else the raw column.
-        work_queue_name: row.get::<_, Option<String>>(38).or_else(|| row.get(9)),
-        flow_version: row.get(10),
-        parameters: row.get(11),
-        idempotency_key: row.get(12),
-        context: row.get(13),
+        work_queue_name: match queue_name {
+            Some(name) => Some(name),
+            None => row.try_get("work_queue_name")?,
+        },
+        flow_version: row.try_get("flow_version")?,
+        parameters: row.try_get("parameters")?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        context: row.try_get("context")?,
         empirical_policy: serde_json::from_value(policy).unwrap_or_default(),
-        tags: row.get(15),
-        parent_task_run_id: row.get(16),
+        tags: row.try_get("tags")?,
+        parent_task_run_id: row.try_get("parent_task_run_id")?,
         state_type,
-        state_name: row.get(18),
-        run_count: row.get(19),
+        state_name: row.try_get("state_name")?,
+        run_count: row.try_get("run_count")?,
         expected_start_time,
-        next_scheduled_start_time: row.get(21),
+        next_scheduled_start_time: row.try_get("next_scheduled_start_time")?,
         start_time,
-        end_time: row.get(23),
+        end_time: row.try_get("end_time")?,
         total_run_time: stratus_domain::time::seconds(total_micros),
         estimated_run_time: runs::estimated_run_time(total_micros, state_type, state_timestamp, now),
         estimated_start_time_delta: runs::estimated_start_time_delta(
@@ -117,15 +122,15 @@ pub fn from_row(row: &Row, now: DateTime<Utc>) -> FlowRun {
             state_type,
             now,
         ),
-        auto_scheduled: row.get(25),
-        infrastructure_document_id: row.get(26),
-        infrastructure_pid: row.get(27),
-        created_by: row.get(28),
-        work_pool_id: row.get(39),
-        work_pool_name: row.get(40),
-        job_variables: row.get(29),
-        state: state_from_row(row, 31),
-    }
+        auto_scheduled: row.try_get("auto_scheduled")?,
+        infrastructure_document_id: row.try_get("infrastructure_document_id")?,
+        infrastructure_pid: row.try_get("infrastructure_pid")?,
+        created_by: row.try_get("created_by")?,
+        work_pool_id: row.try_get("pool_id")?,
+        work_pool_name: row.try_get("pool_name")?,
+        job_variables: row.try_get("job_variables")?,
+        state: state_from_row(row)?,
+    })
 }
 
 runs::run_row!(FlowRun, RunTable::Flow, FlowRunSort);
@@ -350,39 +355,37 @@ pub async fn graph(
 ) -> Result<Vec<GraphNode>, tokio_postgres::Error> {
     let sql = format!(
         "SELECT tr.id, tr.name, tr.task_inputs, tr.expected_start_time, tr.start_time, tr.end_time, \
-         {total}, tr.state_type, tr.state_timestamp, {STATE_COLUMNS} \
+         {total} AS total_run_micros, tr.state_type, tr.state_timestamp, {STATE_COLUMNS} \
          FROM task_run tr LEFT JOIN task_run_state s ON s.id = tr.state_id \
          WHERE tr.flow_run_id = $1 ORDER BY tr.expected_start_time, tr.id LIMIT 10000",
         total = micros_sql("tr.total_run_time")
     );
     let now = Utc::now();
     let rows = c.query(sql.as_str(), &[&flow_run_id]).await?;
-    Ok(rows
-        .iter()
+    rows.iter()
         .map(|r| {
-            let upstream = upstream_task_runs(&r.get::<_, Value>(2));
-            let total: i64 = r.get(6);
-            let state_type: Option<String> = r.get(7);
-            let state = state_from_row(r, 9);
-            GraphNode {
-                id: r.get(0),
-                name: r.get(1),
-                upstream_dependencies: upstream,
+            let total: i64 = r.try_get("total_run_micros")?;
+            let state_type: Option<String> = r.try_get("state_type")?;
+            let state = state_from_row(r)?;
+            Ok(GraphNode {
+                id: r.try_get("id")?,
+                name: r.try_get("name")?,
+                upstream_dependencies: upstream_task_runs(&r.try_get::<_, Value>("task_inputs")?),
                 untrackable_result: state.as_ref().is_some_and(|s| s.state_details.untrackable_result),
                 state,
-                expected_start_time: r.get(3),
-                start_time: r.get(4),
-                end_time: r.get(5),
+                expected_start_time: r.try_get("expected_start_time")?,
+                start_time: r.try_get("start_time")?,
+                end_time: r.try_get("end_time")?,
                 total_run_time: stratus_domain::time::seconds(total),
                 estimated_run_time: runs::estimated_run_time(
                     total,
                     state_type.as_deref().and_then(StateType::parse),
-                    r.get(8),
+                    r.try_get("state_timestamp")?,
                     now,
                 ),
-            }
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// One interval of `/flow_runs/history` and `/task_runs/history`.
@@ -443,8 +446,9 @@ pub async fn history(
            FROM {from_where} AND {a}.expected_start_time >= {start}::timestamptz \
              AND {a}.expected_start_time < {end}::timestamptz \
          ) \
-         SELECT i.interval_start, i.interval_end, r.state_type, r.state_name, count(r.state_type), \
-           coalesce(sum(r.run_time), 0)::float8, coalesce(sum(r.lateness), 0)::float8 \
+         SELECT i.interval_start, i.interval_end, r.state_type, r.state_name, count(r.state_type) AS count_runs, \
+           coalesce(sum(r.run_time), 0)::float8 AS sum_estimated_run_time, \
+           coalesce(sum(r.lateness), 0)::float8 AS sum_estimated_lateness \
          FROM intervals i LEFT JOIN runs r \
            ON r.expected_start_time >= i.interval_start AND r.expected_start_time < i.interval_end \
          GROUP BY i.interval_start, i.interval_end, r.state_type, r.state_name \
@@ -456,22 +460,22 @@ pub async fn history(
     let rows = c.query(sql.as_str(), &q.params()).await?;
     let mut out: Vec<HistoryInterval> = Vec::new();
     for r in rows {
-        let interval_start: DateTime<Utc> = r.get(0);
+        let interval_start: DateTime<Utc> = r.try_get("interval_start")?;
         if out.last().map(|i| i.interval_start) != Some(interval_start) {
             out.push(HistoryInterval {
                 interval_start,
-                interval_end: r.get(1),
+                interval_end: r.try_get("interval_end")?,
                 states: Vec::new(),
             });
         }
-        let state_type: Option<String> = r.get(2);
+        let state_type: Option<String> = r.try_get("state_type")?;
         if let (Some(state_type), Some(last)) = (state_type, out.last_mut()) {
             last.states.push(HistoryState {
                 state_type,
-                state_name: r.get::<_, Option<String>>(3).unwrap_or_default(),
-                count_runs: r.get(4),
-                sum_estimated_run_time: r.get(5),
-                sum_estimated_lateness: r.get(6),
+                state_name: r.try_get::<_, Option<String>>("state_name")?.unwrap_or_default(),
+                count_runs: r.try_get("count_runs")?,
+                sum_estimated_run_time: r.try_get("sum_estimated_run_time")?,
+                sum_estimated_lateness: r.try_get("sum_estimated_lateness")?,
             });
         }
     }
@@ -497,27 +501,31 @@ pub async fn graph_outline(
 ) -> Result<(Vec<GraphOutlineNode>, i64), tokio_postgres::Error> {
     let rows = c
         .query(
-            "SELECT tr.id, tr.name, tr.state_type, tr.task_inputs, count(*) OVER () \
+            "SELECT tr.id, tr.name, tr.state_type, tr.task_inputs, count(*) OVER () AS total \
              FROM task_run tr WHERE tr.flow_run_id = $1 \
              ORDER BY tr.expected_start_time, tr.id LIMIT $2",
             &[&flow_run_id, &limit],
         )
         .await?;
-    let total = rows.first().map(|r| r.get::<_, i64>(4)).unwrap_or(0);
-    Ok((
-        rows.iter()
-            .map(|r| GraphOutlineNode {
-                id: r.get(0),
-                name: r.get(1),
-                state_type: r.get(2),
-                upstream: upstream_task_runs(&r.get::<_, Value>(3))
+    let total = match rows.first() {
+        Some(r) => r.try_get("total")?,
+        None => 0,
+    };
+    let nodes = rows
+        .iter()
+        .map(|r| {
+            Ok(GraphOutlineNode {
+                id: r.try_get("id")?,
+                name: r.try_get("name")?,
+                state_type: r.try_get("state_type")?,
+                upstream: upstream_task_runs(&r.try_get::<_, Value>("task_inputs")?)
                     .iter()
                     .filter_map(|d| d.get("id")?.as_str()?.parse().ok())
                     .collect(),
             })
-            .collect(),
-        total,
-    ))
+        })
+        .collect::<Result<_, tokio_postgres::Error>>()?;
+    Ok((nodes, total))
 }
 
 /// Most nodes `/flow_runs/{id}/graph-v2` returns (`PREFECT_API_MAX_FLOW_RUN_GRAPH_NODES`).
@@ -546,13 +554,14 @@ pub async fn graph_v2_nodes(
     flow_run_id: Uuid,
     since: Option<DateTime<Utc>>,
 ) -> Result<Option<Vec<GraphV2Node>>, tokio_postgres::Error> {
-    let sql = "SELECT CASE WHEN sub.id IS NULL THEN 'task-run' ELSE 'flow-run' END, \
-         tr.id, coalesce(sub.id, tr.id), coalesce(sub.name, tr.name), coalesce(sub.state_type, tr.state_type), \
-         coalesce(sub.start_time, sub.expected_start_time, tr.start_time, tr.expected_start_time), \
-         coalesce(sub.end_time, tr.end_time), \
+    let sql = "SELECT CASE WHEN sub.id IS NULL THEN 'task-run' ELSE 'flow-run' END AS kind, \
+         tr.id AS task_run_id, coalesce(sub.id, tr.id) AS id, coalesce(sub.name, tr.name) AS label, \
+         coalesce(sub.state_type, tr.state_type) AS state_type, \
+         coalesce(sub.start_time, sub.expected_start_time, tr.start_time, tr.expected_start_time) AS start_time, \
+         coalesce(sub.end_time, tr.end_time) AS end_time, \
          coalesce((SELECT array_agg(DISTINCT (arg->>'id')::uuid) FROM jsonb_each(tr.task_inputs) inp, \
              jsonb_array_elements(CASE WHEN jsonb_typeof(inp.value) = 'array' THEN inp.value ELSE '[]'::jsonb END) arg \
-             WHERE arg->>'input_type' = 'task_run' AND arg->>'id' IS NOT NULL), '{}'::uuid[]) \
+             WHERE arg->>'input_type' = 'task_run' AND arg->>'id' IS NOT NULL), '{}'::uuid[]) AS upstream \
        FROM task_run tr LEFT JOIN flow_run sub ON sub.parent_task_run_id = tr.id \
        WHERE tr.flow_run_id = $1 AND tr.state_type IS DISTINCT FROM 'PENDING' \
          AND coalesce(sub.start_time, sub.expected_start_time, tr.start_time, tr.expected_start_time) IS NOT NULL \
@@ -567,24 +576,24 @@ pub async fn graph_v2_nodes(
     // Edges name task runs; a subflow's node is known by the subflow run's id instead.
     let node_of_task: std::collections::HashMap<Uuid, Uuid> = rows
         .iter()
-        .map(|r| (r.get::<_, Uuid>(1), r.get::<_, Uuid>(2)))
-        .collect();
+        .map(|r| Ok((r.try_get("task_run_id")?, r.try_get("id")?)))
+        .collect::<Result<_, tokio_postgres::Error>>()?;
     let mut nodes: Vec<GraphV2Node> = rows
         .iter()
         .map(|r| {
-            let kind: String = r.get(0);
-            let upstream: Vec<Uuid> = r.get(7);
-            GraphV2Node {
+            let kind: String = r.try_get("kind")?;
+            let upstream: Vec<Uuid> = r.try_get("upstream")?;
+            Ok(GraphV2Node {
                 kind: if kind == "flow-run" {
                     "flow-run"
                 } else {
                     "task-run"
                 },
-                id: r.get(2),
-                label: r.get(3),
-                state_type: r.get(4),
-                start_time: r.get(5),
-                end_time: r.get(6),
+                id: r.try_get("id")?,
+                label: r.try_get("label")?,
+                state_type: r.try_get("state_type")?,
+                start_time: r.try_get("start_time")?,
+                end_time: r.try_get("end_time")?,
                 parents: upstream
                     .iter()
                     .filter_map(|t| node_of_task.get(t))
@@ -592,9 +601,9 @@ pub async fn graph_v2_nodes(
                     .collect(),
                 children: Vec::new(),
                 artifacts: Vec::new(),
-            }
+            })
         })
-        .collect();
+        .collect::<Result<_, tokio_postgres::Error>>()?;
     let mut children: std::collections::HashMap<Uuid, Vec<Value>> = std::collections::HashMap::new();
     for node in &nodes {
         for parent in &node.parents {

@@ -6,6 +6,7 @@ use serde_json::Value;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
+use crate::db::rows::FromRow;
 use crate::filters::{Query, RunFilters};
 use stratus_domain::states::{State, StateDetails, StateType};
 
@@ -37,24 +38,45 @@ impl RunTable {
     }
 }
 
-/// The seven state columns, to select from a state table aliased `s`.
-pub const STATE_COLUMNS: &str = "s.id, s.type, s.name, s.timestamp, s.message, s.data, s.state_details";
+/// The seven state columns, to select from a state table aliased `s`; each is named
+/// `s_<column>` so it cannot be mistaken for a run column of the same name.
+pub const STATE_COLUMNS: &str = "s.id AS s_id, s.type AS s_type, s.name AS s_name, \
+    s.timestamp AS s_timestamp, s.message AS s_message, s.data AS s_data, s.state_details AS s_state_details";
 
-/// Reads the state columns starting at `at`; None when the run has no state.
-pub fn state_from_row(row: &Row, at: usize) -> Option<State> {
-    let id: Option<Uuid> = row.get(at);
-    let id = id?;
-    let kind: String = row.get(at + 1);
-    let details: Value = row.get(at + 6);
-    Some(State {
+/// A row's state columns ([`STATE_COLUMNS`]), by name.
+#[derive(FromRow)]
+struct StateColumns {
+    s_id: Option<Uuid>,
+    s_type: Option<String>,
+    s_name: Option<String>,
+    s_timestamp: Option<DateTime<Utc>>,
+    s_message: Option<String>,
+    s_data: Option<Value>,
+    s_state_details: Option<Value>,
+}
+
+/// Reads a row's [`STATE_COLUMNS`]; None when the run has no state.
+pub fn state_from_row(row: &Row) -> Result<Option<State>, tokio_postgres::Error> {
+    let s = StateColumns::try_from_row(row)?;
+    let (Some(id), Some(name), Some(timestamp)) = (s.s_id, s.s_name, s.s_timestamp) else {
+        return Ok(None);
+    };
+    Ok(Some(State {
         id,
-        kind: StateType::parse(&kind).unwrap_or(StateType::Pending),
-        name: row.get(at + 2),
-        timestamp: row.get(at + 3),
-        message: row.get(at + 4),
-        data: row.get(at + 5),
-        state_details: serde_json::from_value::<StateDetails>(details).unwrap_or_default(),
-    })
+        kind: s
+            .s_type
+            .as_deref()
+            .and_then(StateType::parse)
+            .unwrap_or(StateType::Pending),
+        name,
+        timestamp,
+        message: s.s_message,
+        data: s.s_data,
+        state_details: s
+            .s_state_details
+            .and_then(|d| serde_json::from_value::<StateDetails>(d).ok())
+            .unwrap_or_default(),
+    }))
 }
 
 /// `(extract(epoch ...) * 1e6)::bigint` of an interval column, for reading durations.
@@ -124,7 +146,7 @@ pub trait RunRow: Sized {
     const DEFAULT_SORT: Self::Sort;
     /// `SELECT <columns> FROM <run> LEFT JOIN <its state s>`, the run aliased as its table's alias.
     fn select() -> &'static str;
-    fn from_row(row: &Row, now: DateTime<Utc>) -> Self;
+    fn from_row(row: &Row, now: DateTime<Utc>) -> Result<Self, tokio_postgres::Error>;
     fn parse_sort(text: &str) -> Option<Self::Sort>;
     fn sort_sql(sort: Self::Sort) -> &'static str;
 }
@@ -143,7 +165,7 @@ macro_rules! run_row {
                 SELECT.get_or_init(|| format!("SELECT {} FROM {FROM}", columns()))
             }
 
-            fn from_row(row: &Row, now: DateTime<Utc>) -> Self {
+            fn from_row(row: &Row, now: DateTime<Utc>) -> Result<Self, tokio_postgres::Error> {
                 from_row(row, now)
             }
 
@@ -165,7 +187,10 @@ pub async fn read<R: RunRow>(c: &impl GenericClient, id: Uuid) -> Result<Option<
         .prepare_cached(&format!("{} WHERE {a}.id = $1", R::select()))
         .await?;
     let now = Utc::now();
-    Ok(c.query_opt(&stmt, &[&id]).await?.map(|r| R::from_row(&r, now)))
+    c.query_opt(&stmt, &[&id])
+        .await?
+        .map(|r| R::from_row(&r, now))
+        .transpose()
 }
 
 pub async fn filter<R: RunRow>(
@@ -185,11 +210,11 @@ pub async fn filter<R: RunRow>(
         q.bind(offset)
     );
     let now = Utc::now();
-    Ok(c.query(sql.as_str(), &q.params())
+    c.query(sql.as_str(), &q.params())
         .await?
         .iter()
         .map(|r| R::from_row(r, now))
-        .collect())
+        .collect()
 }
 
 pub async fn count(
@@ -221,31 +246,49 @@ pub async fn read_state(
     c: &impl GenericClient,
     table: RunTable,
     id: Uuid,
-) -> Result<Option<(Uuid, DateTime<Utc>, DateTime<Utc>, State)>, tokio_postgres::Error> {
+) -> Result<Option<StateOfRun>, tokio_postgres::Error> {
     let sql = format!(
-        "SELECT {STATE_COLUMNS}, s.{fk}, s.created, s.updated FROM {st} s WHERE s.id = $1",
+        "SELECT {STATE_COLUMNS}, s.{fk} AS run_id, s.created, s.updated FROM {st} s WHERE s.id = $1",
         fk = table.fk(),
         st = table.state_table()
     );
-    let row = c.query_opt(sql.as_str(), &[&id]).await?;
-    Ok(row.and_then(|r| state_from_row(&r, 0).map(|s| (r.get(7), r.get(8), r.get(9), s))))
+    let Some(row) = c.query_opt(sql.as_str(), &[&id]).await? else {
+        return Ok(None);
+    };
+    state_with_run(&row)
 }
 
 pub async fn read_states_of_run(
     c: &impl GenericClient,
     table: RunTable,
     run_id: Uuid,
-) -> Result<Vec<(Uuid, DateTime<Utc>, DateTime<Utc>, State)>, tokio_postgres::Error> {
+) -> Result<Vec<StateOfRun>, tokio_postgres::Error> {
     let sql = format!(
-        "SELECT {STATE_COLUMNS}, s.{fk}, s.created, s.updated FROM {st} s WHERE s.{fk} = $1 ORDER BY s.timestamp",
+        "SELECT {STATE_COLUMNS}, s.{fk} AS run_id, s.created, s.updated FROM {st} s WHERE s.{fk} = $1 \
+         ORDER BY s.timestamp",
         fk = table.fk(),
         st = table.state_table()
     );
-    let rows = c.query(sql.as_str(), &[&run_id]).await?;
-    Ok(rows
-        .iter()
-        .filter_map(|r| state_from_row(r, 0).map(|s| (r.get(7), r.get(8), r.get(9), s)))
-        .collect())
+    let mut states = Vec::new();
+    for row in c.query(sql.as_str(), &[&run_id]).await? {
+        states.extend(state_with_run(&row)?);
+    }
+    Ok(states)
+}
+
+/// A state with its run's id and its `created` and `updated`.
+pub type StateOfRun = (Uuid, DateTime<Utc>, DateTime<Utc>, State);
+
+fn state_with_run(row: &Row) -> Result<Option<StateOfRun>, tokio_postgres::Error> {
+    let Some(state) = state_from_row(row)? else {
+        return Ok(None);
+    };
+    Ok(Some((
+        row.try_get("run_id")?,
+        row.try_get("created")?,
+        row.try_get("updated")?,
+        state,
+    )))
 }
 
 #[cfg(test)]

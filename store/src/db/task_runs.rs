@@ -56,53 +56,53 @@ fn columns() -> String {
          tr.cache_key, tr.cache_expiration, tr.task_version, tr.empirical_policy, tr.tags, \
          tr.state_id, tr.task_inputs, tr.state_type, tr.state_name, tr.run_count, \
          tr.flow_run_run_count, tr.expected_start_time, tr.next_scheduled_start_time, \
-         tr.start_time, tr.end_time, {total}, tr.state_timestamp, {STATE_COLUMNS}",
+         tr.start_time, tr.end_time, {total} AS total_run_micros, tr.state_timestamp, {STATE_COLUMNS}",
         total = micros_sql("tr.total_run_time")
     )
 }
 
 const FROM: &str = "task_run tr LEFT JOIN task_run_state s ON s.id = tr.state_id";
 
-pub fn from_row(row: &Row, now: DateTime<Utc>) -> TaskRun {
-    let state_type: Option<String> = row.get(14);
+pub fn from_row(row: &Row, now: DateTime<Utc>) -> Result<TaskRun, tokio_postgres::Error> {
+    let state_type: Option<String> = row.try_get("state_type")?;
     let state_type = state_type.as_deref().and_then(StateType::parse);
-    let total: i64 = row.get(22);
-    let start_time = row.get(20);
-    let expected_start_time = row.get(18);
-    let policy: Value = row.get(10);
-    TaskRun {
-        id: row.get(0),
-        created: row.get(1),
-        updated: row.get(2),
-        name: row.get(3),
-        flow_run_id: row.get(4),
-        task_key: row.get(5),
-        dynamic_key: row.get(6),
-        cache_key: row.get(7),
-        cache_expiration: row.get(8),
-        task_version: row.get(9),
+    let total: i64 = row.try_get("total_run_micros")?;
+    let start_time = row.try_get("start_time")?;
+    let expected_start_time = row.try_get("expected_start_time")?;
+    let policy: Value = row.try_get("empirical_policy")?;
+    Ok(TaskRun {
+        id: row.try_get("id")?,
+        created: row.try_get("created")?,
+        updated: row.try_get("updated")?,
+        name: row.try_get("name")?,
+        flow_run_id: row.try_get("flow_run_id")?,
+        task_key: row.try_get("task_key")?,
+        dynamic_key: row.try_get("dynamic_key")?,
+        cache_key: row.try_get("cache_key")?,
+        cache_expiration: row.try_get("cache_expiration")?,
+        task_version: row.try_get("task_version")?,
         empirical_policy: serde_json::from_value(policy).unwrap_or_default(),
-        tags: row.get(11),
-        state_id: row.get(12),
-        task_inputs: row.get(13),
+        tags: row.try_get("tags")?,
+        state_id: row.try_get("state_id")?,
+        task_inputs: row.try_get("task_inputs")?,
         state_type,
-        state_name: row.get(15),
-        run_count: row.get(16),
-        flow_run_run_count: row.get(17),
+        state_name: row.try_get("state_name")?,
+        run_count: row.try_get("run_count")?,
+        flow_run_run_count: row.try_get("flow_run_run_count")?,
         expected_start_time,
-        next_scheduled_start_time: row.get(19),
+        next_scheduled_start_time: row.try_get("next_scheduled_start_time")?,
         start_time,
-        end_time: row.get(21),
+        end_time: row.try_get("end_time")?,
         total_run_time: stratus_domain::time::seconds(total),
-        estimated_run_time: runs::estimated_run_time(total, state_type, row.get(23), now),
+        estimated_run_time: runs::estimated_run_time(total, state_type, row.try_get("state_timestamp")?, now),
         estimated_start_time_delta: runs::estimated_start_time_delta(
             start_time,
             expected_start_time,
             state_type,
             now,
         ),
-        state: state_from_row(row, 24),
-    }
+        state: state_from_row(row)?,
+    })
 }
 
 runs::run_row!(TaskRun, RunTable::Task, TaskRunSort);

@@ -178,13 +178,18 @@ pub async fn set_flow_run_state(
         c,
         RunTable::Flow,
         run_id,
-        "fr.deployment_id, fr.parent_task_run_id, fr.infrastructure_pid, fr.tags",
+        &[
+            "deployment_id",
+            "parent_task_run_id",
+            "infrastructure_pid",
+            "tags",
+        ],
     )
     .await?
     else {
         return Ok(None);
     };
-    let parent_task_run_id: Option<Uuid> = row.get(8);
+    let parent_task_run_id: Option<Uuid> = row.try_get("parent_task_run_id")?;
     let ctx = TransitionContext {
         kind: RunKind::Flow,
         force: opts.force,
@@ -194,11 +199,11 @@ pub async fn set_flow_run_state(
         initial,
         run: RunFacts {
             id: run_id,
-            deployment_id: row.get(7),
+            deployment_id: row.try_get("deployment_id")?,
             parent_task_run_id,
-            infrastructure_pid: row.get(9),
+            infrastructure_pid: row.try_get("infrastructure_pid")?,
             flow_run_id: None,
-            tags: tags_of(row.get(10)),
+            tags: tags_of(row.try_get("tags")?),
         },
         book,
         parent_flow_run: None,
@@ -255,14 +260,14 @@ pub async fn set_task_run_state(
         c,
         RunTable::Task,
         run_id,
-        "tr.flow_run_id, tr.tags, tr.flow_run_run_count",
+        &["flow_run_id", "tags", "flow_run_run_count"],
     )
     .await?
     else {
         return Ok(None);
     };
-    let flow_run_id: Option<Uuid> = row.get(7);
-    let tags = tags_of(row.get(8));
+    let flow_run_id: Option<Uuid> = row.try_get("flow_run_id")?;
+    let tags = tags_of(row.try_get("tags")?);
     let proposed = after_current(proposed, initial.as_ref());
     let to_running = proposed.kind == StateType::Running;
 
@@ -332,12 +337,13 @@ async fn lock_and_load(
     c: &impl GenericClient,
     table: RunTable,
     run_id: Uuid,
-    extra: &str,
+    extra: &[&str],
 ) -> StoreResult<Option<(tokio_postgres::Row, RunBook, Option<State>)>> {
     let (run, a) = (table.run_table(), table.alias());
+    let extra: String = extra.iter().map(|column| format!(", {a}.{column}")).collect();
     let read = format!(
-        "SELECT {a}.run_count, {a}.start_time, {a}.end_time, {total}, {a}.expected_start_time, \
-         {a}.next_scheduled_start_time, {a}.empirical_policy, {extra}, {STATE_COLUMNS} \
+        "SELECT {a}.run_count, {a}.start_time, {a}.end_time, {total} AS total_run_micros, \
+         {a}.expected_start_time, {a}.next_scheduled_start_time, {a}.empirical_policy{extra}, {STATE_COLUMNS} \
          FROM {run} {a} LEFT JOIN {states} s ON s.id = {a}.state_id WHERE {a}.id = $1",
         total = micros_sql(&format!("{a}.total_run_time")),
         states = table.state_table(),
@@ -346,9 +352,8 @@ async fn lock_and_load(
     let Some(row) = lock_then_read(c, &lock, &read, run_id).await? else {
         return Ok(None);
     };
-    let extra_columns = extra.split(',').count();
-    let initial = state_from_row(&row, 7 + extra_columns);
-    let policy: Value = row.get(6);
+    let initial = state_from_row(&row)?;
+    let policy: Value = row.try_get("empirical_policy")?;
     let (flow_policy, task_policy, flow_run_run_count) = match table {
         RunTable::Flow => (
             serde_json::from_value(policy).unwrap_or_default(),
@@ -358,16 +363,16 @@ async fn lock_and_load(
         RunTable::Task => (
             FlowRunPolicy::default(),
             serde_json::from_value(policy).unwrap_or_default(),
-            row.get(9),
+            row.try_get("flow_run_run_count")?,
         ),
     };
     let book = RunBook {
-        run_count: row.get(0),
-        start_time: row.get(1),
-        end_time: row.get(2),
-        total_run_time_micros: row.get(3),
-        expected_start_time: row.get(4),
-        next_scheduled_start_time: row.get(5),
+        run_count: row.try_get("run_count")?,
+        start_time: row.try_get("start_time")?,
+        end_time: row.try_get("end_time")?,
+        total_run_time_micros: row.try_get("total_run_micros")?,
+        expected_start_time: row.try_get("expected_start_time")?,
+        next_scheduled_start_time: row.try_get("next_scheduled_start_time")?,
         flow_policy,
         task_policy,
         flow_run_run_count,
@@ -423,10 +428,13 @@ async fn load_parent_flow_run(c: &impl GenericClient, id: Uuid) -> StoreResult<O
              LEFT JOIN flow_run_state s ON s.id = fr.state_id WHERE fr.id = $1"
         ))
         .await?;
-    Ok(c.query_opt(&stmt, &[&id]).await?.map(|row| ParentFlowRun {
+    let Some(row) = c.query_opt(&stmt, &[&id]).await? else {
+        return Ok(None);
+    };
+    Ok(Some(ParentFlowRun {
         id,
-        run_count: row.get(0),
-        state: state_from_row(&row, 1),
+        run_count: row.try_get("run_count")?,
+        state: state_from_row(&row)?,
     }))
 }
 
@@ -442,9 +450,10 @@ async fn load_cached_state(c: &impl GenericClient, key: &str) -> StoreResult<Opt
                  ORDER BY cache.created DESC LIMIT 1)"
         ))
         .await?;
-    Ok(c.query_opt(&stmt, &[&key])
-        .await?
-        .and_then(|row| state_from_row(&row, 0)))
+    match c.query_opt(&stmt, &[&key]).await? {
+        Some(row) => Ok(state_from_row(&row)?),
+        None => Ok(None),
+    }
 }
 
 /// Locks the limits on the run's tags, in tag order so concurrent tasks cannot deadlock.
@@ -463,20 +472,19 @@ async fn load_tag_limits(
         )
         .await?;
     let rows = c.query(&stmt, &[&tags, &to_running, &run_id.to_string()]).await?;
-    Ok(rows
-        .iter()
-        .map(|r| {
-            let slots: Value = r.get(2);
-            TagLimit {
-                tag: r.get(0),
-                limit: r.get(1),
-                active_slots: slots
-                    .as_array()
-                    .map(|a| a.iter().filter_map(|v| v.as_str()?.parse().ok()).collect())
-                    .unwrap_or_default(),
-            }
-        })
-        .collect())
+    let mut limits = Vec::with_capacity(rows.len());
+    for r in rows {
+        let slots: Value = r.try_get("active_slots")?;
+        limits.push(TagLimit {
+            tag: r.try_get("tag")?,
+            limit: r.try_get("concurrency_limit")?,
+            active_slots: slots
+                .as_array()
+                .map(|a| a.iter().filter_map(|v| v.as_str()?.parse().ok()).collect())
+                .unwrap_or_default(),
+        });
+    }
+    Ok(limits)
 }
 
 /// The `artifact_*` fields a persisted result carries: key, type, description.
