@@ -173,7 +173,7 @@ pub async fn cancel_subflows_of_cancelled_runs(runs: &Runs) -> StoreResult<usize
     let client = runs.db().get().await?;
     let rows = client
         .query(
-            "SELECT sub.id, sub.deployment_id IS NOT NULL FROM flow_run sub \
+            "SELECT sub.id, sub.deployment_id IS NOT NULL AS has_deployment FROM flow_run sub \
              JOIN task_run ptr ON ptr.id = sub.parent_task_run_id \
              JOIN flow_run parent ON parent.id = ptr.flow_run_id \
              WHERE parent.state_type = 'CANCELLED' \
@@ -183,20 +183,18 @@ pub async fn cancel_subflows_of_cancelled_runs(runs: &Runs) -> StoreResult<usize
         )
         .await?;
     drop(client);
-    let proposals: Vec<(Uuid, State)> = rows
-        .iter()
-        .map(|row| {
-            let (id, has_deployment): (Uuid, bool) = (row.get(0), row.get(1));
-            let kind = if has_deployment {
-                StateType::Cancelling
-            } else {
-                StateType::Cancelled
-            };
-            (
-                id,
-                State::new(kind, Utc::now()).with_message("The parent flow run was cancelled."),
-            )
-        })
-        .collect();
+    let mut proposals: Vec<(Uuid, State)> = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let (id, has_deployment): (Uuid, bool) = (row.try_get("id")?, row.try_get("has_deployment")?);
+        let kind = if has_deployment {
+            StateType::Cancelling
+        } else {
+            StateType::Cancelled
+        };
+        proposals.push((
+            id,
+            State::new(kind, Utc::now()).with_message("The parent flow run was cancelled."),
+        ));
+    }
     propose_each(runs, RunKind::Flow, proposals, false).await
 }

@@ -187,7 +187,8 @@ pub async fn mark_late_runs(runs: &Runs, limits: &Limits) -> StoreResult<usize> 
     };
     let mut marked = 0;
     for row in rows {
-        let (id, scheduled): (Uuid, Option<DateTime<Utc>>) = (row.get(0), row.get(1));
+        let (id, scheduled): (Uuid, Option<DateTime<Utc>>) =
+            (row.try_get("id")?, row.try_get("next_scheduled_start_time")?);
         let mut late = State::new(StateType::Scheduled, Utc::now()).named("Late");
         late.state_details.scheduled_time = scheduled;
         if let Some(outcome) = runs

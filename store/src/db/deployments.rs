@@ -7,10 +7,11 @@ use serde_json::Value;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
+use crate::db::rows::{self, FromRow};
 use crate::filters::{Query, RunFilters};
 use stratus_domain::time::{ts, ts_opt};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, FromRow)]
 pub struct Schedule {
     pub id: Uuid,
     #[serde(with = "ts")]
@@ -66,62 +67,49 @@ pub struct Deployment {
 }
 
 const COLUMNS: &str = "d.id, d.created, d.updated, d.name, d.version, d.description, d.flow_id, d.paused, \
-    d.infra_overrides, d.parameters, d.tags, coalesce(wq.name, d.work_queue_name), wp.name, d.last_polled, \
+    d.infra_overrides, d.parameters, d.tags, coalesce(wq.name, d.work_queue_name) AS work_queue_name, \
+    wp.name AS work_pool_name, d.last_polled, \
     d.parameter_openapi_schema, d.path, d.entrypoint, d.manifest_path, d.storage_document_id, \
     d.infrastructure_document_id, d.created_by, d.updated_by, d.pull_steps, d.enforce_parameter_schema, d.status, \
-    d.work_queue_id, wp.id";
+    d.work_queue_id, wp.id AS work_pool_id";
 
 const FROM: &str = "deployment d LEFT JOIN work_queue wq ON wq.id = d.work_queue_id \
     LEFT JOIN work_pool wp ON wp.id = wq.work_pool_id";
 
-fn from_row(r: &Row) -> Deployment {
-    let paused: bool = r.get(7);
-    Deployment {
-        id: r.get(0),
-        created: r.get(1),
-        updated: r.get(2),
-        name: r.get(3),
-        version: r.get(4),
-        description: r.get(5),
-        flow_id: r.get(6),
+fn from_row(r: &Row) -> Result<Deployment, tokio_postgres::Error> {
+    let paused: bool = r.try_get("paused")?;
+    Ok(Deployment {
+        id: r.try_get("id")?,
+        created: r.try_get("created")?,
+        updated: r.try_get("updated")?,
+        name: r.try_get("name")?,
+        version: r.try_get("version")?,
+        description: r.try_get("description")?,
+        flow_id: r.try_get("flow_id")?,
         schedule: None,
         is_schedule_active: !paused,
         paused,
         schedules: Vec::new(),
-        infra_overrides: r.get(8),
-        parameters: r.get(9),
-        tags: r.get(10),
-        work_queue_name: r.get(11),
-        work_pool_name: r.get(12),
-        last_polled: r.get(13),
-        parameter_openapi_schema: r.get(14),
-        path: r.get(15),
-        entrypoint: r.get(16),
-        manifest_path: r.get(17),
-        storage_document_id: r.get(18),
-        infrastructure_document_id: r.get(19),
-        created_by: r.get(20),
-        updated_by: r.get(21),
-        pull_steps: r.get(22),
-        enforce_parameter_schema: r.get(23),
-        status: r.get(24),
-        work_queue_id: r.get(25),
-        work_pool_id: r.get(26),
-    }
-}
-
-fn schedule_from_row(r: &Row) -> Schedule {
-    Schedule {
-        id: r.get(0),
-        created: r.get(1),
-        updated: r.get(2),
-        deployment_id: r.get(3),
-        schedule: r.get(4),
-        active: r.get(5),
-        max_active_runs: r.get(6),
-        max_scheduled_runs: r.get(7),
-        catchup: r.get(8),
-    }
+        infra_overrides: r.try_get("infra_overrides")?,
+        parameters: r.try_get("parameters")?,
+        tags: r.try_get("tags")?,
+        work_queue_name: r.try_get("work_queue_name")?,
+        work_pool_name: r.try_get("work_pool_name")?,
+        last_polled: r.try_get("last_polled")?,
+        parameter_openapi_schema: r.try_get("parameter_openapi_schema")?,
+        path: r.try_get("path")?,
+        entrypoint: r.try_get("entrypoint")?,
+        manifest_path: r.try_get("manifest_path")?,
+        storage_document_id: r.try_get("storage_document_id")?,
+        infrastructure_document_id: r.try_get("infrastructure_document_id")?,
+        created_by: r.try_get("created_by")?,
+        updated_by: r.try_get("updated_by")?,
+        pull_steps: r.try_get("pull_steps")?,
+        enforce_parameter_schema: r.try_get("enforce_parameter_schema")?,
+        status: r.try_get("status")?,
+        work_queue_id: r.try_get("work_queue_id")?,
+        work_pool_id: r.try_get("work_pool_id")?,
+    })
 }
 
 const SCHEDULE_COLUMNS: &str =
@@ -139,9 +127,8 @@ async fn with_schedules(
     let sql = format!(
         "SELECT {SCHEDULE_COLUMNS} FROM deployment_schedule WHERE deployment_id = ANY($1) ORDER BY updated DESC, id"
     );
-    let rows = c.query(sql.as_str(), &[&ids]).await?;
-    for row in &rows {
-        let s = schedule_from_row(row);
+    for row in &c.query(sql.as_str(), &[&ids]).await? {
+        let s: Schedule = rows::one(row)?;
         if let Some(d) = deployments.iter_mut().find(|d| d.id == s.deployment_id) {
             d.schedules.push(s);
         }
@@ -159,7 +146,7 @@ pub async fn read(c: &impl GenericClient, id: Uuid) -> Result<Option<Deployment>
         .await?
         .iter()
         .map(from_row)
-        .collect();
+        .collect::<Result<_, _>>()?;
     Ok(with_schedules(c, found).await?.into_iter().next())
 }
 
@@ -176,7 +163,7 @@ pub async fn read_by_name(
         .await?
         .iter()
         .map(from_row)
-        .collect();
+        .collect::<Result<_, _>>()?;
     Ok(with_schedules(c, found).await?.into_iter().next())
 }
 
@@ -350,7 +337,7 @@ pub async fn add_schedules(
                 ],
             )
             .await?;
-        out.push(schedule_from_row(&row));
+        out.push(rows::one(&row)?);
     }
     Ok(out)
 }
@@ -376,11 +363,7 @@ pub async fn schedules(
     let sql = format!(
         "SELECT {SCHEDULE_COLUMNS} FROM deployment_schedule WHERE deployment_id = $1 ORDER BY updated DESC, id"
     );
-    Ok(c.query(sql.as_str(), &[&deployment_id])
-        .await?
-        .iter()
-        .map(schedule_from_row)
-        .collect())
+    rows::all(c.query(sql.as_str(), &[&deployment_id]).await?)
 }
 
 /// A PATCH of one schedule. `None` leaves a field as it is: Prefect applies these with
@@ -536,7 +519,7 @@ pub async fn filter(
         .await?
         .iter()
         .map(from_row)
-        .collect();
+        .collect::<Result<_, _>>()?;
     with_schedules(c, found).await
 }
 

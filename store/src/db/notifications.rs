@@ -6,14 +6,14 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio_postgres::Row;
 use uuid::Uuid;
 
+use crate::db::rows::{self, FromRow};
 use crate::error::StoreResult;
 use stratus_domain::states::State;
 use stratus_domain::time::ts;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, FromRow)]
 pub struct Policy {
     pub id: Uuid,
     #[serde(with = "ts")]
@@ -29,19 +29,6 @@ pub struct Policy {
 
 const COLUMNS: &str =
     "id, created, updated, is_active, state_names, tags, block_document_id, message_template";
-
-fn from_row(r: &Row) -> Policy {
-    Policy {
-        id: r.get(0),
-        created: r.get(1),
-        updated: r.get(2),
-        is_active: r.get(3),
-        state_names: r.get(4),
-        tags: r.get(5),
-        block_document_id: r.get(6),
-        message_template: r.get(7),
-    }
-}
 
 /// The fields of a policy; on update, `None` leaves a field as it is.
 #[derive(Debug, Clone, Default)]
@@ -72,12 +59,12 @@ pub async fn create(c: &impl GenericClient, f: &PolicyFields) -> StoreResult<Pol
             ],
         )
         .await?;
-    Ok(from_row(&row))
+    Ok(rows::one(&row)?)
 }
 
 pub async fn read(c: &impl GenericClient, id: Uuid) -> StoreResult<Option<Policy>> {
     let sql = format!("SELECT {COLUMNS} FROM flow_run_notification_policy WHERE id = $1");
-    Ok(c.query_opt(sql.as_str(), &[&id]).await?.as_ref().map(from_row))
+    Ok(rows::maybe(c.query_opt(sql.as_str(), &[&id]).await?)?)
 }
 
 /// Applies the fields given; false when there is no such policy.
@@ -139,11 +126,9 @@ pub async fn filter(
         "SELECT {COLUMNS} FROM flow_run_notification_policy \
          WHERE ($1::boolean IS NULL OR is_active = $1) ORDER BY id LIMIT $2 OFFSET $3"
     );
-    Ok(c.query(sql.as_str(), &[&active, &limit, &offset])
-        .await?
-        .iter()
-        .map(from_row)
-        .collect())
+    Ok(rows::all(
+        c.query(sql.as_str(), &[&active, &limit, &offset]).await?,
+    )?)
 }
 
 /// Queues a notification of `state` for every active policy that matches it: by state
@@ -231,7 +216,7 @@ pub async fn mark_failed(c: &impl GenericClient, id: i64, error: &str) -> StoreR
 }
 
 /// Everything a notification's message is made of.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, FromRow)]
 pub struct Notification {
     pub id: i64,
     /// Sends tried so far.
@@ -266,8 +251,10 @@ pub enum Taken {
 pub async fn take(c: &impl GenericClient, id: i64) -> StoreResult<Taken> {
     let stmt = c
         .prepare_cached(
-            "SELECT q.id, p.id, p.block_document_id, p.message_template, f.id, f.name, fr.id, fr.name, \
-                    fr.parameters, s.type, s.name, s.timestamp, s.message, q.attempts \
+            "SELECT q.id, p.id AS policy_id, p.block_document_id, p.message_template, f.id AS flow_id, \
+                    f.name AS flow_name, fr.id AS flow_run_id, fr.name AS flow_run_name, \
+                    fr.parameters AS flow_run_parameters, s.type AS state_type, s.name AS state_name, \
+                    s.timestamp AS state_timestamp, s.message AS state_message, q.attempts \
              FROM flow_run_notification_queue q \
              JOIN flow_run_notification_policy p ON p.id = q.flow_run_notification_policy_id \
              JOIN flow_run_state s ON s.id = q.flow_run_state_id \
@@ -277,22 +264,7 @@ pub async fn take(c: &impl GenericClient, id: i64) -> StoreResult<Taken> {
         )
         .await?;
     if let Some(r) = c.query_opt(&stmt, &[&id]).await? {
-        return Ok(Taken::Ready(Box::new(Notification {
-            id: r.get(0),
-            policy_id: r.get(1),
-            block_document_id: r.get(2),
-            message_template: r.get(3),
-            flow_id: r.get(4),
-            flow_name: r.get(5),
-            flow_run_id: r.get(6),
-            flow_run_name: r.get(7),
-            flow_run_parameters: r.get(8),
-            state_type: r.get(9),
-            state_name: r.get(10),
-            state_timestamp: r.get(11),
-            state_message: r.get(12),
-            attempts: r.get(13),
-        })));
+        return Ok(Taken::Ready(Box::new(rows::one(&r)?)));
     }
     let exists = c
         .query_opt("SELECT 1 FROM flow_run_notification_queue WHERE id = $1", &[&id])

@@ -6,6 +6,7 @@ use deadpool_postgres::GenericClient;
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::db::rows::{self, FromRow};
 use crate::error::StoreResult;
 use crate::queue::MAX_DELAY_SECONDS;
 
@@ -32,7 +33,7 @@ pub async fn enqueue_run(c: &impl GenericClient, run_id: Uuid) -> StoreResult<bo
 }
 
 /// An outbox row ready to go out.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, FromRow)]
 pub struct Pending {
     pub id: i64,
     pub work_pool_id: Uuid,
@@ -56,18 +57,10 @@ pub async fn lock_ready(
         )
         .await?;
     let runs: Option<Vec<Uuid>> = runs.map(<[Uuid]>::to_vec);
-    let rows = c
-        .query(&stmt, &[&(MAX_DELAY_SECONDS as f64), &runs, &limit])
-        .await?;
-    Ok(rows
-        .iter()
-        .map(|r| Pending {
-            id: r.get(0),
-            work_pool_id: r.get(1),
-            due: r.get(2),
-            body: r.get(3),
-        })
-        .collect())
+    Ok(rows::all(
+        c.query(&stmt, &[&(MAX_DELAY_SECONDS as f64), &runs, &limit])
+            .await?,
+    )?)
 }
 
 pub async fn mark_published(c: &impl GenericClient, ids: &[i64]) -> StoreResult<()> {
@@ -95,11 +88,11 @@ pub async fn mark_failed(c: &impl GenericClient, id: i64, error: &str) -> StoreR
 pub async fn backlog(c: &impl GenericClient) -> StoreResult<(i64, i64)> {
     let row = c
         .query_one(
-            "SELECT count(*) FILTER (WHERE due <= now() + $1 * interval '1 second'), \
-                    count(*) FILTER (WHERE due > now() + $1 * interval '1 second') \
+            "SELECT count(*) FILTER (WHERE due <= now() + $1 * interval '1 second') AS ready, \
+                    count(*) FILTER (WHERE due > now() + $1 * interval '1 second') AS waiting \
              FROM outbox WHERE published IS NULL",
             &[&(MAX_DELAY_SECONDS as f64)],
         )
         .await?;
-    Ok((row.get(0), row.get(1)))
+    Ok((row.try_get("ready")?, row.try_get("waiting")?))
 }

@@ -5,9 +5,9 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio_postgres::Row;
 use uuid::Uuid;
 
+use crate::db::rows::{self, FromRow};
 use crate::filters::{Query, TextFilter};
 pub use crate::filters::{WorkPoolFilter, WorkQueueFilter};
 use stratus_domain::time::{ts, ts_opt};
@@ -20,7 +20,7 @@ pub const DEFAULT_QUEUE: &str = "default";
 pub const HEARTBEAT_INTERVALS_BEFORE_OFFLINE: i32 = 3;
 pub const DEFAULT_HEARTBEAT_INTERVAL_SECONDS: i32 = 30;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, FromRow)]
 pub struct WorkPool {
     pub id: Uuid,
     #[serde(with = "ts")]
@@ -30,6 +30,7 @@ pub struct WorkPool {
     pub name: String,
     pub description: Option<String>,
     #[serde(rename = "type")]
+    #[from_row(rename = "type")]
     pub kind: String,
     pub base_job_template: Value,
     pub is_paused: bool,
@@ -41,23 +42,7 @@ pub struct WorkPool {
 const POOL_COLUMNS: &str = "wp.id, wp.created, wp.updated, wp.name, wp.description, wp.type, \
     wp.base_job_template, wp.is_paused, wp.concurrency_limit, wp.status, wp.default_queue_id";
 
-fn pool_from_row(r: &Row) -> WorkPool {
-    WorkPool {
-        id: r.get(0),
-        created: r.get(1),
-        updated: r.get(2),
-        name: r.get(3),
-        description: r.get(4),
-        kind: r.get(5),
-        base_job_template: r.get(6),
-        is_paused: r.get(7),
-        concurrency_limit: r.get(8),
-        status: r.get(9),
-        default_queue_id: r.get(10),
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, FromRow)]
 pub struct WorkQueue {
     pub id: Uuid,
     #[serde(with = "ts")]
@@ -78,27 +63,9 @@ pub struct WorkQueue {
 }
 
 const QUEUE_COLUMNS: &str = "wq.id, wq.created, wq.updated, wq.name, wq.description, wq.is_paused, \
-    wq.concurrency_limit, wq.priority, wq.work_pool_id, wq.filter, wq.last_polled, wp.name, wq.status";
+    wq.concurrency_limit, wq.priority, wq.work_pool_id, wq.filter, wq.last_polled, wp.name AS work_pool_name, wq.status";
 
-fn queue_from_row(r: &Row) -> WorkQueue {
-    WorkQueue {
-        id: r.get(0),
-        created: r.get(1),
-        updated: r.get(2),
-        name: r.get(3),
-        description: r.get(4),
-        is_paused: r.get(5),
-        concurrency_limit: r.get(6),
-        priority: r.get(7),
-        work_pool_id: r.get(8),
-        filter: r.get(9),
-        last_polled: r.get(10),
-        work_pool_name: r.get(11),
-        status: r.get(12),
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, FromRow)]
 pub struct Worker {
     pub id: Uuid,
     #[serde(with = "ts")]
@@ -114,22 +81,14 @@ pub struct Worker {
 }
 
 /// Workers' status is derived from their heartbeat, so it is right without a sweeper.
-const WORKER_COLUMNS: &str = "w.id, w.created, w.updated, w.name, w.work_pool_id, w.last_heartbeat_time, \
-    w.heartbeat_interval_seconds, CASE WHEN w.last_heartbeat_time >= now() - \
+const WORKER_STATUS: &str = "CASE WHEN w.last_heartbeat_time >= now() - \
     (3 * coalesce(w.heartbeat_interval_seconds, 30)) * interval '1 second' THEN 'ONLINE' ELSE 'OFFLINE' END";
-
-fn worker_from_row(r: &Row) -> Worker {
-    Worker {
-        id: r.get(0),
-        created: r.get(1),
-        updated: r.get(2),
-        name: r.get(3),
-        work_pool_id: r.get(4),
-        last_heartbeat_time: r.get(5),
-        heartbeat_interval_seconds: r.get(6),
-        status: r.get(7),
-    }
-}
+static WORKER_COLUMNS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "w.id, w.created, w.updated, w.name, w.work_pool_id, w.last_heartbeat_time, \
+         w.heartbeat_interval_seconds, {WORKER_STATUS} AS status"
+    )
+});
 
 pub struct NewPool<'a> {
     pub name: &'a str,
@@ -176,7 +135,7 @@ pub async fn create_pool(
     else {
         return Ok(None);
     };
-    let mut pool = pool_from_row(&row);
+    let mut pool: WorkPool = rows::one(&row)?;
     let queue: Uuid = c
         .query_one(
             "INSERT INTO work_queue (name, priority, work_pool_id) VALUES ($1, 1, $2) RETURNING id",
@@ -198,10 +157,7 @@ pub async fn read_pool_by_name(
     name: &str,
 ) -> Result<Option<WorkPool>, tokio_postgres::Error> {
     let sql = format!("SELECT {POOL_COLUMNS} FROM work_pool wp WHERE wp.name = $1");
-    Ok(c.query_opt(sql.as_str(), &[&name])
-        .await?
-        .as_ref()
-        .map(pool_from_row))
+    rows::maybe(c.query_opt(sql.as_str(), &[&name]).await?)
 }
 
 /// The pool, created (as an agent pool) if missing: `default-agent-pool` appears on demand.
@@ -291,11 +247,7 @@ pub async fn filter_pools(
         q.bind(limit),
         q.bind(offset)
     );
-    Ok(c.query(sql.as_str(), &q.params())
-        .await?
-        .iter()
-        .map(pool_from_row)
-        .collect())
+    rows::all(c.query(sql.as_str(), &q.params()).await?)
 }
 
 pub async fn count_pools(c: &impl GenericClient, f: &WorkPoolFilter) -> Result<i64, tokio_postgres::Error> {
@@ -353,10 +305,7 @@ pub async fn read_queue(
     id: Uuid,
 ) -> Result<Option<WorkQueue>, tokio_postgres::Error> {
     let sql = format!("SELECT {QUEUE_COLUMNS} FROM work_queue wq JOIN work_pool wp ON wp.id = wq.work_pool_id WHERE wq.id = $1");
-    Ok(c.query_opt(sql.as_str(), &[&id])
-        .await?
-        .as_ref()
-        .map(queue_from_row))
+    rows::maybe(c.query_opt(sql.as_str(), &[&id]).await?)
 }
 
 pub async fn read_queue_by_name(
@@ -368,10 +317,7 @@ pub async fn read_queue_by_name(
         "SELECT {QUEUE_COLUMNS} FROM work_queue wq JOIN work_pool wp ON wp.id = wq.work_pool_id \
          WHERE wq.work_pool_id = $1 AND wq.name = $2"
     );
-    Ok(c.query_opt(sql.as_str(), &[&pool_id, &name])
-        .await?
-        .as_ref()
-        .map(queue_from_row))
+    rows::maybe(c.query_opt(sql.as_str(), &[&pool_id, &name]).await?)
 }
 
 /// A legacy queue by name: in the default agent pool, or in any pool (the oldest queue)
@@ -386,10 +332,7 @@ pub async fn read_legacy_queue_by_name(
          WHERE wq.name = $1 AND (wp.name = $2 OR NOT EXISTS (SELECT 1 FROM work_pool WHERE name = $2)) \
          ORDER BY wq.created, wq.id LIMIT 1"
     );
-    Ok(c.query_opt(sql.as_str(), &[&name, &DEFAULT_AGENT_POOL])
-        .await?
-        .as_ref()
-        .map(queue_from_row))
+    rows::maybe(c.query_opt(sql.as_str(), &[&name, &DEFAULT_AGENT_POOL]).await?)
 }
 
 #[derive(Debug, Clone, Default)]
@@ -469,11 +412,7 @@ pub async fn queues_matching_deployment(
                 OR wq.filter->'deployment_ids' ? $1::text) \
          ORDER BY wq.priority, wq.name"
     );
-    Ok(c.query(sql.as_str(), &[&deployment_id.to_string(), tags])
-        .await?
-        .iter()
-        .map(queue_from_row)
-        .collect())
+    rows::all(c.query(sql.as_str(), &[&deployment_id.to_string(), tags]).await?)
 }
 
 pub async fn delete_queue(c: &impl GenericClient, id: Uuid) -> Result<bool, tokio_postgres::Error> {
@@ -498,11 +437,7 @@ pub async fn filter_queues(
         q.bind(limit),
         q.bind(offset)
     );
-    Ok(c.query(sql.as_str(), &q.params())
-        .await?
-        .iter()
-        .map(queue_from_row)
-        .collect())
+    rows::all(c.query(sql.as_str(), &q.params()).await?)
 }
 
 // ---- workers ------------------------------------------------------------------------------
@@ -560,7 +495,7 @@ pub async fn filter_workers(
             parts.push(format!("w.last_heartbeat_time >= {}", q.bind(after)));
         }
     }
-    let status = "CASE WHEN w.last_heartbeat_time >= now() - (3 * coalesce(w.heartbeat_interval_seconds, 30)) * interval '1 second' THEN 'ONLINE' ELSE 'OFFLINE' END";
+    let status = WORKER_STATUS;
     if let Some(s) = &f.status {
         if let Some(any) = &s.any_ {
             parts.push(format!("{status} = ANY({}::text[])", q.bind(any.clone())));
@@ -573,16 +508,13 @@ pub async fn filter_workers(
         }
     }
     let sql = format!(
-        "SELECT {WORKER_COLUMNS} FROM worker w WHERE {} ORDER BY w.last_heartbeat_time DESC LIMIT {} OFFSET {}",
+        "SELECT {} FROM worker w WHERE {} ORDER BY w.last_heartbeat_time DESC LIMIT {} OFFSET {}",
+        *WORKER_COLUMNS,
         parts.join(" AND "),
         q.bind(limit),
         q.bind(offset)
     );
-    Ok(c.query(sql.as_str(), &q.params())
-        .await?
-        .iter()
-        .map(worker_from_row)
-        .collect())
+    rows::all(c.query(sql.as_str(), &q.params()).await?)
 }
 
 pub async fn delete_worker(
@@ -664,8 +596,8 @@ pub async fn scheduled_runs(
         let picked: Vec<(Uuid, Uuid)> = rows
             .iter()
             .take(pool_room)
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
+            .map(|r| Ok((r.try_get("id")?, r.try_get("queue_id")?)))
+            .collect::<Result<_, tokio_postgres::Error>>()?;
         let ids: Vec<Uuid> = picked.iter().map(|(id, _)| *id).collect();
         // Lock what is handed out; rows another poller holds are skipped, not waited for.
         let locked: std::collections::HashSet<Uuid> = c
@@ -830,6 +762,19 @@ pub struct ClaimCheck {
     pub hold: Option<Hold>,
 }
 
+/// What a claim needs to know of the run's queue and pool, by column name.
+#[derive(FromRow)]
+struct ClaimRow {
+    pool_id: Uuid,
+    pool_paused: bool,
+    pool_limit: Option<i32>,
+    queue_id: Uuid,
+    queue_paused: bool,
+    queue_limit: Option<i32>,
+    not_waiting: bool,
+    retrying_in_process: bool,
+}
+
 /// Whether `run` may start now, as the workers' poll decides: it is not retrying in its
 /// own process, its pool and queue are not paused, and both are below their concurrency
 /// limits (runs Pending or Running count). When a limit applies the pool row is locked until the transaction
@@ -841,9 +786,10 @@ pub async fn claim_check(
 ) -> Result<Option<ClaimCheck>, tokio_postgres::Error> {
     let Some(row) = c
         .query_opt(
-            "SELECT wp.id, wp.is_paused, wp.concurrency_limit, wq.id, wq.is_paused, wq.concurrency_limit, \
-                    fr.state_type IS DISTINCT FROM 'SCHEDULED', \
-                    coalesce(fr.empirical_policy->>'retry_type', '') = 'in_process' \
+            "SELECT wp.id AS pool_id, wp.is_paused AS pool_paused, wp.concurrency_limit AS pool_limit, \
+                    wq.id AS queue_id, wq.is_paused AS queue_paused, wq.concurrency_limit AS queue_limit, \
+                    fr.state_type IS DISTINCT FROM 'SCHEDULED' AS not_waiting, \
+                    coalesce(fr.empirical_policy->>'retry_type', '') = 'in_process' AS retrying_in_process \
              FROM flow_run fr JOIN work_queue wq ON wq.id = fr.work_queue_id \
              JOIN work_pool wp ON wp.id = wq.work_pool_id WHERE fr.id = $1",
             &[&run],
@@ -852,8 +798,16 @@ pub async fn claim_check(
     else {
         return Ok(None);
     };
-    let (pool_id, queue_id): (Uuid, Uuid) = (row.get(0), row.get(3));
-    let (pool_limit, queue_limit): (Option<i32>, Option<i32>) = (row.get(2), row.get(5));
+    let ClaimRow {
+        pool_id,
+        pool_paused,
+        pool_limit,
+        queue_id,
+        queue_paused,
+        queue_limit,
+        not_waiting,
+        retrying_in_process,
+    } = rows::one(&row)?;
     let check = |hold| {
         Ok(Some(ClaimCheck {
             work_pool_id: pool_id,
@@ -861,16 +815,16 @@ pub async fn claim_check(
         }))
     };
     // Only a waiting run is held back; the orchestration answers for any other.
-    if row.get::<_, bool>(6) {
+    if not_waiting {
         return check(None);
     }
-    if row.get::<_, bool>(7) {
+    if retrying_in_process {
         return check(Some(Hold::RetryingInProcess));
     }
-    if row.get::<_, bool>(1) {
+    if pool_paused {
         return check(Some(Hold::PoolPaused));
     }
-    if row.get::<_, bool>(4) {
+    if queue_paused {
         return check(Some(Hold::QueuePaused));
     }
     if pool_limit.is_none() && queue_limit.is_none() {
@@ -885,13 +839,13 @@ pub async fn claim_check(
     .await?;
     let busy = c
         .query_one(
-            "SELECT count(*) FILTER (WHERE r.work_queue_id = $2), count(*) \
+            "SELECT count(*) FILTER (WHERE r.work_queue_id = $2) AS in_queue, count(*) AS in_pool \
              FROM flow_run r JOIN work_queue wq ON wq.id = r.work_queue_id \
              WHERE wq.work_pool_id = $1 AND r.state_type IN ('RUNNING','PENDING')",
             &[&pool_id, &queue_id],
         )
         .await?;
-    let (in_queue, in_pool): (i64, i64) = (busy.get(0), busy.get(1));
+    let (in_queue, in_pool): (i64, i64) = (busy.try_get("in_queue")?, busy.try_get("in_pool")?);
     if let Some(limit) = queue_limit.filter(|l| in_queue >= i64::from(*l)) {
         return check(Some(Hold::QueueFull(limit)));
     }

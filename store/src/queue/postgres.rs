@@ -51,13 +51,16 @@ impl PgQueue {
             .map_err(db_error)?;
         let mut out: Vec<Received> = rows
             .iter()
-            .map(|r| Received {
-                message_id: r.get::<_, i64>(0).to_string(),
-                receipt: r.get::<_, Uuid>(1).to_string(),
-                body: r.get(2),
-                receive_count: r.get::<_, i32>(3).max(0) as u32,
+            .map(|r| {
+                Ok(Received {
+                    message_id: r.try_get::<_, i64>("id")?.to_string(),
+                    receipt: r.try_get::<_, Uuid>("receipt")?.to_string(),
+                    body: r.try_get("body")?,
+                    receive_count: r.try_get::<_, i32>("receive_count")?.max(0) as u32,
+                })
             })
-            .collect();
+            .collect::<Result<_, tokio_postgres::Error>>()
+            .map_err(db_error)?;
         out.sort_by(|a, b| a.message_id.cmp(&b.message_id));
         Ok(out)
     }

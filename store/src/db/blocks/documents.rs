@@ -9,18 +9,21 @@ use uuid::Uuid;
 
 use super::secrets::{obfuscate, restore, secret_fields};
 use super::{
-    read_schemas_by_id, type_from_row, BlockDocument, BlockDocumentFilter, BlockSchemaFilter, BlockType,
-    BlockTypeFilter, TYPE_COLUMNS,
+    read_schemas_by_id, BlockDocument, BlockDocumentFilter, BlockSchemaFilter, BlockType, BlockTypeFilter,
+    TYPE_COLUMNS,
 };
+use crate::db::rows::FromRow;
 use crate::filters::Query;
 
 /// How deep references are followed when a document is read.
 const MAX_DEPTH: usize = 16;
 
-const DOC_COLUMNS: &str =
-    "bd.id, bd.created, bd.updated, bd.name, bd.data, bd.block_schema_id, bd.block_type_id, \
-     bd.block_type_name, bd.is_anonymous";
-const DOC_WIDTH: usize = 9;
+/// A document's columns from `bd`, each named `bd_<column>`; read with `bs.fields` (for its
+/// secret fields) and [`TYPE_COLUMNS`].
+const DOC_COLUMNS: &str = "bd.id AS bd_id, bd.created AS bd_created, bd.updated AS bd_updated, \
+     bd.name AS bd_name, bd.data AS bd_data, bd.block_schema_id AS bd_block_schema_id, \
+     bd.block_type_id AS bd_block_type_id, bd.block_type_name AS bd_block_type_name, \
+     bd.is_anonymous AS bd_is_anonymous, bs.fields AS bs_fields";
 
 /// Document data split from its references to other documents.
 #[derive(Debug, Default, PartialEq)]
@@ -199,16 +202,16 @@ pub async fn update_document(
     if references.iter().any(|(_, target)| *target == id) {
         return Ok(UpdatedDocument::SelfReference);
     }
-    let current_data: Map<String, Value> = match current.get::<_, Value>(0) {
+    let current_data: Map<String, Value> = match current.try_get::<_, Value>("data")? {
         Value::Object(map) => map,
         _ => Map::new(),
     };
-    let current_schema: Uuid = current.get(1);
-    let block_type_id: Uuid = current.get(2);
+    let current_schema: Uuid = current.try_get("block_schema_id")?;
+    let block_type_id: Uuid = current.try_get("block_type_id")?;
     restore(
         &mut plain,
         &current_data,
-        &secret_fields(&current.get::<_, Value>(3)),
+        &secret_fields(&current.try_get::<_, Value>("fields")?),
     );
 
     let new_data = if update.merge_existing_data {
@@ -299,24 +302,24 @@ struct Stored {
     block_type: BlockType,
 }
 
-/// Reads `DOC_COLUMNS, bs.fields, TYPE_COLUMNS` from `at`.
-fn stored_from_row(r: &Row, at: usize, include_secrets: bool) -> Stored {
-    let mut data: Value = r.get(at + 4);
+/// Reads [`DOC_COLUMNS`] and [`TYPE_COLUMNS`].
+fn stored_from_row(r: &Row, include_secrets: bool) -> Result<Stored, tokio_postgres::Error> {
+    let mut data: Value = r.try_get("bd_data")?;
     if !include_secrets {
-        obfuscate(&mut data, &secret_fields(&r.get::<_, Value>(at + DOC_WIDTH)));
+        obfuscate(&mut data, &secret_fields(&r.try_get::<_, Value>("bs_fields")?));
     }
-    Stored {
-        id: r.get(at),
-        created: r.get(at + 1),
-        updated: r.get(at + 2),
-        name: r.get(at + 3),
+    Ok(Stored {
+        id: r.try_get("bd_id")?,
+        created: r.try_get("bd_created")?,
+        updated: r.try_get("bd_updated")?,
+        name: r.try_get("bd_name")?,
         data,
-        block_schema_id: r.get(at + 5),
-        block_type_id: r.get(at + 6),
-        block_type_name: r.get(at + 7),
-        is_anonymous: r.get(at + 8),
-        block_type: type_from_row(r, at + DOC_WIDTH + 1),
-    }
+        block_schema_id: r.try_get("bd_block_schema_id")?,
+        block_type_id: r.try_get("bd_block_type_id")?,
+        block_type_name: r.try_get("bd_block_type_name")?,
+        is_anonymous: r.try_get("bd_is_anonymous")?,
+        block_type: BlockType::try_from_row(r)?,
+    })
 }
 
 type Edges = HashMap<Uuid, Vec<(String, Stored)>>;
@@ -362,7 +365,7 @@ async fn select_documents(
     include_secrets: bool,
 ) -> Result<Vec<BlockDocument>, tokio_postgres::Error> {
     let sql = format!(
-        "SELECT {DOC_COLUMNS}, bs.fields, {TYPE_COLUMNS} FROM block_document bd \
+        "SELECT {DOC_COLUMNS}, {TYPE_COLUMNS} FROM block_document bd \
          JOIN block_schema bs ON bs.id = bd.block_schema_id JOIN block_type bt ON bt.id = bd.block_type_id \
          WHERE {cond} {order_limit}"
     );
@@ -370,8 +373,8 @@ async fn select_documents(
         .query(sql.as_str(), &q.params())
         .await?
         .iter()
-        .map(|r| stored_from_row(r, 0, include_secrets))
-        .collect();
+        .map(|r| stored_from_row(r, include_secrets))
+        .collect::<Result<_, _>>()?;
     if roots.is_empty() {
         return Ok(Vec::new());
     }
@@ -383,17 +386,17 @@ async fn select_documents(
            UNION \
            SELECT r.parent_block_document_id, r.reference_block_document_id, r.name FROM block_document_reference r \
              JOIN refs ON r.parent_block_document_id = refs.child) \
-         SELECT refs.parent, refs.name, {DOC_COLUMNS}, bs.fields, {TYPE_COLUMNS} FROM refs \
+         SELECT refs.parent, refs.name AS reference_name, {DOC_COLUMNS}, {TYPE_COLUMNS} FROM refs \
            JOIN block_document bd ON bd.id = refs.child JOIN block_schema bs ON bs.id = bd.block_schema_id \
            JOIN block_type bt ON bt.id = bd.block_type_id \
          ORDER BY refs.name"
     );
     let mut edges: Edges = HashMap::new();
     for r in c.query(sql.as_str(), &[&ids]).await? {
-        edges
-            .entry(r.get(0))
-            .or_default()
-            .push((r.get(1), stored_from_row(&r, 2, include_secrets)));
+        edges.entry(r.try_get("parent")?).or_default().push((
+            r.try_get("reference_name")?,
+            stored_from_row(&r, include_secrets)?,
+        ));
     }
     let mut schema_ids: Vec<Uuid> = roots.iter().map(|d| d.block_schema_id).collect();
     schema_ids.sort();

@@ -27,22 +27,34 @@ use serde_json::{Map, Value};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
+use crate::db::rows::FromRow;
 use crate::filters::{Operator, Query};
 use stratus_domain::time::ts;
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// Read from [`TYPE_COLUMNS`].
+#[derive(Debug, Clone, PartialEq, Serialize, FromRow)]
 pub struct BlockType {
+    #[from_row(rename = "bt_id")]
     pub id: Uuid,
     #[serde(with = "ts")]
+    #[from_row(rename = "bt_created")]
     pub created: DateTime<Utc>,
     #[serde(with = "ts")]
+    #[from_row(rename = "bt_updated")]
     pub updated: DateTime<Utc>,
+    #[from_row(rename = "bt_name")]
     pub name: String,
+    #[from_row(rename = "bt_slug")]
     pub slug: String,
+    #[from_row(rename = "bt_logo_url")]
     pub logo_url: Option<String>,
+    #[from_row(rename = "bt_documentation_url")]
     pub documentation_url: Option<String>,
+    #[from_row(rename = "bt_description")]
     pub description: Option<String>,
+    #[from_row(rename = "bt_code_example")]
     pub code_example: Option<String>,
+    #[from_row(rename = "bt_is_protected")]
     pub is_protected: bool,
 }
 
@@ -79,40 +91,31 @@ pub struct BlockDocument {
     pub is_anonymous: bool,
 }
 
-pub(crate) const TYPE_COLUMNS: &str = "bt.id, bt.created, bt.updated, bt.name, bt.slug, bt.logo_url, \
-     bt.documentation_url, bt.description, bt.code_example, bt.is_protected";
+/// A block type's columns from `bt`, each named `bt_<column>`: they are read beside a
+/// schema's or a document's own.
+pub(crate) const TYPE_COLUMNS: &str = "bt.id AS bt_id, bt.created AS bt_created, bt.updated AS bt_updated, \
+     bt.name AS bt_name, bt.slug AS bt_slug, bt.logo_url AS bt_logo_url, \
+     bt.documentation_url AS bt_documentation_url, bt.description AS bt_description, \
+     bt.code_example AS bt_code_example, bt.is_protected AS bt_is_protected";
+/// A schema's columns from `bs`, each named `bs_<column>`.
 pub(crate) const SCHEMA_COLUMNS: &str =
-    "bs.id, bs.created, bs.updated, bs.checksum, bs.fields, bs.block_type_id, bs.capabilities, bs.version";
-pub(crate) const SCHEMA_WIDTH: usize = 8;
+    "bs.id AS bs_id, bs.created AS bs_created, bs.updated AS bs_updated, \
+     bs.checksum AS bs_checksum, bs.fields AS bs_fields, bs.block_type_id AS bs_block_type_id, \
+     bs.capabilities AS bs_capabilities, bs.version AS bs_version";
 
-pub(crate) fn type_from_row(r: &Row, at: usize) -> BlockType {
-    BlockType {
-        id: r.get(at),
-        created: r.get(at + 1),
-        updated: r.get(at + 2),
-        name: r.get(at + 3),
-        slug: r.get(at + 4),
-        logo_url: r.get(at + 5),
-        documentation_url: r.get(at + 6),
-        description: r.get(at + 7),
-        code_example: r.get(at + 8),
-        is_protected: r.get(at + 9),
-    }
-}
-
-/// A schema row (as stored, not yet reconstructed) followed by its type's columns.
-pub(crate) fn schema_from_row(r: &Row, at: usize) -> BlockSchema {
-    BlockSchema {
-        id: r.get(at),
-        created: r.get(at + 1),
-        updated: r.get(at + 2),
-        checksum: r.get(at + 3),
-        fields: r.get(at + 4),
-        block_type_id: r.get(at + 5),
-        capabilities: r.get(at + 6),
-        version: r.get(at + 7),
-        block_type: Some(type_from_row(r, at + SCHEMA_WIDTH)),
-    }
+/// A schema row (as stored, not yet reconstructed) with its type's columns.
+pub(crate) fn schema_from_row(r: &Row) -> Result<BlockSchema, tokio_postgres::Error> {
+    Ok(BlockSchema {
+        id: r.try_get("bs_id")?,
+        created: r.try_get("bs_created")?,
+        updated: r.try_get("bs_updated")?,
+        checksum: r.try_get("bs_checksum")?,
+        fields: r.try_get("bs_fields")?,
+        block_type_id: r.try_get("bs_block_type_id")?,
+        capabilities: r.try_get("bs_capabilities")?,
+        version: r.try_get("bs_version")?,
+        block_type: Some(BlockType::try_from_row(r)?),
+    })
 }
 
 // ---- filters ------------------------------------------------------------------------------

@@ -241,8 +241,8 @@ async fn select_schemas(
         .query(sql.as_str(), &q.params())
         .await?
         .iter()
-        .map(|r| schema_from_row(r, 0))
-        .collect();
+        .map(schema_from_row)
+        .collect::<Result<_, _>>()?;
     reconstruct(c, roots).await
 }
 
@@ -264,7 +264,7 @@ pub(crate) async fn reconstruct(
            UNION \
            SELECT r.parent_block_schema_id, r.reference_block_schema_id, r.name FROM block_schema_reference r \
              JOIN refs ON r.parent_block_schema_id = refs.child) \
-         SELECT refs.parent, refs.name, {SCHEMA_COLUMNS}, {TYPE_COLUMNS} FROM refs \
+         SELECT refs.parent, refs.name AS reference_name, {SCHEMA_COLUMNS}, {TYPE_COLUMNS} FROM refs \
            JOIN block_schema bs ON bs.id = refs.child JOIN block_type bt ON bt.id = bs.block_type_id \
          ORDER BY bs.created, refs.name"
     );
@@ -272,9 +272,9 @@ pub(crate) async fn reconstruct(
     let mut edges: HashMap<Uuid, Vec<(String, BlockSchema)>> = HashMap::new();
     for r in &rows {
         edges
-            .entry(r.get(0))
+            .entry(r.try_get("parent")?)
             .or_default()
-            .push((r.get(1), schema_from_row(r, 2)));
+            .push((r.try_get("reference_name")?, schema_from_row(r)?));
     }
     for root in &mut roots {
         root.fields = full_fields(root, &edges, 0);

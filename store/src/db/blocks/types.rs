@@ -3,7 +3,8 @@
 use deadpool_postgres::GenericClient;
 use serde::Deserialize;
 
-use super::{type_from_row, BlockSchemaFilter, BlockType, BlockTypeFilter, TYPE_COLUMNS};
+use super::{BlockSchemaFilter, BlockType, BlockTypeFilter, TYPE_COLUMNS};
+use crate::db::rows;
 use crate::filters::Query;
 use uuid::Uuid;
 
@@ -131,7 +132,7 @@ pub async fn create_type(
             ],
         )
         .await?;
-    Ok(row.map(|r| type_from_row(&r, 0)))
+    rows::maybe(row)
 }
 
 /// Registers a built-in block type by slug: inserts it, or refreshes its name and fields.
@@ -167,7 +168,7 @@ pub async fn register_type(
             ],
         )
         .await?;
-    Ok(type_from_row(&row, 0))
+    rows::one(&row)
 }
 
 pub async fn read_type(c: &impl GenericClient, id: Uuid) -> Result<Option<BlockType>, tokio_postgres::Error> {
@@ -176,7 +177,7 @@ pub async fn read_type(c: &impl GenericClient, id: Uuid) -> Result<Option<BlockT
             "SELECT {TYPE_COLUMNS} FROM block_type bt WHERE bt.id = $1"
         ))
         .await?;
-    Ok(c.query_opt(&stmt, &[&id]).await?.map(|r| type_from_row(&r, 0)))
+    rows::maybe(c.query_opt(&stmt, &[&id]).await?)
 }
 
 pub async fn read_type_by_slug(
@@ -188,7 +189,7 @@ pub async fn read_type_by_slug(
             "SELECT {TYPE_COLUMNS} FROM block_type bt WHERE bt.slug = $1"
         ))
         .await?;
-    Ok(c.query_opt(&stmt, &[&slug]).await?.map(|r| type_from_row(&r, 0)))
+    rows::maybe(c.query_opt(&stmt, &[&slug]).await?)
 }
 
 /// Writes the given fields (as given, not escaped, as Prefect does); false when the type
@@ -248,11 +249,7 @@ pub async fn filter_types(
         q.bind(limit),
         q.bind(offset)
     );
-    Ok(c.query(sql.as_str(), &q.params())
-        .await?
-        .iter()
-        .map(|r| type_from_row(r, 0))
-        .collect())
+    rows::all(c.query(sql.as_str(), &q.params()).await?)
 }
 
 #[cfg(test)]
