@@ -154,3 +154,48 @@ fn the_state_write_check_sees_every_form() {
     assert!(state_writes("\"UPDATE flow_run SET tags = $2 WHERE id = $1\"").is_empty());
     assert!(state_writes("\"INSERT INTO task_run_state_cache (cache_key) VALUES ($1)\"").is_empty());
 }
+
+/// Positional reads past a row's first column (`row.get(3)`) in `source`: rows are read by
+/// column name, so a reordered SELECT cannot shift a value into the wrong field. A
+/// one-column query (`SELECT count(*)`, `RETURNING id`) may still read column 0.
+fn positional_reads(source: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for (n, line) in source.lines().enumerate() {
+        let mut rest = line;
+        while let Some(at) = rest.find(".get") {
+            let mut after = &rest[at + 4..];
+            // Skip a turbofish: `.get::<_, i64>(3)`.
+            if let Some(typed) = after.strip_prefix("::<") {
+                after = typed.split_once(">(").map_or("", |(_, args)| args);
+            } else {
+                after = after.strip_prefix('(').unwrap_or("");
+            }
+            let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+            if !digits.is_empty() && digits != "0" && after[digits.len()..].starts_with(')') {
+                found.push(format!("line {}: {}", n + 1, line.trim()));
+            }
+            rest = &rest[at + 4..];
+        }
+    }
+    found
+}
+
+#[test]
+fn rows_are_read_by_column_name() {
+    assert_eq!(positional_reads("let x: i64 = row.get(2);").len(), 1);
+    assert_eq!(positional_reads("if row.get::<_, bool>(6) {").len(), 1);
+    assert!(positional_reads("let n: i64 = row.get(0); map.get(\"k\"); v.get(12 + i)").is_empty());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    rust_files(&root.join("store/src"), &mut files);
+    let offenders: Vec<String> = files
+        .iter()
+        .flat_map(|path| {
+            let source = std::fs::read_to_string(path).unwrap();
+            positional_reads(&source)
+                .into_iter()
+                .map(move |hit| format!("{}: {hit}", path.display()))
+        })
+        .collect();
+    assert!(offenders.is_empty(), "positional row reads: {offenders:#?}");
+}

@@ -238,14 +238,14 @@ pub async fn count_by_state(
     let mut q = Query::default();
     let cond = filters.task_run_sql(&mut q);
     let sql = format!(
-        "SELECT tr.state_type, count(*) FROM task_run tr WHERE {cond} AND tr.state_type IS NOT NULL \
+        "SELECT tr.state_type, count(*) AS count FROM task_run tr WHERE {cond} AND tr.state_type IS NOT NULL \
          GROUP BY tr.state_type"
     );
-    Ok(c.query(sql.as_str(), &q.params())
+    c.query(sql.as_str(), &q.params())
         .await?
         .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect())
+        .map(|r| Ok((r.try_get("state_type")?, r.try_get("count")?)))
+        .collect()
 }
 
 /// Terminal task runs by start-time bucket (`/ui/task_runs/dashboard/counts`): for each
@@ -263,7 +263,7 @@ pub async fn terminal_counts_by_bucket(
     let sql = format!(
         // width_bucket is a binary search over timestamps (no numeric epoch arithmetic per
         // row), and the fence (OFFSET 0) lets the planner see few buckets and hash them.
-        "SELECT bucket::int8, sum(completed)::int8, sum(failed)::int8 FROM ( \
+        "SELECT bucket::int8 AS bucket, sum(completed)::int8 AS completed, sum(failed)::int8 AS failed FROM ( \
            SELECT width_bucket(tr.start_time, {bounds}::timestamptz[]) AS bucket, \
              (tr.state_type = 'COMPLETED')::int AS completed, \
              (tr.state_type IN ('FAILED', 'CRASHED'))::int AS failed \
@@ -274,9 +274,15 @@ pub async fn terminal_counts_by_bucket(
          ) runs GROUP BY bucket ORDER BY bucket",
         bounds = q.bind(bounds.to_vec()),
     );
-    Ok(c.query(sql.as_str(), &q.params())
+    c.query(sql.as_str(), &q.params())
         .await?
         .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect())
+        .map(|r| {
+            Ok((
+                r.try_get("bucket")?,
+                r.try_get("completed")?,
+                r.try_get("failed")?,
+            ))
+        })
+        .collect()
 }

@@ -179,8 +179,11 @@ pub async fn values_named(
     c: &impl GenericClient,
     names: &[String],
 ) -> Result<Vec<(String, String)>, tokio_postgres::Error> {
-    let rows = c
+    let found = c
         .query("SELECT name, value FROM variable WHERE name = ANY($1)", &[&names])
         .await?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    found
+        .iter()
+        .map(|r| Ok((r.try_get("name")?, r.try_get("value")?)))
+        .collect()
 }

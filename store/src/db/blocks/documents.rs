@@ -245,30 +245,37 @@ pub async fn update_document(
     )
     .await?;
 
-    let existing = c
+    let existing: Vec<(Uuid, String, Uuid)> = c
         .query(
             "SELECT id, name, reference_block_document_id FROM block_document_reference \
              WHERE parent_block_document_id = $1",
             &[&id],
         )
-        .await?;
+        .await?
+        .iter()
+        .map(|r| {
+            Ok((
+                r.try_get("id")?,
+                r.try_get("name")?,
+                r.try_get("reference_block_document_id")?,
+            ))
+        })
+        .collect::<Result<_, tokio_postgres::Error>>()?;
     let mut kept = HashSet::new();
     for (name, target) in &references {
-        let matching = existing.iter().find(|r| {
-            r.get::<_, String>(1) == *name
-                && r.get::<_, Uuid>(2) == *target
-                && !kept.contains(&r.get::<_, Uuid>(0))
-        });
+        let matching = existing
+            .iter()
+            .find(|(rid, rname, rtarget)| rname == name && rtarget == target && !kept.contains(rid));
         match matching {
-            Some(r) => {
-                kept.insert(r.get::<_, Uuid>(0));
+            Some((rid, _, _)) => {
+                kept.insert(*rid);
             }
             None => insert_reference(c, id, name, *target).await?,
         }
     }
     let stale: Vec<Uuid> = existing
         .iter()
-        .map(|r| r.get::<_, Uuid>(0))
+        .map(|(rid, _, _)| *rid)
         .filter(|rid| !kept.contains(rid))
         .collect();
     if !stale.is_empty() {
