@@ -133,6 +133,17 @@ pub fn path_id(raw: &str) -> Result<uuid::Uuid, ApiError> {
     })
 }
 
+/// An upsert's answer: 201 when the call created the row, 200 when it was there already.
+pub fn upserted<T: serde::Serialize>(value: T, created: bool) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let status = if created {
+        axum::http::StatusCode::CREATED
+    } else {
+        axum::http::StatusCode::OK
+    };
+    (status, axum::Json(value)).into_response()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

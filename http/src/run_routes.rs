@@ -18,7 +18,7 @@ use crate::json::{null_default, page, path_id};
 use crate::{ApiError, ApiResult, AppState, Body};
 use stratus_domain::orchestration::RunKind;
 use stratus_domain::states::{State as RunState, StateCreate};
-use stratus_store::db::flow_runs::{self, FlowRun};
+use stratus_store::db::flow_runs::FlowRun;
 use stratus_store::db::runs::{self, RunRow};
 use stratus_store::db::task_runs::TaskRun;
 use stratus_store::filters::RunFilterBody;
@@ -122,7 +122,7 @@ async fn history<R: RunRoutes>(
 ) -> ApiResult<Response> {
     let (start, end, step) = body.history_window()?;
     let client = app.client().await?;
-    let intervals = flow_runs::history(&client, R::TABLE, &body.filters(), start, end, step).await?;
+    let intervals = runs::history(&client, R::TABLE, &body.filters(), start, end, step).await?;
     Ok(Json(intervals).into_response())
 }
 
@@ -180,12 +180,7 @@ async fn read_state<R: RunRoutes>(
 
 /// A `set_state` answer: 201 when a new state row was written, else 200.
 pub fn respond(outcome: Outcome) -> Response {
-    let status = if outcome.written {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    (status, Json(outcome.result)).into_response()
+    crate::json::upserted(outcome.result, outcome.written)
 }
 
 /// A state as `/flow_run_states` and `/task_run_states` return it: with its run's id.

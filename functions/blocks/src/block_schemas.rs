@@ -65,12 +65,7 @@ pub async fn create(State(app): State<AppState>, Body(raw): Body<Value>) -> ApiR
         SchemaError::Invalid(message) => ApiError::unprocessable(message),
     })?;
     tx.commit().await?;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, Json(schema)).into_response())
+    Ok(stratus_http::json::upserted(schema, created))
 }
 
 pub async fn read(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {

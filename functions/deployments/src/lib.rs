@@ -363,12 +363,7 @@ async fn create(State(app): State<AppState>, Body(body): Body<DeploymentCreate>)
     deployments::replace_schedules(&tx, id, &schedules.unwrap_or_default()).await?;
     let deployment = deployments::read(&tx, id).await?.ok_or_else(not_found)?;
     tx.commit().await?;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, Json(deployment)).into_response())
+    Ok(stratus_http::json::upserted(deployment, created))
 }
 
 async fn read(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
@@ -685,12 +680,7 @@ async fn create_flow_run(
                 .ok_or_else(|| ApiError::not_found("Flow run not found"))
         })
         .await?;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, Json(run)).into_response())
+    Ok(stratus_http::json::upserted(run, created))
 }
 
 #[derive(Deserialize)]

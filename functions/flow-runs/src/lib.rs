@@ -151,12 +151,7 @@ async fn create(
                 .ok_or_else(|| ApiError::not_found("Flow run not found"))
         })
         .await?;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, Json(run)).into_response())
+    Ok(stratus_http::json::upserted(run, created))
 }
 
 async fn update(
@@ -166,19 +161,17 @@ async fn update(
 ) -> ApiResult<StatusCode> {
     let id = path_id(&id)?;
     let client = app.client().await?;
-    let Some(run) = runs::read::<FlowRun>(&client, id).await? else {
-        return Err(ApiError::not_found("Flow run not found"));
-    };
+    let run = run_routes::existing::<FlowRun>(&client, id).await?;
     if let Some(Some(_)) = body.job_variables {
         if run.deployment_id.is_none() {
             return Err(ApiError::bad_request(
                 "Job variables for a flow run can only be updated for flow runs created from a deployment.",
             ));
         }
-        if run.state_type != Some(StateType::Scheduled) {
+        if run.timing.state_type != Some(StateType::Scheduled) {
             return Err(ApiError::bad_request(format!(
                 "Job variables for a flow run in state {} cannot be updated",
-                run.state_type.map(|t| t.as_str()).unwrap_or("None")
+                run.timing.state_type.map(|t| t.as_str()).unwrap_or("None")
             )));
         }
     }
@@ -321,8 +314,8 @@ async fn graph_v2(
         .collect();
     let nodes: Vec<Value> = nodes.into_iter().map(|n| serde_json::json!([n.id, n])).collect();
     Ok(Json(serde_json::json!({
-        "start_time": run.start_time.map(|t| stratus_domain::time::format_ts(&t)),
-        "end_time": run.end_time.map(|t| stratus_domain::time::format_ts(&t)),
+        "start_time": run.timing.start_time.map(|t| stratus_domain::time::format_ts(&t)),
+        "end_time": run.timing.end_time.map(|t| stratus_domain::time::format_ts(&t)),
         "root_node_ids": root_node_ids,
         "nodes": nodes,
         "artifacts": [],

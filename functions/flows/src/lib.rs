@@ -55,12 +55,7 @@ async fn create(State(app): State<AppState>, Body(body): Body<FlowCreate>) -> Ap
     validate_name(&body.name)?;
     let client = app.client().await?;
     let (flow, created) = flows::upsert(&client, &body.name, &Value::from(body.tags)).await?;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, Json(flow)).into_response())
+    Ok(stratus_http::json::upserted(flow, created))
 }
 
 async fn read(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {

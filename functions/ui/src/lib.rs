@@ -51,12 +51,7 @@ async fn upsert(State(app): State<AppState>, Body(body): Body<SavedSearchCreate>
     let filters = serde_json::to_value(&body.filters)?;
     let client = app.client().await?;
     let (search, created) = saved_searches::upsert(&client, &body.name, &filters).await?;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, Json(search)).into_response())
+    Ok(stratus_http::json::upserted(search, created))
 }
 
 async fn read(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {

@@ -60,10 +60,10 @@ async fn flow_run_history(
         .filter_map(|r| {
             Some(SimpleFlowRun {
                 id: r.id,
-                state_type: r.state_type,
-                timestamp: r.start_time.or(r.expected_start_time)?,
-                duration: r.estimated_run_time,
-                lateness: r.estimated_start_time_delta,
+                state_type: r.timing.state_type,
+                timestamp: r.timing.start_time.or(r.timing.expected_start_time)?,
+                duration: r.timing.estimated_run_time,
+                lateness: r.timing.estimated_start_time_delta,
             })
         })
         .collect();

@@ -7,7 +7,7 @@ use serde_json::Value;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use crate::db::runs::{self, micros_sql, state_from_row, RunTable, STATE_COLUMNS};
+use crate::db::runs::{self, micros_sql, state_from_row, RunTable, RunTiming, STATE_COLUMNS};
 use crate::filters::{Query, RunFilters};
 use stratus_domain::orchestration::FlowRunPolicy;
 use stratus_domain::states::{State, StateType};
@@ -35,20 +35,9 @@ pub struct FlowRun {
     pub empirical_policy: FlowRunPolicy,
     pub tags: Value,
     pub parent_task_run_id: Option<Uuid>,
-    pub state_type: Option<StateType>,
-    pub state_name: Option<String>,
-    pub run_count: i32,
-    #[serde(with = "ts_opt")]
-    pub expected_start_time: Option<DateTime<Utc>>,
-    #[serde(with = "ts_opt")]
-    pub next_scheduled_start_time: Option<DateTime<Utc>>,
-    #[serde(with = "ts_opt")]
-    pub start_time: Option<DateTime<Utc>>,
-    #[serde(with = "ts_opt")]
-    pub end_time: Option<DateTime<Utc>>,
-    pub total_run_time: f64,
-    pub estimated_run_time: f64,
-    pub estimated_start_time_delta: f64,
+    /// The state summary and times, shared with task runs.
+    #[serde(flatten)]
+    pub timing: RunTiming,
     pub auto_scheduled: bool,
     pub infrastructure_document_id: Option<Uuid>,
     pub infrastructure_pid: Option<String>,
@@ -77,12 +66,6 @@ const FROM: &str = "flow_run fr LEFT JOIN flow_run_state s ON s.id = fr.state_id
     LEFT JOIN work_queue wq ON wq.id = fr.work_queue_id LEFT JOIN work_pool wp ON wp.id = wq.work_pool_id";
 
 pub fn from_row(row: &Row, now: DateTime<Utc>) -> Result<FlowRun, tokio_postgres::Error> {
-    let state_type: Option<String> = row.try_get("state_type")?;
-    let state_type = state_type.as_deref().and_then(StateType::parse);
-    let total_micros: i64 = row.try_get("total_run_micros")?;
-    let start_time = row.try_get("start_time")?;
-    let expected_start_time = row.try_get("expected_start_time")?;
-    let state_timestamp: Option<DateTime<Utc>> = row.try_get("state_timestamp")?;
     let policy: Value = row.try_get("empirical_policy")?;
     let queue_name: Option<String> = row.try_get("queue_name")?;
     Ok(FlowRun {
@@ -107,21 +90,7 @@ pub fn from_row(row: &Row, now: DateTime<Utc>) -> Result<FlowRun, tokio_postgres
         empirical_policy: serde_json::from_value(policy).unwrap_or_default(),
         tags: row.try_get("tags")?,
         parent_task_run_id: row.try_get("parent_task_run_id")?,
-        state_type,
-        state_name: row.try_get("state_name")?,
-        run_count: row.try_get("run_count")?,
-        expected_start_time,
-        next_scheduled_start_time: row.try_get("next_scheduled_start_time")?,
-        start_time,
-        end_time: row.try_get("end_time")?,
-        total_run_time: stratus_domain::time::seconds(total_micros),
-        estimated_run_time: runs::estimated_run_time(total_micros, state_type, state_timestamp, now),
-        estimated_start_time_delta: runs::estimated_start_time_delta(
-            start_time,
-            expected_start_time,
-            state_type,
-            now,
-        ),
+        timing: RunTiming::from_row(row, now)?,
         auto_scheduled: row.try_get("auto_scheduled")?,
         infrastructure_document_id: row.try_get("infrastructure_document_id")?,
         infrastructure_pid: row.try_get("infrastructure_pid")?,
@@ -386,100 +355,6 @@ pub async fn graph(
             })
         })
         .collect()
-}
-
-/// One interval of `/flow_runs/history` and `/task_runs/history`.
-#[derive(Debug, Clone, Serialize)]
-pub struct HistoryInterval {
-    #[serde(with = "ts")]
-    pub interval_start: DateTime<Utc>,
-    #[serde(with = "ts")]
-    pub interval_end: DateTime<Utc>,
-    pub states: Vec<HistoryState>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct HistoryState {
-    pub state_type: String,
-    pub state_name: String,
-    pub count_runs: i64,
-    pub sum_estimated_run_time: f64,
-    pub sum_estimated_lateness: f64,
-}
-
-/// Flow runs (or task runs) matching `filters` per interval by state, bucketed on
-/// `expected_start_time`, as Prefect 2.20's `run_history` does
-/// (`src/prefect/server/api/run_history.py`).
-pub async fn history(
-    c: &impl GenericClient,
-    table: runs::RunTable,
-    filters: &RunFilters,
-    start: DateTime<Utc>,
-    end: DateTime<Utc>,
-    interval_micros: i64,
-) -> Result<Vec<HistoryInterval>, tokio_postgres::Error> {
-    let mut q = Query::default();
-    let (a, from_where) = match table {
-        runs::RunTable::Flow => (
-            "fr",
-            format!("flow_run fr WHERE {}", filters.flow_run_sql(&mut q)),
-        ),
-        runs::RunTable::Task => (
-            "tr",
-            format!("task_run tr WHERE {}", filters.task_run_sql(&mut q)),
-        ),
-    };
-    let sql = format!(
-        "WITH intervals AS ( \
-           SELECT g AS interval_start, g + {step}::float8 * interval '1 microsecond' AS interval_end \
-           FROM generate_series({start}::timestamptz, {end}::timestamptz, {step}::float8 * interval '1 microsecond') g \
-           WHERE g < {end}::timestamptz \
-         ), runs AS ( \
-           SELECT {a}.expected_start_time, {a}.state_type, {a}.state_name, \
-             extract(epoch from {a}.total_run_time) + CASE WHEN {a}.state_type = 'RUNNING' \
-               THEN extract(epoch from now() - {a}.state_timestamp) ELSE 0 END AS run_time, \
-             CASE WHEN {a}.start_time IS NOT NULL AND {a}.start_time > {a}.expected_start_time \
-               THEN extract(epoch from {a}.start_time - {a}.expected_start_time) \
-               WHEN {a}.start_time IS NULL AND {a}.expected_start_time < now() \
-                 AND coalesce({a}.state_type, '') NOT IN ('COMPLETED','FAILED','CANCELLED','CRASHED') \
-               THEN extract(epoch from now() - {a}.expected_start_time) ELSE 0 END AS lateness \
-           FROM {from_where} AND {a}.expected_start_time >= {start}::timestamptz \
-             AND {a}.expected_start_time < {end}::timestamptz \
-         ) \
-         SELECT i.interval_start, i.interval_end, r.state_type, r.state_name, count(r.state_type) AS count_runs, \
-           coalesce(sum(r.run_time), 0)::float8 AS sum_estimated_run_time, \
-           coalesce(sum(r.lateness), 0)::float8 AS sum_estimated_lateness \
-         FROM intervals i LEFT JOIN runs r \
-           ON r.expected_start_time >= i.interval_start AND r.expected_start_time < i.interval_end \
-         GROUP BY i.interval_start, i.interval_end, r.state_type, r.state_name \
-         ORDER BY i.interval_start, r.state_type, r.state_name",
-        step = q.bind(interval_micros as f64),
-        start = q.bind(start),
-        end = q.bind(end),
-    );
-    let rows = c.query(sql.as_str(), &q.params()).await?;
-    let mut out: Vec<HistoryInterval> = Vec::new();
-    for r in rows {
-        let interval_start: DateTime<Utc> = r.try_get("interval_start")?;
-        if out.last().map(|i| i.interval_start) != Some(interval_start) {
-            out.push(HistoryInterval {
-                interval_start,
-                interval_end: r.try_get("interval_end")?,
-                states: Vec::new(),
-            });
-        }
-        let state_type: Option<String> = r.try_get("state_type")?;
-        if let (Some(state_type), Some(last)) = (state_type, out.last_mut()) {
-            last.states.push(HistoryState {
-                state_type,
-                state_name: r.try_get::<_, Option<String>>("state_name")?.unwrap_or_default(),
-                count_runs: r.try_get("count_runs")?,
-                sum_estimated_run_time: r.try_get("sum_estimated_run_time")?,
-                sum_estimated_lateness: r.try_get("sum_estimated_lateness")?,
-            });
-        }
-    }
-    Ok(out)
 }
 
 /// One box of a drawn task graph: what the UI needs, without the states' payloads.

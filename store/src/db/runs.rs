@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
+use serde::Serialize;
 use serde_json::Value;
 use tokio_postgres::Row;
 use uuid::Uuid;
@@ -9,6 +10,7 @@ use uuid::Uuid;
 use crate::db::rows::FromRow;
 use crate::filters::{Query, RunFilters};
 use stratus_domain::states::{State, StateDetails, StateType};
+use stratus_domain::time::{ts, ts_opt};
 
 /// Which of the two run tables a query is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +79,55 @@ pub fn state_from_row(row: &Row) -> Result<Option<State>, tokio_postgres::Error>
             .and_then(|d| serde_json::from_value::<StateDetails>(d).ok())
             .unwrap_or_default(),
     }))
+}
+
+/// The state summary and times flow runs and task runs both carry, read from the run's
+/// row: its `state_type`, `state_name`, `run_count`, the four times, `state_timestamp` and
+/// `total_run_micros` (the total run time in microseconds).
+#[derive(Debug, Clone, Serialize)]
+pub struct RunTiming {
+    pub state_type: Option<StateType>,
+    pub state_name: Option<String>,
+    pub run_count: i32,
+    #[serde(with = "ts_opt")]
+    pub expected_start_time: Option<DateTime<Utc>>,
+    #[serde(with = "ts_opt")]
+    pub next_scheduled_start_time: Option<DateTime<Utc>>,
+    #[serde(with = "ts_opt")]
+    pub start_time: Option<DateTime<Utc>>,
+    #[serde(with = "ts_opt")]
+    pub end_time: Option<DateTime<Utc>>,
+    pub total_run_time: f64,
+    pub estimated_run_time: f64,
+    pub estimated_start_time_delta: f64,
+}
+
+impl RunTiming {
+    pub fn from_row(row: &Row, now: DateTime<Utc>) -> Result<Self, tokio_postgres::Error> {
+        let state_type: Option<String> = row.try_get("state_type")?;
+        let state_type = state_type.as_deref().and_then(StateType::parse);
+        let total_micros: i64 = row.try_get("total_run_micros")?;
+        let start_time = row.try_get("start_time")?;
+        let expected_start_time = row.try_get("expected_start_time")?;
+        let state_timestamp: Option<DateTime<Utc>> = row.try_get("state_timestamp")?;
+        Ok(RunTiming {
+            state_type,
+            state_name: row.try_get("state_name")?,
+            run_count: row.try_get("run_count")?,
+            expected_start_time,
+            next_scheduled_start_time: row.try_get("next_scheduled_start_time")?,
+            start_time,
+            end_time: row.try_get("end_time")?,
+            total_run_time: stratus_domain::time::seconds(total_micros),
+            estimated_run_time: estimated_run_time(total_micros, state_type, state_timestamp, now),
+            estimated_start_time_delta: estimated_start_time_delta(
+                start_time,
+                expected_start_time,
+                state_type,
+                now,
+            ),
+        })
+    }
 }
 
 /// `(extract(epoch ...) * 1e6)::bigint` of an interval column, for reading durations.
@@ -274,6 +325,100 @@ pub async fn read_states_of_run(
         states.extend(state_with_run(&row)?);
     }
     Ok(states)
+}
+
+/// One interval of `/flow_runs/history` and `/task_runs/history`.
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryInterval {
+    #[serde(with = "ts")]
+    pub interval_start: DateTime<Utc>,
+    #[serde(with = "ts")]
+    pub interval_end: DateTime<Utc>,
+    pub states: Vec<HistoryState>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryState {
+    pub state_type: String,
+    pub state_name: String,
+    pub count_runs: i64,
+    pub sum_estimated_run_time: f64,
+    pub sum_estimated_lateness: f64,
+}
+
+/// Flow runs (or task runs) matching `filters` per interval by state, bucketed on
+/// `expected_start_time`, as Prefect 2.20's `run_history` does
+/// (`src/prefect/server/api/run_history.py`).
+pub async fn history(
+    c: &impl GenericClient,
+    table: RunTable,
+    filters: &RunFilters,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    interval_micros: i64,
+) -> Result<Vec<HistoryInterval>, tokio_postgres::Error> {
+    let mut q = Query::default();
+    let (a, from_where) = match table {
+        RunTable::Flow => (
+            "fr",
+            format!("flow_run fr WHERE {}", filters.flow_run_sql(&mut q)),
+        ),
+        RunTable::Task => (
+            "tr",
+            format!("task_run tr WHERE {}", filters.task_run_sql(&mut q)),
+        ),
+    };
+    let sql = format!(
+        "WITH intervals AS ( \
+           SELECT g AS interval_start, g + {step}::float8 * interval '1 microsecond' AS interval_end \
+           FROM generate_series({start}::timestamptz, {end}::timestamptz, {step}::float8 * interval '1 microsecond') g \
+           WHERE g < {end}::timestamptz \
+         ), runs AS ( \
+           SELECT {a}.expected_start_time, {a}.state_type, {a}.state_name, \
+             extract(epoch from {a}.total_run_time) + CASE WHEN {a}.state_type = 'RUNNING' \
+               THEN extract(epoch from now() - {a}.state_timestamp) ELSE 0 END AS run_time, \
+             CASE WHEN {a}.start_time IS NOT NULL AND {a}.start_time > {a}.expected_start_time \
+               THEN extract(epoch from {a}.start_time - {a}.expected_start_time) \
+               WHEN {a}.start_time IS NULL AND {a}.expected_start_time < now() \
+                 AND coalesce({a}.state_type, '') NOT IN ('COMPLETED','FAILED','CANCELLED','CRASHED') \
+               THEN extract(epoch from now() - {a}.expected_start_time) ELSE 0 END AS lateness \
+           FROM {from_where} AND {a}.expected_start_time >= {start}::timestamptz \
+             AND {a}.expected_start_time < {end}::timestamptz \
+         ) \
+         SELECT i.interval_start, i.interval_end, r.state_type, r.state_name, count(r.state_type) AS count_runs, \
+           coalesce(sum(r.run_time), 0)::float8 AS sum_estimated_run_time, \
+           coalesce(sum(r.lateness), 0)::float8 AS sum_estimated_lateness \
+         FROM intervals i LEFT JOIN runs r \
+           ON r.expected_start_time >= i.interval_start AND r.expected_start_time < i.interval_end \
+         GROUP BY i.interval_start, i.interval_end, r.state_type, r.state_name \
+         ORDER BY i.interval_start, r.state_type, r.state_name",
+        step = q.bind(interval_micros as f64),
+        start = q.bind(start),
+        end = q.bind(end),
+    );
+    let rows = c.query(sql.as_str(), &q.params()).await?;
+    let mut out: Vec<HistoryInterval> = Vec::new();
+    for r in rows {
+        let interval_start: DateTime<Utc> = r.try_get("interval_start")?;
+        if out.last().map(|i| i.interval_start) != Some(interval_start) {
+            out.push(HistoryInterval {
+                interval_start,
+                interval_end: r.try_get("interval_end")?,
+                states: Vec::new(),
+            });
+        }
+        let state_type: Option<String> = r.try_get("state_type")?;
+        if let (Some(state_type), Some(last)) = (state_type, out.last_mut()) {
+            last.states.push(HistoryState {
+                state_type,
+                state_name: r.try_get::<_, Option<String>>("state_name")?.unwrap_or_default(),
+                count_runs: r.try_get("count_runs")?,
+                sum_estimated_run_time: r.try_get("sum_estimated_run_time")?,
+                sum_estimated_lateness: r.try_get("sum_estimated_lateness")?,
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// A state with its run's id and its `created` and `updated`.

@@ -7,10 +7,10 @@ use serde_json::Value;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use crate::db::runs::{self, micros_sql, state_from_row, RunTable, STATE_COLUMNS};
+use crate::db::runs::{self, micros_sql, state_from_row, RunTable, RunTiming, STATE_COLUMNS};
 use crate::filters::{Query, RunFilters};
 use stratus_domain::orchestration::TaskRunPolicy;
-use stratus_domain::states::{State, StateType};
+use stratus_domain::states::State;
 use stratus_domain::time::{ts, ts_opt};
 
 #[derive(Debug, Clone, Serialize)]
@@ -32,21 +32,10 @@ pub struct TaskRun {
     pub tags: Value,
     pub state_id: Option<Uuid>,
     pub task_inputs: Value,
-    pub state_type: Option<StateType>,
-    pub state_name: Option<String>,
-    pub run_count: i32,
     pub flow_run_run_count: i32,
-    #[serde(with = "ts_opt")]
-    pub expected_start_time: Option<DateTime<Utc>>,
-    #[serde(with = "ts_opt")]
-    pub next_scheduled_start_time: Option<DateTime<Utc>>,
-    #[serde(with = "ts_opt")]
-    pub start_time: Option<DateTime<Utc>>,
-    #[serde(with = "ts_opt")]
-    pub end_time: Option<DateTime<Utc>>,
-    pub total_run_time: f64,
-    pub estimated_run_time: f64,
-    pub estimated_start_time_delta: f64,
+    /// The state summary and times, shared with flow runs.
+    #[serde(flatten)]
+    pub timing: RunTiming,
     pub state: Option<State>,
 }
 
@@ -64,11 +53,6 @@ fn columns() -> String {
 const FROM: &str = "task_run tr LEFT JOIN task_run_state s ON s.id = tr.state_id";
 
 pub fn from_row(row: &Row, now: DateTime<Utc>) -> Result<TaskRun, tokio_postgres::Error> {
-    let state_type: Option<String> = row.try_get("state_type")?;
-    let state_type = state_type.as_deref().and_then(StateType::parse);
-    let total: i64 = row.try_get("total_run_micros")?;
-    let start_time = row.try_get("start_time")?;
-    let expected_start_time = row.try_get("expected_start_time")?;
     let policy: Value = row.try_get("empirical_policy")?;
     Ok(TaskRun {
         id: row.try_get("id")?,
@@ -85,22 +69,8 @@ pub fn from_row(row: &Row, now: DateTime<Utc>) -> Result<TaskRun, tokio_postgres
         tags: row.try_get("tags")?,
         state_id: row.try_get("state_id")?,
         task_inputs: row.try_get("task_inputs")?,
-        state_type,
-        state_name: row.try_get("state_name")?,
-        run_count: row.try_get("run_count")?,
         flow_run_run_count: row.try_get("flow_run_run_count")?,
-        expected_start_time,
-        next_scheduled_start_time: row.try_get("next_scheduled_start_time")?,
-        start_time,
-        end_time: row.try_get("end_time")?,
-        total_run_time: stratus_domain::time::seconds(total),
-        estimated_run_time: runs::estimated_run_time(total, state_type, row.try_get("state_timestamp")?, now),
-        estimated_start_time_delta: runs::estimated_start_time_delta(
-            start_time,
-            expected_start_time,
-            state_type,
-            now,
-        ),
+        timing: RunTiming::from_row(row, now)?,
         state: state_from_row(row)?,
     })
 }

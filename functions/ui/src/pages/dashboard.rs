@@ -74,7 +74,7 @@ pub async fn page(State(app): State<AppState>, params: Params) -> PageResult {
 
     let window = filters(json!({"flow_runs": {"expected_start_time": {"after_": start, "before_": end}}}))?;
     let step = (end - start).num_microseconds().unwrap_or(i64::MAX) / BARS;
-    let history = flow_runs::history(&c, RunTable::Flow, &window, start, end, step).await?;
+    let history = runs::history(&c, RunTable::Flow, &window, start, end, step).await?;
     let mut totals: HashMap<String, i64> = HashMap::new();
     let peak = history
         .iter()

@@ -154,7 +154,7 @@ pub async fn page(State(app): State<AppState>, PagePath(raw): PagePath, params: 
     log_rows.truncate(LOG_ROWS as usize);
     log_rows.reverse();
 
-    let kind = run.state_type.map(|k| k.as_str());
+    let kind = run.timing.state_type.map(|k| k.as_str());
     let active = matches!(
         kind,
         Some("SCHEDULED" | "PENDING" | "RUNNING" | "CANCELLING" | "PAUSED")
@@ -170,15 +170,15 @@ pub async fn page(State(app): State<AppState>, PagePath(raw): PagePath, params: 
         flow_id: run.flow_id.to_string(),
         flow_name,
         state_class: view::state_class(kind),
-        state_name: run.state_name.clone().unwrap_or_else(|| "—".into()),
+        state_name: run.timing.state_name.clone().unwrap_or_else(|| "—".into()),
         active,
         can_cancel: matches!(kind, Some("SCHEDULED" | "PENDING" | "RUNNING" | "PAUSED")),
         can_retry: run.deployment_id.is_some()
             && matches!(kind, Some("FAILED" | "CRASHED" | "CANCELLED" | "COMPLETED")),
         can_resume: kind == Some("PAUSED"),
-        start: view::when(run.start_time.or(run.expected_start_time)),
-        duration: view::duration(run.estimated_run_time.max(run.total_run_time)),
-        run_count: run.run_count,
+        start: view::when(run.timing.start_time.or(run.timing.expected_start_time)),
+        duration: view::duration(run.timing.estimated_run_time.max(run.timing.total_run_time)),
+        run_count: run.timing.run_count,
         deployment,
         work_pool: run
             .work_pool_name
@@ -195,12 +195,12 @@ pub async fn page(State(app): State<AppState>, PagePath(raw): PagePath, params: 
         tasks: tasks
             .iter()
             .map(|t| TaskRow {
-                class: view::state_class(t.state_type.map(|k| k.as_str())),
-                state_name: t.state_name.clone().unwrap_or_else(|| "—".into()),
+                class: view::state_class(t.timing.state_type.map(|k| k.as_str())),
+                state_name: t.timing.state_name.clone().unwrap_or_else(|| "—".into()),
                 name: t.name.clone(),
-                start: view::when(t.start_time.or(t.expected_start_time)),
-                duration: view::duration(t.estimated_run_time.max(t.total_run_time)),
-                run_count: t.run_count,
+                start: view::when(t.timing.start_time.or(t.timing.expected_start_time)),
+                duration: view::duration(t.timing.estimated_run_time.max(t.timing.total_run_time)),
+                run_count: t.timing.run_count,
                 child: child_of.get(&t.id).map(Uuid::to_string),
             })
             .collect(),

@@ -66,15 +66,15 @@ impl RunRow {
     }
 
     pub fn new(run: &FlowRun, flow_name: &str) -> Self {
-        let kind = run.state_type.map(|t| t.as_str());
+        let kind = run.timing.state_type.map(|t| t.as_str());
         RunRow {
             id: run.id.to_string(),
             name: run.name.clone(),
             flow_name: flow_name.to_string(),
             state_class: state_class(kind),
-            state_name: run.state_name.clone().unwrap_or_else(|| "—".into()),
-            start: when(run.start_time.or(run.expected_start_time)),
-            duration: duration(run.estimated_run_time.max(run.total_run_time)),
+            state_name: run.timing.state_name.clone().unwrap_or_else(|| "—".into()),
+            start: when(run.timing.start_time.or(run.timing.expected_start_time)),
+            duration: duration(run.timing.estimated_run_time.max(run.timing.total_run_time)),
             tags: tags(&run.tags),
         }
     }
