@@ -15,10 +15,10 @@ use serde_json::Value;
 const CIRCULAR: &str = "Invalid schema: Unable to validate schema with circular references.";
 
 /// Returns the first violation found, or Ok.
-pub fn validate(value: &Value, schema: &Value) -> Result<(), String> {
+pub fn validate(value: &Value, schema: &Value) -> Result<(), SchemaError> {
     match errors(value, schema).into_iter().next() {
         None => Ok(()),
-        Some(e) => Err(format!("{} at {}", e.message, e.path_text())),
+        Some(e) => Err(e),
     }
 }
 
@@ -30,7 +30,8 @@ pub enum PathPart {
 }
 
 /// One violation, as Python's `jsonschema` reports it: where, which keyword, and the message.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message} at {}", self.path_text())]
 pub struct SchemaError {
     pub path: Vec<PathPart>,
     pub validator: String,
@@ -38,7 +39,8 @@ pub struct SchemaError {
 }
 
 impl SchemaError {
-    fn path_text(&self) -> String {
+    /// The path as `$.key[0]`.
+    pub fn path_text(&self) -> String {
         let mut out = String::from("$");
         for p in &self.path {
             match p {
@@ -276,6 +278,7 @@ mod tests {
         assert!(validate(&json!({"name": "a", "count": 3, "colour": "red"}), &schema).is_ok());
         assert!(validate(&json!({"count": 3}), &schema)
             .unwrap_err()
+            .message
             .contains("'name' is a required"));
         assert!(validate(&json!({"name": 1}), &schema).is_err());
         assert!(validate(&json!({"name": "a", "count": 1.5}), &schema).is_err());
@@ -367,11 +370,15 @@ mod tests {
     #[test]
     fn circular_references_are_reported_not_looped() {
         let schema = json!({"$ref": "#/definitions/A", "definitions": {"A": {"$ref": "#/definitions/A"}}});
-        assert!(validate(&json!(1), &schema).unwrap_err().contains("circular"));
+        assert!(validate(&json!(1), &schema)
+            .unwrap_err()
+            .message
+            .contains("circular"));
         let through_all_of = json!({"definitions": {"A": {"allOf": [{"$ref": "#/definitions/B"}]}, "B": {"$ref": "#/definitions/A"}},
                                     "properties": {"x": {"$ref": "#/definitions/A"}}});
         assert!(validate(&json!({"x": 1}), &through_all_of)
             .unwrap_err()
+            .message
             .contains("circular"));
     }
 }

@@ -4,8 +4,25 @@
 
 use serde_json::Value;
 
+/// Why a schedule is refused, in the words the API answers with.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidSchedule(pub String);
+
+impl From<&str> for InvalidSchedule {
+    fn from(message: &str) -> Self {
+        InvalidSchedule(message.to_string())
+    }
+}
+
+impl From<String> for InvalidSchedule {
+    fn from(message: String) -> Self {
+        InvalidSchedule(message)
+    }
+}
+
 /// Checks a schedule and returns it normalised (interval as float seconds), or why not.
-pub fn validate(schedule: &Value) -> Result<Value, String> {
+pub fn validate(schedule: &Value) -> Result<Value, InvalidSchedule> {
     let obj = schedule.as_object().ok_or("a schedule must be an object")?;
     let mut out = obj.clone();
     let allowed: &[&str] = if obj.contains_key("interval") {
@@ -26,7 +43,7 @@ pub fn validate(schedule: &Value) -> Result<Value, String> {
         let cron = obj["cron"].as_str().ok_or("cron must be a string")?;
         let fields = cron.split_whitespace().count();
         if !(5..=6).contains(&fields) && !cron.trim_start().starts_with('@') {
-            return Err(format!("Invalid cron string: {cron:?}"));
+            return Err(format!("Invalid cron string: {cron:?}").into());
         }
         if obj.get("day_or").is_some_and(|v| !v.is_boolean() && !v.is_null()) {
             return Err("day_or must be a boolean".into());
@@ -36,19 +53,19 @@ pub fn validate(schedule: &Value) -> Result<Value, String> {
     } else if obj.contains_key("rrule") {
         let rrule = obj["rrule"].as_str().ok_or("rrule must be a string")?;
         if !rrule.to_uppercase().contains("FREQ=") {
-            return Err(format!("Invalid RRule string: {rrule:?}"));
+            return Err(format!("Invalid RRule string: {rrule:?}").into());
         }
         &["rrule", "timezone"]
     } else {
         return Err("a schedule needs one of interval, cron or rrule".into());
     };
     if let Some(extra) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(format!("extra fields not permitted: {extra}"));
+        return Err(format!("extra fields not permitted: {extra}").into());
     }
     if let Some(tz) = obj.get("timezone").filter(|v| !v.is_null()) {
         let tz = tz.as_str().ok_or("timezone must be a string")?;
         if tz.is_empty() || tz.contains(' ') {
-            return Err(format!("Invalid timezone: {tz:?}"));
+            return Err(format!("Invalid timezone: {tz:?}").into());
         }
     } else {
         out.insert("timezone".into(), Value::Null);

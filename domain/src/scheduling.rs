@@ -17,10 +17,23 @@ pub fn default_anchor() -> DateTime<Utc> {
         .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
-fn timezone(schedule: &Value) -> Result<Tz, String> {
+/// Why a stored schedule cannot give dates.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ScheduleError {
+    #[error("unknown time zone {0:?}")]
+    TimeZone(String),
+    #[error("invalid cron string {pattern:?}: {reason}")]
+    Cron { pattern: String, reason: String },
+    #[error("invalid rrule {rule:?}: {reason}")]
+    Rrule { rule: String, reason: String },
+    #[error("a schedule needs one of interval, cron or rrule")]
+    NoKind,
+}
+
+fn timezone(schedule: &Value) -> Result<Tz, ScheduleError> {
     match schedule.get("timezone").and_then(Value::as_str) {
         None => Ok(Tz::UTC),
-        Some(name) => Tz::from_str(name).map_err(|_| format!("unknown time zone {name:?}")),
+        Some(name) => Tz::from_str(name).map_err(|_| ScheduleError::TimeZone(name.to_string())),
     }
 }
 
@@ -30,7 +43,7 @@ pub fn dates(
     start: DateTime<Utc>,
     end: DateTime<Utc>,
     max: usize,
-) -> Result<Vec<DateTime<Utc>>, String> {
+) -> Result<Vec<DateTime<Utc>>, ScheduleError> {
     let tz = timezone(schedule)?;
     if let Some(seconds) = schedule.get("interval").and_then(Value::as_f64) {
         let anchor = schedule
@@ -47,7 +60,7 @@ pub fn dates(
     if let Some(rrule) = schedule.get("rrule").and_then(Value::as_str) {
         return rrule_dates(rrule, tz, start, end, max);
     }
-    Err("a schedule needs one of interval, cron or rrule".into())
+    Err(ScheduleError::NoKind)
 }
 
 /// Fixed intervals count from the anchor. Intervals of whole days keep the anchor's wall
@@ -111,12 +124,15 @@ fn cron_dates(
     start: DateTime<Utc>,
     end: DateTime<Utc>,
     max: usize,
-) -> Result<Vec<DateTime<Utc>>, String> {
+) -> Result<Vec<DateTime<Utc>>, ScheduleError> {
     let cron = CronParser::builder()
         .dom_and_dow(!day_or)
         .build()
         .parse(pattern)
-        .map_err(|e| format!("invalid cron string {pattern:?}: {e}"))?;
+        .map_err(|e| ScheduleError::Cron {
+            pattern: pattern.to_string(),
+            reason: e.to_string(),
+        })?;
     let mut out = Vec::new();
     let mut cursor = start.with_timezone(&tz);
     let mut inclusive = true;
@@ -141,7 +157,7 @@ fn rrule_dates(
     start: DateTime<Utc>,
     end: DateTime<Utc>,
     max: usize,
-) -> Result<Vec<DateTime<Utc>>, String> {
+) -> Result<Vec<DateTime<Utc>>, ScheduleError> {
     // Without a DTSTART, Prefect anchors RRules at its default anchor date.
     let full = if text.to_uppercase().contains("DTSTART") {
         text.to_string()
@@ -162,7 +178,12 @@ fn rrule_dates(
             )
         }
     };
-    let set: rrule::RRuleSet = full.parse().map_err(|e| format!("invalid rrule {text:?}: {e}"))?;
+    let set: rrule::RRuleSet = full
+        .parse()
+        .map_err(|e: rrule::RRuleError| ScheduleError::Rrule {
+            rule: text.to_string(),
+            reason: e.to_string(),
+        })?;
     let rtz: rrule::Tz = tz.into();
     let limit = u16::try_from(max).unwrap_or(u16::MAX);
     let result = set

@@ -74,7 +74,7 @@ fn not_found() -> ApiError {
 
 /// The data split from its `$ref` references; a malformed reference is a 422.
 fn references_of(data: &Map<String, Value>, raw: &Value) -> ApiResult<SplitData> {
-    split_references(data).map_err(|message| invalid_field("data", message, "value_error", raw))
+    split_references(data).map_err(|e| invalid_field("data", e.to_string(), "value_error", raw))
 }
 
 /// Named documents need a name of lowercase letters, digits and dashes; anonymous ones

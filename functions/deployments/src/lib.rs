@@ -82,7 +82,7 @@ fn yes() -> bool {
 
 pub(crate) fn new_schedule(s: ScheduleCreate) -> ApiResult<NewSchedule> {
     let schedule = stratus_domain::schedules::validate(&s.schedule)
-        .map_err(|e| ApiError::invalid(&["body", "schedules"], e, "value_error", Value::Null))?;
+        .map_err(|e| ApiError::invalid(&["body", "schedules"], e.to_string(), "value_error", Value::Null))?;
     if s.max_scheduled_runs.is_some_and(|n| !(1..=50).contains(&n)) {
         return Err(ApiError::invalid(
             &["body", "max_scheduled_runs"],

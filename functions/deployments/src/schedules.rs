@@ -68,10 +68,9 @@ pub async fn update(
     let id = path_id(&id)?;
     let schedule_id = path_id(&schedule_id)?;
     let schedule = match body.schedule {
-        Some(s) => Some(
-            stratus_domain::schedules::validate(&s)
-                .map_err(|e| ApiError::invalid(&["body", "schedule"], e, "value_error", Value::Null))?,
-        ),
+        Some(s) => Some(stratus_domain::schedules::validate(&s).map_err(|e| {
+            ApiError::invalid(&["body", "schedule"], e.to_string(), "value_error", Value::Null)
+        })?),
         None => None,
     };
     let changes = ScheduleChanges {

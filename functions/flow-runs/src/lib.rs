@@ -344,8 +344,8 @@ async fn check_run_input(
     Ok(stratus_domain::json_schema::validate(run_input, &schema)
         .err()
         .map(|e| {
-            if e.starts_with("Invalid schema") {
-                e
+            if e.message.starts_with("Invalid schema") {
+                e.to_string()
             } else {
                 format!("Reason: {e}")
             }

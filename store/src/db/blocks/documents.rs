@@ -34,23 +34,31 @@ pub struct SplitData {
     pub references: Vec<(String, Uuid)>,
 }
 
+/// A malformed block reference in a document's data, by its key (Prefect's wording).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum InvalidReference {
+    #[error("Received block reference without a block_document_id in key {0}")]
+    MissingId(String),
+    #[error("Invalid block_document_id in the block reference in key {0}")]
+    BadId(String),
+}
+
 /// Prefect's `_separate_block_references_from_data`: top-level values of the form
 /// `{"$ref": {"block_document_id": ...}}` become `(key, id)` references; the rest is data.
 /// A malformed reference is an error naming its key.
-pub fn split_references(data: &Map<String, Value>) -> Result<SplitData, String> {
+pub fn split_references(data: &Map<String, Value>) -> Result<SplitData, InvalidReference> {
     let mut plain = Map::new();
     let mut references = Vec::new();
     for (key, value) in data {
         match value.as_object().and_then(|v| v.get("$ref")) {
             Some(reference) => {
                 let Some(id) = reference.get("block_document_id").filter(|v| !v.is_null()) else {
-                    return Err(format!(
-                        "Received block reference without a block_document_id in key {key}"
-                    ));
+                    return Err(InvalidReference::MissingId(key.clone()));
                 };
-                let id = id.as_str().and_then(|s| s.parse::<Uuid>().ok()).ok_or_else(|| {
-                    format!("Invalid block_document_id in the block reference in key {key}")
-                })?;
+                let id = id
+                    .as_str()
+                    .and_then(|s| s.parse::<Uuid>().ok())
+                    .ok_or_else(|| InvalidReference::BadId(key.clone()))?;
                 references.push((key.clone(), id));
             }
             None => {
