@@ -134,7 +134,12 @@ async fn bad_deployments_are_refused() {
             deployment(&json!(uuid::Uuid::new_v4()), json!({})),
         )
         .await;
-    assert_eq!(missing_flow.status, 404);
+    // Prefect answers a missing flow with its foreign-key conflict, not a 404.
+    assert_eq!(missing_flow.status, 409);
+    assert_eq!(
+        missing_flow.body,
+        json!({"detail": "Data integrity conflict. This usually means a unique or foreign key constraint was violated. See server logs for details."})
+    );
     app.post(
         "/api/work_pools/",
         json!({"name": "typed", "type": "process", "base_job_template": {

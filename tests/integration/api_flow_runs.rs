@@ -73,7 +73,12 @@ async fn creation_is_idempotent_on_flow_and_key() {
     let missing_flow = app
         .post("/api/flow_runs/", json!({"flow_id": uuid::Uuid::new_v4()}))
         .await;
-    assert_eq!(missing_flow.status, 404);
+    // Prefect answers a missing flow with its foreign-key conflict, not a 404.
+    assert_eq!(missing_flow.status, 409);
+    assert_eq!(
+        missing_flow.body,
+        json!({"detail": "Data integrity conflict. This usually means a unique or foreign key constraint was violated. See server logs for details."})
+    );
 }
 
 #[tokio::test]

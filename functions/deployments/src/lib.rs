@@ -327,8 +327,10 @@ async fn create(State(app): State<AppState>, Body(body): Body<DeploymentCreate>)
     let paused = body.paused.or(body.is_schedule_active.map(|active| !active));
     let mut client = app.client().await?;
     let tx = client.transaction().await?;
+    // Prefect 2.20 does not look the flow up: the foreign key fails, and its handler answers
+    // 409 (`api/deployments.py` `create_deployment`).
     if flows::read(&tx, body.flow_id).await?.is_none() {
-        return Err(ApiError::not_found("Flow not found"));
+        return Err(ApiError::Integrity);
     }
     check_blocks(&tx, &[body.storage_document_id, body.infrastructure_document_id]).await?;
     let queue = resolve_queue(

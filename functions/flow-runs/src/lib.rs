@@ -143,7 +143,9 @@ async fn create(
                 .await?
                 .is_none()
             {
-                return Err(ApiError::not_found("Flow not found"));
+                // As the foreign key fails on Prefect 2.20 (`api/flow_runs.py`
+                // `create_flow_run` does not look the flow up): 409.
+                return Err(ApiError::Integrity);
             }
             change
                 .create_flow_run(&new, initial)
