@@ -74,21 +74,32 @@ fn interval_dates(
     max: usize,
 ) -> Vec<DateTime<Utc>> {
     let mut out = Vec::new();
-    if !(seconds.is_finite() && seconds > 0.0) {
+    let step_micros = (seconds * 1_000_000.0).round();
+    // Below a microsecond no two dates differ; past i64 microseconds no date is reachable.
+    if !(step_micros >= 1.0 && step_micros < i64::MAX as f64) {
         return out;
     }
-    let step = Duration::microseconds((seconds * 1_000_000.0) as i64);
+    let step_micros = step_micros as i64;
     let whole_days = seconds >= 86_400.0 && seconds % 86_400.0 == 0.0;
-    let elapsed = (start - anchor).num_microseconds().unwrap_or(0) as f64 / 1_000_000.0;
-    let mut k = if elapsed > 0.0 {
-        (elapsed / seconds).ceil() as i64
+    let days_per_step = (seconds / 86_400.0) as i64;
+    let elapsed = (start - anchor).num_microseconds().unwrap_or(i64::MAX);
+    let first = if elapsed > 0 {
+        elapsed / step_micros + i64::from(elapsed % step_micros != 0)
     } else {
         0
     };
-    while out.len() < max {
+    // The first date is at or after `start` (whole days may land an hour early across a DST
+    // change), so the loop ends after `max` dates and a step or two more.
+    for k in (first..).take(max.saturating_add(3)) {
+        if out.len() >= max {
+            break;
+        }
         let date = if whole_days {
-            let local =
-                anchor.with_timezone(&tz).naive_local() + Duration::days(k * (seconds / 86_400.0) as i64);
+            let local = k
+                .checked_mul(days_per_step)
+                .and_then(Duration::try_days)
+                .and_then(|d| anchor.with_timezone(&tz).naive_local().checked_add_signed(d));
+            let Some(local) = local else { break };
             match tz.from_local_datetime(&local).earliest() {
                 Some(d) => d.with_timezone(&Utc),
                 // A wall time skipped by DST: an hour later exists.
@@ -98,8 +109,9 @@ fn interval_dates(
                 },
             }
         } else {
-            match step
-                .checked_mul(k as i32)
+            match k
+                .checked_mul(step_micros)
+                .map(Duration::microseconds)
                 .and_then(|d| anchor.checked_add_signed(d))
             {
                 Some(d) => d,
@@ -112,9 +124,48 @@ fn interval_dates(
         if date >= start {
             out.push(date);
         }
-        k += 1;
     }
     out
+}
+
+/// A cron string as the scheduler reads it (five or six fields, or a macro like `@daily`).
+pub fn parse_cron(pattern: &str, day_or: bool) -> Result<croner::Cron, ScheduleError> {
+    CronParser::builder()
+        .dom_and_dow(!day_or)
+        .build()
+        .parse(pattern)
+        .map_err(|e| ScheduleError::Cron {
+            pattern: pattern.to_string(),
+            reason: e.to_string(),
+        })
+}
+
+/// An RRule as the scheduler reads it. Without a DTSTART, Prefect anchors RRules at its
+/// default anchor date.
+pub fn parse_rrule(text: &str, tz: Tz) -> Result<rrule::RRuleSet, ScheduleError> {
+    let full = if text.to_uppercase().contains("DTSTART") {
+        text.to_string()
+    } else {
+        let anchor = default_anchor().with_timezone(&tz);
+        let rule = if text.to_uppercase().starts_with("RRULE:") {
+            text.to_string()
+        } else {
+            format!("RRULE:{text}")
+        };
+        if tz == Tz::UTC {
+            format!("DTSTART:{}\n{rule}", anchor.format("%Y%m%dT%H%M%SZ"))
+        } else {
+            format!(
+                "DTSTART;TZID={}:{}\n{rule}",
+                tz.name(),
+                anchor.naive_local().format("%Y%m%dT%H%M%S")
+            )
+        }
+    };
+    full.parse().map_err(|e: rrule::RRuleError| ScheduleError::Rrule {
+        rule: text.to_string(),
+        reason: e.to_string(),
+    })
 }
 
 fn cron_dates(
@@ -125,14 +176,7 @@ fn cron_dates(
     end: DateTime<Utc>,
     max: usize,
 ) -> Result<Vec<DateTime<Utc>>, ScheduleError> {
-    let cron = CronParser::builder()
-        .dom_and_dow(!day_or)
-        .build()
-        .parse(pattern)
-        .map_err(|e| ScheduleError::Cron {
-            pattern: pattern.to_string(),
-            reason: e.to_string(),
-        })?;
+    let cron = parse_cron(pattern, day_or)?;
     let mut out = Vec::new();
     let mut cursor = start.with_timezone(&tz);
     let mut inclusive = true;
@@ -158,32 +202,7 @@ fn rrule_dates(
     end: DateTime<Utc>,
     max: usize,
 ) -> Result<Vec<DateTime<Utc>>, ScheduleError> {
-    // Without a DTSTART, Prefect anchors RRules at its default anchor date.
-    let full = if text.to_uppercase().contains("DTSTART") {
-        text.to_string()
-    } else {
-        let anchor = default_anchor().with_timezone(&tz);
-        let rule = if text.to_uppercase().starts_with("RRULE:") {
-            text.to_string()
-        } else {
-            format!("RRULE:{text}")
-        };
-        if tz == Tz::UTC {
-            format!("DTSTART:{}\n{rule}", anchor.format("%Y%m%dT%H%M%SZ"))
-        } else {
-            format!(
-                "DTSTART;TZID={}:{}\n{rule}",
-                tz.name(),
-                anchor.naive_local().format("%Y%m%dT%H%M%S")
-            )
-        }
-    };
-    let set: rrule::RRuleSet = full
-        .parse()
-        .map_err(|e: rrule::RRuleError| ScheduleError::Rrule {
-            rule: text.to_string(),
-            reason: e.to_string(),
-        })?;
+    let set = parse_rrule(text, tz)?;
     let rtz: rrule::Tz = tz.into();
     let limit = u16::try_from(max).unwrap_or(u16::MAX);
     let result = set
@@ -200,6 +219,39 @@ mod tests {
 
     fn at(text: &str) -> DateTime<Utc> {
         crate::time::parse_ts(text).unwrap()
+    }
+
+    /// Once, a step count truncated to i32 made these loop forever (the server stopped
+    /// answering): short steps far from the anchor, or steps under a microsecond.
+    #[test]
+    fn any_interval_ends_quickly_with_the_right_dates() {
+        let start = at("2026-12-04T10:00:00Z");
+        let end = at("2026-12-05T10:00:00Z");
+        let tenth = dates(&json!({"interval": 0.1}), start, end, 3).unwrap();
+        assert_eq!(
+            tenth,
+            vec![start, at("2026-12-04T10:00:00.1Z"), at("2026-12-04T10:00:00.2Z")]
+        );
+        let since_1900 = dates(
+            &json!({"interval": 1, "anchor_date": "1900-01-01T00:00:00Z"}),
+            start,
+            end,
+            2,
+        )
+        .unwrap();
+        assert_eq!(since_1900, vec![start, at("2026-12-04T10:00:01Z")]);
+        for seconds in [1e-7, 1e300] {
+            assert!(dates(&json!({"interval": seconds}), start, end, 5)
+                .unwrap()
+                .is_empty());
+        }
+        let daily_far = dates(
+            &json!({"interval": 86400.0 * 36500.0, "anchor_date": "2026-01-01T00:00:00Z"}),
+            start,
+            end,
+            5,
+        );
+        assert!(daily_far.unwrap().is_empty());
     }
 
     #[test]

@@ -107,13 +107,21 @@ impl From<tokio_postgres::Error> for ApiError {
                 tracing::warn!(constraint = ?db.constraint(), "integrity conflict: {}", db.message());
                 return ApiError::Integrity;
             }
+            // Postgres restarting ("the database system is starting up", 57P03) is as
+            // transient as one shutting down: the client retries a 503.
             if *code == SqlState::T_R_SERIALIZATION_FAILURE
                 || *code == SqlState::T_R_DEADLOCK_DETECTED
                 || *code == SqlState::TOO_MANY_CONNECTIONS
                 || *code == SqlState::ADMIN_SHUTDOWN
+                || *code == SqlState::CRASH_SHUTDOWN
+                || *code == SqlState::CANNOT_CONNECT_NOW
             {
                 tracing::warn!("retryable database error: {}", db.message());
                 return ApiError::Unavailable;
+            }
+            if let Some(detail) = refused_value(code) {
+                tracing::info!("value refused by the database: {}", db.message());
+                return ApiError::unprocessable(detail);
             }
             return ApiError::Internal(format!("database error {}: {}", code.code(), db.message()));
         }
@@ -122,6 +130,24 @@ impl From<tokio_postgres::Error> for ApiError {
             return ApiError::Unavailable;
         }
         ApiError::Internal(format!("database error: {err}"))
+    }
+}
+
+/// Values a client sent that Postgres cannot store: the client's fault, so a 422 rather
+/// than a 500.
+fn refused_value(code: &tokio_postgres::error::SqlState) -> Option<&'static str> {
+    use tokio_postgres::error::SqlState;
+    if *code == SqlState::CHARACTER_NOT_IN_REPERTOIRE || *code == SqlState::UNTRANSLATABLE_CHARACTER {
+        Some("Invalid request: text cannot contain NUL (\\u0000) characters.")
+    } else if *code == SqlState::PROGRAM_LIMIT_EXCEEDED {
+        Some("Invalid request: a value is too long.")
+    } else if *code == SqlState::DATETIME_FIELD_OVERFLOW
+        || *code == SqlState::INTERVAL_FIELD_OVERFLOW
+        || *code == SqlState::NUMERIC_VALUE_OUT_OF_RANGE
+    {
+        Some("Invalid request: a number or date is out of range.")
+    } else {
+        None
     }
 }
 

@@ -22,9 +22,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| ApiError::bad_request(format!("Could not read the request body: {e}")))?;
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            let message = format!("Could not read the request body: {e}");
+            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::Detail(axum::http::StatusCode::PAYLOAD_TOO_LARGE, message)
+            } else {
+                ApiError::bad_request(message)
+            }
+        })?;
         parse_body(&bytes).map(Body)
     }
 }

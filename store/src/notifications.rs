@@ -107,6 +107,9 @@ fn pieces(template: &str) -> Result<Vec<Piece<'_>>, String> {
 }
 
 /// A format spec for a string, as Python reads one: `[[fill]align][width][.precision][s]`.
+/// The widest field a template may ask for.
+const MAX_FIELD_WIDTH: usize = 10_000;
+
 struct Spec {
     fill: char,
     align: char,
@@ -127,8 +130,20 @@ fn parse_spec(spec: &str) -> Result<Spec, String> {
         at = 1;
     }
     let digits = |from: usize| chars[from..].iter().take_while(|c| c.is_ascii_digit()).count();
+    // A message is a few lines: a width or precision past this would only pad to an
+    // allocation that aborts the process (once accepted, it did so on every redelivery).
+    let bounded = |text: String| match text.parse::<usize>() {
+        Ok(n) if n <= MAX_FIELD_WIDTH => Ok(n),
+        _ => Err(format!(
+            "Too many decimal digits in format string (at most {MAX_FIELD_WIDTH})"
+        )),
+    };
     let n = digits(at);
-    let width = chars[at..at + n].iter().collect::<String>().parse().unwrap_or(0);
+    let width = if n == 0 {
+        0
+    } else {
+        bounded(chars[at..at + n].iter().collect())?
+    };
     at += n;
     let mut precision = None;
     if chars.get(at) == Some(&'.') {
@@ -136,7 +151,7 @@ fn parse_spec(spec: &str) -> Result<Spec, String> {
         if n == 0 {
             return Err("Format specifier missing precision".into());
         }
-        precision = chars[at + 1..at + 1 + n].iter().collect::<String>().parse().ok();
+        precision = Some(bounded(chars[at + 1..at + 1 + n].iter().collect())?);
         at += 1 + n;
     }
     if chars.get(at) == Some(&'s') {
@@ -366,6 +381,10 @@ mod tests {
             ("Run {}", "Positional fields"),
             ("Run }", "Single '}'"),
             ("Run {flow_name", "expected '}'"),
+            // Once accepted, these aborted the process on a huge allocation.
+            ("{flow_name:>5000000000000000000}", "Too many decimal digits"),
+            ("{flow_name:>99999999999999999999999}", "Too many decimal digits"),
+            ("{flow_name:.10001}", "Too many decimal digits"),
         ] {
             let err = format!("{:?}", check_template(bad).unwrap_err());
             assert!(err.contains(says), "{bad}: {err}");

@@ -70,19 +70,21 @@ pub fn idempotency_key(deployment_id: Uuid, date: DateTime<Utc>) -> String {
 pub fn upcoming_dates(d: &Deployment, now: DateTime<Utc>, limits: &Limits) -> Vec<DateTime<Utc>> {
     let mut all = Vec::new();
     for s in d.schedules.iter().filter(|s| s.active) {
-        let dates =
-            match stratus_domain::scheduling::dates(&s.schedule, now, now + limits.max_time, limits.max_runs)
-            {
-                Ok(dates) => dates,
-                Err(e) => {
-                    tracing::warn!(deployment_id = %d.id, schedule_id = %s.id, "unusable schedule: {e}");
-                    continue;
-                }
-            };
+        let until = now
+            .checked_add_signed(limits.max_time)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        let dates = match stratus_domain::scheduling::dates(&s.schedule, now, until, limits.max_runs) {
+            Ok(dates) => dates,
+            Err(e) => {
+                tracing::warn!(deployment_id = %d.id, schedule_id = %s.id, "unusable schedule: {e}");
+                continue;
+            }
+        };
         let mut taken = Vec::new();
         for date in dates {
             taken.push(date);
-            if taken.len() >= limits.min_runs && date >= now + limits.min_time {
+            let far_enough = now.checked_add_signed(limits.min_time).is_some_and(|t| date >= t);
+            if taken.len() >= limits.min_runs && far_enough {
                 break;
             }
         }

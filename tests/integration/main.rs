@@ -18,6 +18,7 @@ mod api_work_queues;
 mod architecture;
 mod cli;
 mod common;
+mod hostile_input;
 mod maintenance;
 mod notifications;
 mod queues;

@@ -32,6 +32,8 @@ pub struct ScheduleBody {
     max_runs: Option<i64>,
 }
 
+const MAX_TIMEDELTA_SECONDS: f64 = 999_999_999.0 * 86_400.0;
+
 fn invalid(field: &str, msg: &str, value: Value) -> ApiError {
     ApiError::invalid(&["body", field], msg, "value_error", value)
 }
@@ -44,7 +46,11 @@ pub async fn schedule(
     let id = path_id(&id)?;
     let defaults = Limits::default();
     let start = body.start_time.unwrap_or_else(Utc::now);
-    let end = body.end_time.unwrap_or(start + defaults.max_time);
+    let end = body.end_time.unwrap_or_else(|| {
+        start
+            .checked_add_signed(defaults.max_time)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
+    });
     if end < start {
         return Err(invalid(
             "end_time",
@@ -52,15 +58,17 @@ pub async fn schedule(
             Value::Null,
         ));
     }
+    // Python's timedelta ends at 999,999,999 days, so Prefect refuses more (1e308 once
+    // panicked here).
     let min_time = match body.min_time {
-        Some(s) if !(s.is_finite() && s >= 0.0) => {
+        Some(s) if !(s.is_finite() && (0.0..=MAX_TIMEDELTA_SECONDS).contains(&s)) => {
             return Err(invalid(
                 "min_time",
-                "ensure this value is a non-negative number of seconds",
+                "ensure this value is a non-negative number of seconds, at most 999999999 days",
                 Value::from(s),
             ))
         }
-        Some(s) => Duration::milliseconds((s * 1000.0) as i64),
+        Some(s) => Duration::try_milliseconds((s * 1000.0) as i64).unwrap_or(Duration::MAX),
         None => defaults.min_time,
     };
     let count = |field: &str, v: Option<i64>, default: usize| -> ApiResult<usize> {

@@ -1,0 +1,124 @@
+//! Input that once gave a 500, hung the server or aborted it (found by probing and fuzzing,
+//! issue "Proven under faults and hostile input"): each now gets a clear 4xx and the server
+//! keeps answering.
+
+use crate::common;
+
+use common::TestApp;
+use serde_json::{json, Value};
+
+async fn flow_id(app: &TestApp) -> Value {
+    app.post("/api/flows/", json!({"name": "f"})).await.body["id"].clone()
+}
+
+#[tokio::test]
+async fn values_postgres_cannot_store_get_422_not_500() {
+    let app = TestApp::spawn().await;
+    // A NUL character in a text column and in a JSON document.
+    let res = app.post("/api/flows/", json!({"name": "a\u{0}b"})).await;
+    assert_eq!(res.status, 422, "{}", res.text);
+    assert!(
+        res.body["detail"].as_str().unwrap().contains("NUL"),
+        "{}",
+        res.text
+    );
+    let flow = flow_id(&app).await;
+    let res = app
+        .post(
+            "/api/flow_runs/",
+            json!({"flow_id": flow, "parameters": {"x": "a\u{0}b"}}),
+        )
+        .await;
+    assert_eq!(res.status, 422, "{}", res.text);
+    // A name no index entry can hold (about 1 MB that does not compress).
+    let long: String = (0..30_000)
+        .map(|_| uuid::Uuid::new_v4().simple().to_string())
+        .collect();
+    let res = app.post("/api/flows/", json!({ "name": long })).await;
+    assert_eq!(res.status, 422, "{}", res.text);
+    // Numbers past what a date or an interval can hold.
+    let res = app
+        .post(
+            "/api/flow_runs/history",
+            json!({"history_start": "2026-01-01T00:00:00Z", "history_end": "2026-01-02T00:00:00Z",
+                   "history_interval_seconds": 1e308}),
+        )
+        .await;
+    assert!(res.status.as_u16() < 500, "{}: {}", res.status, res.text);
+    assert_eq!(app.get("/api/health").await.status, 200);
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_413() {
+    let app = TestApp::spawn().await;
+    let huge = "x".repeat(17 * 1024 * 1024);
+    let res = app
+        .post(
+            "/api/logs/",
+            json!([{"name": "n", "level": 20, "message": huge,
+                                   "timestamp": "2026-01-01T00:00:00Z"}]),
+        )
+        .await;
+    assert_eq!(res.status, 413, "{}", res.text);
+}
+
+#[tokio::test]
+async fn schedules_prefect_refuses_are_refused() {
+    let app = TestApp::spawn().await;
+    let flow = flow_id(&app).await;
+    for schedule in [
+        json!({"interval": 60, "timezone": "Mars/Olympus"}),
+        json!({"cron": "99 99 99 99 99"}),
+        json!({"cron": "@reboot"}),
+        json!({"interval": 1e-7}),
+        json!({"rrule": "FREQ=FORTNIGHTLY"}),
+    ] {
+        let res = app
+            .post(
+                "/api/deployments/",
+                json!({"name": "d", "flow_id": flow, "schedules": [{"schedule": schedule}]}),
+            )
+            .await;
+        assert_eq!(res.status, 422, "{schedule}: {}", res.text);
+    }
+}
+
+/// A tenth-of-a-second interval from Prefect's default anchor (years of steps before now)
+/// once looped forever in the scheduler, and the server stopped answering.
+#[tokio::test]
+async fn a_short_interval_far_from_its_anchor_schedules_at_once() {
+    let app = TestApp::spawn().await;
+    let flow = flow_id(&app).await;
+    let d = app
+        .post(
+            "/api/deployments/",
+            json!({"name": "fast", "flow_id": flow, "schedules": [{"schedule": {"interval": 0.1}}]}),
+        )
+        .await;
+    assert_eq!(d.status, 201, "{}", d.text);
+    let id = d.body["id"].as_str().unwrap().to_string();
+    let started = std::time::Instant::now();
+    let res = app
+        .post(
+            &format!("/api/deployments/{id}/schedule"),
+            json!({"max_runs": 5, "min_runs": 5}),
+        )
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    let runs = app
+        .post(
+            "/api/flow_runs/filter",
+            json!({"deployments": {"id": {"any_": [id]}}}),
+        )
+        .await;
+    assert_eq!(runs.body.as_array().unwrap().len(), 5, "{}", runs.text);
+    let res = app
+        .post(
+            &format!("/api/deployments/{id}/schedule"),
+            json!({"min_time": 1e308}),
+        )
+        .await;
+    assert_eq!(res.status, 422, "{}", res.text);
+    assert_eq!(app.get("/api/health").await.status, 200);
+}
