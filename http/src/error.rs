@@ -115,6 +115,9 @@ impl From<tokio_postgres::Error> for ApiError {
                 || *code == SqlState::ADMIN_SHUTDOWN
                 || *code == SqlState::CRASH_SHUTDOWN
                 || *code == SqlState::CANNOT_CONNECT_NOW
+                // A statement past the statement or lock timeout (`store::db::pool`).
+                || *code == SqlState::QUERY_CANCELED
+                || *code == SqlState::LOCK_NOT_AVAILABLE
             {
                 tracing::warn!("retryable database error: {}", db.message());
                 return ApiError::Unavailable;

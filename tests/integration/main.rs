@@ -16,6 +16,7 @@ mod api_variables;
 mod api_work_pools;
 mod api_work_queues;
 mod architecture;
+mod bounded_waits;
 mod cli;
 mod common;
 mod hostile_input;

@@ -18,6 +18,8 @@ pub(crate) mod transitions;
 pub mod variables;
 pub mod work_pools;
 
+use std::time::Duration;
+
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 
 use crate::error::SetupError;
@@ -66,14 +68,26 @@ pub async fn ensure_database(admin_url: &str, name: &str) -> Result<(), SetupErr
     Ok(())
 }
 
+/// How long a request waits for a free connection, or for a new one to open, before it is
+/// answered 503 (which the client retries) rather than hanging with a frozen database.
+pub const POOL_WAIT: Duration = Duration::from_secs(5);
+/// The longest any statement may run (migrations excepted), and the longest one may wait
+/// for a row lock: a stuck statement gives a clear, retryable error instead of a hang.
+pub const STATEMENT_TIMEOUT: &str = "30s";
+pub const LOCK_TIMEOUT: &str = "5s";
+
 /// Builds a pool; connections are opened lazily.
 pub fn pool(url: &str, size: usize) -> Result<Pool, SetupError> {
     let mut config: tokio_postgres::Config = url.parse().map_err(SetupError::InvalidUrl)?;
+    config.connect_timeout(POOL_WAIT);
     // Every query here is short: JIT compilation only adds latency (over 10 ms on a wide
-    // run's page), so it is off, unless the URL sets `options` itself (an empty
-    // `?options=` sends none, for poolers that refuse startup options).
+    // run's page), so it is off, and statements and lock waits are bounded, unless the URL
+    // sets `options` itself (an empty `?options=` sends none, for poolers that refuse
+    // startup options).
     if config.get_options().is_none() {
-        config.options("-c jit=off");
+        config.options(format!(
+            "-c jit=off -c statement_timeout={STATEMENT_TIMEOUT} -c lock_timeout={LOCK_TIMEOUT}"
+        ));
     }
     let manager = Manager::from_config(
         config,
@@ -82,19 +96,34 @@ pub fn pool(url: &str, size: usize) -> Result<Pool, SetupError> {
             recycling_method: RecyclingMethod::Fast,
         },
     );
-    Ok(Pool::builder(manager).max_size(size.max(1)).build()?)
+    Ok(Pool::builder(manager)
+        .max_size(size.max(1))
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .wait_timeout(Some(POOL_WAIT))
+        .create_timeout(Some(POOL_WAIT))
+        .recycle_timeout(Some(POOL_WAIT))
+        .build()?)
 }
 
 /// Applies pending migrations. An advisory lock keeps concurrent cold starts from racing.
 pub async fn migrate(pool: &Pool) -> Result<usize, SetupError> {
     let mut client = pool.get().await?;
     let client: &mut tokio_postgres::Client = &mut client;
+    // A migration may build an index over a large table, and a second cold start waits
+    // for the first's migration: neither is bounded like a request's statements.
+    client
+        .batch_execute("SET statement_timeout = 0; SET lock_timeout = 0")
+        .await
+        .map_err(SetupError::database("lift the statement timeouts"))?;
     client
         .execute("SELECT pg_advisory_lock(74807232)", &[])
         .await
         .map_err(SetupError::database("take the migration lock"))?;
     let report = embedded::migrations::runner().run_async(client).await;
     let _ = client.execute("SELECT pg_advisory_unlock(74807232)", &[]).await;
+    let _ = client
+        .batch_execute("RESET statement_timeout; RESET lock_timeout")
+        .await;
     Ok(report?.applied_migrations().len())
 }
 

@@ -396,8 +396,11 @@ async fn lock_then_read(
     let lock = c.prepare_cached(lock_sql).await?;
     let read = c.prepare_cached(read_sql).await?;
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&run_id];
-    let (locked, row) = tokio::try_join!(c.query_opt(&lock, &params), c.query_opt(&read, &params))?;
-    Ok(locked.and(row))
+    let (locked, row) = tokio::join!(c.query_opt(&lock, &params), c.query_opt(&read, &params));
+    // The lock's error is the cause (a lock timeout, say); the read then only fails because
+    // the transaction was aborted.
+    let locked = locked?;
+    Ok(locked.and(row?))
 }
 
 fn outcome(initial: Option<State>, decision: Decision, written: Option<State>) -> Outcome {
