@@ -48,9 +48,22 @@ fn files(root: &Path) -> Result<Vec<PathBuf>, String> {
 pub fn pack(root: &Path) -> Result<Vec<u8>, String> {
     let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     let mut tar = tar::Builder::new(gz);
-    for path in files(root)? {
+    let files = files(root)?;
+    if files.len() > MAX_ENTRIES {
+        return Err(format!("{} holds more than {MAX_ENTRIES} files", root.display()));
+    }
+    let mut total = 0u64;
+    for path in files {
         let rel = path.strip_prefix(root).map_err(|e| e.to_string())?;
         let data = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        // What an agent would refuse to unpack is refused here, where it can be fixed.
+        total += data.len() as u64;
+        if total > MAX_UNPACKED_BYTES {
+            return Err(format!(
+                "{} holds more than {MAX_UNPACKED_BYTES} bytes of files: too large for a flow code package",
+                root.display()
+            ));
+        }
         let mut header = tar::Header::new_gnu();
         header.set_size(data.len() as u64);
         header.set_mode(0o644);
@@ -72,10 +85,21 @@ pub fn key(bytes: &[u8]) -> String {
     format!("flows/{}.tar.gz", digest(bytes))
 }
 
+/// The most a package may unpack to, and the most entries it may hold: a small archive of
+/// zeros could otherwise fill the agent's disk.
+pub const MAX_UNPACKED_BYTES: u64 = 100 * 1024 * 1024;
+pub const MAX_ENTRIES: usize = 50_000;
+
 /// Unpacks into `target` (created). `tar` refuses entries that would escape it.
 pub fn unpack(bytes: &[u8], target: &Path) -> Result<(), String> {
+    unpack_within(bytes, target, MAX_UNPACKED_BYTES)
+}
+
+/// [`unpack`], refusing a package whose files add up to more than `max_bytes`.
+pub fn unpack_within(bytes: &[u8], target: &Path, max_bytes: u64) -> Result<(), String> {
     std::fs::create_dir_all(target).map_err(|e| format!("cannot create {}: {e}", target.display()))?;
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes));
+    let (mut total, mut count) = (0u64, 0usize);
     for entry in archive
         .entries()
         .map_err(|e| format!("not a flow code package: {e}"))?
@@ -84,6 +108,13 @@ pub fn unpack(bytes: &[u8], target: &Path) -> Result<(), String> {
         let kind = entry.header().entry_type();
         if !(kind.is_file() || kind.is_dir()) {
             continue;
+        }
+        count += 1;
+        total = total.saturating_add(entry.size());
+        if total > max_bytes || count > MAX_ENTRIES {
+            return Err(format!(
+                "the package unpacks to more than {max_bytes} bytes or {MAX_ENTRIES} files"
+            ));
         }
         if !entry
             .unpack_in(target)
@@ -156,6 +187,26 @@ mod tests {
         assert!(!dst.join("pkg/__pycache__").exists());
         let _ = std::fs::remove_dir_all(src);
         let _ = std::fs::remove_dir_all(dst);
+    }
+
+    #[test]
+    fn refuses_a_package_that_unpacks_past_the_limit() {
+        let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        let mut tar = tar::Builder::new(gz);
+        let zeros = vec![0u8; 2 * 1024 * 1024];
+        for name in ["a.bin", "b.bin"] {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(zeros.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            tar.append_data(&mut header, name, zeros.as_slice()).unwrap();
+        }
+        let bytes = tar.into_inner().unwrap().finish().unwrap();
+        assert!(bytes.len() < 64 * 1024, "a small archive: {} bytes", bytes.len());
+        let dst = scratch();
+        let err = unpack_within(&bytes, &dst.join("bomb"), 3 * 1024 * 1024).unwrap_err();
+        assert!(err.contains("unpacks to more than"), "{err}");
+        assert!(unpack_within(&bytes, &dst.join("fits"), 5 * 1024 * 1024).is_ok());
     }
 
     #[test]
