@@ -82,7 +82,7 @@ pub fn validate(schedule: &Value) -> Result<Value, InvalidSchedule> {
             )
             .into());
         }
-        if let Err(e) = crate::scheduling::parse_rrule(rrule, chrono_tz::Tz::UTC) {
+        if let Err(e) = crate::scheduling::parse_rrule(rrule, chrono_tz::Tz::UTC, None) {
             return Err(format!("Invalid RRule string {rrule:?}: {e}").into());
         }
         &["rrule", "timezone"]
