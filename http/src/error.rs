@@ -94,6 +94,10 @@ impl IntoResponse for ApiError {
                 )
             }
         };
+        // The stock client waits as long as Retry-After says before retrying a 503.
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            return (status, [(axum::http::header::RETRY_AFTER, "1")], Json(body)).into_response();
+        }
         (status, Json(body)).into_response()
     }
 }

@@ -38,6 +38,7 @@ async fn a_transition_stuck_behind_a_row_lock_is_a_503_after_the_lock_timeout() 
     let waited = started.elapsed();
     assert_eq!(res.status, 503, "{}", res.text);
     assert_eq!(res.body, json!({"exception_message": "Service Unavailable"}));
+    assert_eq!(res.headers["retry-after"], "1");
     assert!(
         waited >= Duration::from_secs(4) && waited < Duration::from_secs(15),
         "waited {waited:?}"
