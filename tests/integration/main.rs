@@ -22,6 +22,7 @@ mod common;
 mod hostile_input;
 mod maintenance;
 mod notifications;
+mod query_plans;
 mod queues;
 mod scheduler;
 mod ui;

@@ -251,6 +251,16 @@ pub async fn filter<R: RunRow>(
     limit: i64,
     offset: i64,
 ) -> Result<Vec<R>, tokio_postgres::Error> {
+    let (sql, q) = filter_sql::<R>(filters, sort, limit, offset);
+    let now = Utc::now();
+    c.query(sql.as_str(), &q.params())
+        .await?
+        .iter()
+        .map(|r| R::from_row(r, now))
+        .collect()
+}
+
+fn filter_sql<R: RunRow>(filters: &RunFilters, sort: R::Sort, limit: i64, offset: i64) -> (String, Query) {
     let mut q = Query::default();
     let cond = R::TABLE.condition(filters, &mut q);
     let sql = format!(
@@ -260,12 +270,21 @@ pub async fn filter<R: RunRow>(
         q.bind(limit),
         q.bind(offset)
     );
-    let now = Utc::now();
-    c.query(sql.as_str(), &q.params())
+    (sql, q)
+}
+
+/// The planner's plan (`EXPLAIN (FORMAT JSON)`) of the query [`filter`] runs with these
+/// arguments, for tests that check a list is read from an index in order.
+pub async fn filter_plan<R: RunRow>(
+    c: &impl GenericClient,
+    filters: &RunFilters,
+    sort: R::Sort,
+    limit: i64,
+) -> Result<Value, tokio_postgres::Error> {
+    let (sql, q) = filter_sql::<R>(filters, sort, limit, 0);
+    c.query_one(format!("EXPLAIN (FORMAT JSON) {sql}").as_str(), &q.params())
         .await?
-        .iter()
-        .map(|r| R::from_row(r, now))
-        .collect()
+        .try_get(0)
 }
 
 pub async fn count(
