@@ -100,7 +100,9 @@ async fn concurrent_ticks_never_duplicate_a_run() {
     let created = a.unwrap().runs_created + b.unwrap().runs_created + c.unwrap().runs_created;
     let runs = scheduled_runs(&app, &d["id"]).await;
     assert_eq!(created, runs.len(), "every run was created by exactly one tick");
-    assert!((12..=13).contains(&runs.len()), "an hour of */5: {}", runs.len());
+    // An hour of */5 is 12 or 13 dates; ticks that straddle a five-minute boundary each
+    // see their own hour, so together they may reach one date further.
+    assert!((12..=14).contains(&runs.len()), "an hour of */5: {}", runs.len());
 }
 
 #[tokio::test]
