@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::db::given;
 use crate::db::rows::{self, FromRow};
 use crate::filters::{combine, id_sql, text_sql, IdFilter, Query, RunFilters, TextFilter};
 use stratus_domain::time::ts;
@@ -114,18 +115,17 @@ pub async fn update(
     id: Uuid,
     ch: &ArtifactChanges,
 ) -> Result<bool, tokio_postgres::Error> {
-    let data = ch.data.clone().flatten();
-    let description = ch.description.clone().flatten();
-    let metadata = ch.metadata.clone().flatten();
-    let given = [ch.data.is_some(), ch.description.is_some(), ch.metadata.is_some()];
+    let (set_data, data) = given(&ch.data);
+    let (set_description, description) = given(&ch.description);
+    let (set_metadata, metadata) = given(&ch.metadata);
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
         &id,
         &data,
         &description,
         &metadata,
-        &given[0],
-        &given[1],
-        &given[2],
+        &set_data,
+        &set_description,
+        &set_metadata,
     ];
     const SET: &str = "data = CASE WHEN $5 THEN $2 ELSE data END, \
          description = CASE WHEN $6 THEN $3 ELSE description END, \

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::db::runs::{self, micros_sql, state_from_row, RunTable, RunTiming, STATE_COLUMNS};
 use crate::filters::{Query, RunFilters};
 use stratus_domain::orchestration::FlowRunPolicy;
-use stratus_domain::states::{State, StateType};
+use stratus_domain::states::State;
 use stratus_domain::time::{ts, ts_opt};
 
 /// `FlowRunResponse`.
@@ -323,8 +323,9 @@ pub async fn graph(
     flow_run_id: Uuid,
 ) -> Result<Vec<GraphNode>, tokio_postgres::Error> {
     let sql = format!(
-        "SELECT tr.id, tr.name, tr.task_inputs, tr.expected_start_time, tr.start_time, tr.end_time, \
-         {total} AS total_run_micros, tr.state_type, tr.state_timestamp, {STATE_COLUMNS} \
+        "SELECT tr.id, tr.name, tr.task_inputs, tr.state_type, tr.state_name, tr.run_count, \
+         tr.expected_start_time, tr.next_scheduled_start_time, tr.start_time, tr.end_time, \
+         {total} AS total_run_micros, tr.state_timestamp, {STATE_COLUMNS} \
          FROM task_run tr LEFT JOIN task_run_state s ON s.id = tr.state_id \
          WHERE tr.flow_run_id = $1 ORDER BY tr.expected_start_time, tr.id LIMIT 10000",
         total = micros_sql("tr.total_run_time")
@@ -333,8 +334,7 @@ pub async fn graph(
     let rows = c.query(sql.as_str(), &[&flow_run_id]).await?;
     rows.iter()
         .map(|r| {
-            let total: i64 = r.try_get("total_run_micros")?;
-            let state_type: Option<String> = r.try_get("state_type")?;
+            let timing = RunTiming::from_row(r, now)?;
             let state = state_from_row(r)?;
             Ok(GraphNode {
                 id: r.try_get("id")?,
@@ -342,16 +342,11 @@ pub async fn graph(
                 upstream_dependencies: upstream_task_runs(&r.try_get::<_, Value>("task_inputs")?),
                 untrackable_result: state.as_ref().is_some_and(|s| s.state_details.untrackable_result),
                 state,
-                expected_start_time: r.try_get("expected_start_time")?,
-                start_time: r.try_get("start_time")?,
-                end_time: r.try_get("end_time")?,
-                total_run_time: stratus_domain::time::seconds(total),
-                estimated_run_time: runs::estimated_run_time(
-                    total,
-                    state_type.as_deref().and_then(StateType::parse),
-                    r.try_get("state_timestamp")?,
-                    now,
-                ),
+                expected_start_time: timing.expected_start_time,
+                start_time: timing.start_time,
+                end_time: timing.end_time,
+                total_run_time: timing.total_run_time,
+                estimated_run_time: timing.estimated_run_time,
             })
         })
         .collect()

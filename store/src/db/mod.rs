@@ -76,6 +76,15 @@ pub const POOL_WAIT: Duration = Duration::from_secs(5);
 pub const STATEMENT_TIMEOUT: &str = "30s";
 pub const LOCK_TIMEOUT: &str = "5s";
 
+/// Splits a PATCH field (`None` absent, `Some(None)` an explicit null) into whether it was
+/// given and its value, for `SET col = CASE WHEN $given THEN $value ELSE col END`.
+pub(crate) fn given<T: Clone>(field: &Option<Option<T>>) -> (bool, Option<T>) {
+    match field {
+        Some(v) => (true, v.clone()),
+        None => (false, None),
+    }
+}
+
 /// Builds a pool; connections are opened lazily.
 pub fn pool(url: &str, size: usize) -> Result<Pool, SetupError> {
     let mut config: tokio_postgres::Config = url.parse().map_err(SetupError::InvalidUrl)?;

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::db::given;
 use crate::db::rows::{self, FromRow};
 use crate::error::StoreResult;
 use stratus_domain::states::State;
@@ -77,6 +78,7 @@ pub async fn update(c: &impl GenericClient, id: Uuid, f: &PolicyFields) -> Store
                message_template = CASE WHEN $6 THEN $7 ELSE message_template END, \
                updated = now() \
                WHERE id = $1";
+    let (set_template, template) = given(&f.message_template);
     let n = c
         .execute(
             sql,
@@ -86,8 +88,8 @@ pub async fn update(c: &impl GenericClient, id: Uuid, f: &PolicyFields) -> Store
                 &f.state_names.clone().map(Value::from),
                 &f.tags.clone().map(Value::from),
                 &f.block_document_id,
-                &f.message_template.is_some(),
-                &f.message_template.clone().flatten(),
+                &set_template,
+                &template,
             ],
         )
         .await?;

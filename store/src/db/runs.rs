@@ -136,7 +136,7 @@ pub fn micros_sql(col: &str) -> String {
 }
 
 /// `estimated_run_time`: total run time plus the time spent in the current RUNNING state.
-pub fn estimated_run_time(
+fn estimated_run_time(
     total_micros: i64,
     state_type: Option<StateType>,
     state_timestamp: Option<DateTime<Utc>>,
@@ -150,7 +150,7 @@ pub fn estimated_run_time(
 }
 
 /// `estimated_start_time_delta`: how late the run started, or is, relative to expectation.
-pub fn estimated_start_time_delta(
+fn estimated_start_time_delta(
     start_time: Option<DateTime<Utc>>,
     expected_start_time: Option<DateTime<Utc>>,
     state_type: Option<StateType>,

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::db::given;
 use crate::db::rows::{self, FromRow};
 use crate::filters::{Query, TextFilter};
 pub use crate::filters::{WorkPoolFilter, WorkQueueFilter};
@@ -345,14 +346,6 @@ pub struct QueueChanges {
     pub last_polled: Option<Option<DateTime<Utc>>>,
     /// The deprecated tag filter of legacy queues.
     pub filter: Option<Option<Value>>,
-}
-
-/// Splits a PATCH field into "was it given" and its value, for `CASE WHEN $given THEN $value`.
-fn given<T: Clone>(field: &Option<Option<T>>) -> (bool, Option<T>) {
-    match field {
-        Some(v) => (true, v.clone()),
-        None => (false, None),
-    }
 }
 
 /// Applies the changes. A new priority shifts the queues between the old and new positions,

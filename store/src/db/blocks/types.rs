@@ -4,7 +4,7 @@ use deadpool_postgres::GenericClient;
 use serde::Deserialize;
 
 use super::{BlockSchemaFilter, BlockType, BlockTypeFilter, TYPE_COLUMNS};
-use crate::db::rows;
+use crate::db::{given, rows};
 use crate::filters::Query;
 use uuid::Uuid;
 
@@ -199,6 +199,10 @@ pub async fn update_type(
     id: Uuid,
     p: &BlockTypePatch,
 ) -> Result<bool, tokio_postgres::Error> {
+    let (set_logo, logo_url) = given(&p.logo_url);
+    let (set_docs, documentation_url) = given(&p.documentation_url);
+    let (set_description, description) = given(&p.description);
+    let (set_example, code_example) = given(&p.code_example);
     let n = c
         .execute(
             "UPDATE block_type SET \
@@ -210,14 +214,14 @@ pub async fn update_type(
              WHERE id = $1",
             &[
                 &id,
-                &p.logo_url.is_some(),
-                &p.logo_url.clone().flatten(),
-                &p.documentation_url.is_some(),
-                &p.documentation_url.clone().flatten(),
-                &p.description.is_some(),
-                &p.description.clone().flatten(),
-                &p.code_example.is_some(),
-                &p.code_example.clone().flatten(),
+                &set_logo,
+                &logo_url,
+                &set_docs,
+                &documentation_url,
+                &set_description,
+                &description,
+                &set_example,
+                &code_example,
             ],
         )
         .await?;
