@@ -18,12 +18,12 @@ use stratus_domain::states::{State as RunState, StateCreate, StateType};
 use stratus_http::app::ClientVersion;
 use stratus_http::json::{null_default, page, path_id, ts_opt};
 use stratus_http::{ApiError, ApiResult, AppState, Body};
+use stratus_store::db::blocks;
 use stratus_store::db::deployments::{self, Deployment, DeploymentFields, DeploymentSort, NewSchedule};
 use stratus_store::db::flow_runs::FlowRun;
 use stratus_store::db::flow_runs::NewFlowRun;
 use stratus_store::db::runs;
 use stratus_store::db::work_pools::{self as pools, NewQueue};
-use stratus_store::db::{blocks, flows};
 use stratus_store::filters::RunFilterBody;
 use uuid::Uuid;
 
@@ -327,11 +327,8 @@ async fn create(State(app): State<AppState>, Body(body): Body<DeploymentCreate>)
     let paused = body.paused.or(body.is_schedule_active.map(|active| !active));
     let mut client = app.client().await?;
     let tx = client.transaction().await?;
-    // Prefect 2.20 does not look the flow up: the foreign key fails, and its handler answers
-    // 409 (`api/deployments.py` `create_deployment`).
-    if flows::read(&tx, body.flow_id).await?.is_none() {
-        return Err(ApiError::Integrity);
-    }
+    // A missing flow fails the foreign key when the row is written: Prefect's 409, as on
+    // Prefect 2.20 (`api/deployments.py` `create_deployment` does not look the flow up).
     check_blocks(&tx, &[body.storage_document_id, body.infrastructure_document_id]).await?;
     let queue = resolve_queue(
         &tx,
