@@ -30,8 +30,6 @@ const VISIBILITY_SECONDS: u32 = 30;
 const WAIT_SECONDS: u32 = 20;
 /// How often the agent looks for cancellations of the runs it executes.
 const CANCEL_CHECK: Duration = Duration::from_secs(2);
-/// How often the agent heartbeats (as Prefect's workers do).
-const HEARTBEAT: Duration = Duration::from_secs(30);
 /// A run due within this much is claimed now (the engine waits for the exact time).
 const EARLY_TOLERANCE_MS: i64 = 1000;
 
@@ -52,6 +50,9 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// How often the HTTP poll runs while the queue is unreachable.
     pub poll_interval: Duration,
+    /// How often the agent heartbeats, naming the runs it executes (Prefect's workers
+    /// heartbeat every 30 s).
+    pub heartbeat_interval: Duration,
 }
 
 struct Running {
@@ -73,40 +74,25 @@ struct Agent {
 pub async fn run(cfg: Config, shutdown: Shutdown) -> Result<(), String> {
     let api = Api::new(&cfg.api_url)?;
     let pool_path = segment(&cfg.pool);
-    let pool = match api.get(&format!("/work_pools/{pool_path}")).await {
-        Ok(pool) => pool,
-        Err(e) if e.is_not_found() => {
-            println!(
-                "Work pool {:?} does not exist: creating it (type \"process\").",
-                cfg.pool
-            );
-            api.post("/work_pools/", &json!({"name": cfg.pool, "type": "process"}))
-                .await
-                .map_err(|e| format!("could not create work pool {:?}: {e}", cfg.pool))?
-        }
-        Err(e) => {
-            return Err(format!(
-                "could not read work pool {:?} from {}: {e}",
-                cfg.pool, api.base
-            ))
+    // An agent may start before the server, or while it restarts: it waits for it.
+    let mut wait = Duration::from_secs(1);
+    let pool_id = loop {
+        match prepare_pool(&api, &cfg).await {
+            Ok(id) => break id,
+            Err(e) if e.status.is_none_or(|s| s >= 500) => {
+                eprintln!(
+                    "The Stratus API at {} is not answering ({e}); trying again in {wait:?}.",
+                    api.base
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.signalled(1) => return Ok(()),
+                }
+                wait = (wait * 2).min(Duration::from_secs(10));
+            }
+            Err(e) => return Err(e.message),
         }
     };
-    let pool_id: Uuid = pool
-        .get("id")
-        .and_then(Value::as_str)
-        .and_then(|s| s.parse().ok())
-        .ok_or("the API returned a work pool without an id")?;
-    for q in &cfg.queues {
-        let path = format!("/work_pools/{pool_path}/queues/{}", segment(q));
-        if let Err(e) = api.get(&path).await {
-            if !e.is_not_found() {
-                return Err(format!("could not read work queue {q:?}: {e}"));
-            }
-            api.post(&format!("/work_pools/{pool_path}/queues"), &json!({"name": q}))
-                .await
-                .map_err(|e| format!("could not create work queue {q:?}: {e}"))?;
-        }
-    }
     std::fs::create_dir_all(cfg.work_dir.join("runs"))
         .map_err(|e| format!("could not create {}: {e}", cfg.work_dir.display()))?;
     let queue = connect_queue(&api, &cfg.pool, pool_id).await;
@@ -163,6 +149,55 @@ pub async fn run(cfg: Config, shutdown: Shutdown) -> Result<(), String> {
     heartbeat.abort();
     canceller.abort();
     Ok(())
+}
+
+/// Reads (or creates) the agent's pool and queues; the pool's id.
+async fn prepare_pool(api: &Api, cfg: &Config) -> Result<Uuid, api::CallError> {
+    let pool_path = segment(&cfg.pool);
+    let failed = |what: String| {
+        move |e: api::CallError| api::CallError {
+            message: format!("{what}: {e}"),
+            status: e.status,
+        }
+    };
+    let pool = match api.get(&format!("/work_pools/{pool_path}")).await {
+        Ok(pool) => pool,
+        Err(e) if e.is_not_found() => {
+            println!(
+                "Work pool {:?} does not exist: creating it (type \"process\").",
+                cfg.pool
+            );
+            api.post("/work_pools/", &json!({"name": cfg.pool, "type": "process"}))
+                .await
+                .map_err(failed(format!("could not create work pool {:?}", cfg.pool)))?
+        }
+        Err(e) => {
+            return Err(failed(format!(
+                "could not read work pool {:?} from {}",
+                cfg.pool, api.base
+            ))(e))
+        }
+    };
+    let pool_id: Uuid = pool
+        .get("id")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| api::CallError {
+            status: Some(200),
+            message: "the API returned a work pool without an id".into(),
+        })?;
+    for q in &cfg.queues {
+        let path = format!("/work_pools/{pool_path}/queues/{}", segment(q));
+        if let Err(e) = api.get(&path).await {
+            if !e.is_not_found() {
+                return Err(failed(format!("could not read work queue {q:?}"))(e));
+            }
+            api.post(&format!("/work_pools/{pool_path}/queues"), &json!({"name": q}))
+                .await
+                .map_err(failed(format!("could not create work queue {q:?}")))?;
+        }
+    }
+    Ok(pool_id)
 }
 
 fn describe(info: &QueueInfo) -> String {
@@ -402,7 +437,8 @@ impl Agent {
     /// pool or its queue is paused or at its concurrency limit.
     async fn claim(&self, id: Uuid) -> Result<Claim, api::CallError> {
         let path = format!("/work_pools/{}/message_queue/claim", segment(&self.cfg.pool));
-        let result = self.api.post(&path, &json!({ "flow_run_id": id })).await?;
+        let body = json!({ "flow_run_id": id, "worker": self.cfg.name });
+        let result = self.api.post(&path, &body).await?;
         if result.get("claimed").and_then(Value::as_bool) == Some(true) {
             println!("Claimed flow run {id}.");
             return Ok(Claim::Won);
@@ -548,13 +584,18 @@ impl Agent {
 
     async fn heartbeats(self: Arc<Self>) {
         let path = format!("/work_pools/{}/workers/heartbeat", self.pool_path);
-        let body = json!({"name": self.cfg.name, "heartbeat_interval_seconds": HEARTBEAT.as_secs()});
+        let every = self.cfg.heartbeat_interval;
         loop {
+            let body = json!({
+                "name": self.cfg.name,
+                "heartbeat_interval_seconds": every.as_secs(),
+                "flow_run_ids": self.running_ids(),
+            });
             if let Err(e) = self.api.post(&path, &body).await {
                 tracing::warn!("heartbeat failed: {e}");
             }
             self.mark_queues_polled().await;
-            tokio::time::sleep(HEARTBEAT).await;
+            tokio::time::sleep(every).await;
         }
     }
 

@@ -1,5 +1,8 @@
 //! Launching and stopping a flow run's process: `python -m prefect.engine`, in its own
-//! process group so that stopping it also stops what the flow started.
+//! process group so that stopping it also stops what the flow started. The process dies
+//! with the agent: a run whose agent is gone is marked Crashed by the server once the
+//! agent's heartbeats stop, so it must not go on running (and reporting) unsupervised, nor
+//! run beside a second attempt.
 
 use std::path::Path;
 use std::time::Duration;
@@ -22,6 +25,22 @@ pub fn spawn(python: &str, dir: &Path, env: &[(String, String)]) -> Result<Child
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .process_group(0)
         .kill_on_drop(true);
+    // SAFETY: getpid is async-signal-safe and called before the fork.
+    let agent = unsafe { libc::getpid() };
+    // SAFETY: between fork and exec the closure only calls async-signal-safe functions
+    // (prctl, getppid, _exit) and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The agent may have died before the signal was asked for.
+            if libc::getppid() != agent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
     cmd.spawn()
         .map_err(|e| format!("could not start {python} -m prefect.engine: {e}"))
 }

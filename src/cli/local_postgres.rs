@@ -378,6 +378,27 @@ impl LocalPostgres {
         }
     }
 
+    /// Restarts the cluster on its port with `pg_ctl restart -m <mode>` (`smart`, `fast`
+    /// or `immediate`), waiting until it accepts connections again. The fault tests use it.
+    pub fn restart(&self, mode: &str) -> Result<(), String> {
+        let cmd = self.command(
+            "pg_ctl",
+            &[
+                "restart".as_ref(),
+                "-m".as_ref(),
+                mode.as_ref(),
+                "-w".as_ref(),
+                "-t".as_ref(),
+                "60".as_ref(),
+                "-D".as_ref(),
+                self.data_dir.as_os_str(),
+                "-l".as_ref(),
+                self.data_dir.join("postgres.log").as_os_str(),
+            ],
+        );
+        system::run(cmd, "pg_ctl restart").map(|_| ())
+    }
+
     /// Leaves the cluster; stops it (fast shutdown) if no other Stratus process uses it.
     pub fn stop(self) {
         let start_lock = match open_lock(&sibling(&self.data_dir, ".start.lock")) {

@@ -76,6 +76,10 @@ pub enum AgentCommand {
         /// Seconds between HTTP polls while the queue is unreachable.
         #[arg(long, default_value_t = 5)]
         poll_interval: u64,
+        /// Seconds between heartbeats. A run this agent claimed is marked Crashed once it
+        /// has not heartbeated for three intervals (its process is taken to be gone).
+        #[arg(long, default_value_t = 30)]
+        heartbeat_interval: u64,
         /// The Stratus API [env: PREFECT_API_URL, default http://127.0.0.1:4200/api].
         #[arg(long)]
         api_url: Option<String>,
@@ -175,6 +179,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                     work_dir,
                     shutdown_grace,
                     poll_interval,
+                    heartbeat_interval,
                     api_url,
                 },
         } => {
@@ -190,6 +195,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                 limit: limit.filter(|l| *l > 0),
                 shutdown_grace: std::time::Duration::from_secs(shutdown_grace),
                 poll_interval: std::time::Duration::from_secs(poll_interval.max(1)),
+                heartbeat_interval: std::time::Duration::from_secs(heartbeat_interval.clamp(1, 3600)),
             };
             crate::agent::run(config, shutdown).await
         }

@@ -2,6 +2,9 @@
 //! leftovers of cancelled flow runs, and pruning logs and states past their retention. Each pass does bounded work in short transactions,
 //! so it can run from a timer in the local server or from the scheduler function.
 
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use chrono::Utc;
 use deadpool_postgres::Pool;
 use uuid::Uuid;
@@ -21,6 +24,7 @@ pub struct Report {
     pub expired_pauses_failed: usize,
     pub task_runs_cancelled: usize,
     pub subflows_cancelled: usize,
+    pub lost_runs_crashed: usize,
     pub logs_pruned: u64,
     pub states_pruned: u64,
 }
@@ -77,6 +81,15 @@ pub async fn prune(pool: &Pool, retention: Retention) -> StoreResult<(u64, u64)>
             &[&PRUNE_BATCH_SIZE],
         )
         .await?;
+    // A claim only matters while its run is active.
+    client
+        .execute(
+            "DELETE FROM flow_run_claim WHERE flow_run_id IN (SELECT c.flow_run_id FROM flow_run_claim c \
+             JOIN flow_run fr ON fr.id = c.flow_run_id \
+             WHERE fr.state_type IN ('COMPLETED','FAILED','CANCELLED','CRASHED') LIMIT $1)",
+            &[&PRUNE_BATCH_SIZE],
+        )
+        .await?;
     // A notification about a state change two weeks old is no news any more.
     client
         .execute(
@@ -88,8 +101,54 @@ pub async fn prune(pool: &Pool, retention: Retention) -> StoreResult<(u64, u64)>
     Ok((logs, states))
 }
 
+/// Since when this process's upkeep passes have run without a break: an agent's silence
+/// only counts while Stratus could have heard it. After a Postgres outage or a restart of
+/// the server, agents get a whole timeout to be heard again before their runs are judged.
+/// (A process-wide clock: one process runs upkeep, the local server or the scheduler
+/// function.)
+static UNBROKEN: Mutex<Option<Unbroken>> = Mutex::new(None);
+
+#[derive(Clone, Copy)]
+struct Unbroken {
+    since: Instant,
+    last_pass: Instant,
+}
+
+/// How long upkeep has run unbroken, counting this pass; a gap of more than two intervals
+/// between passes is a break.
+fn unbroken_for(interval: Duration) -> Duration {
+    let now = Instant::now();
+    let Ok(mut clock) = UNBROKEN.lock() else {
+        return Duration::ZERO;
+    };
+    let since = match *clock {
+        Some(c) if now.duration_since(c.last_pass) <= interval * 2 + Duration::from_secs(5) => c.since,
+        _ => now,
+    };
+    *clock = Some(Unbroken {
+        since,
+        last_pass: now,
+    });
+    now.duration_since(since)
+}
+
+fn upkeep_broke() {
+    if let Ok(mut clock) = UNBROKEN.lock() {
+        *clock = None;
+    }
+}
+
 /// Runs every upkeep step once.
 pub async fn run_once(runs: &Runs, settings: &Settings) -> StoreResult<Report> {
+    let unbroken = unbroken_for(Duration::from_secs(settings.scheduler_interval_seconds));
+    let report = passes(runs, settings, unbroken).await;
+    if report.is_err() {
+        upkeep_broke();
+    }
+    report
+}
+
+async fn passes(runs: &Runs, settings: &Settings, unbroken: Duration) -> StoreResult<Report> {
     let retention = Retention {
         log_days: settings.log_retention_days,
         state_days: settings.state_retention_days,
@@ -99,6 +158,7 @@ pub async fn run_once(runs: &Runs, settings: &Settings) -> StoreResult<Report> {
         expired_pauses_failed: fail_expired_pauses(runs).await?,
         task_runs_cancelled: cancel_tasks_of_cancelled_runs(runs).await?,
         subflows_cancelled: cancel_subflows_of_cancelled_runs(runs).await?,
+        lost_runs_crashed: crash_runs_of_lost_agents(runs, unbroken).await?,
         logs_pruned,
         states_pruned,
     })
@@ -145,6 +205,50 @@ pub async fn fail_expired_pauses(runs: &Runs) -> StoreResult<usize> {
         (id, state)
     };
     propose_each(runs, RunKind::Flow, candidates.into_iter().map(failed), true).await
+}
+
+/// Runs whose Stratus agent stopped saying it executes them, for three of its heartbeat
+/// intervals (90 s by default; the time after which Prefect shows a worker offline), are
+/// marked Crashed; a Cancelling one is Cancelled, as nothing is left to stop. Prefect 2 has
+/// no such detection: a run whose worker died stays Running for ever.
+/// `listening` is how long Stratus has been able to hear heartbeats: no agent is judged
+/// silent for longer than that.
+pub async fn crash_runs_of_lost_agents(runs: &Runs, listening: Duration) -> StoreResult<usize> {
+    let client = runs.db().get().await?;
+    let rows = client
+        .query(
+            "SELECT c.flow_run_id, c.worker_name, fr.state_type = 'CANCELLING' AS cancelling \
+             FROM flow_run_claim c JOIN flow_run fr ON fr.id = c.flow_run_id \
+             LEFT JOIN worker w ON w.work_pool_id = c.work_pool_id AND w.name = c.worker_name \
+             WHERE fr.state_type IN ('PENDING','RUNNING','CANCELLING') \
+               AND c.seen < now() - 3 * coalesce(w.heartbeat_interval_seconds, 30) * interval '1 second' \
+               AND 3 * coalesce(w.heartbeat_interval_seconds, 30) < $2::float8 \
+             ORDER BY c.seen LIMIT $1",
+            &[&BATCH_SIZE, &listening.as_secs_f64()],
+        )
+        .await?;
+    drop(client);
+    let mut proposals = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let (id, worker, cancelling): (Uuid, String, bool) = (
+            row.try_get("flow_run_id")?,
+            row.try_get("worker_name")?,
+            row.try_get("cancelling")?,
+        );
+        let state = if cancelling {
+            State::new(StateType::Cancelled, Utc::now()).with_message(format!(
+                "The Stratus agent {worker:?} that ran this flow run stopped heartbeating while it was cancelled."
+            ))
+        } else {
+            State::new(StateType::Crashed, Utc::now()).with_message(format!(
+                "The Stratus agent {worker:?} that claimed this flow run stopped heartbeating: \
+                 its process is gone."
+            ))
+        };
+        tracing::warn!(flow_run_id = %id, worker, "the run's agent stopped heartbeating");
+        proposals.push((id, state));
+    }
+    propose_each(runs, RunKind::Flow, proposals, false).await
 }
 
 /// CancellationCleanup, tasks: non-terminal task runs of flow runs cancelled within the

@@ -154,13 +154,17 @@ class Server:
         self.proc = None
         self.log = None
         self.url = None
+        self.port = None
 
     def start(self) -> str:
         asyncio.run(_admin(f'CREATE DATABASE "{self.db}"'))
-        port = _free_port()
+        self.port = _free_port()
         log = tempfile.NamedTemporaryFile(prefix="stratus-e2e-server-", suffix=".log", delete=False)
         self.log = Path(log.name)
         _server_logs.append(self.log)
+        return self._launch()
+
+    def _launch(self) -> str:
         env = dict(
             os.environ,
             STRATUS_DATABASE_URL=self.database_url,
@@ -170,14 +174,15 @@ class Server:
             **self.extra_env,
         )
         env.setdefault("STRATUS_LOG", "warn")
-        self.proc = subprocess.Popen(
-            [STRATUS_BIN, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        url = f"http://127.0.0.1:{port}/api"
+        with open(self.log, "a") as log:
+            self.proc = subprocess.Popen(
+                [STRATUS_BIN, "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        url = f"http://127.0.0.1:{self.port}/api"
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while not _healthy(url):
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -186,9 +191,21 @@ class Server:
                     f"Stratus did not become healthy at {url}/health ({why}). Server output:\n"
                     + self.log.read_text(errors="replace")
                 )
-            time.sleep(0.2)
+            time.sleep(0.05)
         self.url = url
         return url
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or an out-of-memory kill would end it."""
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+    def restart(self) -> float:
+        """Starts the server again on the same port and database; returns the seconds it
+        took to become healthy."""
+        started = time.monotonic()
+        self._launch()
+        return time.monotonic() - started
 
     def stop(self) -> None:
         if self.proc is not None:

@@ -63,12 +63,13 @@ class Agents:
     def __init__(self, api_url, tmp_path, extra_env):
         self.api_url, self.tmp_path, self.extra_env = api_url, tmp_path, extra_env
         self.procs = []
+        self.crashed = []
 
-    def start(self, pool, *args):
-        n = len(self.procs)
+    def start(self, pool, *args, name=None):
+        n = len(self.procs) + len(self.crashed)
         log = open(self.tmp_path / f"agent-{n}.log", "w")
         proc = subprocess.Popen(
-            [STRATUS_BIN, "agent", "start", "--pool", pool, "--name", f"agent-{n}",
+            [STRATUS_BIN, "agent", "start", "--pool", pool, "--name", name or f"agent-{n}",
              "--work-dir", str(self.tmp_path / f"agent-{n}"), "--shutdown-grace", "5", *args],
             env=stratus_env(self.api_url, self.tmp_path, self.extra_env),
             stdout=log,
@@ -77,9 +78,18 @@ class Agents:
         self.procs.append((proc, log))
         return proc
 
+    def crash(self, proc):
+        """SIGKILL: the agent gets no chance to report anything."""
+        entry = next(e for e in self.procs if e[0] is proc)
+        proc.kill()
+        proc.wait(timeout=10)
+        self.procs.remove(entry)
+        self.crashed.append(entry)
+
     def logs(self):
         return "\n".join(
-            f"--- agent {i} ---\n" + Path(log.name).read_text(errors="replace") for i, (_, log) in enumerate(self.procs)
+            f"--- agent {Path(log.name).stem} ---\n" + Path(log.name).read_text(errors="replace")
+            for _, log in self.procs + self.crashed
         )
 
     def stop(self):
@@ -92,6 +102,8 @@ class Agents:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 codes.append("killed")
+            log.close()
+        for _, log in self.crashed:
             log.close()
         return codes
 

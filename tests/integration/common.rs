@@ -89,8 +89,8 @@ pub struct TestApp {
     pub service: NormalizePath<Router>,
     pub state: AppState,
     pub database_url: String,
-    /// Drops the database when the last app over it goes.
-    _database: std::sync::Arc<DroppedDatabase>,
+    /// Drops the database when the last app over it goes (None: someone else cleans up).
+    _database: Option<std::sync::Arc<DroppedDatabase>>,
 }
 
 /// A database this test made, dropped when this is: the tests leave a user's Postgres as
@@ -157,11 +157,21 @@ impl TestApp {
             .await
             .unwrap();
         let database_url = with_database(&admin_url(), &db);
+        let pool = stratus_store::db::pool(&database_url, 8).unwrap();
+        let database = std::sync::Arc::new(DroppedDatabase::new(&db, Some(pool.clone())));
+        TestApp::over(database_url, pool, Some(database)).await
+    }
+
+    /// The app over a migrated database that `database` drops when the app goes.
+    pub async fn over(
+        database_url: String,
+        pool: deadpool_postgres::Pool,
+        database: Option<std::sync::Arc<DroppedDatabase>>,
+    ) -> TestApp {
+        stratus_http::serve::init_tracing();
         let mut settings = Settings::from_env().unwrap();
         settings.database_url = Some(database_url.clone());
         settings.tag_concurrency_slot_wait_seconds = 1;
-        let pool = stratus_store::db::pool(&database_url, 8).unwrap();
-        let database = std::sync::Arc::new(DroppedDatabase::new(&db, Some(pool.clone())));
         let state = stratus_aws::state(settings, pool).await;
         let service = stratus_http::serve::normalize(stratus::app(state.clone()));
         TestApp {

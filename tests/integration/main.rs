@@ -19,6 +19,7 @@ mod architecture;
 mod bounded_waits;
 mod cli;
 mod common;
+mod database_faults;
 mod hostile_input;
 mod maintenance;
 mod notifications;

@@ -157,3 +157,96 @@ async fn old_logs_and_superseded_states_of_finished_runs_are_pruned() {
         .get(0);
     assert_eq!(left, 1);
 }
+
+/// A run of the pool "agents", claimed by the agent `worker`.
+async fn claimed_run(app: &TestApp, worker: &str) -> Value {
+    let flow = app.post("/api/flows/", json!({"name": "f"})).await.body;
+    let run = app
+        .post(
+            "/api/flow_runs/",
+            json!({"flow_id": flow["id"], "work_pool_name": "agents", "state": state("SCHEDULED")}),
+        )
+        .await
+        .body;
+    let claim = app
+        .post(
+            "/api/work_pools/agents/message_queue/claim",
+            json!({"flow_run_id": run["id"], "worker": worker}),
+        )
+        .await;
+    assert_eq!(claim.body["claimed"], true, "{}", claim.text);
+    run
+}
+
+async fn heartbeat(app: &TestApp, worker: &str, runs: &[&Value]) {
+    let ids: Vec<&Value> = runs.iter().map(|r| &r["id"]).collect();
+    let res = app
+        .post(
+            "/api/work_pools/agents/workers/heartbeat",
+            json!({"name": worker, "heartbeat_interval_seconds": 1, "flow_run_ids": ids}),
+        )
+        .await;
+    assert_eq!(res.status, 204, "{}", res.text);
+}
+
+async fn run_state(app: &TestApp, run: &Value) -> Value {
+    app.get(&format!("/api/flow_runs/{}", run["id"].as_str().unwrap()))
+        .await
+        .body["state"]
+        .clone()
+}
+
+#[tokio::test]
+async fn runs_of_an_agent_that_stopped_heartbeating_are_crashed_and_only_those() {
+    let app = TestApp::spawn().await;
+    app.post("/api/work_pools/", json!({"name": "agents", "type": "process"}))
+        .await;
+    heartbeat(&app, "alive", &[]).await;
+    heartbeat(&app, "dead", &[]).await;
+    let kept = claimed_run(&app, "alive").await;
+    let lost = claimed_run(&app, "dead").await;
+    let running_lost = claimed_run(&app, "dead").await;
+    set(&app, "flow_runs", &running_lost["id"], state("RUNNING"), false).await;
+    // A restarted agent keeps its name but not its runs: it does not name the old one.
+    let left_behind = claimed_run(&app, "alive").await;
+    // Unclaimed runs (the stock workers') are never judged by heartbeats.
+    let unclaimed = flow_run(&app, json!({})).await;
+    set(&app, "flow_runs", &unclaimed["id"], state("RUNNING"), false).await;
+
+    // Within three intervals (3 s here) nothing is crashed.
+    let report = maintenance::run_once(&app.state.runs(), &app.state.settings)
+        .await
+        .unwrap();
+    assert_eq!(report.lost_runs_crashed, 0);
+    for _ in 0..4 {
+        tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+        heartbeat(&app, "alive", &[&kept]).await;
+    }
+    let report = maintenance::run_once(&app.state.runs(), &app.state.settings)
+        .await
+        .unwrap();
+    assert_eq!(report.lost_runs_crashed, 3);
+    assert_eq!(run_state(&app, &kept).await["type"], "PENDING");
+    assert_eq!(run_state(&app, &unclaimed).await["type"], "RUNNING");
+    for run in [&lost, &running_lost, &left_behind] {
+        let s = run_state(&app, run).await;
+        assert_eq!(s["type"], "CRASHED", "{s}");
+        assert!(
+            s["message"].as_str().unwrap().contains("stopped heartbeating"),
+            "{s}"
+        );
+    }
+    // The crashed runs' claims are done with; a second pass finds nothing.
+    let again = maintenance::run_once(&app.state.runs(), &app.state.settings)
+        .await
+        .unwrap();
+    assert_eq!(again.lost_runs_crashed, 0);
+    let claims: i64 = app
+        .db()
+        .await
+        .query_one("SELECT count(*) FROM flow_run_claim", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(claims, 1, "only the live agent's claim is left");
+}

@@ -467,6 +467,10 @@ struct Heartbeat {
     name: String,
     #[serde(default)]
     heartbeat_interval_seconds: Option<f64>,
+    /// Stratus's agent names the runs it executes, so that a run whose agent died is
+    /// found (the stock workers send no such list).
+    #[serde(default)]
+    flow_run_ids: Vec<uuid::Uuid>,
 }
 
 async fn heartbeat(
@@ -478,6 +482,7 @@ async fn heartbeat(
     let interval = body.heartbeat_interval_seconds.map(|s| s.round() as i32);
     let client = app.client().await?;
     pools::heartbeat(&client, pool.id, &body.name, interval).await?;
+    pools::refresh_claims(&client, pool.id, &body.name, &body.flow_run_ids).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

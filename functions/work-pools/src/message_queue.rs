@@ -117,6 +117,10 @@ pub async fn release(
 #[serde(deny_unknown_fields)]
 pub struct ClaimBody {
     flow_run_id: uuid::Uuid,
+    /// The claiming agent's worker name: it must then name the run in its heartbeats
+    /// (`flow_run_ids`), or the run is marked Crashed once the agent is silent.
+    #[serde(default)]
+    worker: Option<String>,
 }
 
 /// Claims a run of the pool for an agent (Scheduled → Pending, exactly once), as the
@@ -132,7 +136,7 @@ pub async fn claim(
 ) -> ApiResult<Response> {
     use stratus_domain::orchestration::{RunKind, Status};
     use stratus_domain::states::{State as RunState, StateType};
-    use stratus_store::db::work_pools::{claim_check, ClaimCheck};
+    use stratus_store::db::work_pools::{claim_check, record_claim, ClaimCheck};
 
     let pool = pool_named(&app, &name).await?;
     let id = body.flow_run_id;
@@ -160,6 +164,11 @@ pub async fn claim(
             let claimed = matches!(outcome.result.status, Status::Accept)
                 && outcome.written
                 && outcome.result.state.as_ref().map(|s| s.kind) == Some(StateType::Pending);
+            if let (true, Some(worker)) = (claimed, body.worker.as_deref()) {
+                record_claim(change.tx(), id, pool.id, worker)
+                    .await
+                    .map_err(stratus_store::StoreError::from)?;
+            }
             let mut answer = serde_json::to_value(&outcome.result).unwrap_or(Value::Null);
             if let Some(map) = answer.as_object_mut() {
                 map.insert("claimed".into(), Value::Bool(claimed));

@@ -459,6 +459,44 @@ pub async fn heartbeat(
     Ok(())
 }
 
+/// Records that `worker` of the pool claimed `run` (within the claim's transaction): from
+/// now on the worker must name the run in its heartbeats, or upkeep marks it Crashed.
+pub async fn record_claim(
+    c: &impl GenericClient,
+    run: Uuid,
+    pool_id: Uuid,
+    worker: &str,
+) -> Result<(), tokio_postgres::Error> {
+    c.execute(
+        "INSERT INTO flow_run_claim (flow_run_id, work_pool_id, worker_name) VALUES ($1, $2, $3) \
+         ON CONFLICT (flow_run_id) DO UPDATE SET work_pool_id = EXCLUDED.work_pool_id, \
+             worker_name = EXCLUDED.worker_name, claimed = now(), seen = now()",
+        &[&run, &pool_id, &worker],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The runs a worker's heartbeat says it still executes: their claims are fresh again.
+/// Only the worker's own claims count, so a restarted agent of the same name does not
+/// keep alive the runs its previous process left behind.
+pub async fn refresh_claims(
+    c: &impl GenericClient,
+    pool_id: Uuid,
+    worker: &str,
+    runs: &[Uuid],
+) -> Result<u64, tokio_postgres::Error> {
+    if runs.is_empty() {
+        return Ok(0);
+    }
+    c.execute(
+        "UPDATE flow_run_claim SET seen = now() \
+         WHERE work_pool_id = $1 AND worker_name = $2 AND flow_run_id = ANY($3)",
+        &[&pool_id, &worker, &runs],
+    )
+    .await
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerFilter {
