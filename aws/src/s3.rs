@@ -1,7 +1,8 @@
 //! Flow code in S3: `s3://<bucket>/<key>` URLs.
 
 use aws_config::SdkConfig;
-use aws_sdk_s3::error::DisplayErrorContext;
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
 use stratus_store::storage::{Storage, StorageError, StorageFuture};
@@ -11,8 +12,22 @@ pub struct S3Storage {
     bucket: String,
 }
 
-fn error<E: std::error::Error + 'static>(what: &str, e: E) -> StorageError {
-    StorageError(format!("S3 {what}: {}", DisplayErrorContext(e)))
+/// An S3 call's failure; transient when S3 was not reached or answered a server error.
+fn error<E>(what: &str, e: SdkError<E, HttpResponse>) -> StorageError
+where
+    E: std::error::Error + ProvideErrorMetadata + 'static,
+{
+    let transient = match &e {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
+        SdkError::ServiceError(s) => s.raw().status().as_u16() >= 500 || s.err().code() == Some("SlowDown"),
+        _ => false,
+    };
+    let message = format!("S3 {what}: {}", DisplayErrorContext(e));
+    if transient {
+        StorageError::transient(message)
+    } else {
+        StorageError::new(message)
+    }
 }
 
 /// `(bucket, key)` of an `s3://bucket/key` URL.
@@ -70,7 +85,7 @@ impl Storage for S3Storage {
     fn get<'a>(&'a self, url: &'a str) -> StorageFuture<'a, Vec<u8>> {
         Box::pin(async move {
             let (bucket, key) =
-                parse_url(url).ok_or_else(|| StorageError(format!("not an s3:// URL: {url}")))?;
+                parse_url(url).ok_or_else(|| StorageError::new(format!("not an s3:// URL: {url}")))?;
             let out = self
                 .client
                 .get_object()
@@ -83,7 +98,7 @@ impl Storage for S3Storage {
                 .body
                 .collect()
                 .await
-                .map_err(|e| StorageError(format!("S3 GetObject {url}: {e}")))?;
+                .map_err(|e| StorageError::transient(format!("S3 GetObject {url}: {e}")))?;
             Ok(bytes.into_bytes().to_vec())
         })
     }

@@ -541,7 +541,7 @@ impl Agent {
             .filter(|p| p.starts_with("s3://") || p.starts_with("file://"));
         match code_url {
             Some(url) => {
-                let bytes = fetch_code(url).await?;
+                let bytes = fetch_code_patiently(id, url).await?;
                 code::verify(url, &bytes)?;
                 let target = dir.to_path_buf();
                 tokio::task::spawn_blocking(move || code::unpack(&bytes, &target))
@@ -690,26 +690,41 @@ fn job_env(deployment: Option<&Value>, run: &Value) -> Vec<(String, String)> {
 }
 
 /// Downloads a flow code package from the store its URL names.
-async fn fetch_code(url: &str) -> Result<Vec<u8>, String> {
-    use stratus_store::storage::Storage;
+/// How long the agent keeps trying to fetch a run's code while storage is unreachable
+/// (the run stays Pending, and named in the agent's heartbeats, meanwhile).
+const CODE_FETCH_PATIENCE: Duration = Duration::from_secs(600);
+
+/// Fetches the run's code, trying again while the store is unreachable.
+async fn fetch_code_patiently(id: Uuid, url: &str) -> Result<Vec<u8>, String> {
+    let started = tokio::time::Instant::now();
+    let mut wait = Duration::from_secs(1);
+    loop {
+        match fetch_code(url).await {
+            Ok(bytes) => return Ok(bytes),
+            Err(e) if e.transient && started.elapsed() + wait < CODE_FETCH_PATIENCE => {
+                println!("Flow run {id}: its code cannot be fetched yet ({e}); trying again in {wait:?}.");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(15));
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+async fn fetch_code(url: &str) -> Result<Vec<u8>, stratus_store::storage::StorageError> {
+    use stratus_store::storage::{Storage, StorageError};
     if url.starts_with("s3://") {
         let endpoint = stratus_store::config::Settings::from_env()
-            .map_err(|e| e.to_string())?
+            .map_err(|e| StorageError::new(e.to_string()))?
             .s3_endpoint
             .unwrap_or(stratus_store::config::AwsEndpoint::Aws);
         let config = stratus_aws::sdk_config(&endpoint).await;
         let bucket = stratus_aws::s3::parse_url(url)
             .map(|(b, _)| b)
             .unwrap_or_default();
-        stratus_aws::s3::S3Storage::new(&config, bucket)
-            .get(url)
-            .await
-            .map_err(|e| e.to_string())
+        stratus_aws::s3::S3Storage::new(&config, bucket).get(url).await
     } else {
-        stratus_store::storage::LocalStorage::new("/")
-            .get(url)
-            .await
-            .map_err(|e| e.to_string())
+        stratus_store::storage::LocalStorage::new("/").get(url).await
     }
 }
 

@@ -172,10 +172,7 @@ pub async fn run(args: DeployArgs, settings: &Settings) -> Result<(), String> {
     let key = code::key(&package);
     let size = package.len();
     let storage = stratus_aws::storage(settings).await;
-    let url = storage
-        .put(&key, package)
-        .await
-        .map_err(|e| format!("could not store the flow code: {e}"))?;
+    let url = store_patiently(storage.as_ref(), &key, package).await?;
     println!("Stored {} ({size} bytes) at {url}.", dir.display());
 
     let api = Api::new(&api_url(args.api_url.clone()))?;
@@ -225,6 +222,30 @@ pub async fn run(args: DeployArgs, settings: &Settings) -> Result<(), String> {
     );
     println!("Run it with: prefect deployment run '{flow_name}/{}'", args.name);
     Ok(())
+}
+
+/// How long `stratus deploy` keeps trying while the store is unreachable.
+const STORE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Stores the package, trying again (and saying so) while the store is unreachable.
+async fn store_patiently(
+    storage: &dyn stratus_store::storage::Storage,
+    key: &str,
+    package: Vec<u8>,
+) -> Result<String, String> {
+    let started = tokio::time::Instant::now();
+    let mut wait = std::time::Duration::from_secs(1);
+    loop {
+        match storage.put(key, package.clone()).await {
+            Ok(url) => return Ok(url),
+            Err(e) if e.transient && started.elapsed() + wait < STORE_PATIENCE => {
+                eprintln!("The flow code store is unreachable ({e}); trying again in {wait:?}.");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_secs(10));
+            }
+            Err(e) => return Err(format!("could not store the flow code: {e}")),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -8,12 +8,33 @@ use std::pin::Pin;
 
 pub type StorageFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StorageError>> + Send + 'a>>;
 
+/// Why storing or fetching failed; `transient` when the store could not be reached (or
+/// answered that it is overloaded), so that trying again later may succeed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StorageError(pub String);
+pub struct StorageError {
+    pub message: String,
+    pub transient: bool,
+}
+
+impl StorageError {
+    pub fn new(message: impl Into<String>) -> Self {
+        StorageError {
+            message: message.into(),
+            transient: false,
+        }
+    }
+
+    pub fn transient(message: impl Into<String>) -> Self {
+        StorageError {
+            message: message.into(),
+            transient: true,
+        }
+    }
+}
 
 impl std::fmt::Display for StorageError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
@@ -58,7 +79,7 @@ fn check_key(key: &str) -> Result<(), StorageError> {
     if ok {
         Ok(())
     } else {
-        Err(StorageError(format!("invalid storage key {key:?}")))
+        Err(StorageError::new(format!("invalid storage key {key:?}")))
     }
 }
 
@@ -67,31 +88,32 @@ impl Storage for LocalStorage {
         Box::pin(async move {
             check_key(key)?;
             let dir = std::path::absolute(&self.dir)
-                .map_err(|e| StorageError(format!("{}: {e}", self.dir.display())))?;
+                .map_err(|e| StorageError::new(format!("{}: {e}", self.dir.display())))?;
             let path = dir.join(key);
             if let Some(parent) = path.parent() {
                 tokio::fs::create_dir_all(parent)
                     .await
-                    .map_err(|e| StorageError(format!("cannot create {}: {e}", parent.display())))?;
+                    .map_err(|e| StorageError::new(format!("cannot create {}: {e}", parent.display())))?;
             }
             // Write then rename, so a reader never sees half a package.
             let tmp = path.with_extension(format!("part-{}", uuid::Uuid::new_v4()));
             tokio::fs::write(&tmp, bytes)
                 .await
-                .map_err(|e| StorageError(format!("cannot write {}: {e}", tmp.display())))?;
+                .map_err(|e| StorageError::new(format!("cannot write {}: {e}", tmp.display())))?;
             tokio::fs::rename(&tmp, &path)
                 .await
-                .map_err(|e| StorageError(format!("cannot write {}: {e}", path.display())))?;
+                .map_err(|e| StorageError::new(format!("cannot write {}: {e}", path.display())))?;
             Ok(format!("file://{}", path.display()))
         })
     }
 
     fn get<'a>(&'a self, url: &'a str) -> StorageFuture<'a, Vec<u8>> {
         Box::pin(async move {
-            let path = file_url_path(url).ok_or_else(|| StorageError(format!("not a file:// URL: {url}")))?;
+            let path =
+                file_url_path(url).ok_or_else(|| StorageError::new(format!("not a file:// URL: {url}")))?;
             tokio::fs::read(&path)
                 .await
-                .map_err(|e| StorageError(format!("cannot read {}: {e}", path.display())))
+                .map_err(|e| StorageError::new(format!("cannot read {}: {e}", path.display())))
         })
     }
 }

@@ -50,7 +50,7 @@ def alive(pid):
 
 
 @pytest.mark.stratus_only
-def test_a_run_whose_agent_was_killed_is_crashed_and_its_process_stopped(stratus_server, tmp_path, agents_for):
+def test_a_run_whose_agent_was_killed_is_crashed_and_its_process_stopped(stratus_server, tmp_path, agents_for, capsys):
     api, client = stratus_server.url, client_for(stratus_server.url)
     pool = f"killed-agent-{uuid4().hex[:8]}"
     make_pool(api, tmp_path, pool)
@@ -76,12 +76,13 @@ def test_a_run_whose_agent_was_killed_is_crashed_and_its_process_stopped(stratus
     detected = time.monotonic() - killed
     assert run.state.type.value == "CRASHED", run.state
     assert "stopped heartbeating" in run.state.message, run.state.message
-    print(f"agent killed mid-run: the run was Crashed {detected:.1f} s later (heartbeat 1 s, timeout 3 intervals)")
+    with capsys.disabled():
+        print(f"\nagent killed mid-run: the run was Crashed {detected:.1f} s later (heartbeat 1 s, timeout 3 intervals)")
     assert detected < 15
 
 
 @pytest.mark.stratus_only
-def test_killing_the_server_and_agents_mid_burst_leaves_no_run_unfinished_or_run_twice(own_server, tmp_path, agents_for):
+def test_killing_the_server_and_agents_mid_burst_leaves_no_run_unfinished_or_run_twice(own_server, tmp_path, agents_for, capsys):
     seed = int(os.environ.get("STRATUS_FAULT_SEED") or random.randrange(1 << 32))
     rng = random.Random(seed)
     api, client = own_server.url, client_for(own_server.url)
@@ -116,13 +117,14 @@ def test_killing_the_server_and_agents_mid_burst_leaves_no_run_unfinished_or_run
     finished = time.monotonic() - started
     outcome = Counter(r.state.type.value for r in runs)
     executions = Counter(marks.read_text().split()) if marks.exists() else Counter()
-    print(
+    report = (
         f"seed {seed}: faults {[(w, round(t, 1)) for w, t in events]}; {count} runs: {dict(outcome)}; "
         f"{sum(executions.values())} executions; server healthy again after {[round(r, 2) for r in recoveries]} s; "
         f"all runs finished {finished:.1f} s after the burst"
     )
     crashes = Counter(r.state.message for r in runs if r.state.type.value == "CRASHED")
-    print(f"crashed because: {dict(crashes)}")
+    with capsys.disabled():
+        print(f"\nprocess faults: {report}; crashed because: {dict(crashes)}")
     twice = {k: v for k, v in executions.items() if v > 1}
     assert not twice, f"runs executed twice (seed {seed}): {twice}\n{agents.logs()}"
     for run in runs:
@@ -138,7 +140,6 @@ def test_killing_the_server_and_agents_mid_burst_leaves_no_run_unfinished_or_run
     killed = {Path(log.name).stem for _, log in agents.crashed}
     for message in crashes:
         assert "stopped heartbeating" in message, (seed, message, agents.logs())
-    print(f"agents killed: {sorted(killed)}")
     # Nothing of the burst is lost in the outbox either.
     unpublished = asyncio.run(own_server.sql("SELECT count(*) AS n FROM outbox WHERE published IS NULL"))
     assert unpublished[0]["n"] == 0
