@@ -357,7 +357,11 @@ impl Agent {
                 return;
             }
         };
-        if state_type(&run) != Some("SCHEDULED") {
+        // A Pending run this agent does not run may be one whose claim answer was lost:
+        // the claim says whether it is this agent's.
+        let pending_elsewhere =
+            state_type(&run) == Some("PENDING") && !self.running_ids().contains(&due.flow_run_id);
+        if state_type(&run) != Some("SCHEDULED") && !pending_elsewhere {
             return self.drop_message(q, &m, "the run is no longer scheduled").await;
         }
         if let Some(at) = run
@@ -387,7 +391,7 @@ impl Agent {
                     tracing::warn!("could not delete message {}: {e}", m.message_id);
                 }
                 if claim == Claim::Won {
-                    tasks.spawn(self.clone().execute(run));
+                    self.launch(run, tasks);
                 }
             }
             Err(e) => tracing::warn!(flow_run_id = %due.flow_run_id, "claim failed, will retry: {e}"),
@@ -425,7 +429,7 @@ impl Agent {
             };
             match self.claim(id).await {
                 Ok(Claim::Won) => {
-                    tasks.spawn(self.clone().execute(run));
+                    self.launch(run, tasks);
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(flow_run_id = %id, "claim failed: {e}"),
@@ -461,8 +465,10 @@ impl Agent {
         }
     }
 
-    /// Runs a claimed flow run to its end, and reports how the process ended.
-    async fn execute(self: Arc<Self>, run: Value) {
+    /// Starts executing a claimed run. It counts as running (and is named in heartbeats)
+    /// from now on, before its task first runs, so a second message for it is not claimed
+    /// again by this agent.
+    fn launch(self: &Arc<Self>, run: Value, tasks: &mut tokio::task::JoinSet<()>) {
         let Some(id) = run
             .get("id")
             .and_then(Value::as_str)
@@ -479,6 +485,11 @@ impl Agent {
                 },
             );
         }
+        tasks.spawn(self.clone().execute(id, run, cancel));
+    }
+
+    /// Runs a claimed flow run to its end, and reports how the process ended.
+    async fn execute(self: Arc<Self>, id: Uuid, run: Value, cancel: Arc<Notify>) {
         // A retried run can be claimed again while its last execution is still cleaning
         // up: each execution has a folder (and a cancel handle) of its own.
         let execution = Uuid::new_v4().simple().to_string();

@@ -250,3 +250,48 @@ async fn runs_of_an_agent_that_stopped_heartbeating_are_crashed_and_only_those()
         .get(0);
     assert_eq!(claims, 1, "only the live agent's claim is left");
 }
+
+#[tokio::test]
+async fn a_claim_whose_answer_was_lost_is_the_same_agents_again_and_no_one_elses() {
+    let app = TestApp::spawn().await;
+    app.post("/api/work_pools/", json!({"name": "agents", "type": "process"}))
+        .await;
+    let run = claimed_run(&app, "first").await;
+    let claim = |worker: Value| {
+        let app = &app;
+        let run = &run;
+        async move {
+            let mut body = json!({"flow_run_id": run["id"]});
+            if !worker.is_null() {
+                body["worker"] = worker;
+            }
+            app.post("/api/work_pools/agents/message_queue/claim", body)
+                .await
+                .body
+        }
+    };
+    assert_eq!(claim(json!("first")).await["claimed"], true);
+    assert_eq!(claim(json!("second")).await["claimed"], false);
+    assert_eq!(claim(Value::Null).await["claimed"], false);
+    // Only while Pending: once its flow runs, the run is nobody's to claim.
+    set(&app, "flow_runs", &run["id"], state("RUNNING"), false).await;
+    assert_eq!(claim(json!("first")).await["claimed"], false);
+    let states = app
+        .get(&format!(
+            "/api/flow_run_states/?flow_run_id={}",
+            run["id"].as_str().unwrap()
+        ))
+        .await
+        .body;
+    let kinds: Vec<&str> = states
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["SCHEDULED", "PENDING", "RUNNING"],
+        "claiming again wrote no state"
+    );
+}

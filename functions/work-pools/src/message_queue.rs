@@ -127,7 +127,9 @@ pub struct ClaimBody {
 /// workers' poll would have handed it out: not while its pool or queue is paused, nor
 /// while either runs as many as its concurrency limit allows (ask again after
 /// `retry_after` seconds), nor while it retries in the process that ran it (never).
-/// Answers `claimed`, with the reason when not; the orchestration result otherwise.
+/// A Pending run this same worker claimed before is its again (the answer to that claim
+/// may have been lost). Answers `claimed`, with the reason when not; the orchestration
+/// result otherwise.
 pub async fn claim(
     State(app): State<AppState>,
     ClientVersion(version): ClientVersion,
@@ -136,13 +138,18 @@ pub async fn claim(
 ) -> ApiResult<Response> {
     use stratus_domain::orchestration::{RunKind, Status};
     use stratus_domain::states::{State as RunState, StateType};
-    use stratus_store::db::work_pools::{claim_check, record_claim, ClaimCheck};
+    use stratus_store::db::work_pools::{claim_check, reclaim, record_claim, ClaimCheck};
 
     let pool = pool_named(&app, &name).await?;
     let id = body.flow_run_id;
     let answer = app
         .runs()
         .change::<_, ApiError>(version, async |change| {
+            if let Some(worker) = body.worker.as_deref() {
+                if reclaim(change.tx(), id, pool.id, worker).await? {
+                    return Ok(json!({"claimed": true, "reason": "the run was already claimed by this worker"}));
+                }
+            }
             match claim_check(change.tx(), id).await? {
                 Some(check) if check.work_pool_id != pool.id => {
                     return Ok(json!({"claimed": false, "reason": format!("the run is not in the work pool {name:?}")}));

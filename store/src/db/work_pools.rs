@@ -477,6 +477,26 @@ pub async fn record_claim(
     Ok(())
 }
 
+/// Whether `run` is Pending under a claim of this same worker: an agent whose claim was
+/// written but whose answer was lost (the server stopped, the connection dropped) gets
+/// the run again when its message comes back, instead of leaving it to be Crashed.
+pub async fn reclaim(
+    c: &impl GenericClient,
+    run: Uuid,
+    pool_id: Uuid,
+    worker: &str,
+) -> Result<bool, tokio_postgres::Error> {
+    let n = c
+        .execute(
+            "UPDATE flow_run_claim c SET seen = now() FROM flow_run fr \
+             WHERE c.flow_run_id = $1 AND fr.id = c.flow_run_id AND c.work_pool_id = $2 \
+               AND c.worker_name = $3 AND fr.state_type = 'PENDING'",
+            &[&run, &pool_id, &worker],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
 /// The runs a worker's heartbeat says it still executes: their claims are fresh again.
 /// Only the worker's own claims count, so a restarted agent of the same name does not
 /// keep alive the runs its previous process left behind.
