@@ -71,12 +71,32 @@ impl Conds {
     }
 }
 
+/// Most values one filter list (`any_`, `not_any_`, `all_`, `startswith_`) may hold: a
+/// list is matched against every candidate row, so its length bounds a request's work.
+/// Prefect has no bound; the stock client and UI send lists of a page of ids at most.
+pub const MAX_FILTER_VALUES: usize = 1_000;
+
+/// A filter list of at most [`MAX_FILTER_VALUES`] values (pydantic's wording past it).
+pub fn bounded_list<'de, D, T>(d: D) -> Result<Option<Vec<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    let list = Option::<Vec<T>>::deserialize(d)?;
+    match list {
+        Some(l) if l.len() > MAX_FILTER_VALUES => Err(serde::de::Error::custom(format!(
+            "ensure this value has at most {MAX_FILTER_VALUES} items"
+        ))),
+        other => Ok(other),
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IdFilter {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded_list")]
     pub any_: Option<Vec<Uuid>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded_list")]
     pub not_any_: Option<Vec<Uuid>>,
     #[serde(default)]
     pub is_null_: Option<bool>,
@@ -85,13 +105,13 @@ pub struct IdFilter {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TextFilter {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded_list")]
     pub any_: Option<Vec<String>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded_list")]
     pub not_any_: Option<Vec<String>>,
     #[serde(default)]
     pub like_: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded_list")]
     pub startswith_: Option<Vec<String>>,
     #[serde(default)]
     pub is_null_: Option<bool>,
@@ -102,9 +122,9 @@ pub struct TextFilter {
 pub struct TagsFilter {
     #[serde(default)]
     pub operator: Option<Operator>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded_list")]
     pub all_: Option<Vec<String>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded_list")]
     pub any_: Option<Vec<String>>,
     #[serde(default)]
     pub is_null_: Option<bool>,

@@ -122,3 +122,41 @@ async fn a_short_interval_far_from_its_anchor_schedules_at_once() {
     assert_eq!(res.status, 422, "{}", res.text);
     assert_eq!(app.get("/api/health").await.status, 200);
 }
+
+#[tokio::test]
+async fn filter_lists_are_bounded_so_one_request_cannot_hold_a_connection() {
+    let app = TestApp::spawn().await;
+    let ids = |n: usize| -> Vec<String> { (0..n).map(|_| uuid::Uuid::new_v4().to_string()).collect() };
+    for (path, filter) in [
+        (
+            "/api/flow_runs/filter",
+            json!({"flow_runs": {"id": {"not_any_": ids(1001)}}}),
+        ),
+        (
+            "/api/task_runs/filter",
+            json!({"task_runs": {"name": {"any_": ids(1001)}}}),
+        ),
+        (
+            "/api/flows/filter",
+            json!({"flows": {"tags": {"all_": ids(1001)}}}),
+        ),
+        (
+            "/api/artifacts/filter",
+            json!({"artifacts": {"key": {"any_": ids(1001)}}}),
+        ),
+    ] {
+        let res = app.post(path, filter).await;
+        assert_eq!(res.status, 422, "{path}: {}", res.text);
+        assert!(res.text.contains("at most 1000 items"), "{path}: {}", res.text);
+    }
+    // At the bound the request is answered, and quickly.
+    let started = std::time::Instant::now();
+    let res = app
+        .post(
+            "/api/flow_runs/filter",
+            json!({"flow_runs": {"id": {"not_any_": ids(1000)}, "name": {"any_": ids(1000)}}}),
+        )
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert!(started.elapsed() < std::time::Duration::from_secs(1));
+}

@@ -173,7 +173,7 @@ pub async fn delete(c: &impl GenericClient, id: Uuid) -> Result<bool, tokio_post
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyFilter {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::filters::bounded_list")]
     pub any_: Option<Vec<String>>,
     #[serde(default)]
     pub like_: Option<String>,

@@ -124,7 +124,7 @@ pub(crate) fn schema_from_row(r: &Row) -> Result<BlockSchema, tokio_postgres::Er
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AnyIds {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::filters::bounded_list")]
     pub any_: Option<Vec<Uuid>>,
 }
 
@@ -132,7 +132,7 @@ pub struct AnyIds {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AnyStrings {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::filters::bounded_list")]
     pub any_: Option<Vec<String>>,
 }
 
@@ -148,7 +148,7 @@ pub struct Like {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AllStrings {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::filters::bounded_list")]
     pub all_: Option<Vec<String>>,
 }
 
@@ -162,7 +162,7 @@ pub struct EqBool {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NameFilter {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::filters::bounded_list")]
     pub any_: Option<Vec<String>>,
     #[serde(default)]
     pub like_: Option<String>,
