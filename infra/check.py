@@ -99,7 +99,7 @@ def served_routes(crate_dir):
     for source in (crate_dir / "src").rglob("*.rs"):
         at_root = source.relative_to(crate_dir).as_posix() == "src/pages/mod.rs"
         text = source.read_text()
-        for path in re.findall(r'\.route\(\s*"([^"]+)"', text):
+        for path in re.findall(r'\.(?:route|undocumented)\(\s*"([^"]+)"', text):
             paths.append(path if at_root else "/api" + path)
         # The routes flow runs and task runs share (http/src/run_routes.rs, `routes`).
         for kind in re.findall(r"run_routes::routes::<(FlowRun|TaskRun)>", text):

@@ -2,9 +2,11 @@
 //! extractor and Prefect's request conventions, the error type rendered as Prefect's error
 //! bodies, and serving a router on Lambda or locally. Route families live in `functions/`.
 
+pub mod api_routes;
 pub mod app;
 pub mod error;
 pub mod json;
+pub mod openapi;
 pub mod run_routes;
 pub mod serve;
 pub mod shape;

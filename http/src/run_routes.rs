@@ -3,11 +3,11 @@
 //! `/{flow,task}_run_states`. Each family mounts them with `routes::<FlowRun>()` (or
 //! `TaskRun`) and adds its own (create, update, and the flow runs' graph, resume, inputs).
 
+use crate::api_routes::{get, post, ApiRoutes};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -30,6 +30,8 @@ pub trait RunRoutes: RunRow + Serialize + Send + Sync + 'static {
     const KIND: RunKind;
     /// `flow_runs`, `task_runs`.
     const PATH: &'static str;
+    /// The family's name in the API's document.
+    const TAG: &'static str;
     /// `flow_run_id`, `task_run_id`: the query parameter and state field naming the run.
     const FK: &'static str;
     /// The 404 detail of a run that does not exist, on reads and deletes.
@@ -42,6 +44,7 @@ pub trait RunRoutes: RunRow + Serialize + Send + Sync + 'static {
 impl RunRoutes for FlowRun {
     const KIND: RunKind = RunKind::Flow;
     const PATH: &'static str = "flow_runs";
+    const TAG: &'static str = "Flow Runs";
     const FK: &'static str = "flow_run_id";
     const NOT_FOUND: &'static str = "Flow run not found";
     const STATE_NOT_FOUND: &'static str = "Flow run state not found";
@@ -53,6 +56,7 @@ impl RunRoutes for FlowRun {
 impl RunRoutes for TaskRun {
     const KIND: RunKind = RunKind::Task;
     const PATH: &'static str = "task_runs";
+    const TAG: &'static str = "Task Runs";
     const FK: &'static str = "task_run_id";
     const NOT_FOUND: &'static str = "Task not found";
     const STATE_NOT_FOUND: &'static str = "Task run state not found";
@@ -62,17 +66,17 @@ impl RunRoutes for TaskRun {
 }
 
 /// The shared routes of one run family.
-pub fn routes<R: RunRoutes>() -> Router<AppState> {
+pub fn routes<R: RunRoutes>() -> ApiRoutes {
     let path = R::PATH;
     let states = &path[..path.len() - 1];
-    Router::new()
-        .route(&format!("/{path}/filter"), post(filter::<R>))
-        .route(&format!("/{path}/count"), post(count::<R>))
-        .route(&format!("/{path}/history"), post(history::<R>))
-        .route(&format!("/{path}/{{id}}"), get(read::<R>).delete(delete::<R>))
-        .route(&format!("/{path}/{{id}}/set_state"), post(set_state::<R>))
-        .route(&format!("/{states}_states"), get(list_states::<R>))
-        .route(&format!("/{states}_states/{{id}}"), get(read_state::<R>))
+    ApiRoutes::new(R::TAG)
+        .route(format!("/{path}/filter"), post(filter::<R>))
+        .route(format!("/{path}/count"), post(count::<R>))
+        .route(format!("/{path}/history"), post(history::<R>))
+        .route(format!("/{path}/{{id}}"), get(read::<R>).delete(delete::<R>))
+        .route(format!("/{path}/{{id}}/set_state"), post(set_state::<R>))
+        .route(format!("/{states}_states"), get(list_states::<R>))
+        .route(format!("/{states}_states/{{id}}"), get(read_state::<R>))
 }
 
 /// Reads a run that must exist (404 with the family's detail otherwise).

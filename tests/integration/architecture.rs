@@ -199,3 +199,38 @@ fn rows_are_read_by_column_name() {
         .collect();
     assert!(offenders.is_empty(), "positional row reads: {offenders:#?}");
 }
+
+/// Where axum's own method routers may be built: the route registry, and the web UI's
+/// pages (HTML at `/`, not the API).
+const ROUTE_REGISTRY: [&str; 2] = ["http/src/api_routes.rs", "functions/ui/src/pages/"];
+
+#[test]
+fn api_routes_are_registered_where_the_document_sees_them() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    for dir in ["http", "functions", "src"] {
+        rust_files(&root.join(dir), &mut files);
+    }
+    let mut offenders = Vec::new();
+    let mut seen_registry = false;
+    for path in files {
+        let rel = path.strip_prefix(root).unwrap().display().to_string();
+        let source = std::fs::read_to_string(&path).unwrap();
+        let builds_routes = source.contains("axum::routing") || source.contains("routing::{");
+        if ROUTE_REGISTRY.iter().any(|allowed| rel.starts_with(allowed)) {
+            seen_registry |= builds_routes;
+        } else if builds_routes {
+            offenders.push(rel);
+        }
+    }
+    assert!(
+        seen_registry,
+        "the check must recognise the registry's use of axum::routing"
+    );
+    assert!(
+        offenders.is_empty(),
+        "API routes are registered through stratus_http::api_routes (so that /api/openapi.json lists them); \
+         these files build axum routes themselves:\n{}",
+        offenders.join("\n")
+    );
+}

@@ -6,6 +6,7 @@ mod api_artifacts;
 mod api_blocks;
 mod api_concurrency;
 mod api_deployments;
+mod api_docs;
 mod api_flow_runs;
 mod api_flows;
 mod api_logs;

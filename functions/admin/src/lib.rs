@@ -11,15 +11,20 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use stratus_http::api_routes::{get, post, ApiRoutes};
 use stratus_http::app::PREFECT_VERSION;
 use stratus_http::{ApiError, ApiResult, AppState, Body};
 
 pub fn router() -> Router<AppState> {
-    Router::new()
+    api().into_router()
+}
+
+/// The family's routes, as served and documented.
+pub fn api() -> ApiRoutes {
+    ApiRoutes::new("Admin")
         .route("/admin/settings", get(settings))
         .route("/admin/version", get(|| async { Json(PREFECT_VERSION) }))
         .route("/admin/database/clear", post(clear))

@@ -3,10 +3,10 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
+use stratus_http::api_routes::{get, post, ApiRoutes};
 use stratus_http::json::{page, path_id, present};
 use stratus_http::{ApiError, ApiResult, AppState, Body};
 use stratus_store::db::artifacts::{self, ArtifactChanges, ArtifactFilter, ArtifactSort, NewArtifact};
@@ -14,7 +14,12 @@ use stratus_store::filters::{DeploymentFilter, FlowFilter, FlowRunFilter, RunFil
 use uuid::Uuid;
 
 pub fn router() -> Router<AppState> {
-    Router::new()
+    api().into_router()
+}
+
+/// The family's routes, as served and documented.
+pub fn api() -> ApiRoutes {
+    ApiRoutes::new("Artifacts")
         .route("/artifacts", post(create))
         .route("/artifacts/filter", post(filter))
         .route("/artifacts/count", post(count))

@@ -5,13 +5,18 @@ mod block_documents;
 mod block_schemas;
 mod block_types;
 
-use axum::routing::{get, post};
 use axum::Router;
 use serde_json::{json, Value};
+use stratus_http::api_routes::{get, post, ApiRoutes};
 use stratus_http::{ApiError, ApiResult, AppState};
 
 pub fn router() -> Router<AppState> {
-    Router::new()
+    api().into_router()
+}
+
+/// The family's routes, as served and documented.
+pub fn api() -> ApiRoutes {
+    ApiRoutes::new("Blocks")
         .route("/block_types", post(block_types::create))
         .route("/block_types/filter", post(block_types::filter))
         .route(

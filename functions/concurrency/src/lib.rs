@@ -4,12 +4,17 @@
 mod v1;
 mod v2;
 
-use axum::routing::{get, post};
 use axum::Router;
+use stratus_http::api_routes::{get, post, ApiRoutes};
 use stratus_http::AppState;
 
 pub fn router() -> Router<AppState> {
-    Router::new()
+    api().into_router()
+}
+
+/// The family's routes, as served and documented.
+pub fn api() -> ApiRoutes {
+    ApiRoutes::new("Concurrency Limits")
         .route("/concurrency_limits", post(v1::create))
         .route("/concurrency_limits/filter", post(v1::filter))
         .route(

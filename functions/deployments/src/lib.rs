@@ -7,7 +7,6 @@ mod schedules;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
@@ -15,6 +14,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use stratus_domain::orchestration::FlowRunPolicy;
 use stratus_domain::states::{State as RunState, StateCreate, StateType};
+use stratus_http::api_routes::{get, post, ApiRoutes};
 use stratus_http::app::ClientVersion;
 use stratus_http::json::{null_default, page, path_id, ts_opt};
 use stratus_http::{ApiError, ApiResult, AppState, Body};
@@ -28,7 +28,12 @@ use stratus_store::filters::RunFilterBody;
 use uuid::Uuid;
 
 pub fn router() -> Router<AppState> {
-    Router::new()
+    api().into_router()
+}
+
+/// The family's routes, as served and documented.
+pub fn api() -> ApiRoutes {
+    ApiRoutes::new("Deployments")
         .route("/deployments", post(create))
         .route("/deployments/filter", post(filter))
         .route("/deployments/count", post(count))
@@ -54,7 +59,7 @@ pub fn router() -> Router<AppState> {
         )
         .route(
             "/deployments/{id}/schedules/{schedule_id}",
-            axum::routing::patch(schedules::update).delete(schedules::remove),
+            stratus_http::api_routes::patch(schedules::update).delete(schedules::remove),
         )
 }
 

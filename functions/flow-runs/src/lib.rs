@@ -5,7 +5,6 @@ mod inputs;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use chrono::Utc;
 use serde::Deserialize;
@@ -13,6 +12,7 @@ use serde_json::{Map, Value};
 use stratus_domain::orchestration::RunKind;
 use stratus_domain::orchestration::{Details, FlowRunPolicy, Status};
 use stratus_domain::states::{State as RunState, StateCreate, StateType};
+use stratus_http::api_routes::{get, patch, post, ApiRoutes};
 use stratus_http::app::ClientVersion;
 use stratus_http::json::{null_default, path_id, present};
 use stratus_http::run_routes::{self, RunRoutes};
@@ -25,6 +25,11 @@ use stratus_store::runs_service::OrchestrationResult;
 use uuid::Uuid;
 
 pub fn router() -> Router<AppState> {
+    api().into_router()
+}
+
+/// The family's routes, as served and documented.
+pub fn api() -> ApiRoutes {
     run_routes::routes::<FlowRun>()
         .route("/flow_runs", post(create))
         .route("/flow_runs/lateness", post(lateness))

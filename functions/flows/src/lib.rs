@@ -3,17 +3,22 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::Value;
+use stratus_http::api_routes::{get, post, ApiRoutes};
 use stratus_http::json::{null_default, page, path_id};
 use stratus_http::{ApiError, ApiResult, AppState, Body};
 use stratus_store::db::flows::{self, FlowSort};
 use stratus_store::filters::RunFilterBody;
 
 pub fn router() -> Router<AppState> {
-    Router::new()
+    api().into_router()
+}
+
+/// The family's routes, as served and documented.
+pub fn api() -> ApiRoutes {
+    ApiRoutes::new("Flows")
         .route("/flows", post(create))
         .route("/flows/filter", post(filter))
         .route("/flows/count", post(count))

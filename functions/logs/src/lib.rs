@@ -3,16 +3,21 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::Value;
+use stratus_http::api_routes::{post, ApiRoutes};
 use stratus_http::json::{page, sort};
 use stratus_http::{ApiResult, AppState, Body};
 use stratus_store::db::logs::{self, LogCreate, LogFilter, LogSort};
 
 pub fn router() -> Router<AppState> {
-    Router::new()
+    api().into_router()
+}
+
+/// The family's routes, as served and documented.
+pub fn api() -> ApiRoutes {
+    ApiRoutes::new("Logs")
         .route("/logs", post(create))
         .route("/logs/filter", post(filter))
 }

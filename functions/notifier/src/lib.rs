@@ -11,9 +11,9 @@ pub mod templating;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
+use stratus_http::api_routes::{get, post, ApiRoutes};
 use stratus_http::json::{page, path_id};
 use stratus_http::{ApiError, ApiResult, AppState, Body};
 use stratus_store::db::notifications::{self, PolicyFields, PolicyFilter};
@@ -21,7 +21,12 @@ use stratus_store::notifications::check_template;
 use uuid::Uuid;
 
 pub fn router() -> Router<AppState> {
-    Router::new()
+    api().into_router()
+}
+
+/// The family's routes, as served and documented.
+pub fn api() -> ApiRoutes {
+    ApiRoutes::new("Flow Run Notification Policies")
         .route("/flow_run_notification_policies", post(create))
         .route("/flow_run_notification_policies/filter", post(filter))
         .route(

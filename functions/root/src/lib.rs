@@ -1,4 +1,8 @@
-//! The root routes: health, version, readiness, and the CSRF token endpoint.
+//! The root routes: health, version, readiness, the CSRF token endpoint, the API's
+//! documentation, and the events and automations routes Prefect serves disabled.
+
+mod disabled;
+pub mod docs;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -7,9 +11,9 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
+use stratus_http::api_routes::{get, ApiRoutes};
 use stratus_http::app::SERVER_API_VERSION_STR;
 use stratus_http::{ApiError, AppState};
 
@@ -17,12 +21,19 @@ use stratus_http::{ApiError, AppState};
 const READY_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub fn router() -> Router<AppState> {
-    Router::new()
+    api().into_router()
+}
+
+/// The family's routes, as served and documented.
+pub fn api() -> ApiRoutes {
+    ApiRoutes::new("Root")
         .route("/health", get(|| async { Json(true) }))
         .route("/version", get(|| async { Json(SERVER_API_VERSION_STR) }))
         .route("/hello", get(|| async { Json("👋") }))
         .route("/ready", get(ready))
         .route("/csrf-token", get(csrf_token))
+        .merge(docs::routes())
+        .merge(disabled::routes())
 }
 
 async fn database_answers(app: &AppState) -> bool {

@@ -3,13 +3,13 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::{patch, post};
 use axum::Router;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use stratus_domain::orchestration::TaskRunPolicy;
 use stratus_domain::states::{State as RunState, StateCreate, StateType};
+use stratus_http::api_routes::{patch, post, ApiRoutes};
 use stratus_http::app::ClientVersion;
 use stratus_http::json::{null_default, path_id, present, ts_opt};
 use stratus_http::run_routes::{self};
@@ -21,6 +21,11 @@ use stratus_store::db::task_runs::{self, NewTaskRun};
 use uuid::Uuid;
 
 pub fn router() -> Router<AppState> {
+    api().into_router()
+}
+
+/// The family's routes, as served and documented.
+pub fn api() -> ApiRoutes {
     run_routes::routes::<TaskRun>()
         .route("/task_runs", post(create))
         .route("/task_runs/{id}", patch(update))

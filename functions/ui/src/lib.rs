@@ -5,10 +5,10 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::Value;
+use stratus_http::api_routes::{get, post, put, ApiRoutes};
 use stratus_http::json::{null_default, page, path_id};
 use stratus_http::{ApiError, ApiResult, AppState, Body};
 use stratus_store::db::saved_searches;
@@ -17,10 +17,17 @@ pub mod pages;
 mod ui_routes;
 
 pub fn router() -> Router<AppState> {
-    ui_routes::router()
-        .route("/saved_searches", put(upsert))
-        .route("/saved_searches/filter", post(filter))
-        .route("/saved_searches/{id}", get(read).delete(remove))
+    api().into_router()
+}
+
+/// The family's routes, as served and documented.
+pub fn api() -> ApiRoutes {
+    ui_routes::api().merge(
+        ApiRoutes::new("SavedSearches")
+            .route("/saved_searches", put(upsert))
+            .route("/saved_searches/filter", post(filter))
+            .route("/saved_searches/{id}", get(read).delete(remove)),
+    )
 }
 
 fn not_found() -> ApiError {

@@ -7,14 +7,14 @@ use stratus_store::db::runs;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json, Router};
+use axum::Json;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use stratus_domain::hydration;
 use stratus_domain::json_schema::{self, PathPart};
 use stratus_domain::states::StateType;
+use stratus_http::api_routes::{post, ApiRoutes};
 use stratus_http::json::{page_with_max, sort, ts};
 use stratus_http::{ApiError, ApiResult, AppState, Body};
 use stratus_store::db::flow_runs::FlowRunSort;
@@ -22,8 +22,9 @@ use stratus_store::db::task_runs;
 use stratus_store::filters::RunFilterBody;
 use uuid::Uuid;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
+/// The `/ui` routes, as served and documented.
+pub fn api() -> ApiRoutes {
+    ApiRoutes::new("UI")
         .route("/ui/flow_runs/history", post(flow_run_history))
         .route("/ui/task_runs/dashboard/counts", post(task_run_dashboard_counts))
         .route("/ui/task_runs/count", post(task_run_counts_by_state))

@@ -3,16 +3,21 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use stratus_http::api_routes::{get, post, ApiRoutes};
 use stratus_http::json::{null_default, page, path_id};
 use stratus_http::{ApiError, ApiResult, AppState, Body};
 use stratus_store::db::variables::{self, VariableFilter, VariableKey, VariableSort};
 
 pub fn router() -> Router<AppState> {
-    Router::new()
+    api().into_router()
+}
+
+/// The family's routes, as served and documented.
+pub fn api() -> ApiRoutes {
+    ApiRoutes::new("Variables")
         .route("/variables", post(create))
         .route("/variables/filter", post(filter))
         .route("/variables/count", post(count))

@@ -7,11 +7,11 @@ mod message_queue;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use stratus_http::api_routes::{delete, get, post, ApiRoutes};
 use stratus_http::json::{null_default, page, ts_opt};
 use stratus_http::{ApiError, ApiResult, AppState, Body};
 use stratus_store::db::work_pools::{
@@ -19,7 +19,12 @@ use stratus_store::db::work_pools::{
 };
 
 pub fn router() -> Router<AppState> {
-    Router::new()
+    api().into_router()
+}
+
+/// The family's routes, as served and documented.
+pub fn api() -> ApiRoutes {
+    ApiRoutes::new("Work Pools")
         .route("/work_pools", post(create))
         .route("/work_pools/filter", post(filter))
         .route("/work_pools/count", post(count))

@@ -1,0 +1,159 @@
+//! Route families register their routes here rather than on an axum `Router` directly, so
+//! that what is served and what the API's OpenAPI document lists (`stratus::openapi`) come
+//! from one list and cannot drift apart. The method functions mirror axum's
+//! (`get(h).patch(u)`), and record each method with the handler that serves it.
+
+use axum::handler::Handler;
+use axum::routing::{self, MethodRouter};
+use axum::Router;
+
+use crate::AppState;
+
+/// One method of one path, as served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operation {
+    /// `GET`, `POST`, ...
+    pub method: &'static str,
+    /// Relative to `/api`, with axum's `{param}` segments (as OpenAPI writes them).
+    pub path: String,
+    /// The family's name in the document (its `tags` entry).
+    pub tag: &'static str,
+    /// The handler's function name, e.g. `read_by_name` (empty for a closure).
+    pub handler: String,
+}
+
+/// The methods of one path, with the handlers that serve them.
+pub struct Methods {
+    router: MethodRouter<AppState>,
+    methods: Vec<(&'static str, String)>,
+}
+
+/// The function name of a handler type (`stratus_flows::read_by_name` → `read_by_name`,
+/// `run_routes::filter<FlowRun>` → `filter`); empty for a closure.
+fn handler_name<H>() -> String {
+    let full = std::any::type_name::<H>();
+    if full.contains("{{closure}}") {
+        return String::new();
+    }
+    let plain = full.split('<').next().unwrap_or(full);
+    let name = plain.rsplit("::").find(|s| !s.starts_with('{')).unwrap_or(plain);
+    name.to_string()
+}
+
+macro_rules! method_fns {
+    ($($name:ident => $method:literal),*) => {
+        $(
+            pub fn $name<H, T>(handler: H) -> Methods
+            where
+                H: Handler<T, AppState>,
+                T: 'static,
+            {
+                Methods {
+                    router: routing::$name(handler),
+                    methods: vec![($method, handler_name::<H>())],
+                }
+            }
+        )*
+
+        impl Methods {
+            $(
+                pub fn $name<H, T>(mut self, handler: H) -> Methods
+                where
+                    H: Handler<T, AppState>,
+                    T: 'static,
+                {
+                    self.methods.push(($method, handler_name::<H>()));
+                    self.router = self.router.$name(handler);
+                    self
+                }
+            )*
+        }
+    };
+}
+
+method_fns!(get => "GET", post => "POST", put => "PUT", patch => "PATCH", delete => "DELETE");
+
+/// A family's routes: the router it serves and the operations it documents.
+pub struct ApiRoutes {
+    tag: &'static str,
+    router: Router<AppState>,
+    operations: Vec<Operation>,
+}
+
+impl ApiRoutes {
+    pub fn new(tag: &'static str) -> Self {
+        ApiRoutes {
+            tag,
+            router: Router::new(),
+            operations: Vec::new(),
+        }
+    }
+
+    pub fn route(mut self, path: impl Into<String>, methods: Methods) -> Self {
+        let path = path.into();
+        self.router = self.router.route(&path, methods.router);
+        for (method, handler) in methods.methods {
+            self.operations.push(Operation {
+                method,
+                path: path.clone(),
+                tag: self.tag,
+                handler,
+            });
+        }
+        self
+    }
+
+    /// A route served but left out of the document, as FastAPI leaves out its own
+    /// documentation pages.
+    pub fn undocumented(mut self, path: &str, methods: Methods) -> Self {
+        self.router = self.router.route(path, methods.router);
+        self
+    }
+
+    pub fn merge(mut self, other: ApiRoutes) -> Self {
+        self.router = self.router.merge(other.router);
+        self.operations.extend(other.operations);
+        self
+    }
+
+    pub fn operations(&self) -> &[Operation] {
+        &self.operations
+    }
+
+    pub fn into_router(self) -> Router<AppState> {
+        self.router
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn read_by_name() -> &'static str {
+        "x"
+    }
+
+    async fn remove() -> &'static str {
+        "y"
+    }
+
+    #[test]
+    fn every_method_is_recorded_with_its_handler() {
+        let routes = ApiRoutes::new("Things")
+            .route("/things/{name}", get(read_by_name).delete(remove))
+            .merge(ApiRoutes::new("Other").route("/other", post(remove)));
+        let ops: Vec<(&str, &str, &str, &str)> = routes
+            .operations()
+            .iter()
+            .map(|o| (o.method, o.path.as_str(), o.tag, o.handler.as_str()))
+            .collect();
+        assert_eq!(
+            ops,
+            [
+                ("GET", "/things/{name}", "Things", "read_by_name"),
+                ("DELETE", "/things/{name}", "Things", "remove"),
+                ("POST", "/other", "Other", "remove"),
+            ]
+        );
+    }
+}

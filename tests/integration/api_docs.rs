@@ -1,0 +1,109 @@
+//! The API's contract: `/api/openapi.json` is the document the code makes from every
+//! family's routes, every operation it lists is served, and the documentation pages work
+//! with nothing fetched from elsewhere.
+
+use crate::common;
+
+use common::TestApp;
+use http::Method;
+use serde_json::{json, Value};
+
+const COMMITTED: &str = "functions/root/openapi.json";
+
+#[test]
+fn the_served_document_is_the_one_the_code_makes() {
+    let made = stratus::openapi();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(COMMITTED);
+    if std::env::var_os("STRATUS_BLESS").is_some() {
+        let text = serde_json::to_string_pretty(&made).unwrap() + "\n";
+        std::fs::write(&path, text).unwrap();
+    }
+    let served: Value = serde_json::from_str(stratus_root::docs::OPENAPI_JSON).unwrap();
+    assert!(
+        served == made,
+        "{COMMITTED} is not the document the routes make; regenerate it with \
+         `STRATUS_BLESS=1 cargo nextest run -E 'test(the_served_document)'` and rebuild"
+    );
+}
+
+/// A request path for a documented one: ids where ids go, a word elsewhere.
+fn concrete(path: &str) -> String {
+    path.split('/')
+        .map(|s| match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+            Some(name) if name == "id" || name.ends_with("_id") => uuid::Uuid::nil().to_string(),
+            Some(_) => "x".to_string(),
+            None => s.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+#[tokio::test]
+async fn every_documented_operation_is_served() {
+    let app = TestApp::spawn().await;
+    let ops = stratus::api().operations().to_vec();
+    assert!(ops.len() > 150, "only {} operations", ops.len());
+    let doc = stratus::openapi();
+    let mut missing = Vec::new();
+    // The admin routes that empty or drop the database go last.
+    let (admin, others): (Vec<_>, Vec<_>) = ops.iter().partition(|o| o.path.starts_with("/admin/database"));
+    for op in others.into_iter().chain(admin) {
+        assert!(
+            doc["paths"][&op.path][op.method.to_ascii_lowercase()].is_object(),
+            "{} {} is served but not in the document",
+            op.method,
+            op.path
+        );
+        let method = Method::from_bytes(op.method.as_bytes()).unwrap();
+        let body = (op.method != "GET" && op.method != "DELETE").then(|| json!({}));
+        let res = app
+            .request(method, &format!("/api{}", concrete(&op.path)), body)
+            .await;
+        let unrouted = res.status == 405 || (res.status == 404 && res.body == json!({"detail": "Not Found"}));
+        if unrouted {
+            missing.push(format!("{} {}: {}", op.method, op.path, res.status));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "documented but not served:\n{}",
+        missing.join("\n")
+    );
+    // And the check can fail: a path no family serves is unrouted.
+    let res = app.request(Method::GET, "/api/no_such_family", None).await;
+    assert_eq!(res.body, json!({"detail": "Not Found"}));
+}
+
+#[tokio::test]
+async fn the_documentation_pages_are_served_from_the_binary() {
+    let app = TestApp::spawn().await;
+    let doc = app.get("/api/openapi.json").await;
+    assert_eq!(doc.status, 200);
+    assert_eq!(doc.body["openapi"], "3.1.0");
+    assert!(doc.body["paths"]["/flow_runs/{id}/set_state"]["post"].is_object());
+    for (page, assets) in [
+        (
+            "/api/docs",
+            vec!["/api/docs/swagger-ui-bundle.js", "/api/docs/swagger-ui.css"],
+        ),
+        ("/api/redoc", vec!["/api/redoc/redoc.standalone.js"]),
+    ] {
+        let res = app.get(page).await;
+        assert_eq!(res.status, 200, "{page}");
+        assert!(res.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"));
+        assert!(res.text.contains("/api/openapi.json"), "{page}");
+        assert!(
+            !res.text.contains("https://"),
+            "{page} must not fetch from elsewhere"
+        );
+        for asset in assets {
+            assert!(res.text.contains(asset), "{page} links {asset}");
+            let res = app.get(asset).await;
+            assert_eq!(res.status, 200, "{asset}");
+            assert!(res.text.len() > 100_000, "{asset}");
+        }
+    }
+}
