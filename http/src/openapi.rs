@@ -72,12 +72,20 @@ fn error(description: &str, schema: &str) -> Value {
 
 fn operation(op: &Operation) -> Value {
     let mut responses = Map::new();
-    responses.insert("2XX".into(), response_ref("Success"));
-    let path_params = path_parameters(&op.path);
-    if !path_params.is_empty() || op.method != "GET" {
-        responses.insert("404".into(), response_ref("NotFound"));
-        responses.insert("422".into(), response_ref("ValidationError"));
+    // Prefect's conventions: reads answer 200, updates and deletes 204, creates 201 (200
+    // when an upsert found the object), actions 200 or 204.
+    let successes: &[&str] = match op.method {
+        "GET" => &["200"],
+        "PATCH" | "DELETE" => &["204"],
+        _ => &["200", "201", "204"],
+    };
+    for code in successes {
+        let name = if *code == "204" { "NoContent" } else { "Success" };
+        responses.insert((*code).into(), response_ref(name));
     }
+    let path_params = path_parameters(&op.path);
+    responses.insert("404".into(), response_ref("NotFound"));
+    responses.insert("422".into(), response_ref("ValidationError"));
     if matches!(op.method, "POST" | "PUT" | "PATCH") {
         responses.insert("409".into(), response_ref("Conflict"));
     }
@@ -127,6 +135,7 @@ pub fn document(operations: &[Operation]) -> Value {
         "paths": paths,
         "components": {"responses": {
             "Success": {"description": "Successful response", "content": {"application/json": {"schema": {}}}},
+            "NoContent": {"description": "Done; no body"},
             "NotFound": error("Not found", "NotFound"),
             "Conflict": error("Conflict with what exists (a duplicate name, a missing reference)", "NotFound"),
             "ValidationError": error("Invalid request", "HTTPValidationError"),
@@ -138,8 +147,8 @@ pub fn document(operations: &[Operation]) -> Value {
         }, "schemas": {
             "NotFound": {
                 "type": "object",
-                "properties": {"detail": {"type": "string"}},
-                "required": ["detail"],
+                "properties": {"detail": {"type": "string"}, "exception_message": {"type": "string"}},
+                "anyOf": [{"required": ["detail"]}, {"required": ["exception_message"]}],
             },
             "ValidationError": {
                 "type": "object",
@@ -199,6 +208,7 @@ mod tests {
             "uuid"
         );
         assert_eq!(doc["paths"]["/health"]["get"]["summary"], "Health");
-        assert!(doc["paths"]["/health"]["get"]["responses"].get("404").is_none());
+        let deleted = &doc["paths"]["/flows/{id}"]["delete"]["responses"];
+        assert!(deleted.get("204").is_some() && deleted.get("200").is_none());
     }
 }
