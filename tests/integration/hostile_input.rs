@@ -160,3 +160,21 @@ async fn filter_lists_are_bounded_so_one_request_cannot_hold_a_connection() {
     assert_eq!(res.status, 200, "{}", res.text);
     assert!(started.elapsed() < std::time::Duration::from_secs(1));
 }
+
+#[tokio::test]
+async fn json_nested_past_128_levels_is_a_422_at_once() {
+    let app = TestApp::spawn().await;
+    let flow = flow_id(&app).await;
+    let deep = format!(
+        r#"{{"flow_id": {flow}, "parameters": {{"x": {}{}}}}}"#,
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let started = std::time::Instant::now();
+    let res = app
+        .raw(http::Method::POST, "/api/flow_runs/", Some(deep), &[])
+        .await;
+    assert_eq!(res.status, 422, "{}", res.text);
+    assert!(res.text.contains("recursion limit exceeded"), "{}", res.text);
+    assert!(started.elapsed() < std::time::Duration::from_secs(1));
+}
