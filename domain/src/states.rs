@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use crate::time::{null_default, ts, ts_opt};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum StateType {
     Scheduled,
@@ -69,7 +69,7 @@ impl StateType {
 }
 
 /// `state_details`, with every key Prefect 2.20 knows. Unknown keys are kept.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StateDetails {
     #[serde(default)]
     pub flow_run_id: Option<Uuid>,
@@ -77,14 +77,17 @@ pub struct StateDetails {
     pub task_run_id: Option<Uuid>,
     #[serde(default)]
     pub child_flow_run_id: Option<Uuid>,
+    #[schemars(with = "Option<chrono::DateTime<chrono::Utc>>")]
     #[serde(default, with = "ts_opt")]
     pub scheduled_time: Option<DateTime<Utc>>,
     #[serde(default)]
     pub cache_key: Option<String>,
+    #[schemars(with = "Option<chrono::DateTime<chrono::Utc>>")]
     #[serde(default, with = "ts_opt")]
     pub cache_expiration: Option<DateTime<Utc>>,
     #[serde(default, deserialize_with = "null_default")]
     pub untrackable_result: bool,
+    #[schemars(with = "Option<chrono::DateTime<chrono::Utc>>")]
     #[serde(default, with = "ts_opt")]
     pub pause_timeout: Option<DateTime<Utc>>,
     #[serde(default, deserialize_with = "null_default")]
@@ -106,12 +109,13 @@ pub struct StateDetails {
 }
 
 /// A state as stored and returned.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct State {
     pub id: Uuid,
     #[serde(rename = "type")]
     pub kind: StateType,
     pub name: String,
+    #[schemars(with = "chrono::DateTime<chrono::Utc>")]
     #[serde(with = "ts")]
     pub timestamp: DateTime<Utc>,
     pub message: Option<String>,
@@ -153,7 +157,7 @@ impl State {
 }
 
 /// `StateCreate` as the client sends it. `id` and `timestamp` are accepted and ignored.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StateCreate {
     #[serde(rename = "type")]

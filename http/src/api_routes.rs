@@ -6,11 +6,69 @@
 use axum::handler::Handler;
 use axum::routing::{self, MethodRouter};
 use axum::Router;
+use schemars::{JsonSchema, Schema, SchemaGenerator};
 
 use crate::AppState;
 
+/// What an extractor contributes to an operation's document: a JSON request body's schema.
+pub trait RequestDoc {
+    fn body_schema(_generator: &mut SchemaGenerator) -> Option<Schema> {
+        None
+    }
+}
+
+impl<T: JsonSchema> RequestDoc for crate::json::Body<T> {
+    fn body_schema(generator: &mut SchemaGenerator) -> Option<Schema> {
+        Some(generator.subschema_for::<T>())
+    }
+}
+
+impl<T: JsonSchema> RequestDoc for axum::Json<T> {
+    fn body_schema(generator: &mut SchemaGenerator) -> Option<Schema> {
+        Some(generator.subschema_for::<T>())
+    }
+}
+
+impl<T> RequestDoc for axum::extract::State<T> {}
+impl<T> RequestDoc for axum::extract::Path<T> {}
+impl<T> RequestDoc for axum::extract::Query<T> {}
+impl<T, E> RequestDoc for Result<T, E> {}
+impl RequestDoc for crate::app::ClientVersion {}
+impl RequestDoc for axum::http::HeaderMap {}
+
+/// A handler's extractors, as axum's `Handler` impls list them: `(M, T1, ..., Tn)`.
+pub trait HandlerInputs {
+    fn body_schema(generator: &mut SchemaGenerator) -> Option<Schema>;
+}
+
+impl HandlerInputs for ((),) {
+    fn body_schema(_generator: &mut SchemaGenerator) -> Option<Schema> {
+        None
+    }
+}
+
+macro_rules! handler_inputs {
+    ($($t:ident),+) => {
+        impl<M, $($t: RequestDoc),+> HandlerInputs for (M, $($t,)+) {
+            fn body_schema(generator: &mut SchemaGenerator) -> Option<Schema> {
+                None$(.or_else(|| $t::body_schema(generator)))+
+            }
+        }
+    };
+}
+
+handler_inputs!(T1);
+handler_inputs!(T1, T2);
+handler_inputs!(T1, T2, T3);
+handler_inputs!(T1, T2, T3, T4);
+handler_inputs!(T1, T2, T3, T4, T5);
+handler_inputs!(T1, T2, T3, T4, T5, T6);
+
+/// Makes a request body's schema (None: the operation takes no JSON body).
+pub type BodySchema = fn(&mut SchemaGenerator) -> Option<Schema>;
+
 /// One method of one path, as served.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Operation {
     /// `GET`, `POST`, ...
     pub method: &'static str,
@@ -20,12 +78,13 @@ pub struct Operation {
     pub tag: &'static str,
     /// The handler's function name, e.g. `read_by_name` (empty for a closure).
     pub handler: String,
+    pub body: BodySchema,
 }
 
 /// The methods of one path, with the handlers that serve them.
 pub struct Methods {
     router: MethodRouter<AppState>,
-    methods: Vec<(&'static str, String)>,
+    methods: Vec<(&'static str, String, BodySchema)>,
 }
 
 /// The function name of a handler type (`stratus_flows::read_by_name` → `read_by_name`,
@@ -46,11 +105,11 @@ macro_rules! method_fns {
             pub fn $name<H, T>(handler: H) -> Methods
             where
                 H: Handler<T, AppState>,
-                T: 'static,
+                T: HandlerInputs + 'static,
             {
                 Methods {
                     router: routing::$name(handler),
-                    methods: vec![($method, handler_name::<H>())],
+                    methods: vec![($method, handler_name::<H>(), T::body_schema as BodySchema)],
                 }
             }
         )*
@@ -60,9 +119,9 @@ macro_rules! method_fns {
                 pub fn $name<H, T>(mut self, handler: H) -> Methods
                 where
                     H: Handler<T, AppState>,
-                    T: 'static,
+                    T: HandlerInputs + 'static,
                 {
-                    self.methods.push(($method, handler_name::<H>()));
+                    self.methods.push(($method, handler_name::<H>(), T::body_schema as BodySchema));
                     self.router = self.router.$name(handler);
                     self
                 }
@@ -92,12 +151,13 @@ impl ApiRoutes {
     pub fn route(mut self, path: impl Into<String>, methods: Methods) -> Self {
         let path = path.into();
         self.router = self.router.route(&path, methods.router);
-        for (method, handler) in methods.methods {
+        for (method, handler, body) in methods.methods {
             self.operations.push(Operation {
                 method,
                 path: path.clone(),
                 tag: self.tag,
                 handler,
+                body,
             });
         }
         self

@@ -164,7 +164,7 @@ mod tests {
 
     #[test]
     fn empty_body_is_an_empty_object() {
-        #[derive(serde::Deserialize)]
+        #[derive(serde::Deserialize, schemars::JsonSchema)]
         #[serde(deny_unknown_fields)]
         struct F {
             limit: Option<i64>,

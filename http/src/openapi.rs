@@ -3,6 +3,8 @@
 //! Prefect's error bodies. `stratus::openapi` assembles it from every family, and the
 //! root family serves the result at `/api/openapi.json` with Swagger UI and Redoc.
 
+use schemars::generate::SchemaSettings;
+use schemars::SchemaGenerator;
 use serde_json::{json, Map, Value};
 
 use crate::api_routes::Operation;
@@ -70,7 +72,7 @@ fn error(description: &str, schema: &str) -> Value {
     })
 }
 
-fn operation(op: &Operation) -> Value {
+fn operation(op: &Operation, generator: &mut SchemaGenerator) -> Value {
     let mut responses = Map::new();
     // Prefect's conventions: reads answer 200, updates and deletes 204, creates 201 (200
     // when an upsert found the object), actions 200 or 204.
@@ -87,6 +89,7 @@ fn operation(op: &Operation) -> Value {
     responses.insert("404".into(), response_ref("NotFound"));
     responses.insert("422".into(), response_ref("ValidationError"));
     if matches!(op.method, "POST" | "PUT" | "PATCH") {
+        responses.insert("400".into(), response_ref("BadRequest"));
         responses.insert("409".into(), response_ref("Conflict"));
     }
     responses.insert("503".into(), response_ref("Unavailable"));
@@ -99,10 +102,10 @@ fn operation(op: &Operation) -> Value {
     if !path_params.is_empty() {
         value["parameters"] = Value::from(path_params);
     }
-    if matches!(op.method, "POST" | "PUT" | "PATCH") {
+    if let Some(schema) = (op.body)(generator) {
         value["requestBody"] = json!({
-            "required": false,
-            "content": {"application/json": {"schema": {}}}
+            "required": true,
+            "content": {"application/json": {"schema": schema}}
         });
     }
     value
@@ -113,9 +116,19 @@ pub fn document(operations: &[Operation]) -> Value {
     let mut paths: Map<String, Value> = Map::new();
     let mut sorted: Vec<&Operation> = operations.iter().collect();
     sorted.sort_by(|a, b| (&a.path, a.method).cmp(&(&b.path, b.method)));
+    // Request bodies' types (schemars, from their serde definitions) land beside Prefect's
+    // error bodies in `components/schemas`.
+    let mut settings = SchemaSettings::draft2020_12();
+    settings.definitions_path = "/components/schemas".into();
+    settings.meta_schema = None;
+    let mut generator = settings.into_generator();
     for op in sorted {
         let entry = paths.entry(op.path.clone()).or_insert_with(|| json!({}));
-        entry[op.method.to_ascii_lowercase()] = operation(op);
+        entry[op.method.to_ascii_lowercase()] = operation(op, &mut generator);
+    }
+    let mut schemas = generator.take_definitions(true);
+    if let Value::Object(errors) = error_schemas() {
+        schemas.extend(errors);
     }
     let mut tags: Vec<&str> = operations.iter().map(|o| o.tag).collect();
     tags.sort_unstable();
@@ -137,6 +150,7 @@ pub fn document(operations: &[Operation]) -> Value {
             "Success": {"description": "Successful response", "content": {"application/json": {"schema": {}}}},
             "NoContent": {"description": "Done; no body"},
             "NotFound": error("Not found", "NotFound"),
+            "BadRequest": error("Refused (an empty name, say)", "NotFound"),
             "Conflict": error("Conflict with what exists (a duplicate name, a missing reference)", "NotFound"),
             "ValidationError": error("Invalid request", "HTTPValidationError"),
             "Unavailable": {
@@ -144,38 +158,43 @@ pub fn document(operations: &[Operation]) -> Value {
                 "headers": {"Retry-After": {"schema": {"type": "integer"}}},
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Unavailable"}}}
             },
-        }, "schemas": {
-            "NotFound": {
-                "type": "object",
-                "properties": {"detail": {"type": "string"}, "exception_message": {"type": "string"}},
-                "anyOf": [{"required": ["detail"]}, {"required": ["exception_message"]}],
+        }, "schemas": schemas},
+    })
+}
+
+/// Prefect's error bodies.
+fn error_schemas() -> Value {
+    json!({
+        "NotFound": {
+            "type": "object",
+            "properties": {"detail": {"type": "string"}, "exception_message": {"type": "string"}},
+            "anyOf": [{"required": ["detail"]}, {"required": ["exception_message"]}],
+        },
+        "ValidationError": {
+            "type": "object",
+            "properties": {
+                "loc": {"type": "array", "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]}},
+                "msg": {"type": "string"},
+                "type": {"type": "string"},
             },
-            "ValidationError": {
-                "type": "object",
-                "properties": {
-                    "loc": {"type": "array", "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]}},
-                    "msg": {"type": "string"},
-                    "type": {"type": "string"},
-                },
-                "required": ["loc", "msg", "type"],
+            "required": ["loc", "msg", "type"],
+        },
+        "HTTPValidationError": {
+            "type": "object",
+            "properties": {
+                "detail": {"anyOf": [
+                    {"type": "array", "items": {"$ref": "#/components/schemas/ValidationError"}},
+                    {"type": "string"},
+                ]},
+                "exception_message": {"type": "string"},
+                "exception_detail": {},
+                "request_body": {},
             },
-            "HTTPValidationError": {
-                "type": "object",
-                "properties": {
-                    "detail": {"anyOf": [
-                        {"type": "array", "items": {"$ref": "#/components/schemas/ValidationError"}},
-                        {"type": "string"},
-                    ]},
-                    "exception_message": {"type": "string"},
-                    "exception_detail": {},
-                    "request_body": {},
-                },
-            },
-            "Unavailable": {
-                "type": "object",
-                "properties": {"exception_message": {"type": "string"}},
-            },
-        }},
+        },
+        "Unavailable": {
+            "type": "object",
+            "properties": {"exception_message": {"type": "string"}},
+        },
     })
 }
 
@@ -189,6 +208,7 @@ mod tests {
             path: path.into(),
             tag: "Flows",
             handler: handler.into(),
+            body: |_| None,
         }
     }
 

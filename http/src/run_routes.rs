@@ -130,7 +130,7 @@ async fn history<R: RunRoutes>(
     Ok(Json(intervals).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 struct SetState {
     state: StateCreate,
     #[serde(default, deserialize_with = "null_default")]

@@ -115,13 +115,13 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    #[derive(serde::Deserialize)]
+    #[derive(serde::Deserialize, schemars::JsonSchema)]
     #[allow(dead_code)]
     struct Body {
         name: String,
     }
 
-    #[derive(serde::Deserialize)]
+    #[derive(serde::Deserialize, schemars::JsonSchema)]
     #[allow(dead_code)]
     struct Flattened {
         #[serde(flatten)]

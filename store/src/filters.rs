@@ -32,7 +32,7 @@ impl Query {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 pub enum Operator {
     #[default]
     #[serde(rename = "and_")]
@@ -91,7 +91,7 @@ where
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IdFilter {
     #[serde(default, deserialize_with = "bounded_list")]
@@ -102,7 +102,7 @@ pub struct IdFilter {
     pub is_null_: Option<bool>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TextFilter {
     #[serde(default, deserialize_with = "bounded_list")]
@@ -117,7 +117,7 @@ pub struct TextFilter {
     pub is_null_: Option<bool>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TagsFilter {
     #[serde(default)]
@@ -130,32 +130,34 @@ pub struct TagsFilter {
     pub is_null_: Option<bool>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TimeFilter {
+    #[schemars(with = "Option<chrono::DateTime<chrono::Utc>>")]
     #[serde(default, with = "ts_opt")]
     pub before_: Option<DateTime<Utc>>,
+    #[schemars(with = "Option<chrono::DateTime<chrono::Utc>>")]
     #[serde(default, with = "ts_opt")]
     pub after_: Option<DateTime<Utc>>,
     #[serde(default)]
     pub is_null_: Option<bool>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BoolFilter {
     #[serde(default)]
     pub eq_: Option<bool>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExistsFilter {
     #[serde(default)]
     pub exists_: Option<bool>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StateFilter {
     #[serde(default)]
@@ -288,7 +290,7 @@ fn state_conds(c: &mut Conds, q: &mut Query, alias: &str, f: &Option<StateFilter
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FlowFilter {
     #[serde(default)]
@@ -303,7 +305,7 @@ pub struct FlowFilter {
     pub tags: Option<TagsFilter>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeploymentPresenceFilter {
     #[serde(default)]
@@ -326,7 +328,7 @@ impl FlowFilter {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FlowRunFilter {
     #[serde(default)]
@@ -402,7 +404,7 @@ impl FlowRunFilter {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskRunFilter {
     #[serde(default)]
@@ -456,7 +458,7 @@ impl TaskRunFilter {
 }
 
 /// `deployments`: criteria on the `deployment` table.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeploymentFilter {
     #[serde(default)]
@@ -475,7 +477,7 @@ pub struct DeploymentFilter {
     pub work_queue_name: Option<TextFilter>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkPoolFilter {
     #[serde(default)]
@@ -488,7 +490,7 @@ pub struct WorkPoolFilter {
     pub kind: Option<TextFilter>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkQueueFilter {
     #[serde(default)]
@@ -542,7 +544,7 @@ impl WorkQueueFilter {
 /// Explicit nulls mean "default", as the client sends `"limit": null`. Like FastAPI's
 /// separate `Body` parameters, unknown top-level keys are ignored; the filter objects
 /// inside reject theirs.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 pub struct RunFilterBody {
     #[serde(default)]
     pub limit: Option<i64>,
@@ -562,8 +564,10 @@ pub struct RunFilterBody {
     pub work_pools: Option<WorkPoolFilter>,
     #[serde(default, alias = "work_queues")]
     pub work_pool_queues: Option<WorkQueueFilter>,
+    #[schemars(with = "Option<chrono::DateTime<chrono::Utc>>")]
     #[serde(default, with = "ts_opt")]
     pub history_start: Option<DateTime<Utc>>,
+    #[schemars(with = "Option<chrono::DateTime<chrono::Utc>>")]
     #[serde(default, with = "ts_opt")]
     pub history_end: Option<DateTime<Utc>>,
     #[serde(default)]

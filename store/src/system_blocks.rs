@@ -14,20 +14,20 @@ use crate::db::blocks::{self, BlockTypeFields, SchemaError};
 
 const BUNDLED: &str = include_str!("../data/system_blocks.json");
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 struct Bundle {
     blocks: Vec<SystemBlock>,
     #[serde(default)]
     collections: Vec<SystemBlock>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 struct SystemBlock {
     block_type: SystemType,
     schema: SystemSchema,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 struct SystemType {
     name: String,
     slug: String,
@@ -37,7 +37,7 @@ struct SystemType {
     fields: BlockTypeFields,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 struct SystemSchema {
     fields: Map<String, Value>,
     capabilities: Vec<String>,

@@ -178,3 +178,22 @@ async fn json_nested_past_128_levels_is_a_422_at_once() {
     assert!(res.text.contains("recursion limit exceeded"), "{}", res.text);
     assert!(started.elapsed() < std::time::Duration::from_secs(1));
 }
+
+/// Found by the fuzzer: the collection filter's `latest_id` on the artifact routes reached
+/// SQL as a column the artifact table lacks.
+#[tokio::test]
+async fn latest_id_is_refused_on_artifacts_as_prefect_refuses_it() {
+    let app = TestApp::spawn().await;
+    let body = json!({"artifacts": {"latest_id": {"not_any_": [uuid::Uuid::nil()]}}});
+    for path in ["/api/artifacts/filter", "/api/artifacts/count"] {
+        let res = app.post(path, body.clone()).await;
+        assert_eq!(res.status, 422, "{path}: {}", res.text);
+        assert_eq!(
+            res.body["exception_detail"][0]["loc"],
+            json!(["body", "artifacts", "latest_id"])
+        );
+    }
+    for path in ["/api/artifacts/latest/filter", "/api/artifacts/latest/count"] {
+        assert_eq!(app.post(path, body.clone()).await.status, 200, "{path}");
+    }
+}

@@ -21,7 +21,7 @@ use crate::states::State;
 use crate::time::null_default;
 
 /// `empirical_policy` of a flow run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct FlowRunPolicy {
     #[serde(default, deserialize_with = "null_default")]
     pub max_retries: i64,
@@ -68,7 +68,7 @@ impl FlowRunPolicy {
 }
 
 /// `empirical_policy` of a task run. `retry_delay` is an int, a float or a list of ints.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TaskRunPolicy {
     #[serde(default, deserialize_with = "null_default")]
     pub max_retries: i64,

@@ -63,7 +63,7 @@ async fn settings(State(app): State<AppState>) -> Response {
 }
 
 /// `{confirm: bool = false}`; other keys are ignored, as FastAPI ignores them.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, schemars::JsonSchema)]
 struct Confirm {
     #[serde(default)]
     confirm: bool,

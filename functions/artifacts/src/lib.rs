@@ -50,7 +50,7 @@ fn metadata(raw: Option<Map<String, Value>>) -> ApiResult<Option<Value>> {
     Ok(Some(Value::Object(out)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct ArtifactCreate {
     #[serde(default)]
@@ -116,7 +116,7 @@ async fn read_latest(State(app): State<AppState>, Path(key): Path<String>) -> Ap
     .into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 // As Prefect's `ArtifactUpdate` (`exclude_unset`): an explicit null clears the field.
 struct ArtifactUpdate {
@@ -162,7 +162,7 @@ async fn remove(State(app): State<AppState>, Path(id): Path<String>) -> ApiResul
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, schemars::JsonSchema)]
 struct FilterBody {
     #[serde(default)]
     artifacts: Option<ArtifactFilter>,
@@ -215,7 +215,22 @@ async fn list(app: &AppState, body: FilterBody, latest: bool) -> ApiResult<Respo
     Ok(Json(found).into_response())
 }
 
+/// Prefect's artifact filter has no `latest_id` (only its collection filter does): as
+/// there, the field is refused on the artifact routes.
+fn no_latest_id(body: &FilterBody) -> ApiResult<()> {
+    match body.artifacts.as_ref().and_then(|a| a.latest_id.as_ref()) {
+        Some(_) => Err(ApiError::invalid(
+            &["body", "artifacts", "latest_id"],
+            "extra fields not permitted",
+            "value_error.extra",
+            serde_json::Value::Null,
+        )),
+        None => Ok(()),
+    }
+}
+
 async fn filter(State(app): State<AppState>, Body(body): Body<FilterBody>) -> ApiResult<Response> {
+    no_latest_id(&body)?;
     list(&app, body, false).await
 }
 
@@ -224,6 +239,7 @@ async fn filter_latest(State(app): State<AppState>, Body(body): Body<FilterBody>
 }
 
 async fn count(State(app): State<AppState>, Body(body): Body<FilterBody>) -> ApiResult<Response> {
+    no_latest_id(&body)?;
     let client = app.client().await?;
     Ok(Json(
         artifacts::count(

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::{include_secrets, invalid_field, lowercase_dashes};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BlockDocumentCreate {
     #[serde(default)]
@@ -29,7 +29,7 @@ pub struct BlockDocumentCreate {
     is_anonymous: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BlockDocumentUpdate {
     #[serde(default)]
@@ -40,7 +40,7 @@ pub struct BlockDocumentUpdate {
     merge_existing_data: Option<bool>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub struct FilterBody {
     #[serde(default)]
     limit: Option<i64>,
@@ -58,7 +58,7 @@ pub struct FilterBody {
     sort: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub struct CountBody {
     #[serde(default)]
     block_documents: Option<BlockDocumentFilter>,

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::query_param;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BlockSchemaCreate {
     #[serde(default, deserialize_with = "null_default")]
@@ -25,7 +25,7 @@ pub struct BlockSchemaCreate {
     version: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub struct FilterBody {
     #[serde(default)]
     block_schemas: Option<BlockSchemaFilter>,

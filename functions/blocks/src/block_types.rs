@@ -15,7 +15,7 @@ use crate::{check_http_url, invalid_field, lowercase_dashes};
 /// Characters Prefect bans from names.
 const BANNED_CHARACTERS: [char; 5] = ['/', '%', '&', '>', '<'];
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BlockTypeCreate {
     name: String,
@@ -31,7 +31,7 @@ pub struct BlockTypeCreate {
 }
 
 /// Every key is optional; an explicit null clears the field, as in Prefect.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BlockTypeUpdate {
     #[serde(default, deserialize_with = "stratus_http::json::present")]
@@ -44,7 +44,7 @@ pub struct BlockTypeUpdate {
     code_example: Option<Option<String>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub struct FilterBody {
     #[serde(default)]
     block_types: Option<BlockTypeFilter>,

@@ -10,7 +10,7 @@ use stratus_http::{ApiError, ApiResult, AppState, Body};
 use stratus_store::db::concurrency_limits as limits;
 use uuid::Uuid;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitCreate {
     tag: String,
@@ -18,7 +18,7 @@ pub struct LimitCreate {
 }
 
 /// Top-level body keys: explicit nulls mean the default, unknown keys are ignored.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub struct PageBody {
     #[serde(default)]
     limit: Option<i64>,
@@ -27,7 +27,7 @@ pub struct PageBody {
 }
 
 /// `{slot_override?: [uuid]}`: the new active slots, or none when absent or null.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, schemars::JsonSchema)]
 pub struct ResetBody {
     #[serde(default)]
     slot_override: Option<Vec<Uuid>>,

@@ -19,7 +19,7 @@ fn default_true() -> bool {
 }
 
 /// `ConcurrencyLimitV2Create`.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitCreate {
     #[serde(default = "default_true")]
@@ -35,7 +35,7 @@ pub struct LimitCreate {
 }
 
 /// `ConcurrencyLimitV2Update`: only the keys sent change; an explicit null changes nothing.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitUpdate {
     #[serde(default)]
@@ -53,7 +53,7 @@ pub struct LimitUpdate {
 }
 
 /// Top-level body keys: explicit nulls mean the default, unknown keys are ignored.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub struct PageBody {
     #[serde(default)]
     limit: Option<i64>,
@@ -61,7 +61,7 @@ pub struct PageBody {
     offset: Option<i64>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub struct SlotsBody {
     names: Vec<String>,
     slots: i32,

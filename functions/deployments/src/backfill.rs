@@ -16,11 +16,13 @@ use stratus_store::scheduler::{self, Limits};
 
 use crate::not_found;
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleBody {
+    #[schemars(with = "Option<chrono::DateTime<chrono::Utc>>")]
     #[serde(default, with = "ts_opt")]
     start_time: Option<DateTime<Utc>>,
+    #[schemars(with = "Option<chrono::DateTime<chrono::Utc>>")]
     #[serde(default, with = "ts_opt")]
     end_time: Option<DateTime<Utc>>,
     /// Seconds.

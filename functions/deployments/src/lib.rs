@@ -67,7 +67,7 @@ pub(crate) fn not_found() -> ApiError {
     ApiError::not_found("Deployment not found")
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ScheduleCreate {
     pub schedule: Value,
@@ -105,7 +105,7 @@ pub(crate) fn new_schedule(s: ScheduleCreate) -> ApiResult<NewSchedule> {
     })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct DeploymentCreate {
     name: String,
@@ -389,7 +389,7 @@ async fn read_by_name(
     .into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct DeploymentUpdate {
     #[serde(default, deserialize_with = "stratus_http::json::present")]
@@ -559,7 +559,7 @@ async fn resume(State(app): State<AppState>, Path(id): Path<String>) -> ApiResul
     set_paused(&app, &id, false).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct DeploymentFlowRunCreate {
     #[serde(default)]
@@ -687,9 +687,10 @@ async fn create_flow_run(
     Ok(stratus_http::json::upserted(run, created))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 struct ServePoll {
     deployment_ids: Vec<Uuid>,
+    #[schemars(with = "Option<chrono::DateTime<chrono::Utc>>")]
     #[serde(default, with = "ts_opt")]
     scheduled_before: Option<DateTime<Utc>>,
     #[serde(default)]

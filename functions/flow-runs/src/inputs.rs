@@ -13,7 +13,7 @@ use stratus_store::db::flow_runs::FlowRun;
 use stratus_store::db::runs;
 use uuid::Uuid;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub struct InputCreate {
     key: String,
     value: String,
@@ -21,7 +21,7 @@ pub struct InputCreate {
     sender: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub struct InputFilter {
     prefix: String,
     #[serde(default)]

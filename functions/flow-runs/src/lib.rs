@@ -45,7 +45,7 @@ pub fn api() -> ApiRoutes {
         )
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct FlowRunCreate {
     #[serde(default)]
@@ -82,7 +82,7 @@ struct FlowRunCreate {
     created_by: Option<Value>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 // Prefect's `FlowRunUpdate` applies `exclude_unset`: an explicit null is a change (the
 // nullable columns become NULL, `name` gets a new generated one) and an absent key is not.
@@ -103,7 +103,7 @@ struct FlowRunUpdate {
     job_variables: Option<Option<Map<String, Value>>>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, schemars::JsonSchema)]
 struct Resume {
     #[serde(default)]
     run_input: Option<Map<String, Value>>,
@@ -267,7 +267,7 @@ async fn resume(
     Ok(answer)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 struct GraphQuery {
     since: Option<String>,
 }

@@ -26,7 +26,7 @@ pub fn api() -> ApiRoutes {
         .route("/flows/{id}", get(read).patch(update).delete(delete))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct FlowCreate {
     name: String,
@@ -34,7 +34,7 @@ struct FlowCreate {
     tags: Vec<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct FlowUpdate {
     #[serde(default)]

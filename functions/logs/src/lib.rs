@@ -36,7 +36,7 @@ async fn create(State(app): State<AppState>, Body(body): Body<Vec<LogCreate>>) -
 
 /// The top-level keys of `POST /logs/filter`; explicit nulls mean the default and unknown
 /// top-level keys are ignored (the `logs` object itself is strict).
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 struct FilterBody {
     #[serde(default)]
     limit: Option<i64>,

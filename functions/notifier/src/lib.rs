@@ -39,7 +39,7 @@ fn not_found() -> ApiError {
     ApiError::not_found("Flow run notification policy not found")
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct PolicyCreate {
     #[serde(default = "active")]
@@ -56,7 +56,7 @@ fn active() -> bool {
 }
 
 /// Every field optional; an explicit null template clears it.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct PolicyUpdate {
     #[serde(default)]
@@ -125,7 +125,7 @@ async fn remove(State(app): State<AppState>, Path(id): Path<String>) -> ApiResul
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, schemars::JsonSchema)]
 struct FilterBody {
     #[serde(default)]
     flow_run_notification_policy_filter: Option<PolicyFilter>,

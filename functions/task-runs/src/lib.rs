@@ -34,7 +34,7 @@ pub fn api() -> ApiRoutes {
 /// Prefect caps cache keys at 2000 characters.
 const MAX_CACHE_KEY_LENGTH: usize = 2000;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct TaskRunCreate {
     #[serde(default)]
@@ -49,6 +49,7 @@ struct TaskRunCreate {
     dynamic_key: String,
     #[serde(default)]
     cache_key: Option<String>,
+    #[schemars(with = "Option<chrono::DateTime<chrono::Utc>>")]
     #[serde(default, with = "ts_opt")]
     cache_expiration: Option<DateTime<Utc>>,
     #[serde(default)]
@@ -61,7 +62,7 @@ struct TaskRunCreate {
     task_inputs: Map<String, Value>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct TaskRunUpdate {
     // As Prefect's `TaskRunUpdate`: a present `name` that is null or empty gets a new one.

@@ -35,7 +35,7 @@ fn not_found() -> ApiError {
 }
 
 /// One saved filter criterion.
-#[derive(Deserialize, serde::Serialize)]
+#[derive(Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct SavedSearchFilter {
     object: String,
@@ -46,7 +46,7 @@ struct SavedSearchFilter {
     value: Value,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct SavedSearchCreate {
     name: String,
@@ -76,7 +76,7 @@ async fn remove(State(app): State<AppState>, Path(id): Path<String>) -> ApiResul
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, schemars::JsonSchema)]
 struct PageBody {
     #[serde(default)]
     limit: Option<i64>,

@@ -138,7 +138,7 @@ async fn task_run_counts_by_state(
     Ok(Json(Value::Object(out)).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 struct ValidateBody {
     schema: Map<String, Value>,
     values: Map<String, Value>,

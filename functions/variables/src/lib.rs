@@ -62,7 +62,7 @@ fn check(name: Option<&str>, value: Option<&str>) -> ApiResult<()> {
     Ok(())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct VariableCreate {
     name: String,
@@ -71,7 +71,7 @@ struct VariableCreate {
     tags: Vec<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct VariableUpdate {
     #[serde(default)]
@@ -149,7 +149,7 @@ async fn delete_by_name(State(app): State<AppState>, Path(name): Path<String>) -
     delete_key(&app, VariableKey::Name(&name)).await
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, schemars::JsonSchema)]
 struct FilterBody {
     #[serde(default)]
     variables: Option<VariableFilter>,

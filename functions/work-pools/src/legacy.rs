@@ -18,7 +18,7 @@ fn not_found() -> ApiError {
     ApiError::not_found("work queue not found")
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueueCreate {
     pub(crate) name: String,
@@ -91,7 +91,7 @@ pub async fn read_by_name(State(app): State<AppState>, Path(name): Path<String>)
     .into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueueUpdate {
     #[serde(default)]
@@ -146,7 +146,7 @@ pub async fn delete(State(app): State<AppState>, Path(id): Path<String>) -> ApiR
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, schemars::JsonSchema)]
 pub struct FilterBody {
     #[serde(default)]
     work_queues: Option<WorkQueueFilter>,
@@ -172,10 +172,11 @@ pub async fn filter(State(app): State<AppState>, Body(body): Body<FilterBody>) -
     .into_response())
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, schemars::JsonSchema)]
 pub struct GetRuns {
     #[serde(default)]
     limit: Option<i64>,
+    #[schemars(with = "Option<chrono::DateTime<chrono::Utc>>")]
     #[serde(default, with = "ts_opt")]
     scheduled_before: Option<DateTime<Utc>>,
     #[serde(default)]

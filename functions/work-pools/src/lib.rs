@@ -144,7 +144,7 @@ fn validate_template(template: &Map<String, Value>) -> ApiResult<()> {
     Ok(())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct PoolCreate {
     name: String,
@@ -204,7 +204,7 @@ async fn read(State(app): State<AppState>, Path(name): Path<String>) -> ApiResul
     Ok(Json(pool_named(&app, &name).await?).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct PoolUpdate {
     #[serde(default, deserialize_with = "stratus_http::json::present")]
@@ -262,7 +262,7 @@ async fn remove(State(app): State<AppState>, Path(name): Path<String>) -> ApiRes
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, schemars::JsonSchema)]
 struct PoolFilterBody {
     #[serde(default)]
     work_pools: Option<WorkPoolFilter>,
@@ -286,12 +286,14 @@ async fn count(State(app): State<AppState>, Body(body): Body<PoolFilterBody>) ->
     Ok(Json(pools::count_pools(&client, &body.work_pools.unwrap_or_default()).await?).into_response())
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, schemars::JsonSchema)]
 struct PollBody {
     #[serde(default)]
     work_queue_names: Option<Vec<String>>,
+    #[schemars(with = "Option<chrono::DateTime<chrono::Utc>>")]
     #[serde(default, with = "ts_opt")]
     scheduled_before: Option<DateTime<Utc>>,
+    #[schemars(with = "Option<chrono::DateTime<chrono::Utc>>")]
     #[serde(default, with = "ts_opt")]
     scheduled_after: Option<DateTime<Utc>>,
     #[serde(default)]
@@ -384,7 +386,7 @@ async fn read_queue(
     Ok(Json(queue_named(&app, &name, &queue).await?).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct QueueUpdate {
     #[serde(default)]
@@ -438,7 +440,7 @@ async fn delete_queue(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, schemars::JsonSchema)]
 struct QueueFilterBody {
     #[serde(default)]
     work_queues: Option<WorkQueueFilter>,
@@ -467,7 +469,7 @@ async fn filter_queues(
     Ok(Json(queues).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 struct Heartbeat {
     name: String,
     #[serde(default)]
@@ -491,7 +493,7 @@ async fn heartbeat(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, schemars::JsonSchema)]
 struct WorkerFilterBody {
     #[serde(default)]
     workers: Option<pools::WorkerFilter>,

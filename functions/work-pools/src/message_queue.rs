@@ -20,7 +20,7 @@ pub async fn info(State(app): State<AppState>, Path(name): Path<String>) -> ApiR
     Ok(Json(app.queue.ensure(pool.id).await?).into_response())
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReceiveBody {
     #[serde(default)]
@@ -70,7 +70,7 @@ pub async fn receive(
     Ok(Json(got).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReceiptBody {
     receipt: String,
@@ -113,7 +113,7 @@ pub async fn release(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimBody {
     flow_run_id: uuid::Uuid,

@@ -170,7 +170,7 @@ pub async fn delete(c: &impl GenericClient, id: Uuid) -> Result<bool, tokio_post
     Ok(true)
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyFilter {
     #[serde(default, deserialize_with = "crate::filters::bounded_list")]
@@ -181,7 +181,7 @@ pub struct KeyFilter {
     pub exists_: Option<bool>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ArtifactFilter {
     #[serde(default)]

@@ -30,12 +30,13 @@ pub struct Log {
 const COLUMNS: &str = "id, created, updated, name, level, message, timestamp, flow_run_id, task_run_id";
 
 /// One log line as the client sends it (`LogCreate`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LogCreate {
     pub name: String,
     pub level: i16,
     pub message: String,
+    #[schemars(with = "chrono::DateTime<chrono::Utc>")]
     #[serde(with = "ts")]
     pub timestamp: DateTime<Utc>,
     #[serde(default)]
@@ -88,7 +89,7 @@ pub async fn insert(c: &impl GenericClient, logs: &[LogCreate]) -> Result<(), to
 }
 
 /// `level{ge_, le_}`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LevelFilter {
     #[serde(default)]
@@ -99,7 +100,7 @@ pub struct LevelFilter {
 
 /// The `logs` filter object: `level{ge_, le_}`, `timestamp{before_, after_}`,
 /// `flow_run_id{any_}`, `task_run_id{any_}` (plus `is_null_`/`not_any_` on the ids).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LogFilter {
     #[serde(default)]

@@ -106,7 +106,7 @@ pub async fn delete(c: &impl GenericClient, id: Uuid) -> StoreResult<bool> {
 
 /// `flow_run_notification_policy_filter`: `is_active{eq_}`. As in Prefect, a filter
 /// object without `is_active` means `{"eq_": false}`; an explicit null, any.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyFilter {
     #[serde(default = "inactive_only")]

@@ -87,7 +87,7 @@ pub async fn delete(c: &impl GenericClient, id: Uuid) -> Result<bool, tokio_post
     Ok(c.execute("DELETE FROM variable WHERE id = $1", &[&id]).await? > 0)
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VariableFilter {
     #[serde(default)]

@@ -517,7 +517,7 @@ pub async fn refresh_claims(
     .await
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerFilter {
     #[serde(default)]

@@ -39,7 +39,7 @@ impl std::fmt::Display for QueueError {
 impl std::error::Error for QueueError {}
 
 /// A received message: its body, and the receipt that deletes or releases it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Received {
     pub message_id: String,
     pub receipt: String,
@@ -49,7 +49,7 @@ pub struct Received {
 }
 
 /// Where an agent finds a pool's queue.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct QueueInfo {
     /// `sqs` or `postgres`.
     pub backend: String,
@@ -84,7 +84,7 @@ pub trait MessageQueue: Send + Sync + 'static {
 }
 
 /// The message that tells an agent a run is due.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RunDue {
     pub flow_run_id: Uuid,
     pub work_pool_id: Uuid,

@@ -121,7 +121,7 @@ pub(crate) fn schema_from_row(r: &Row) -> Result<BlockSchema, tokio_postgres::Er
 // ---- filters ------------------------------------------------------------------------------
 
 /// `{"any_": [...]}` over ids.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AnyIds {
     #[serde(default, deserialize_with = "crate::filters::bounded_list")]
@@ -129,7 +129,7 @@ pub struct AnyIds {
 }
 
 /// `{"any_": [...]}` over strings.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AnyStrings {
     #[serde(default, deserialize_with = "crate::filters::bounded_list")]
@@ -138,28 +138,28 @@ pub struct AnyStrings {
 
 /// `{"like_": "..."}`: a case-insensitive substring; `%` and `_` act as SQL wildcards, as in
 /// Prefect.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Like {
     #[serde(default)]
     pub like_: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AllStrings {
     #[serde(default, deserialize_with = "crate::filters::bounded_list")]
     pub all_: Option<Vec<String>>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EqBool {
     #[serde(default)]
     pub eq_: Option<bool>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NameFilter {
     #[serde(default, deserialize_with = "crate::filters::bounded_list")]
@@ -169,7 +169,7 @@ pub struct NameFilter {
 }
 
 /// `block_types`: `name{like_}`, `slug{any_}`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BlockTypeFilter {
     #[serde(default)]
@@ -180,7 +180,7 @@ pub struct BlockTypeFilter {
 
 /// `block_schemas`: `block_type_id{any_}`, `block_capabilities{all_}`, `id{any_}`,
 /// `version{any_}`, joined by `operator`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BlockSchemaFilter {
     #[serde(default)]
@@ -199,7 +199,7 @@ pub struct BlockSchemaFilter {
 /// `name{any_, like_}`, joined by `operator`. A missing `is_anonymous` means
 /// `{"eq_": false}` (anonymous documents are left out); an explicit null means no
 /// criterion, as in Prefect.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BlockDocumentFilter {
     #[serde(default)]

@@ -9,7 +9,7 @@ use crate::filters::Query;
 use uuid::Uuid;
 
 /// The descriptive fields of a block type.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, schemars::JsonSchema)]
 pub struct BlockTypeFields {
     #[serde(default)]
     pub logo_url: Option<String>,
