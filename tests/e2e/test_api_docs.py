@@ -40,6 +40,42 @@ def test_every_path_and_method_prefect_serves_is_in_the_document(stratus):
     print(f"{len(prefect)} Prefect 2.20 operations, {len(operations(ours))} in Stratus's document")
 
 
+def resolved(doc, schema):
+    while isinstance(schema, dict) and ("$ref" in schema or len(schema.get("allOf", [])) == 1):
+        schema = doc["components"]["schemas"][schema["$ref"].split("/")[-1]] if "$ref" in schema else schema["allOf"][0]
+    return schema if isinstance(schema, dict) else {}
+
+
+def body_schemas(doc):
+    found = {}
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            content = (op.get("requestBody") or {}).get("content", {})
+            if "application/json" in content:
+                key = (method.upper(), re.sub(r"\{[^}]*\}", "{}", path.rstrip("/") or "/"))
+                found[key] = resolved(doc, content["application/json"]["schema"])
+    return found
+
+
+def test_every_field_prefect_accepts_in_a_request_body_is_accepted(stratus):
+    """Where Stratus refuses unknown fields, each field of Prefect's request body is known."""
+    from prefect.server.api.server import create_api_app
+
+    with urllib.request.urlopen(stratus + "/openapi.json", timeout=10) as res:
+        ours = body_schemas(json.load(res))
+    refused = []
+    for key, theirs in body_schemas(create_api_app().openapi()).items():
+        if key in NOT_SERVED or key[1].startswith(("/events", "/automations")):
+            continue
+        mine = ours.get(key)
+        assert mine is not None, f"{key}: Prefect takes a JSON body, the document gives none"
+        if mine.get("additionalProperties") is False:
+            unknown = set(theirs.get("properties", {})) - set(mine.get("properties", {}))
+            if unknown:
+                refused.append((key, sorted(unknown)))
+    assert not refused, f"fields Prefect accepts that Stratus would refuse: {refused}"
+
+
 def wait_for(check, what, timeout=30):
     deadline = time.monotonic() + timeout
     while not check():

@@ -401,6 +401,9 @@ struct QueueUpdate {
     priority: Option<i32>,
     #[serde(default, deserialize_with = "stratus_http::json::present_ts")]
     last_polled: Option<Option<DateTime<Utc>>>,
+    /// Prefect's deprecated tag filter, which its WorkQueueUpdate still carries.
+    #[serde(default, deserialize_with = "stratus_http::json::present")]
+    filter: Option<Option<Value>>,
 }
 
 async fn update_queue(
@@ -417,7 +420,7 @@ async fn update_queue(
         concurrency_limit: body.concurrency_limit,
         priority: body.priority,
         last_polled: body.last_polled,
-        filter: None,
+        filter: body.filter,
     };
     let mut client = app.client().await?;
     let tx = client.transaction().await?;
