@@ -128,7 +128,11 @@ pub fn document(operations: &[Operation]) -> Value {
     }
     let mut schemas = generator.take_definitions(true);
     if let Value::Object(errors) = error_schemas() {
-        schemas.extend(errors);
+        for (name, schema) in errors {
+            // A request type of the same name would lose its schema to Prefect's error body.
+            debug_assert!(!schemas.contains_key(&name), "schema name {name} taken twice");
+            schemas.insert(name, schema);
+        }
     }
     let mut tags: Vec<&str> = operations.iter().map(|o| o.tag).collect();
     tags.sort_unstable();

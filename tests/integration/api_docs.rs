@@ -18,6 +18,17 @@ fn the_served_document_is_the_one_the_code_makes() {
         let text = serde_json::to_string_pretty(&made).unwrap() + "\n";
         std::fs::write(&path, text).unwrap();
     }
+    // Prefect's error bodies keep their names: no request type's schema took one.
+    let schemas = &made["components"]["schemas"];
+    assert!(schemas["ValidationError"]["properties"]["loc"].is_object());
+    assert!(schemas["NotFound"]["anyOf"].is_array());
+    assert!(schemas["HTTPValidationError"]["properties"]["detail"].is_object());
+    // Request bodies are described by their types.
+    assert_eq!(
+        made["paths"]["/flows"]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/FlowCreate"
+    );
+    assert_eq!(schemas["FlowCreate"]["required"], json!(["name"]));
     let served: Value = serde_json::from_str(stratus_root::docs::OPENAPI_JSON).unwrap();
     assert!(
         served == made,
