@@ -10,12 +10,8 @@ import urllib.request
 import pytest
 from test_ui_browser import SHOTS, browser  # noqa: F401  (fixture)
 
-# What Prefect 2.20 serves that Stratus does not, and why.
-NOT_SERVED = {
-    # Validates a Jinja template for automations, which are off in Prefect 2.20 by default
-    # (and in Stratus): nothing in the stock client or the UI calls it.
-    ("POST", "/templates/validate"),
-}
+# What Prefect 2.20 serves that Stratus does not, and why (nothing now).
+NOT_SERVED: set = set()
 
 
 def operations(doc):

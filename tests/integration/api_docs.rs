@@ -118,3 +118,40 @@ async fn the_documentation_pages_are_served_from_the_binary() {
         }
     }
 }
+
+#[tokio::test]
+async fn templates_are_validated_as_prefect_validates_automation_templates() {
+    let app = TestApp::spawn().await;
+    let ok = app
+        .post(
+            "/api/templates/validate",
+            json!("Flow {{ flow.name }} is {{ flow_run.state.name }}"),
+        )
+        .await;
+    assert_eq!(ok.status, 204, "{}", ok.text);
+    let source = "line one\n{% if x %}\nno end";
+    let bad = app.post("/api/templates/validate", json!(source)).await;
+    assert_eq!(bad.status, 422, "{}", bad.text);
+    assert_eq!(bad.body["error"]["source"], source);
+    assert!(bad.body["error"]["line"].as_u64().unwrap() >= 2, "{}", bad.text);
+    let nested = "{% for a in x %}{% for b in a %}{% for c in b %}{% endfor %}{% endfor %}{% endfor %}";
+    let deep = app.post("/api/templates/validate", json!(nested)).await;
+    assert_eq!(deep.status, 422);
+    assert!(deep.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("nested for loops"));
+    // Found by probing: a template nests as deep as it is long, and a 400 KB attribute
+    // chain overflowed the stack and took the process down. Up to the bound it is checked on
+    // a thread with room for it; past it, refused.
+    let chain = format!("{{{{ x{} }}}}", ".a".repeat(49_990));
+    let res = app.post("/api/templates/validate", json!(chain)).await;
+    assert_eq!(res.status, 204, "{}", &res.text[..200.min(res.text.len())]);
+    let longer = format!("{{{{ x{} }}}}", ".a".repeat(200_000));
+    let res = app.post("/api/templates/validate", json!(longer)).await;
+    assert_eq!(res.status, 422);
+    assert!(res.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("too long"));
+}

@@ -3,6 +3,7 @@
 
 mod disabled;
 pub mod docs;
+mod templates;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -13,7 +14,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde_json::{json, Value};
-use stratus_http::api_routes::{get, ApiRoutes};
+use stratus_http::api_routes::{get, post, ApiRoutes};
 use stratus_http::app::SERVER_API_VERSION_STR;
 use stratus_http::{ApiError, AppState};
 
@@ -34,6 +35,7 @@ pub fn api() -> ApiRoutes {
         .route("/csrf-token", get(csrf_token))
         .merge(docs::routes())
         .merge(disabled::routes())
+        .merge(ApiRoutes::new("Automations").route("/templates/validate", post(templates::validate)))
 }
 
 async fn database_answers(app: &AppState) -> bool {
