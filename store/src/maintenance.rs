@@ -10,6 +10,7 @@ use deadpool_postgres::Pool;
 use uuid::Uuid;
 
 use crate::config::Settings;
+use crate::db::work_pools::worker_timeout_seconds;
 use crate::error::StoreResult;
 use crate::runs_service::Runs;
 use stratus_domain::api_version::SERVER_API_VERSION;
@@ -217,13 +218,17 @@ pub async fn crash_runs_of_lost_agents(runs: &Runs, listening: Duration) -> Stor
     let client = runs.db().get().await?;
     let rows = client
         .query(
-            "SELECT c.flow_run_id, c.worker_name, fr.state_type = 'CANCELLING' AS cancelling \
-             FROM flow_run_claim c JOIN flow_run fr ON fr.id = c.flow_run_id \
-             LEFT JOIN worker w ON w.work_pool_id = c.work_pool_id AND w.name = c.worker_name \
-             WHERE fr.state_type IN ('PENDING','RUNNING','CANCELLING') \
-               AND c.seen < now() - 3 * coalesce(w.heartbeat_interval_seconds, 30) * interval '1 second' \
-               AND 3 * coalesce(w.heartbeat_interval_seconds, 30) < $2::float8 \
-             ORDER BY c.seen LIMIT $1",
+            concat!(
+                "SELECT c.flow_run_id, c.worker_name, fr.state_type = 'CANCELLING' AS cancelling \
+                 FROM flow_run_claim c JOIN flow_run fr ON fr.id = c.flow_run_id \
+                 LEFT JOIN worker w ON w.work_pool_id = c.work_pool_id AND w.name = c.worker_name \
+                 WHERE fr.state_type IN ('PENDING','RUNNING','CANCELLING') \
+                   AND c.seen < now() - ",
+                worker_timeout_seconds!(),
+                " * interval '1 second' AND ",
+                worker_timeout_seconds!(),
+                " < $2::float8 ORDER BY c.seen LIMIT $1"
+            ),
             &[&BATCH_SIZE, &listening.as_secs_f64()],
         )
         .await?;

@@ -17,9 +17,15 @@ use stratus_domain::time::{ts, ts_opt};
 pub const DEFAULT_AGENT_POOL: &str = "default-agent-pool";
 pub const AGENT_POOL_TYPE: &str = "prefect-agent";
 pub const DEFAULT_QUEUE: &str = "default";
-/// A worker is online while its last heartbeat is within this many intervals.
-pub const HEARTBEAT_INTERVALS_BEFORE_OFFLINE: i32 = 3;
-pub const DEFAULT_HEARTBEAT_INTERVAL_SECONDS: i32 = 30;
+/// SQL over a `worker w` row: the seconds of silence after which the worker is offline,
+/// three of its heartbeat intervals (30 s when it gave none), as Prefect counts. A macro,
+/// so that statements can `concat!` it.
+macro_rules! worker_timeout_seconds {
+    () => {
+        "(3 * coalesce(w.heartbeat_interval_seconds, 30))"
+    };
+}
+pub(crate) use worker_timeout_seconds;
 
 #[derive(Debug, Clone, Serialize, FromRow)]
 pub struct WorkPool {
@@ -82,8 +88,11 @@ pub struct Worker {
 }
 
 /// Workers' status is derived from their heartbeat, so it is right without a sweeper.
-const WORKER_STATUS: &str = "CASE WHEN w.last_heartbeat_time >= now() - \
-    (3 * coalesce(w.heartbeat_interval_seconds, 30)) * interval '1 second' THEN 'ONLINE' ELSE 'OFFLINE' END";
+const WORKER_STATUS: &str = concat!(
+    "CASE WHEN w.last_heartbeat_time >= now() - ",
+    worker_timeout_seconds!(),
+    " * interval '1 second' THEN 'ONLINE' ELSE 'OFFLINE' END"
+);
 static WORKER_COLUMNS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "w.id, w.created, w.updated, w.name, w.work_pool_id, w.last_heartbeat_time, \
@@ -205,18 +214,30 @@ pub async fn update_pool(
     let (set_description, description) = given(&ch.description);
     let n = c
         .execute(
-            "UPDATE work_pool SET description = CASE WHEN $7 THEN $2 ELSE description END, \
-             is_paused = coalesce($3, is_paused), \
-             base_job_template = coalesce($4, base_job_template), \
-             concurrency_limit = CASE WHEN $5 THEN $6 ELSE concurrency_limit END, \
-             status = CASE WHEN type = 'prefect-agent' THEN NULL \
-                 WHEN $3 IS NULL THEN status \
-                 WHEN $3 THEN 'PAUSED' \
-                 WHEN EXISTS (SELECT 1 FROM worker w WHERE w.work_pool_id = work_pool.id \
-                     AND w.last_heartbeat_time >= now() - (3 * coalesce(w.heartbeat_interval_seconds, 30)) * interval '1 second') \
-                   THEN 'READY' ELSE 'NOT_READY' END, \
-             updated = now() WHERE id = $1",
-            &[&id, &description, &ch.is_paused, &ch.base_job_template, &set_limit, &limit, &set_description],
+            concat!(
+                "UPDATE work_pool SET description = CASE WHEN $7 THEN $2 ELSE description END, \
+                 is_paused = coalesce($3, is_paused), \
+                 base_job_template = coalesce($4, base_job_template), \
+                 concurrency_limit = CASE WHEN $5 THEN $6 ELSE concurrency_limit END, \
+                 status = CASE WHEN type = 'prefect-agent' THEN NULL \
+                     WHEN $3 IS NULL THEN status \
+                     WHEN $3 THEN 'PAUSED' \
+                     WHEN EXISTS (SELECT 1 FROM worker w WHERE w.work_pool_id = work_pool.id \
+                         AND w.last_heartbeat_time >= now() - ",
+                worker_timeout_seconds!(),
+                " * interval '1 second') \
+                       THEN 'READY' ELSE 'NOT_READY' END, \
+                 updated = now() WHERE id = $1"
+            ),
+            &[
+                &id,
+                &description,
+                &ch.is_paused,
+                &ch.base_job_template,
+                &set_limit,
+                &limit,
+                &set_description,
+            ],
         )
         .await?;
     Ok(n > 0)
