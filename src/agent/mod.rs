@@ -700,28 +700,26 @@ fn job_env(deployment: Option<&Value>, run: &Value) -> Vec<(String, String)> {
     env
 }
 
-/// Downloads a flow code package from the store its URL names.
 /// How long the agent keeps trying to fetch a run's code while storage is unreachable
 /// (the run stays Pending, and named in the agent's heartbeats, meanwhile).
 const CODE_FETCH_PATIENCE: Duration = Duration::from_secs(600);
 
 /// Fetches the run's code, trying again while the store is unreachable.
 async fn fetch_code_patiently(id: Uuid, url: &str) -> Result<Vec<u8>, String> {
-    let started = tokio::time::Instant::now();
-    let mut wait = Duration::from_secs(1);
-    loop {
-        match fetch_code(url).await {
-            Ok(bytes) => return Ok(bytes),
-            Err(e) if e.transient && started.elapsed() + wait < CODE_FETCH_PATIENCE => {
-                println!("Flow run {id}: its code cannot be fetched yet ({e}); trying again in {wait:?}.");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(15));
-            }
-            Err(e) => return Err(e.to_string()),
-        }
-    }
+    let waiting = |e: &stratus_store::storage::StorageError, wait: Duration| {
+        println!("Flow run {id}: its code cannot be fetched yet ({e}); trying again in {wait:?}.");
+    };
+    stratus_store::storage::retry_transient(
+        CODE_FETCH_PATIENCE,
+        Duration::from_secs(15),
+        || fetch_code(url),
+        waiting,
+    )
+    .await
+    .map_err(|e| e.to_string())
 }
 
+/// Downloads a flow code package from the store its URL names.
 async fn fetch_code(url: &str) -> Result<Vec<u8>, stratus_store::storage::StorageError> {
     use stratus_store::storage::{Storage, StorageError};
     if url.starts_with("s3://") {

@@ -233,19 +233,17 @@ async fn store_patiently(
     key: &str,
     package: Vec<u8>,
 ) -> Result<String, String> {
-    let started = tokio::time::Instant::now();
-    let mut wait = std::time::Duration::from_secs(1);
-    loop {
-        match storage.put(key, package.clone()).await {
-            Ok(url) => return Ok(url),
-            Err(e) if e.transient && started.elapsed() + wait < STORE_PATIENCE => {
-                eprintln!("The flow code store is unreachable ({e}); trying again in {wait:?}.");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(std::time::Duration::from_secs(10));
-            }
-            Err(e) => return Err(format!("could not store the flow code: {e}")),
-        }
-    }
+    let waiting = |e: &stratus_store::storage::StorageError, wait: std::time::Duration| {
+        eprintln!("The flow code store is unreachable ({e}); trying again in {wait:?}.");
+    };
+    stratus_store::storage::retry_transient(
+        STORE_PATIENCE,
+        std::time::Duration::from_secs(10),
+        || storage.put(key, package.clone()),
+        waiting,
+    )
+    .await
+    .map_err(|e| format!("could not store the flow code: {e}"))
 }
 
 #[cfg(test)]

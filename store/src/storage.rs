@@ -32,6 +32,33 @@ impl StorageError {
     }
 }
 
+/// Runs `attempt` until it succeeds or fails for good, waiting between tries while the
+/// store is unreachable (1 s, doubling up to `max_wait`) for at most `patience` in all;
+/// `waiting` hears each transient failure and the wait before the next try.
+pub async fn retry_transient<T, F, Fut>(
+    patience: std::time::Duration,
+    max_wait: std::time::Duration,
+    mut attempt: F,
+    waiting: impl Fn(&StorageError, std::time::Duration),
+) -> Result<T, StorageError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, StorageError>>,
+{
+    let started = tokio::time::Instant::now();
+    let mut wait = std::time::Duration::from_secs(1);
+    loop {
+        match attempt().await {
+            Err(e) if e.transient && started.elapsed() + wait < patience => {
+                waiting(&e, wait);
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(max_wait);
+            }
+            done => return done,
+        }
+    }
+}
+
 impl std::fmt::Display for StorageError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.message)
@@ -120,6 +147,45 @@ impl Storage for LocalStorage {
 
 #[cfg(test)]
 mod tests {
+    #[tokio::test]
+    async fn transient_failures_are_retried_within_the_patience_and_others_are_not() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        use std::time::Duration;
+        let tries = AtomicU32::new(0);
+        let waited = AtomicU32::new(0);
+        let flaky = || async {
+            match tries.fetch_add(1, Ordering::SeqCst) {
+                0 => Err(StorageError::transient("unreachable")),
+                _ => Ok("stored"),
+            }
+        };
+        let waiting = |_: &StorageError, _: Duration| {
+            waited.fetch_add(1, Ordering::SeqCst);
+        };
+        let ten = Duration::from_secs(10);
+        assert_eq!(retry_transient(ten, ten, flaky, &waiting).await, Ok("stored"));
+        assert_eq!(
+            (tries.load(Ordering::SeqCst), waited.load(Ordering::SeqCst)),
+            (2, 1)
+        );
+        // A failure for good is not retried, nor one past the patience.
+        let refused = || async { Err::<(), _>(StorageError::new("no such key")) };
+        assert!(
+            !retry_transient(ten, ten, refused, &waiting)
+                .await
+                .unwrap_err()
+                .transient
+        );
+        let away = || async { Err::<(), _>(StorageError::transient("unreachable")) };
+        assert!(
+            retry_transient(Duration::ZERO, ten, away, &waiting)
+                .await
+                .unwrap_err()
+                .transient
+        );
+        assert_eq!(waited.load(Ordering::SeqCst), 1);
+    }
+
     use super::*;
 
     #[test]
