@@ -155,3 +155,21 @@ async fn templates_are_validated_as_prefect_validates_automation_templates() {
         .unwrap()
         .contains("too long"));
 }
+
+#[tokio::test]
+async fn events_and_automations_answer_as_a_default_prefect_server() {
+    let app = TestApp::spawn().await;
+    let events = app.post("/api/events/filter", json!({})).await;
+    assert_eq!(events.status, 404);
+    assert_eq!(
+        events.body["detail"],
+        "Events are not enabled. Please enable the PREFECT_EXPERIMENTAL_EVENTS setting."
+    );
+    let automations = app.get(&format!("/api/automations/{}", uuid::Uuid::nil())).await;
+    assert_eq!(automations.status, 404);
+    assert_eq!(
+        automations.body["detail"],
+        "Automations are not enabled. Please enable the PREFECT_EXPERIMENTAL_EVENTS and \
+         PREFECT_API_SERVICES_TRIGGERS_ENABLED settings."
+    );
+}

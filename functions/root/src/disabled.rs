@@ -3,26 +3,17 @@
 //! Prefect's message, as a default Prefect server does, so that the API lists the same
 //! paths.
 
-use axum::http::StatusCode;
-use axum::Json;
-use serde_json::{json, Value};
 use stratus_http::api_routes::{delete, get, post, ApiRoutes};
+use stratus_http::ApiError;
 
-async fn events_disabled() -> (StatusCode, Json<Value>) {
-    (
-        StatusCode::NOT_FOUND,
-        Json(
-            json!({"detail": "Events are not enabled. Please enable the PREFECT_EXPERIMENTAL_EVENTS setting."}),
-        ),
-    )
+async fn events_disabled() -> ApiError {
+    ApiError::not_found("Events are not enabled. Please enable the PREFECT_EXPERIMENTAL_EVENTS setting.")
 }
 
-async fn automations_disabled() -> (StatusCode, Json<Value>) {
-    (
-        StatusCode::NOT_FOUND,
-        Json(
-            json!({"detail": "Automations are not enabled. Please enable the PREFECT_EXPERIMENTAL_EVENTS and PREFECT_API_SERVICES_TRIGGERS_ENABLED settings."}),
-        ),
+async fn automations_disabled() -> ApiError {
+    ApiError::not_found(
+        "Automations are not enabled. Please enable the PREFECT_EXPERIMENTAL_EVENTS and \
+         PREFECT_API_SERVICES_TRIGGERS_ENABLED settings.",
     )
 }
 

@@ -79,33 +79,31 @@ fn check(template: &str) -> Result<(), (usize, String)> {
 }
 
 /// `check` on a thread with room for the deepest template allowed.
-async fn check_apart(template: String) -> (String, Result<(), (usize, String)>) {
-    let outcome = tokio::task::spawn_blocking(move || {
-        let checked = std::thread::Builder::new()
+async fn check_apart(template: String) -> Result<(), (usize, String)> {
+    let checked = tokio::task::spawn_blocking(move || {
+        std::thread::Builder::new()
             .stack_size(CHECK_STACK_BYTES)
-            .spawn(move || {
-                let result = check(&template);
-                (template, result)
-            })
-            .map_err(|e| e.to_string())?;
-        checked
+            .spawn(move || check(&template))
+            .map_err(|e| e.to_string())?
             .join()
             .map_err(|_| "the template check failed".to_string())
     })
     .await;
-    match outcome {
-        Ok(Ok(done)) => done,
-        Ok(Err(e)) => (String::new(), Err((0, e))),
-        Err(e) => (String::new(), Err((0, e.to_string()))),
+    match checked {
+        Ok(Ok(result)) => result,
+        Ok(Err(e)) => Err((0, e)),
+        Err(e) => Err((0, e.to_string())),
     }
 }
 
 pub async fn validate(Body(template): Body<String>) -> Response {
-    let (template, result) = if template.chars().count() > MAX_TEMPLATE_CHARS {
-        let message = format!("Template too long: at most {MAX_TEMPLATE_CHARS} characters.");
-        (template, Err((0, message)))
+    let result = if template.chars().count() > MAX_TEMPLATE_CHARS {
+        Err((
+            0,
+            format!("Template too long: at most {MAX_TEMPLATE_CHARS} characters."),
+        ))
     } else {
-        check_apart(template).await
+        check_apart(template.clone()).await
     };
     match result {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),

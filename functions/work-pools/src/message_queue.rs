@@ -172,9 +172,7 @@ pub async fn claim(
                 && outcome.written
                 && outcome.result.state.as_ref().map(|s| s.kind) == Some(StateType::Pending);
             if let (true, Some(worker)) = (claimed, body.worker.as_deref()) {
-                record_claim(change.tx(), id, pool.id, worker)
-                    .await
-                    .map_err(stratus_store::StoreError::from)?;
+                record_claim(change.tx(), id, pool.id, worker).await?;
             }
             let mut answer = serde_json::to_value(&outcome.result).unwrap_or(Value::Null);
             if let Some(map) = answer.as_object_mut() {
