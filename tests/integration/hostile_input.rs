@@ -197,3 +197,40 @@ async fn latest_id_is_refused_on_artifacts_as_prefect_refuses_it() {
         assert_eq!(app.post(path, body.clone()).await.status, 200, "{path}");
     }
 }
+
+/// A worker may heartbeat with any interval: three times the largest int overflowed the
+/// worker's status, so one such worker broke its pool's worker list (422) and, once it had
+/// claimed a run, every upkeep pass.
+#[tokio::test]
+async fn a_huge_heartbeat_interval_breaks_neither_the_worker_list_nor_upkeep() {
+    let app = TestApp::spawn().await;
+    app.post("/api/work_pools/", json!({"name": "huge", "type": "process"}))
+        .await;
+    let res = app
+        .post(
+            "/api/work_pools/huge/workers/heartbeat",
+            json!({"name": "w", "heartbeat_interval_seconds": 1e12}),
+        )
+        .await;
+    assert_eq!(res.status, 204, "{}", res.text);
+    let workers = app.post("/api/work_pools/huge/workers/filter", json!({})).await;
+    assert_eq!(workers.status, 200, "{}", workers.text);
+    assert_eq!(workers.body[0]["status"], "ONLINE");
+    let flow = flow_id(&app).await;
+    let run = app
+        .post(
+            "/api/flow_runs/",
+            json!({"flow_id": flow, "work_pool_name": "huge", "state": {"type": "SCHEDULED"}}),
+        )
+        .await
+        .body;
+    let claim = app
+        .post(
+            "/api/work_pools/huge/message_queue/claim",
+            json!({"flow_run_id": run["id"], "worker": "w"}),
+        )
+        .await;
+    assert_eq!(claim.body["claimed"], true, "{}", claim.text);
+    let report = stratus_store::maintenance::run_once(&app.state.runs(), &app.state.settings).await;
+    assert!(report.is_ok(), "{report:?}");
+}

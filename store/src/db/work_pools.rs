@@ -18,11 +18,12 @@ pub const DEFAULT_AGENT_POOL: &str = "default-agent-pool";
 pub const AGENT_POOL_TYPE: &str = "prefect-agent";
 pub const DEFAULT_QUEUE: &str = "default";
 /// SQL over a `worker w` row: the seconds of silence after which the worker is offline,
-/// three of its heartbeat intervals (30 s when it gave none), as Prefect counts. A macro,
-/// so that statements can `concat!` it.
+/// three of its heartbeat intervals (30 s when it gave none), as Prefect counts. In bigint:
+/// a worker may send any interval, and three times the largest int overflows. A macro, so
+/// that statements can `concat!` it.
 macro_rules! worker_timeout_seconds {
     () => {
-        "(3 * coalesce(w.heartbeat_interval_seconds, 30))"
+        "(3 * coalesce(w.heartbeat_interval_seconds, 30)::bigint)"
     };
 }
 pub(crate) use worker_timeout_seconds;
