@@ -67,6 +67,18 @@ handler_inputs!(T1, T2, T3, T4, T5, T6);
 /// Makes a request body's schema (None: the operation takes no JSON body).
 pub type BodySchema = fn(&mut SchemaGenerator) -> Option<Schema>;
 
+/// Makes the schema of the JSON body an operation answers with.
+pub type ResponseSchema = fn(&mut SchemaGenerator) -> Schema;
+
+/// How a method is documented: the bodies it takes and gives.
+#[derive(Clone, Copy)]
+struct MethodDoc {
+    method: &'static str,
+    body: BodySchema,
+    returns: Option<ResponseSchema>,
+    also: Option<(&'static str, &'static str)>,
+}
+
 /// One method of one path, as served.
 #[derive(Debug, Clone)]
 pub struct Operation {
@@ -79,12 +91,47 @@ pub struct Operation {
     /// The handler's function name, e.g. `read_by_name` (empty for a closure).
     pub handler: String,
     pub body: BodySchema,
+    /// What a successful answer's body holds (None: not described).
+    pub returns: Option<ResponseSchema>,
+    /// A status the operation answers besides success and the common errors, with what it
+    /// means (`423`, "Locked").
+    pub also: Option<(&'static str, &'static str)>,
 }
 
 /// The methods of one path, with the handlers that serve them.
 pub struct Methods {
     router: MethodRouter<AppState>,
-    methods: Vec<(&'static str, String, BodySchema)>,
+    methods: Vec<(MethodDoc, String)>,
+}
+
+impl Methods {
+    /// The JSON body the method added last answers with (as serialized: a response type's
+    /// schema follows its `Serialize` impl).
+    pub fn returns<T: JsonSchema>(mut self) -> Self {
+        if let Some((doc, _)) = self.methods.last_mut() {
+            doc.returns = Some(|generator| generator.subschema_for::<T>());
+        }
+        self
+    }
+
+    /// Another status the method added last answers with (`"423"`), and what it means.
+    pub fn also_answers(mut self, code: &'static str, description: &'static str) -> Self {
+        if let Some((doc, _)) = self.methods.last_mut() {
+            doc.also = Some((code, description));
+        }
+        self
+    }
+}
+
+impl MethodDoc {
+    fn new(method: &'static str, body: BodySchema) -> Self {
+        MethodDoc {
+            method,
+            body,
+            returns: None,
+            also: None,
+        }
+    }
 }
 
 /// The function name of a handler type (`stratus_flows::read_by_name` → `read_by_name`,
@@ -109,7 +156,7 @@ macro_rules! method_fns {
             {
                 Methods {
                     router: routing::$name(handler),
-                    methods: vec![($method, handler_name::<H>(), T::body_schema as BodySchema)],
+                    methods: vec![(MethodDoc::new($method, T::body_schema), handler_name::<H>())],
                 }
             }
         )*
@@ -121,7 +168,7 @@ macro_rules! method_fns {
                     H: Handler<T, AppState>,
                     T: HandlerInputs + 'static,
                 {
-                    self.methods.push(($method, handler_name::<H>(), T::body_schema as BodySchema));
+                    self.methods.push((MethodDoc::new($method, T::body_schema), handler_name::<H>()));
                     self.router = self.router.$name(handler);
                     self
                 }
@@ -151,13 +198,15 @@ impl ApiRoutes {
     pub fn route(mut self, path: impl Into<String>, methods: Methods) -> Self {
         let path = path.into();
         self.router = self.router.route(&path, methods.router);
-        for (method, handler, body) in methods.methods {
+        for (doc, handler) in methods.methods {
             self.operations.push(Operation {
-                method,
+                method: doc.method,
                 path: path.clone(),
                 tag: self.tag,
                 handler,
-                body,
+                body: doc.body,
+                returns: doc.returns,
+                also: doc.also,
             });
         }
         self

@@ -1,9 +1,10 @@
 //! The API's OpenAPI 3.1 document, made from the operations the route families register
-//! (`api_routes`): every path and method served under `/api`, its path parameters, and
-//! Prefect's error bodies. `stratus::openapi` assembles it from every family, and the
-//! root family serves the result at `/api/openapi.json` with Swagger UI and Redoc.
+//! (`api_routes`): every path and method served under `/api`, its path parameters, the
+//! request and answer bodies' types, and Prefect's error bodies. `stratus::openapi`
+//! assembles it from every family, and the root family serves the result at
+//! `/api/openapi.json` with Swagger UI and Redoc.
 
-use schemars::generate::SchemaSettings;
+use schemars::generate::{Contract, SchemaSettings};
 use schemars::SchemaGenerator;
 use serde_json::{json, Map, Value};
 
@@ -72,18 +73,28 @@ fn error(description: &str, schema: &str) -> Value {
     })
 }
 
-fn operation(op: &Operation, generator: &mut SchemaGenerator) -> Value {
-    let mut responses = Map::new();
-    // Prefect's conventions: reads answer 200, updates and deletes 204, creates 201 (200
-    // when an upsert found the object), actions 200 or 204.
-    let successes: &[&str] = match op.method {
-        "GET" => &["200"],
-        "PATCH" | "DELETE" => &["204"],
+fn operation(op: &Operation, requests: &mut SchemaGenerator, answers: &mut SchemaGenerator) -> Value {
+    // Prefect's conventions: reads answer 200, updates and deletes 204 (the few that
+    // answer a body, 200), creates 201 (200 when an upsert found the object), actions 200
+    // or 204.
+    let successes: &[&str] = match (op.method, op.returns) {
+        ("GET", _) => &["200"],
+        ("PATCH" | "DELETE", None) => &["204"],
+        ("PATCH" | "DELETE", Some(_)) => &["200"],
         _ => &["200", "201", "204"],
     };
+    let answer = op.returns.map(|schema| schema(answers));
+    let mut responses = Map::new();
     for code in successes {
-        let name = if *code == "204" { "NoContent" } else { "Success" };
-        responses.insert((*code).into(), response_ref(name));
+        let response = match (*code, &answer) {
+            ("204", _) => response_ref("NoContent"),
+            (_, Some(schema)) => json!({
+                "description": "Successful response",
+                "content": {"application/json": {"schema": schema}}
+            }),
+            (_, None) => response_ref("Success"),
+        };
+        responses.insert((*code).into(), response);
     }
     let path_params = path_parameters(&op.path);
     responses.insert("404".into(), response_ref("NotFound"));
@@ -93,6 +104,12 @@ fn operation(op: &Operation, generator: &mut SchemaGenerator) -> Value {
         responses.insert("409".into(), response_ref("Conflict"));
     }
     responses.insert("503".into(), response_ref("Unavailable"));
+    if let Some((code, description)) = op.also {
+        responses.insert(
+            code.into(),
+            json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/NotFound"}}}}),
+        );
+    }
     let mut value = json!({
         "tags": [op.tag],
         "summary": summary(op),
@@ -102,7 +119,7 @@ fn operation(op: &Operation, generator: &mut SchemaGenerator) -> Value {
     if !path_params.is_empty() {
         value["parameters"] = Value::from(path_params);
     }
-    if let Some(schema) = (op.body)(generator) {
+    if let Some(schema) = (op.body)(requests) {
         value["requestBody"] = json!({
             "required": true,
             "content": {"application/json": {"schema": schema}}
@@ -116,17 +133,24 @@ pub fn document(operations: &[Operation]) -> Value {
     let mut paths: Map<String, Value> = Map::new();
     let mut sorted: Vec<&Operation> = operations.iter().collect();
     sorted.sort_by(|a, b| (&a.path, a.method).cmp(&(&b.path, b.method)));
-    // Request bodies' types (schemars, from their serde definitions) land beside Prefect's
-    // error bodies in `components/schemas`.
-    let mut settings = SchemaSettings::draft2020_12();
-    settings.definitions_path = "/components/schemas".into();
-    settings.meta_schema = None;
-    let mut generator = settings.into_generator();
+    // Request and response types (schemars, from their serde definitions: how requests are
+    // read, how answers are written) land beside Prefect's error bodies in
+    // `components/schemas`.
+    let mut requests = generator(Contract::Deserialize);
+    let mut answers = generator(Contract::Serialize);
     for op in sorted {
         let entry = paths.entry(op.path.clone()).or_insert_with(|| json!({}));
-        entry[op.method.to_ascii_lowercase()] = operation(op, &mut generator);
+        entry[op.method.to_ascii_lowercase()] = operation(op, &mut requests, &mut answers);
     }
-    let mut schemas = generator.take_definitions(true);
+    let mut schemas = requests.take_definitions(true);
+    let renamed = merge_response_schemas(&mut schemas, answers.take_definitions(true));
+    for methods in paths.values_mut() {
+        for op in methods.as_object_mut().into_iter().flat_map(|m| m.values_mut()) {
+            if let Some(answers) = op.get_mut("responses") {
+                rename_refs(answers, &renamed);
+            }
+        }
+    }
     if let Value::Object(errors) = error_schemas() {
         for (name, schema) in errors {
             // A request type of the same name would lose its schema to Prefect's error body.
@@ -164,6 +188,84 @@ pub fn document(operations: &[Operation]) -> Value {
             },
         }, "schemas": schemas},
     })
+}
+
+fn generator(contract: Contract) -> SchemaGenerator {
+    let mut settings = SchemaSettings::draft2020_12();
+    settings.definitions_path = "/components/schemas".into();
+    settings.meta_schema = None;
+    settings.contract = contract;
+    settings.into_generator()
+}
+
+/// Adds the response types' schemas to the request types'. A type read and written
+/// differently (a field with a default is optional in a request, always present in an
+/// answer) keeps its name for the request and is `{name}Response` as an answer, and so is
+/// any answer that refers to such a type; returns those new names, which the answers'
+/// `$ref`s must take.
+fn merge_response_schemas(
+    schemas: &mut Map<String, Value>,
+    answers: Map<String, Value>,
+) -> Vec<(String, String)> {
+    let mut renamed: Vec<(String, String)> = Vec::new();
+    // A rename can make a schema that referred to the renamed one differ in turn.
+    loop {
+        let mut more = Vec::new();
+        for (name, schema) in &answers {
+            let Some(request) = schemas.get(name) else {
+                continue;
+            };
+            if renamed.iter().any(|(old, _)| old == name) {
+                continue;
+            }
+            let mut answer = schema.clone();
+            rename_refs(&mut answer, &renamed);
+            if answer != *request {
+                let mut new = format!("{name}Response");
+                while schemas.contains_key(&new) || answers.contains_key(&new) {
+                    new.push('_');
+                }
+                more.push((name.clone(), new));
+            }
+        }
+        if more.is_empty() {
+            break;
+        }
+        renamed.extend(more);
+    }
+    for (name, mut schema) in answers {
+        rename_refs(&mut schema, &renamed);
+        match renamed.iter().find(|(old, _)| *old == name) {
+            Some((_, new)) => {
+                schemas.insert(new.clone(), schema);
+            }
+            None => {
+                schemas.entry(name).or_insert(schema);
+            }
+        }
+    }
+    renamed
+}
+
+/// Points `$ref`s to a renamed schema at its new name.
+fn rename_refs(value: &mut Value, renamed: &[(String, String)]) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                if key == "$ref" {
+                    if let Some(target) = v.as_str().and_then(|r| r.strip_prefix("#/components/schemas/")) {
+                        if let Some((_, new)) = renamed.iter().find(|(old, _)| old == target) {
+                            *v = Value::from(format!("#/components/schemas/{new}"));
+                        }
+                    }
+                } else {
+                    rename_refs(v, renamed);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| rename_refs(v, renamed)),
+        _ => {}
+    }
 }
 
 /// Prefect's error bodies.
@@ -213,6 +315,8 @@ mod tests {
             tag: "Flows",
             handler: handler.into(),
             body: |_| None,
+            returns: None,
+            also: None,
         }
     }
 
@@ -234,5 +338,34 @@ mod tests {
         assert_eq!(doc["paths"]["/health"]["get"]["summary"], "Health");
         let deleted = &doc["paths"]["/flows/{id}"]["delete"]["responses"];
         assert!(deleted.get("204").is_some() && deleted.get("200").is_none());
+    }
+
+    #[test]
+    fn an_answer_that_differs_from_its_request_type_gets_its_own_name_and_refs() {
+        let refer = |name: &str| json!({"$ref": format!("#/components/schemas/{name}")});
+        let mut schemas = Map::new();
+        schemas.insert("Details".into(), json!({"required": []}));
+        schemas.insert(
+            "State".into(),
+            json!({"properties": {"details": refer("Details")}}),
+        );
+        schemas.insert("Same".into(), json!({"type": "string"}));
+        let mut answers = Map::new();
+        answers.insert("Details".into(), json!({"required": ["flag"]}));
+        answers.insert(
+            "State".into(),
+            json!({"properties": {"details": refer("Details")}}),
+        );
+        answers.insert("Same".into(), json!({"type": "string"}));
+        answers.insert("Flow".into(), json!({"properties": {"state": refer("State")}}));
+        let renamed = merge_response_schemas(&mut schemas, answers);
+        assert_eq!(renamed.len(), 2, "{renamed:?}");
+        assert_eq!(
+            schemas["StateResponse"]["properties"]["details"],
+            refer("DetailsResponse")
+        );
+        assert_eq!(schemas["State"]["properties"]["details"], refer("Details"));
+        assert_eq!(schemas["Flow"]["properties"]["state"], refer("StateResponse"));
+        assert!(schemas.get("SameResponse").is_none());
     }
 }

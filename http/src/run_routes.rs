@@ -22,11 +22,11 @@ use stratus_store::db::flow_runs::FlowRun;
 use stratus_store::db::runs::{self, RunRow};
 use stratus_store::db::task_runs::TaskRun;
 use stratus_store::filters::RunFilterBody;
-use stratus_store::runs_service::Outcome;
+use stratus_store::runs_service::{OrchestrationResult, Outcome};
 
 /// What the shared routes say differently for flow runs and task runs: paths and Prefect's
 /// messages (`src/prefect/server/api/flow_runs.py` and `task_runs.py`, 2.20).
-pub trait RunRoutes: RunRow + Serialize + Send + Sync + 'static {
+pub trait RunRoutes: RunRow + Serialize + schemars::JsonSchema + Send + Sync + 'static {
     const KIND: RunKind;
     /// `flow_runs`, `task_runs`.
     const PATH: &'static str;
@@ -70,13 +70,28 @@ pub fn routes<R: RunRoutes>() -> ApiRoutes {
     let path = R::PATH;
     let states = &path[..path.len() - 1];
     ApiRoutes::new(R::TAG)
-        .route(format!("/{path}/filter"), post(filter::<R>))
-        .route(format!("/{path}/count"), post(count::<R>))
-        .route(format!("/{path}/history"), post(history::<R>))
-        .route(format!("/{path}/{{id}}"), get(read::<R>).delete(delete::<R>))
-        .route(format!("/{path}/{{id}}/set_state"), post(set_state::<R>))
-        .route(format!("/{states}_states"), get(list_states::<R>))
-        .route(format!("/{states}_states/{{id}}"), get(read_state::<R>))
+        .route(format!("/{path}/filter"), post(filter::<R>).returns::<Vec<R>>())
+        .route(format!("/{path}/count"), post(count::<R>).returns::<i64>())
+        .route(
+            format!("/{path}/history"),
+            post(history::<R>).returns::<Vec<runs::HistoryInterval>>(),
+        )
+        .route(
+            format!("/{path}/{{id}}"),
+            get(read::<R>).returns::<R>().delete(delete::<R>),
+        )
+        .route(
+            format!("/{path}/{{id}}/set_state"),
+            post(set_state::<R>).returns::<OrchestrationResult>(),
+        )
+        .route(
+            format!("/{states}_states"),
+            get(list_states::<R>).returns::<Vec<RunState>>(),
+        )
+        .route(
+            format!("/{states}_states/{{id}}"),
+            get(read_state::<R>).returns::<RunState>(),
+        )
 }
 
 /// Reads a run that must exist (404 with the family's detail otherwise).

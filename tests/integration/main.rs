@@ -5,6 +5,7 @@ mod api_admin;
 mod api_artifacts;
 mod api_blocks;
 mod api_concurrency;
+mod api_contract;
 mod api_deployments;
 mod api_docs;
 mod api_flow_runs;

@@ -173,7 +173,7 @@ pub struct TransitionContext {
     pub tag_slot_wait_seconds: i64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Status {
     Accept,
@@ -183,7 +183,7 @@ pub enum Status {
 }
 
 /// `details` of an OrchestrationResult.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Details {
     AcceptDetails,

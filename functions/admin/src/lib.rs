@@ -26,7 +26,10 @@ pub fn router() -> Router<AppState> {
 pub fn api() -> ApiRoutes {
     ApiRoutes::new("Admin")
         .route("/admin/settings", get(settings))
-        .route("/admin/version", get(|| async { Json(PREFECT_VERSION) }))
+        .route(
+            "/admin/version",
+            get(|| async { Json(PREFECT_VERSION) }).returns::<String>(),
+        )
         .route("/admin/database/clear", post(clear))
         .route("/admin/database/drop", post(drop_all))
         .route("/admin/database/create", post(create))

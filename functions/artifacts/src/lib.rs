@@ -9,7 +9,9 @@ use serde_json::{json, Map, Value};
 use stratus_http::api_routes::{get, post, ApiRoutes};
 use stratus_http::json::{page, path_id, present};
 use stratus_http::{ApiError, ApiResult, AppState, Body};
-use stratus_store::db::artifacts::{self, ArtifactChanges, ArtifactFilter, ArtifactSort, NewArtifact};
+use stratus_store::db::artifacts::{
+    self, Artifact, ArtifactChanges, ArtifactFilter, ArtifactSort, NewArtifact,
+};
 use stratus_store::filters::{DeploymentFilter, FlowFilter, FlowRunFilter, RunFilters, TaskRunFilter};
 use uuid::Uuid;
 
@@ -20,13 +22,19 @@ pub fn router() -> Router<AppState> {
 /// The family's routes, as served and documented.
 pub fn api() -> ApiRoutes {
     ApiRoutes::new("Artifacts")
-        .route("/artifacts", post(create))
-        .route("/artifacts/filter", post(filter))
-        .route("/artifacts/count", post(count))
-        .route("/artifacts/latest/filter", post(filter_latest))
-        .route("/artifacts/latest/count", post(count_latest))
-        .route("/artifacts/{id}/latest", get(read_latest))
-        .route("/artifacts/{id}", get(read).patch(update).delete(remove))
+        .route("/artifacts", post(create).returns::<Artifact>())
+        .route("/artifacts/filter", post(filter).returns::<Vec<Artifact>>())
+        .route("/artifacts/count", post(count).returns::<i64>())
+        .route(
+            "/artifacts/latest/filter",
+            post(filter_latest).returns::<Vec<Artifact>>(),
+        )
+        .route("/artifacts/latest/count", post(count_latest).returns::<i64>())
+        .route("/artifacts/{id}/latest", get(read_latest).returns::<Artifact>())
+        .route(
+            "/artifacts/{id}",
+            get(read).returns::<Artifact>().patch(update).delete(remove),
+        )
 }
 
 /// Prefect cuts metadata values to this many characters.

@@ -9,6 +9,7 @@ use axum::Router;
 use serde_json::{json, Value};
 use stratus_http::api_routes::{get, post, ApiRoutes};
 use stratus_http::{ApiError, ApiResult, AppState};
+use stratus_store::db::blocks::{BlockDocument, BlockSchema, BlockType};
 
 pub fn router() -> Router<AppState> {
     api().into_router()
@@ -17,44 +18,72 @@ pub fn router() -> Router<AppState> {
 /// The family's routes, as served and documented.
 pub fn api() -> ApiRoutes {
     ApiRoutes::new("Blocks")
-        .route("/block_types", post(block_types::create))
-        .route("/block_types/filter", post(block_types::filter))
+        .route("/block_types", post(block_types::create).returns::<BlockType>())
+        .route(
+            "/block_types/filter",
+            post(block_types::filter).returns::<Vec<BlockType>>(),
+        )
         .route(
             "/block_types/install_system_block_types",
-            post(block_types::install_system),
+            post(block_types::install_system).returns::<()>(),
         )
-        .route("/block_types/slug/{slug}", get(block_types::read_by_slug))
+        .route(
+            "/block_types/slug/{slug}",
+            get(block_types::read_by_slug).returns::<BlockType>(),
+        )
         .route(
             "/block_types/slug/{slug}/block_documents",
-            get(block_documents::list_by_type_slug),
+            get(block_documents::list_by_type_slug).returns::<Vec<BlockDocument>>(),
         )
         .route(
             "/block_types/slug/{slug}/block_documents/name/{name}",
-            get(block_documents::read_by_type_slug_and_name),
+            get(block_documents::read_by_type_slug_and_name).returns::<BlockDocument>(),
         )
         .route(
             "/block_types/{id}",
             get(block_types::read)
+                .returns::<BlockType>()
                 .patch(block_types::update)
                 .delete(block_types::delete),
         )
-        .route("/block_schemas", post(block_schemas::create))
-        .route("/block_schemas/filter", post(block_schemas::filter))
+        .route(
+            "/block_schemas",
+            post(block_schemas::create).returns::<BlockSchema>(),
+        )
+        .route(
+            "/block_schemas/filter",
+            post(block_schemas::filter).returns::<Vec<BlockSchema>>(),
+        )
         .route(
             "/block_schemas/checksum/{checksum}",
-            get(block_schemas::read_by_checksum),
+            get(block_schemas::read_by_checksum).returns::<BlockSchema>(),
         )
         .route(
             "/block_schemas/{id}",
-            get(block_schemas::read).delete(block_schemas::delete),
+            get(block_schemas::read)
+                .returns::<BlockSchema>()
+                .delete(block_schemas::delete),
         )
-        .route("/block_capabilities", get(block_schemas::capabilities))
-        .route("/block_documents", post(block_documents::create))
-        .route("/block_documents/filter", post(block_documents::filter))
-        .route("/block_documents/count", post(block_documents::count))
+        .route(
+            "/block_capabilities",
+            get(block_schemas::capabilities).returns::<Vec<String>>(),
+        )
+        .route(
+            "/block_documents",
+            post(block_documents::create).returns::<BlockDocument>(),
+        )
+        .route(
+            "/block_documents/filter",
+            post(block_documents::filter).returns::<Vec<BlockDocument>>(),
+        )
+        .route(
+            "/block_documents/count",
+            post(block_documents::count).returns::<i64>(),
+        )
         .route(
             "/block_documents/{id}",
             get(block_documents::read)
+                .returns::<BlockDocument>()
                 .patch(block_documents::update)
                 .delete(block_documents::delete),
         )

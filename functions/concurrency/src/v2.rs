@@ -77,11 +77,13 @@ pub struct SlotsBody {
 
 /// `GlobalConcurrencyLimitResponse`: what reads and lists return (no `denied_slots`, no
 /// `avg_slot_occupancy_seconds`). Creation returns the whole `ConcurrencyLimitV2`.
-#[derive(Serialize)]
-struct LimitResponse<'a> {
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct LimitResponse<'a> {
     id: Uuid,
+    #[schemars(with = "DateTime<Utc>")]
     #[serde(with = "ts")]
     created: DateTime<Utc>,
+    #[schemars(with = "DateTime<Utc>")]
     #[serde(with = "ts")]
     updated: DateTime<Utc>,
     active: bool,
@@ -254,14 +256,23 @@ pub async fn filter(State(app): State<AppState>, Body(body): Body<PageBody>) -> 
     Ok(Json(found.iter().map(LimitResponse::from).collect::<Vec<_>>()).into_response())
 }
 
-/// `MinimalConcurrencyLimitResponse` for each limit.
-fn minimal(limits: &[&GlobalLimit]) -> Value {
-    Value::from(
-        limits
-            .iter()
-            .map(|l| json!({"id": l.id, "name": l.name, "limit": l.limit}))
-            .collect::<Vec<_>>(),
-    )
+/// `MinimalConcurrencyLimitResponse`.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct MinimalLimit<'a> {
+    id: Uuid,
+    name: &'a str,
+    limit: i32,
+}
+
+fn minimal<'a>(limits: &[&'a GlobalLimit]) -> Vec<MinimalLimit<'a>> {
+    limits
+        .iter()
+        .map(|l| MinimalLimit {
+            id: l.id,
+            name: &l.name,
+            limit: l.limit,
+        })
+        .collect()
 }
 
 fn check_slots(body: &SlotsBody, raw: &Value) -> ApiResult<()> {

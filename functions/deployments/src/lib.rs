@@ -34,28 +34,52 @@ pub fn router() -> Router<AppState> {
 /// The family's routes, as served and documented.
 pub fn api() -> ApiRoutes {
     ApiRoutes::new("Deployments")
-        .route("/deployments", post(create))
-        .route("/deployments/filter", post(filter))
-        .route("/deployments/count", post(count))
+        .route("/deployments", post(create).returns::<Deployment>())
+        .route("/deployments/filter", post(filter).returns::<Vec<Deployment>>())
+        .route("/deployments/count", post(count).returns::<i64>())
         .route(
             "/deployments/get_scheduled_flow_runs",
-            post(get_scheduled_flow_runs),
+            post(get_scheduled_flow_runs).returns::<Vec<FlowRun>>(),
         )
-        .route("/deployments/name/{flow}/{name}", get(read_by_name))
-        .route("/deployments/{id}", get(read).patch(update).delete(remove))
-        .route("/deployments/{id}/create_flow_run", post(create_flow_run))
-        .route("/deployments/{id}/schedule", post(backfill::schedule))
+        .route(
+            "/deployments/name/{flow}/{name}",
+            get(read_by_name).returns::<Deployment>(),
+        )
+        .route(
+            "/deployments/{id}",
+            get(read).returns::<Deployment>().patch(update).delete(remove),
+        )
+        .route(
+            "/deployments/{id}/create_flow_run",
+            post(create_flow_run).returns::<FlowRun>(),
+        )
+        .route(
+            "/deployments/{id}/schedule",
+            post(backfill::schedule).returns::<()>(),
+        )
         .route(
             "/deployments/{id}/work_queue_check",
-            get(backfill::work_queue_check),
+            get(backfill::work_queue_check).returns::<Vec<pools::WorkQueue>>(),
         )
-        .route("/deployments/{id}/pause_deployment", post(pause))
-        .route("/deployments/{id}/set_schedule_inactive", post(pause))
-        .route("/deployments/{id}/resume_deployment", post(resume))
-        .route("/deployments/{id}/set_schedule_active", post(resume))
+        .route("/deployments/{id}/pause_deployment", post(pause).returns::<()>())
+        .route(
+            "/deployments/{id}/set_schedule_inactive",
+            post(pause).returns::<()>(),
+        )
+        .route(
+            "/deployments/{id}/resume_deployment",
+            post(resume).returns::<()>(),
+        )
+        .route(
+            "/deployments/{id}/set_schedule_active",
+            post(resume).returns::<()>(),
+        )
         .route(
             "/deployments/{id}/schedules",
-            get(schedules::list).post(schedules::create),
+            get(schedules::list)
+                .returns::<Vec<deployments::Schedule>>()
+                .post(schedules::create)
+                .returns::<Vec<deployments::Schedule>>(),
         )
         .route(
             "/deployments/{id}/schedules/{schedule_id}",

@@ -31,14 +31,23 @@ pub fn router() -> Router<AppState> {
 /// The family's routes, as served and documented.
 pub fn api() -> ApiRoutes {
     run_routes::routes::<FlowRun>()
-        .route("/flow_runs", post(create))
-        .route("/flow_runs/lateness", post(lateness))
+        .route("/flow_runs", post(create).returns::<FlowRun>())
+        .route("/flow_runs/lateness", post(lateness).returns::<Option<f64>>())
         .route("/flow_runs/{id}", patch(update))
-        .route("/flow_runs/{id}/resume", post(resume))
-        .route("/flow_runs/{id}/graph", get(graph))
+        .route(
+            "/flow_runs/{id}/resume",
+            post(resume).returns::<OrchestrationResult>(),
+        )
+        .route(
+            "/flow_runs/{id}/graph",
+            get(graph).returns::<Vec<flow_runs::GraphNode>>(),
+        )
         .route("/flow_runs/{id}/graph-v2", get(graph_v2))
-        .route("/flow_runs/{id}/input", post(inputs::create))
-        .route("/flow_runs/{id}/input/filter", post(inputs::filter))
+        .route("/flow_runs/{id}/input", post(inputs::create).returns::<()>())
+        .route(
+            "/flow_runs/{id}/input/filter",
+            post(inputs::filter).returns::<Vec<stratus_store::db::flow_run_inputs::FlowRunInput>>(),
+        )
         .route(
             "/flow_runs/{id}/input/{key}",
             get(inputs::read).delete(inputs::delete),

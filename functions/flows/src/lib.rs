@@ -9,7 +9,7 @@ use serde_json::Value;
 use stratus_http::api_routes::{get, post, ApiRoutes};
 use stratus_http::json::{null_default, page, path_id};
 use stratus_http::{ApiError, ApiResult, AppState, Body};
-use stratus_store::db::flows::{self, FlowSort};
+use stratus_store::db::flows::{self, Flow, FlowSort};
 use stratus_store::filters::RunFilterBody;
 
 pub fn router() -> Router<AppState> {
@@ -19,11 +19,14 @@ pub fn router() -> Router<AppState> {
 /// The family's routes, as served and documented.
 pub fn api() -> ApiRoutes {
     ApiRoutes::new("Flows")
-        .route("/flows", post(create))
-        .route("/flows/filter", post(filter))
-        .route("/flows/count", post(count))
-        .route("/flows/name/{name}", get(read_by_name))
-        .route("/flows/{id}", get(read).patch(update).delete(delete))
+        .route("/flows", post(create).returns::<Flow>())
+        .route("/flows/filter", post(filter).returns::<Vec<Flow>>())
+        .route("/flows/count", post(count).returns::<i64>())
+        .route("/flows/name/{name}", get(read_by_name).returns::<Flow>())
+        .route(
+            "/flows/{id}",
+            get(read).returns::<Flow>().patch(update).delete(delete),
+        )
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]

@@ -18,8 +18,8 @@ pub fn router() -> Router<AppState> {
 /// The family's routes, as served and documented.
 pub fn api() -> ApiRoutes {
     ApiRoutes::new("Logs")
-        .route("/logs", post(create))
-        .route("/logs/filter", post(filter))
+        .route("/logs", post(create).returns::<()>())
+        .route("/logs/filter", post(filter).returns::<Vec<logs::Log>>())
 }
 
 /// `POST /logs/`: a JSON array of log lines, all written or none (one transaction, one

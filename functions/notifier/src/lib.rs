@@ -16,7 +16,7 @@ use serde::Deserialize;
 use stratus_http::api_routes::{get, post, ApiRoutes};
 use stratus_http::json::{page, path_id};
 use stratus_http::{ApiError, ApiResult, AppState, Body};
-use stratus_store::db::notifications::{self, PolicyFields, PolicyFilter};
+use stratus_store::db::notifications::{self, Policy, PolicyFields, PolicyFilter};
 use stratus_store::notifications::check_template;
 use uuid::Uuid;
 
@@ -27,11 +27,17 @@ pub fn router() -> Router<AppState> {
 /// The family's routes, as served and documented.
 pub fn api() -> ApiRoutes {
     ApiRoutes::new("Flow Run Notification Policies")
-        .route("/flow_run_notification_policies", post(create))
-        .route("/flow_run_notification_policies/filter", post(filter))
+        .route(
+            "/flow_run_notification_policies",
+            post(create).returns::<Policy>(),
+        )
+        .route(
+            "/flow_run_notification_policies/filter",
+            post(filter).returns::<Vec<Policy>>(),
+        )
         .route(
             "/flow_run_notification_policies/{id}",
-            get(read).patch(update).delete(remove),
+            get(read).returns::<Policy>().patch(update).delete(remove),
         )
 }
 

@@ -28,9 +28,12 @@ pub fn router() -> Router<AppState> {
 /// The family's routes, as served and documented.
 pub fn api() -> ApiRoutes {
     ApiRoutes::new("Root")
-        .route("/health", get(|| async { Json(true) }))
-        .route("/version", get(|| async { Json(SERVER_API_VERSION_STR) }))
-        .route("/hello", get(|| async { Json("👋") }))
+        .route("/health", get(|| async { Json(true) }).returns::<bool>())
+        .route(
+            "/version",
+            get(|| async { Json(SERVER_API_VERSION_STR) }).returns::<String>(),
+        )
+        .route("/hello", get(|| async { Json("👋") }).returns::<String>())
         .route("/ready", get(ready))
         .route("/csrf-token", get(csrf_token))
         .merge(docs::routes())

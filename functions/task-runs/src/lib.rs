@@ -27,7 +27,7 @@ pub fn router() -> Router<AppState> {
 /// The family's routes, as served and documented.
 pub fn api() -> ApiRoutes {
     run_routes::routes::<TaskRun>()
-        .route("/task_runs", post(create))
+        .route("/task_runs", post(create).returns::<TaskRun>())
         .route("/task_runs/{id}", patch(update))
 }
 

@@ -11,7 +11,7 @@ use serde_json::Value;
 use stratus_http::api_routes::{get, post, put, ApiRoutes};
 use stratus_http::json::{null_default, page, path_id};
 use stratus_http::{ApiError, ApiResult, AppState, Body};
-use stratus_store::db::saved_searches;
+use stratus_store::db::saved_searches::{self, SavedSearch};
 
 pub mod pages;
 mod ui_routes;
@@ -24,9 +24,15 @@ pub fn router() -> Router<AppState> {
 pub fn api() -> ApiRoutes {
     ui_routes::api().merge(
         ApiRoutes::new("SavedSearches")
-            .route("/saved_searches", put(upsert))
-            .route("/saved_searches/filter", post(filter))
-            .route("/saved_searches/{id}", get(read).delete(remove)),
+            .route("/saved_searches", put(upsert).returns::<SavedSearch>())
+            .route(
+                "/saved_searches/filter",
+                post(filter).returns::<Vec<SavedSearch>>(),
+            )
+            .route(
+                "/saved_searches/{id}",
+                get(read).returns::<SavedSearch>().delete(remove),
+            ),
     )
 }
 

@@ -25,8 +25,14 @@ use uuid::Uuid;
 /// The `/ui` routes, as served and documented.
 pub fn api() -> ApiRoutes {
     ApiRoutes::new("UI")
-        .route("/ui/flow_runs/history", post(flow_run_history))
-        .route("/ui/task_runs/dashboard/counts", post(task_run_dashboard_counts))
+        .route(
+            "/ui/flow_runs/history",
+            post(flow_run_history).returns::<Vec<SimpleFlowRun>>(),
+        )
+        .route(
+            "/ui/task_runs/dashboard/counts",
+            post(task_run_dashboard_counts).returns::<Vec<TaskRunCount>>(),
+        )
         .route("/ui/task_runs/count", post(task_run_counts_by_state))
         .route("/ui/schemas/validate", post(validate_schema))
 }
@@ -34,10 +40,11 @@ pub fn api() -> ApiRoutes {
 /// Most points the scatter plot asks for.
 const HISTORY_MAX: i64 = 1000;
 
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 struct SimpleFlowRun {
     id: Uuid,
     state_type: Option<StateType>,
+    #[schemars(with = "DateTime<Utc>")]
     #[serde(with = "ts")]
     timestamp: DateTime<Utc>,
     duration: f64,
@@ -74,7 +81,7 @@ async fn flow_run_history(
 /// Buckets in the dashboard's task-run chart.
 const DASHBOARD_BUCKETS: usize = 20;
 
-#[derive(Serialize, Default, Clone, Copy)]
+#[derive(Serialize, Default, Clone, Copy, schemars::JsonSchema)]
 struct TaskRunCount {
     completed: i64,
     failed: i64,

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use stratus_http::api_routes::{get, post, ApiRoutes};
 use stratus_http::json::{null_default, page, path_id};
 use stratus_http::{ApiError, ApiResult, AppState, Body};
-use stratus_store::db::variables::{self, VariableFilter, VariableKey, VariableSort};
+use stratus_store::db::variables::{self, Variable, VariableFilter, VariableKey, VariableSort};
 
 pub fn router() -> Router<AppState> {
     api().into_router()
@@ -18,14 +18,20 @@ pub fn router() -> Router<AppState> {
 /// The family's routes, as served and documented.
 pub fn api() -> ApiRoutes {
     ApiRoutes::new("Variables")
-        .route("/variables", post(create))
-        .route("/variables/filter", post(filter))
-        .route("/variables/count", post(count))
+        .route("/variables", post(create).returns::<Variable>())
+        .route("/variables/filter", post(filter).returns::<Vec<Variable>>())
+        .route("/variables/count", post(count).returns::<i64>())
         .route(
             "/variables/name/{name}",
-            get(read_by_name).patch(update_by_name).delete(delete_by_name),
+            get(read_by_name)
+                .returns::<Variable>()
+                .patch(update_by_name)
+                .delete(delete_by_name),
         )
-        .route("/variables/{id}", get(read).patch(update).delete(remove))
+        .route(
+            "/variables/{id}",
+            get(read).returns::<Variable>().patch(update).delete(remove),
+        )
 }
 
 const MAX_NAME: usize = 255;

@@ -14,9 +14,12 @@ use serde_json::{Map, Value};
 use stratus_http::api_routes::{delete, get, post, ApiRoutes};
 use stratus_http::json::{null_default, page, ts_opt};
 use stratus_http::{ApiError, ApiResult, AppState, Body};
+use stratus_store::db::flow_runs::FlowRun;
 use stratus_store::db::work_pools::{
-    self as pools, NewPool, Poll, PoolChanges, QueueChanges, WorkPool, WorkPoolFilter, WorkQueueFilter,
+    self as pools, NewPool, Poll, PoolChanges, QueueChanges, WorkPool, WorkPoolFilter, WorkQueue,
+    WorkQueueFilter,
 };
+use stratus_store::queue::{QueueInfo, Received};
 
 pub fn router() -> Router<AppState> {
     api().into_router()
@@ -25,24 +28,39 @@ pub fn router() -> Router<AppState> {
 /// The family's routes, as served and documented.
 pub fn api() -> ApiRoutes {
     ApiRoutes::new("Work Pools")
-        .route("/work_pools", post(create))
-        .route("/work_pools/filter", post(filter))
-        .route("/work_pools/count", post(count))
-        .route("/work_pools/{name}", get(read).patch(update).delete(remove))
+        .route("/work_pools", post(create).returns::<WorkPool>())
+        .route("/work_pools/filter", post(filter).returns::<Vec<WorkPool>>())
+        .route("/work_pools/count", post(count).returns::<i64>())
+        .route(
+            "/work_pools/{name}",
+            get(read).returns::<WorkPool>().patch(update).delete(remove),
+        )
         .route(
             "/work_pools/{name}/get_scheduled_flow_runs",
-            post(get_scheduled_flow_runs),
+            post(get_scheduled_flow_runs).returns::<Vec<pools::WorkerFlowRun>>(),
         )
-        .route("/work_pools/{name}/queues", post(create_queue))
-        .route("/work_pools/{name}/queues/filter", post(filter_queues))
+        .route(
+            "/work_pools/{name}/queues",
+            post(create_queue).returns::<WorkQueue>(),
+        )
+        .route(
+            "/work_pools/{name}/queues/filter",
+            post(filter_queues).returns::<Vec<WorkQueue>>(),
+        )
         .route(
             "/work_pools/{name}/queues/{queue}",
-            get(read_queue).patch(update_queue).delete(delete_queue),
+            get(read_queue)
+                .returns::<WorkQueue>()
+                .patch(update_queue)
+                .delete(delete_queue),
         )
-        .route("/work_pools/{name}/message_queue", get(message_queue::info))
+        .route(
+            "/work_pools/{name}/message_queue",
+            get(message_queue::info).returns::<QueueInfo>(),
+        )
         .route(
             "/work_pools/{name}/message_queue/receive",
-            post(message_queue::receive),
+            post(message_queue::receive).returns::<Vec<Received>>(),
         )
         .route(
             "/work_pools/{name}/message_queue/delete",
@@ -57,17 +75,32 @@ pub fn api() -> ApiRoutes {
             post(message_queue::claim),
         )
         .route("/work_pools/{name}/workers/heartbeat", post(heartbeat))
-        .route("/work_pools/{name}/workers/filter", post(filter_workers))
+        .route(
+            "/work_pools/{name}/workers/filter",
+            post(filter_workers).returns::<Vec<pools::Worker>>(),
+        )
         .route("/work_pools/{name}/workers/{worker}", delete(delete_worker))
         .route("/collections/views/{view}", get(collection_view))
-        .route("/work_queues", post(legacy::create))
-        .route("/work_queues/filter", post(legacy::filter))
-        .route("/work_queues/name/{name}", get(legacy::read_by_name))
+        .route("/work_queues", post(legacy::create).returns::<WorkQueue>())
+        .route(
+            "/work_queues/filter",
+            post(legacy::filter).returns::<Vec<WorkQueue>>(),
+        )
+        .route(
+            "/work_queues/name/{name}",
+            get(legacy::read_by_name).returns::<WorkQueue>(),
+        )
         .route(
             "/work_queues/{id}",
-            get(legacy::read).patch(legacy::update).delete(legacy::delete),
+            get(legacy::read)
+                .returns::<WorkQueue>()
+                .patch(legacy::update)
+                .delete(legacy::delete),
         )
-        .route("/work_queues/{id}/get_runs", post(legacy::get_runs))
+        .route(
+            "/work_queues/{id}/get_runs",
+            post(legacy::get_runs).returns::<Vec<FlowRun>>(),
+        )
         .route("/work_queues/{id}/status", get(legacy::status))
 }
 

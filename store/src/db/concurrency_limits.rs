@@ -12,11 +12,13 @@ use uuid::Uuid;
 
 use stratus_domain::time::ts;
 
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, schemars::JsonSchema)]
 pub struct ConcurrencyLimit {
     pub id: Uuid,
+    #[schemars(with = "chrono::DateTime<chrono::Utc>")]
     #[serde(with = "ts")]
     pub created: DateTime<Utc>,
+    #[schemars(with = "chrono::DateTime<chrono::Utc>")]
     #[serde(with = "ts")]
     pub updated: DateTime<Utc>,
     pub tag: String,
@@ -135,11 +137,13 @@ static V2_COLUMNS: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// A global limit (`ConcurrencyLimitV2`), counters read with their decay applied.
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, schemars::JsonSchema)]
 pub struct GlobalLimit {
     pub id: Uuid,
+    #[schemars(with = "chrono::DateTime<chrono::Utc>")]
     #[serde(with = "ts")]
     pub created: DateTime<Utc>,
+    #[schemars(with = "chrono::DateTime<chrono::Utc>")]
     #[serde(with = "ts")]
     pub updated: DateTime<Utc>,
     pub active: bool,

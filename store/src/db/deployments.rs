@@ -11,11 +11,13 @@ use crate::db::rows::{self, FromRow};
 use crate::filters::{Query, RunFilters};
 use stratus_domain::time::{ts, ts_opt};
 
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, schemars::JsonSchema)]
 pub struct Schedule {
     pub id: Uuid,
+    #[schemars(with = "chrono::DateTime<chrono::Utc>")]
     #[serde(with = "ts")]
     pub created: DateTime<Utc>,
+    #[schemars(with = "chrono::DateTime<chrono::Utc>")]
     #[serde(with = "ts")]
     pub updated: DateTime<Utc>,
     pub deployment_id: Uuid,
@@ -27,11 +29,13 @@ pub struct Schedule {
 }
 
 /// `DeploymentResponse`. The job variables are `infra_overrides` here (trap 1).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Deployment {
     pub id: Uuid,
+    #[schemars(with = "chrono::DateTime<chrono::Utc>")]
     #[serde(with = "ts")]
     pub created: DateTime<Utc>,
+    #[schemars(with = "chrono::DateTime<chrono::Utc>")]
     #[serde(with = "ts")]
     pub updated: DateTime<Utc>,
     pub name: String,
@@ -47,6 +51,7 @@ pub struct Deployment {
     pub tags: Value,
     pub work_queue_name: Option<String>,
     pub work_pool_name: Option<String>,
+    #[schemars(with = "Option<chrono::DateTime<chrono::Utc>>")]
     #[serde(with = "ts_opt")]
     pub last_polled: Option<DateTime<Utc>>,
     pub parameter_openapi_schema: Option<Value>,

@@ -14,11 +14,13 @@ use stratus_domain::states::State;
 use stratus_domain::time::{ts, ts_opt};
 
 /// `FlowRunResponse`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct FlowRun {
     pub id: Uuid,
+    #[schemars(with = "chrono::DateTime<chrono::Utc>")]
     #[serde(with = "ts")]
     pub created: DateTime<Utc>,
+    #[schemars(with = "chrono::DateTime<chrono::Utc>")]
     #[serde(with = "ts")]
     pub updated: DateTime<Utc>,
     pub name: String,
@@ -288,16 +290,19 @@ pub async fn lateness(
 }
 
 /// One row of `/flow_runs/{id}/graph`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct GraphNode {
     pub id: Uuid,
     pub name: String,
     pub upstream_dependencies: Vec<Value>,
     pub state: Option<State>,
+    #[schemars(with = "Option<chrono::DateTime<chrono::Utc>>")]
     #[serde(with = "ts_opt")]
     pub expected_start_time: Option<DateTime<Utc>>,
+    #[schemars(with = "Option<chrono::DateTime<chrono::Utc>>")]
     #[serde(with = "ts_opt")]
     pub start_time: Option<DateTime<Utc>>,
+    #[schemars(with = "Option<chrono::DateTime<chrono::Utc>>")]
     #[serde(with = "ts_opt")]
     pub end_time: Option<DateTime<Utc>>,
     pub total_run_time: f64,
@@ -402,14 +407,16 @@ pub async fn graph_outline(
 pub const MAX_GRAPH_NODES: i64 = 10_000;
 
 /// One node of the v2 graph: a task run, or a subflow run standing in for its parent task.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct GraphV2Node {
     pub kind: &'static str,
     pub id: Uuid,
     pub label: String,
     pub state_type: Option<String>,
+    #[schemars(with = "Option<chrono::DateTime<chrono::Utc>>")]
     #[serde(with = "ts_opt")]
     pub start_time: Option<DateTime<Utc>>,
+    #[schemars(with = "Option<chrono::DateTime<chrono::Utc>>")]
     #[serde(with = "ts_opt")]
     pub end_time: Option<DateTime<Utc>>,
     pub parents: Vec<Value>,

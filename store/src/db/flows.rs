@@ -11,11 +11,13 @@ use crate::db::rows::{self, FromRow};
 use crate::filters::{Query, RunFilters};
 use stratus_domain::time::ts;
 
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, schemars::JsonSchema)]
 pub struct Flow {
     pub id: Uuid,
+    #[schemars(with = "chrono::DateTime<chrono::Utc>")]
     #[serde(with = "ts")]
     pub created: DateTime<Utc>,
+    #[schemars(with = "chrono::DateTime<chrono::Utc>")]
     #[serde(with = "ts")]
     pub updated: DateTime<Utc>,
     pub name: String,

@@ -11,16 +11,19 @@ use crate::db::rows::{self, FromRow};
 use crate::filters::{combine, id_sql, IdFilter, Operator, Query, TimeFilter};
 use stratus_domain::time::ts;
 
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, schemars::JsonSchema)]
 pub struct Log {
     pub id: Uuid,
+    #[schemars(with = "chrono::DateTime<chrono::Utc>")]
     #[serde(with = "ts")]
     pub created: DateTime<Utc>,
+    #[schemars(with = "chrono::DateTime<chrono::Utc>")]
     #[serde(with = "ts")]
     pub updated: DateTime<Utc>,
     pub name: String,
     pub level: i16,
     pub message: String,
+    #[schemars(with = "chrono::DateTime<chrono::Utc>")]
     #[serde(with = "ts")]
     pub timestamp: DateTime<Utc>,
     pub flow_run_id: Option<Uuid>,

@@ -14,11 +14,13 @@ use crate::error::StoreResult;
 use stratus_domain::states::State;
 use stratus_domain::time::ts;
 
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, schemars::JsonSchema)]
 pub struct Policy {
     pub id: Uuid,
+    #[schemars(with = "chrono::DateTime<chrono::Utc>")]
     #[serde(with = "ts")]
     pub created: DateTime<Utc>,
+    #[schemars(with = "chrono::DateTime<chrono::Utc>")]
     #[serde(with = "ts")]
     pub updated: DateTime<Utc>,
     pub is_active: bool,

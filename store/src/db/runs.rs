@@ -84,17 +84,21 @@ pub fn state_from_row(row: &Row) -> Result<Option<State>, tokio_postgres::Error>
 /// The state summary and times flow runs and task runs both carry, read from the run's
 /// row: its `state_type`, `state_name`, `run_count`, the four times, `state_timestamp` and
 /// `total_run_micros` (the total run time in microseconds).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct RunTiming {
     pub state_type: Option<StateType>,
     pub state_name: Option<String>,
     pub run_count: i32,
+    #[schemars(with = "Option<chrono::DateTime<chrono::Utc>>")]
     #[serde(with = "ts_opt")]
     pub expected_start_time: Option<DateTime<Utc>>,
+    #[schemars(with = "Option<chrono::DateTime<chrono::Utc>>")]
     #[serde(with = "ts_opt")]
     pub next_scheduled_start_time: Option<DateTime<Utc>>,
+    #[schemars(with = "Option<chrono::DateTime<chrono::Utc>>")]
     #[serde(with = "ts_opt")]
     pub start_time: Option<DateTime<Utc>>,
+    #[schemars(with = "Option<chrono::DateTime<chrono::Utc>>")]
     #[serde(with = "ts_opt")]
     pub end_time: Option<DateTime<Utc>>,
     pub total_run_time: f64,
@@ -347,16 +351,18 @@ pub async fn read_states_of_run(
 }
 
 /// One interval of `/flow_runs/history` and `/task_runs/history`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct HistoryInterval {
+    #[schemars(with = "chrono::DateTime<chrono::Utc>")]
     #[serde(with = "ts")]
     pub interval_start: DateTime<Utc>,
+    #[schemars(with = "chrono::DateTime<chrono::Utc>")]
     #[serde(with = "ts")]
     pub interval_end: DateTime<Utc>,
     pub states: Vec<HistoryState>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct HistoryState {
     pub state_type: String,
     pub state_name: String,

@@ -13,11 +13,13 @@ use stratus_domain::orchestration::TaskRunPolicy;
 use stratus_domain::states::State;
 use stratus_domain::time::{ts, ts_opt};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct TaskRun {
     pub id: Uuid,
+    #[schemars(with = "chrono::DateTime<chrono::Utc>")]
     #[serde(with = "ts")]
     pub created: DateTime<Utc>,
+    #[schemars(with = "chrono::DateTime<chrono::Utc>")]
     #[serde(with = "ts")]
     pub updated: DateTime<Utc>,
     pub name: String,
@@ -25,6 +27,7 @@ pub struct TaskRun {
     pub task_key: String,
     pub dynamic_key: String,
     pub cache_key: Option<String>,
+    #[schemars(with = "Option<chrono::DateTime<chrono::Utc>>")]
     #[serde(with = "ts_opt")]
     pub cache_expiration: Option<DateTime<Utc>>,
     pub task_version: Option<String>,

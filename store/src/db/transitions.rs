@@ -19,7 +19,7 @@ use stratus_domain::orchestration::{
 use stratus_domain::states::{State, StateType};
 
 /// The body of a `set_state` answer.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct OrchestrationResult {
     pub state: Option<State>,
     pub status: Status,

@@ -28,11 +28,13 @@ macro_rules! worker_timeout_seconds {
 }
 pub(crate) use worker_timeout_seconds;
 
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, schemars::JsonSchema)]
 pub struct WorkPool {
     pub id: Uuid,
+    #[schemars(with = "chrono::DateTime<chrono::Utc>")]
     #[serde(with = "ts")]
     pub created: DateTime<Utc>,
+    #[schemars(with = "chrono::DateTime<chrono::Utc>")]
     #[serde(with = "ts")]
     pub updated: DateTime<Utc>,
     pub name: String,
@@ -50,11 +52,13 @@ pub struct WorkPool {
 const POOL_COLUMNS: &str = "wp.id, wp.created, wp.updated, wp.name, wp.description, wp.type, \
     wp.base_job_template, wp.is_paused, wp.concurrency_limit, wp.status, wp.default_queue_id";
 
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, schemars::JsonSchema)]
 pub struct WorkQueue {
     pub id: Uuid,
+    #[schemars(with = "chrono::DateTime<chrono::Utc>")]
     #[serde(with = "ts")]
     pub created: DateTime<Utc>,
+    #[schemars(with = "chrono::DateTime<chrono::Utc>")]
     #[serde(with = "ts")]
     pub updated: DateTime<Utc>,
     pub name: String,
@@ -64,6 +68,7 @@ pub struct WorkQueue {
     pub priority: i32,
     pub work_pool_id: Uuid,
     pub filter: Option<Value>,
+    #[schemars(with = "Option<chrono::DateTime<chrono::Utc>>")]
     #[serde(with = "ts_opt")]
     pub last_polled: Option<DateTime<Utc>>,
     pub work_pool_name: String,
@@ -73,15 +78,18 @@ pub struct WorkQueue {
 const QUEUE_COLUMNS: &str = "wq.id, wq.created, wq.updated, wq.name, wq.description, wq.is_paused, \
     wq.concurrency_limit, wq.priority, wq.work_pool_id, wq.filter, wq.last_polled, wp.name AS work_pool_name, wq.status";
 
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, schemars::JsonSchema)]
 pub struct Worker {
     pub id: Uuid,
+    #[schemars(with = "chrono::DateTime<chrono::Utc>")]
     #[serde(with = "ts")]
     pub created: DateTime<Utc>,
+    #[schemars(with = "chrono::DateTime<chrono::Utc>")]
     #[serde(with = "ts")]
     pub updated: DateTime<Utc>,
     pub name: String,
     pub work_pool_id: Uuid,
+    #[schemars(with = "chrono::DateTime<chrono::Utc>")]
     #[serde(with = "ts")]
     pub last_heartbeat_time: DateTime<Utc>,
     pub heartbeat_interval_seconds: Option<i32>,
@@ -606,7 +614,7 @@ pub async fn delete_worker(
 // ---- the poll -----------------------------------------------------------------------------
 
 /// A scheduled run handed to a worker: `{work_pool_id, work_queue_id, flow_run}`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct WorkerFlowRun {
     pub work_pool_id: Uuid,
     pub work_queue_id: Uuid,
