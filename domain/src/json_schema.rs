@@ -3,7 +3,7 @@
 //! `jsonschema` 4.x, which Prefect 2.20 shows its users (`utilities/schema_tools/validation.py`):
 //! values quoted as Python prints them, `'x' is a required property`, and so on.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use jsonschema::error::{TypeKind, ValidationErrorKind};
 use jsonschema::paths::LocationSegment;
@@ -62,11 +62,16 @@ impl SchemaError {
 
 /// Every violation found.
 pub fn errors(value: &Value, schema: &Value) -> Vec<SchemaError> {
-    // A reference loop that never descends into the value would recurse forever.
-    if loops_in_place(schema) {
-        return vec![SchemaError::at_root("$ref", CIRCULAR)];
+    if let Some(refused) = unbounded(schema) {
+        return vec![refused];
     }
-    let validator = match jsonschema::options().should_validate_formats(false).build(schema) {
+    let validator = match jsonschema::options()
+        .should_validate_formats(false)
+        .with_pattern_options(
+            jsonschema::PatternOptions::fancy_regex().backtrack_limit(PATTERN_BACKTRACK_LIMIT),
+        )
+        .build(schema)
+    {
         Ok(v) => v,
         Err(e) => return vec![SchemaError::at_root("$schema", format!("Invalid schema: {e}"))],
     };
@@ -191,21 +196,56 @@ pub fn python_repr(value: &Value) -> String {
     }
 }
 
-/// Whether some subschema reaches itself through keywords that apply to the same value
-/// (`$ref`, `allOf`, `anyOf`, `oneOf`, `not`, `if`/`then`/`else`): validating would never end.
-fn loops_in_place(root: &Value) -> bool {
-    fn in_place<'a>(root: &'a Value, node: &'a Value) -> Vec<&'a Value> {
+/// Most subschemas one value may be checked against, following `$ref`s and the keywords
+/// that apply to the same value. Validation time grows with it, and a schema a few
+/// kilobytes long can make it astronomical (thirty `$ref`s, each to an `anyOf` of the
+/// previous one twice, check one value 2^30 times).
+const MAX_IN_PLACE: usize = 2_000;
+/// Longest chain of such references.
+const MAX_IN_PLACE_DEPTH: usize = 64;
+/// Most objects in a schema: building the validator takes time in proportion (a second
+/// for about 100,000 in a debug build). Prefect's parameter schemas have hundreds.
+const MAX_SCHEMA_OBJECTS: usize = 20_000;
+const TOO_COMPLEX: &str = "Invalid schema: it is too complex to validate (one value would be \
+    checked against more than 2000 subschemas, or through more than 64 nested references).";
+/// Regular expressions with look-around or back-references backtrack; each match gets at
+/// most this many steps (the others run in linear time).
+const PATTERN_BACKTRACK_LIMIT: usize = 10_000;
+
+/// Why a schema cannot be validated against in bounded time, if it cannot: a subschema
+/// that reaches itself through keywords that apply to the same value (`$ref`, `allOf`,
+/// `anyOf`, `oneOf`, `not`, `if`/`then`/`else`: validating would never end), or more
+/// such work per value than [`MAX_IN_PLACE`] allows. References are followed as the
+/// checker reads them, so those it cannot read (anchors, dynamic and remote references,
+/// nested `$id`s that re-root them) are refused.
+fn unbounded(root: &Value) -> Option<SchemaError> {
+    fn in_place<'a>(root: &'a Value, node: &'a Value) -> Result<Vec<&'a Value>, SchemaError> {
         let Some(obj) = node.as_object() else {
-            return Vec::new();
+            return Ok(Vec::new());
         };
         let mut next = Vec::new();
-        if let Some(target) = obj
-            .get("$ref")
-            .and_then(Value::as_str)
-            .and_then(|r| r.strip_prefix('#'))
-            .and_then(|pointer| root.pointer(pointer))
-        {
-            next.push(target);
+        if let Some(reference) = obj.get("$ref").and_then(Value::as_str) {
+            let target = reference
+                .strip_prefix('#')
+                .filter(|pointer| pointer.is_empty() || pointer.starts_with('/'))
+                .and_then(|pointer| root.pointer(&percent_decoded(pointer)?));
+            match target {
+                Some(target) => next.push(target),
+                None => {
+                    return Err(SchemaError::at_root(
+                        "$ref",
+                        format!("Invalid schema: only references within the schema (#/...) can be followed, not {reference:?}."),
+                    ))
+                }
+            }
+        }
+        for key in ["$dynamicRef", "$recursiveRef"] {
+            if obj.contains_key(key) {
+                return Err(SchemaError::at_root(
+                    key,
+                    format!("Invalid schema: {key} is not supported."),
+                ));
+            }
         }
         for key in ["allOf", "anyOf", "oneOf"] {
             if let Some(options) = obj.get(key).and_then(Value::as_array) {
@@ -217,45 +257,101 @@ fn loops_in_place(root: &Value) -> bool {
                 next.push(sub);
             }
         }
-        next
+        Ok(next)
     }
-    fn visit<'a>(
+    /// How many subschemas checking one value against `node` visits.
+    fn size<'a>(
         root: &'a Value,
         node: &'a Value,
         on_path: &mut Vec<*const Value>,
-        done: &mut HashSet<*const Value>,
-    ) -> bool {
+        sizes: &mut HashMap<*const Value, usize>,
+    ) -> Result<usize, SchemaError> {
         let id: *const Value = node;
         if on_path.contains(&id) {
-            return true;
+            return Err(SchemaError::at_root("$ref", CIRCULAR));
         }
-        if !done.insert(id) {
-            return false;
+        if let Some(known) = sizes.get(&id) {
+            return Ok(*known);
+        }
+        if on_path.len() >= MAX_IN_PLACE_DEPTH {
+            return Err(SchemaError::at_root("$ref", TOO_COMPLEX));
         }
         on_path.push(id);
-        let looped = in_place(root, node)
-            .into_iter()
-            .any(|next| visit(root, next, on_path, done));
+        let mut total = 1usize;
+        for next in in_place(root, node)? {
+            total = total.saturating_add(size(root, next, on_path, sizes)?);
+            if total > MAX_IN_PLACE {
+                return Err(SchemaError::at_root("$ref", TOO_COMPLEX));
+            }
+        }
         on_path.pop();
-        looped
+        sizes.insert(id, total);
+        Ok(total)
     }
-    // Every subschema is a possible start: walk the whole document.
-    fn all<'a>(node: &'a Value, out: &mut Vec<&'a Value>) {
+    // Every subschema is a possible start: walk the whole document. A nested `$id` would
+    // re-root the references under it.
+    fn all<'a>(node: &'a Value, id: &str, depth: usize, out: &mut Vec<&'a Value>) -> Result<(), SchemaError> {
         match node {
             Value::Object(m) => {
+                if depth > 0 && m.get(id).is_some_and(Value::is_string) {
+                    return Err(SchemaError::at_root(
+                        id,
+                        format!("Invalid schema: {id} is only supported at the root."),
+                    ));
+                }
                 out.push(node);
-                m.values().for_each(|v| all(v, out));
+                m.values().try_for_each(|v| all(v, id, depth + 1, out))
             }
-            Value::Array(a) => a.iter().for_each(|v| all(v, out)),
-            _ => {}
+            Value::Array(a) => a.iter().try_for_each(|v| all(v, id, depth + 1, out)),
+            _ => Ok(()),
         }
     }
+    // Draft 4 names it `id`.
+    let draft4 = root
+        .get("$schema")
+        .and_then(Value::as_str)
+        .is_some_and(|s| s.contains("draft-04"));
     let mut nodes = Vec::new();
-    all(root, &mut nodes);
-    let mut done = HashSet::new();
+    if let Err(e) = all(root, if draft4 { "id" } else { "$id" }, 0, &mut nodes) {
+        return Some(e);
+    }
+    if nodes.len() > MAX_SCHEMA_OBJECTS {
+        return Some(SchemaError::at_root(
+            "$schema",
+            format!("Invalid schema: it is too large to validate (more than {MAX_SCHEMA_OBJECTS} objects)."),
+        ));
+    }
+    let mut sizes = HashMap::new();
     nodes
         .into_iter()
-        .any(|node| visit(root, node, &mut Vec::new(), &mut done))
+        .find_map(|node| size(root, node, &mut Vec::new(), &mut sizes).err())
+}
+
+/// A URI fragment's `%XX` escapes decoded (None if they do not make UTF-8).
+fn percent_decoded(fragment: &str) -> Option<String> {
+    if !fragment.contains('%') {
+        return Some(fragment.to_string());
+    }
+    let bytes = fragment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| fragment.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]
@@ -380,5 +476,88 @@ mod tests {
             .unwrap_err()
             .message
             .contains("circular"));
+    }
+
+    /// Thirty references, each to an `anyOf` of the one before twice: a few kilobytes that
+    /// would check one value 2^30 times.
+    fn exponential(levels: usize) -> Value {
+        let mut defs = serde_json::Map::new();
+        defs.insert("a0".into(), json!({"type": "string"}));
+        for i in 1..=levels {
+            let previous = json!({"$ref": format!("#/definitions/a{}", i - 1)});
+            defs.insert(
+                format!("a{i}"),
+                json!({"anyOf": [previous, {"allOf": [previous]}]}),
+            );
+        }
+        json!({"definitions": defs, "properties": {"x": {"$ref": format!("#/definitions/a{levels}")}}})
+    }
+
+    #[test]
+    fn a_schema_too_costly_to_validate_is_refused_at_once() {
+        let started = std::time::Instant::now();
+        let found = validate(&json!({"x": 1}), &exponential(30)).unwrap_err();
+        assert!(found.message.contains("too complex"), "{found}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        // Eight levels (about 1,300 subschemas for one value) are still checked.
+        assert_eq!(
+            validate(&json!({"x": 1}), &exponential(8)).unwrap_err().message,
+            "1 is not valid under any of the given schemas"
+        );
+        // A chain of references longer than 64.
+        let mut defs = serde_json::Map::new();
+        defs.insert("c0".into(), json!({"type": "string"}));
+        for i in 1..=100 {
+            defs.insert(
+                format!("c{i}"),
+                json!({"$ref": format!("#/definitions/c{}", i - 1)}),
+            );
+        }
+        let chain = json!({"definitions": defs, "$ref": "#/definitions/c100"});
+        assert!(validate(&json!(1), &chain)
+            .unwrap_err()
+            .message
+            .contains("too complex"));
+        // Too many objects to build a validator from in good time.
+        let wide: serde_json::Map<String, Value> = (0..20_001)
+            .map(|i| (format!("p{i}"), json!({"type": "string"})))
+            .collect();
+        let found = validate(&json!({}), &json!({"properties": wide})).unwrap_err();
+        assert!(found.message.contains("too large"), "{found}");
+    }
+
+    #[test]
+    fn references_the_checker_cannot_follow_are_refused() {
+        for schema in [
+            json!({"$ref": "#node", "$defs": {"n": {"$anchor": "node"}}}),
+            json!({"$ref": "https://example.com/schema.json"}),
+            json!({"$dynamicRef": "#meta"}),
+            json!({"properties": {"x": {"$id": "https://example.com/x", "$ref": "#/a"}}}),
+        ] {
+            let found = validate(&json!(1), &schema).unwrap_err();
+            assert!(found.message.starts_with("Invalid schema"), "{schema}: {found}");
+        }
+        // Percent-escaped pointers are followed.
+        let spaced =
+            json!({"$ref": "#/definitions/My%20Model", "definitions": {"My Model": {"type": "string"}}});
+        assert_eq!(
+            validate(&json!(1), &spaced).unwrap_err().message,
+            "1 is not of type 'string'"
+        );
+        assert!(validate(&json!("x"), &spaced).is_ok());
+    }
+
+    #[test]
+    fn look_around_patterns_give_up_instead_of_backtracking_for_long() {
+        let schema = json!({"type": "string", "pattern": "^(\\w+\\s?)*(?<=x)$"});
+        let started = std::time::Instant::now();
+        let found = validate(&json!(format!("{}!", "a".repeat(5000))), &schema);
+        assert!(found.is_err());
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(500),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(validate(&json!("abc x"), &schema).is_ok());
     }
 }

@@ -234,3 +234,57 @@ async fn a_huge_heartbeat_interval_breaks_neither_the_worker_list_nor_upkeep() {
     let report = stratus_store::maintenance::run_once(&app.state.runs(), &app.state.settings).await;
     assert!(report.is_ok(), "{report:?}");
 }
+
+/// Thirty references, each to an `anyOf` of the one before twice: checking one value
+/// against it would take 2^30 steps, and held a core (and the server) for minutes.
+fn exponential_schema() -> Value {
+    let mut defs = serde_json::Map::new();
+    defs.insert("a0".into(), json!({"type": "string"}));
+    for i in 1..=30 {
+        let previous = json!({"$ref": format!("#/definitions/a{}", i - 1)});
+        defs.insert(
+            format!("a{i}"),
+            json!({"anyOf": [previous, {"allOf": [previous]}]}),
+        );
+    }
+    json!({"type": "object", "definitions": defs, "properties": {"x": {"$ref": "#/definitions/a30"}}})
+}
+
+#[tokio::test]
+async fn a_parameter_schema_too_costly_to_check_is_refused_at_once() {
+    let app = TestApp::spawn().await;
+    let flow = flow_id(&app).await;
+    let deployment = app
+        .post(
+            "/api/deployments/",
+            json!({"name": "d", "flow_id": flow, "enforce_parameter_schema": true,
+                   "parameter_openapi_schema": exponential_schema()}),
+        )
+        .await;
+    assert_eq!(deployment.status, 201, "{}", deployment.text);
+    let started = std::time::Instant::now();
+    let res = app
+        .post(
+            &format!(
+                "/api/deployments/{}/create_flow_run",
+                deployment.body["id"].as_str().unwrap()
+            ),
+            json!({"parameters": {"x": 1}}),
+        )
+        .await;
+    assert_eq!(res.status, 409, "{}", res.text);
+    assert!(res.text.contains("too complex"), "{}", res.text);
+    let res = app
+        .post(
+            "/api/ui/schemas/validate",
+            json!({"schema": exponential_schema(), "values": {"x": 1}}),
+        )
+        .await;
+    assert!(res.status.as_u16() < 500, "{}", res.text);
+    assert!(res.text.contains("too complex"), "{}", res.text);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+}
