@@ -507,6 +507,9 @@ async fn answers_keep_to_the_documented_statuses_and_schemas() {
     c.delete("/work_pools/local").await;
     c.delete(&format!("/flows/{flow_id}")).await;
     c.post("/block_types/install_system_block_types", json!({})).await;
+    // A system block type is protected: 403, as documented.
+    let secret = c.get("/block_types/slug/secret").await;
+    c.delete(&format!("/block_types/{}", id(&secret))).await;
 
     assert!(
         c.violations.is_empty(),

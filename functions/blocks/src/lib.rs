@@ -18,7 +18,12 @@ pub fn router() -> Router<AppState> {
 /// The family's routes, as served and documented.
 pub fn api() -> ApiRoutes {
     ApiRoutes::new("Blocks")
-        .route("/block_types", post(block_types::create).returns::<BlockType>())
+        .route(
+            "/block_types",
+            post(block_types::create)
+                .returns::<BlockType>()
+                .also_answers("403", "Refused: the object is protected or its name reserved"),
+        )
         .route(
             "/block_types/filter",
             post(block_types::filter).returns::<Vec<BlockType>>(),
@@ -44,7 +49,8 @@ pub fn api() -> ApiRoutes {
             get(block_types::read)
                 .returns::<BlockType>()
                 .patch(block_types::update)
-                .delete(block_types::delete),
+                .delete(block_types::delete)
+                .also_answers("403", "Refused: the object is protected or its name reserved"),
         )
         .route(
             "/block_schemas",
@@ -62,7 +68,8 @@ pub fn api() -> ApiRoutes {
             "/block_schemas/{id}",
             get(block_schemas::read)
                 .returns::<BlockSchema>()
-                .delete(block_schemas::delete),
+                .delete(block_schemas::delete)
+                .also_answers("403", "Refused: the object is protected or its name reserved"),
         )
         .route(
             "/block_capabilities",

@@ -28,12 +28,22 @@ pub fn router() -> Router<AppState> {
 /// The family's routes, as served and documented.
 pub fn api() -> ApiRoutes {
     ApiRoutes::new("Work Pools")
-        .route("/work_pools", post(create).returns::<WorkPool>())
+        .route(
+            "/work_pools",
+            post(create)
+                .returns::<WorkPool>()
+                .also_answers("403", "Refused: the object is protected or its name reserved"),
+        )
         .route("/work_pools/filter", post(filter).returns::<Vec<WorkPool>>())
         .route("/work_pools/count", post(count).returns::<i64>())
         .route(
             "/work_pools/{name}",
-            get(read).returns::<WorkPool>().patch(update).delete(remove),
+            get(read)
+                .returns::<WorkPool>()
+                .patch(update)
+                .also_answers("403", "Refused: the object is protected or its name reserved")
+                .delete(remove)
+                .also_answers("403", "Refused: the object is protected or its name reserved"),
         )
         .route(
             "/work_pools/{name}/get_scheduled_flow_runs",
