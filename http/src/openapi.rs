@@ -99,11 +99,10 @@ fn operation(op: &Operation, requests: &mut SchemaGenerator, answers: &mut Schem
     let path_params = path_parameters(&op.path);
     responses.insert("404".into(), response_ref("NotFound"));
     responses.insert("422".into(), response_ref("ValidationError"));
-    // Deletes refuse too (a pool's default queue cannot go).
+    // Deletes refuse and conflict too (a pool's default queue cannot go; what others
+    // refer to may not).
     if op.method != "GET" {
         responses.insert("400".into(), response_ref("BadRequest"));
-    }
-    if matches!(op.method, "POST" | "PUT" | "PATCH") {
         responses.insert("409".into(), response_ref("Conflict"));
     }
     responses.insert("503".into(), response_ref("Unavailable"));
