@@ -3,6 +3,7 @@
 //! minutes to build: only what talks to SQS or S3 links this crate.
 
 pub mod s3;
+pub mod schema;
 pub mod sqs;
 
 use std::sync::Arc;
@@ -122,21 +123,46 @@ pub async fn check(settings: &Settings) -> Result<(), String> {
 
 /// A Lambda function's state, from the environment, with the queues the settings ask for
 /// (SQS on AWS): what every function that publishes or reads messages starts with.
-/// Migrations run once per cold start (guarded by an advisory lock).
+/// Nothing here touches the database: the pool connects on the first request, and the
+/// schema is the deploy's business ([`schema`]).
 pub async fn lambda_state() -> Result<AppState, lambda_http::Error> {
     stratus_http::serve::init_tracing();
     let settings = Settings::from_env()?;
     let url = settings.require_database_url()?.to_string();
     let pool = stratus_store::db::pool(&url, settings.pool_size)?;
-    stratus_store::db::migrate(&pool).await?;
     Ok(state(settings, pool).await)
 }
 
 /// Runs a route family as a Lambda function behind API Gateway.
 pub async fn lambda(routes: axum::Router<AppState>) -> Result<(), lambda_http::Error> {
     let state = lambda_state().await?;
-    lambda_http::run(stratus_http::serve::normalize(stratus_http::serve::api(
-        routes, state,
-    )))
-    .await
+    let app = stratus_http::serve::api(routes, state.clone());
+    serve_function(app, &state).await
+}
+
+/// Serves `app` (a family's routes, or more) as the function's handler.
+pub async fn serve_function(app: axum::Router, state: &AppState) -> Result<(), lambda_http::Error> {
+    lambda_http::run(function_app(app, state.db.clone())).await
+}
+
+/// What a function adds to its routes: the schema check ([`schema`]), and each answer
+/// naming the function (`x-stratus-function`, from `AWS_LAMBDA_FUNCTION_NAME`), so that a
+/// deployment, and the emulated one, show which function served a route.
+pub fn function_app(app: axum::Router, db: Pool) -> tower_http::normalize_path::NormalizePath<axum::Router> {
+    let mut app = app.layer(axum::middleware::from_fn_with_state(db, schema::gate));
+    let name = std::env::var("AWS_LAMBDA_FUNCTION_NAME")
+        .ok()
+        .and_then(|n| axum::http::HeaderValue::from_str(&n).ok());
+    if let Some(name) = name {
+        app = app.layer(axum::middleware::map_response(
+            move |mut res: axum::response::Response| {
+                let name = name.clone();
+                async move {
+                    res.headers_mut().insert("x-stratus-function", name);
+                    res
+                }
+            },
+        ));
+    }
+    stratus_http::serve::normalize(app)
 }

@@ -2,6 +2,7 @@
 
 pub mod database;
 pub mod deploy;
+pub mod emulate;
 pub mod local_postgres;
 pub mod server;
 pub mod signals;
@@ -46,6 +47,10 @@ pub enum Command {
     /// Package a flow's directory, store it (S3 or the local storage folder) and register
     /// a deployment that the Stratus agent runs from it.
     Deploy(deploy::DeployArgs),
+    /// Run the AWS deployment of infra/template.yaml on this machine: every function as a
+    /// Lambda under cargo-lambda's emulator, behind the template's HTTP API routes, with its
+    /// EventBridge schedule and SQS event sources on LocalStack.
+    Emulate(emulate::EmulateArgs),
 }
 
 #[derive(Subcommand)]
@@ -168,6 +173,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Database { command } => database::run(command, &settings).await,
         Command::Deploy(args) => deploy::run(args, &settings).await,
+        Command::Emulate(args) => emulate::start(settings, args).await,
         Command::Agent {
             command:
                 AgentCommand::Start {

@@ -1,20 +1,40 @@
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lambda_http::{lambda_runtime, service_fn, Error, LambdaEvent};
 use serde_json::Value;
 
-/// Leaves headroom under the function's 60 s timeout.
-const BUDGET: Duration = Duration::from_secs(40);
+/// Left over at the end of an invocation, under the function's timeout.
+const MARGIN: Duration = Duration::from_secs(5);
 
+/// EventBridge's finest rate is one minute, but Prefect marks runs Late and expires pauses
+/// within seconds. So one invocation ticks every `STRATUS_SCHEDULER_INTERVAL_SECONDS`
+/// until its time is nearly up; the rule's next invocation takes over, and reserved
+/// concurrency 1 keeps two from overlapping.
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let state = stratus_aws::lambda_state().await?;
-    lambda_runtime::run(service_fn(|_: LambdaEvent<Value>| {
+    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
         let state = state.clone();
         async move {
-            stratus_scheduler::invoke(&state, BUDGET)
+            stratus_aws::schema::check(&state.db)
                 .await
-                .map_err(Error::from)
+                .map_err(|e| Error::from(format!("{e:?}")))?;
+            let every = Duration::from_secs(state.settings.scheduler_interval_seconds.max(1));
+            let deadline = Duration::from_millis(event.context.deadline);
+            let left =
+                || deadline.saturating_sub(SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default());
+            let mut ticks = 0u32;
+            loop {
+                let started = tokio::time::Instant::now();
+                let report = stratus_scheduler::invoke(&state, every)
+                    .await
+                    .map_err(Error::from)?;
+                ticks += 1;
+                if left() < every * 2 + MARGIN {
+                    return Ok::<Value, Error>(serde_json::json!({ "ticks": ticks, "last": report }));
+                }
+                tokio::time::sleep_until(started + every).await;
+            }
         }
     }))
     .await

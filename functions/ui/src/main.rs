@@ -4,7 +4,7 @@ use stratus_http::serve;
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     let state = stratus_aws::lambda_state().await?;
-    let app =
-        serve::api(stratus_ui::router(), state.clone()).merge(stratus_ui::pages::router().with_state(state));
-    lambda_http::run(serve::normalize(app)).await
+    let app = serve::api(stratus_ui::router(), state.clone())
+        .merge(stratus_ui::pages::router().with_state(state.clone()));
+    stratus_aws::serve_function(app, &state).await
 }

@@ -114,7 +114,37 @@ pub fn pool(url: &str, size: usize) -> Result<Pool, SetupError> {
         .build()?)
 }
 
-/// Applies pending migrations. An advisory lock keeps concurrent cold starts from racing.
+/// The schema version this build needs: its newest migration.
+pub fn required_schema_version() -> i32 {
+    embedded::migrations::runner()
+        .get_migrations()
+        .iter()
+        .map(|m| m.version())
+        .max()
+        .unwrap_or(0)
+}
+
+/// The version the database's schema is at (0 before any migration).
+pub async fn schema_version(
+    client: &impl tokio_postgres::GenericClient,
+) -> Result<i32, tokio_postgres::Error> {
+    let exists: bool = client
+        .query_one("SELECT to_regclass('refinery_schema_history') IS NOT NULL", &[])
+        .await?
+        .try_get(0)?;
+    if !exists {
+        return Ok(0);
+    }
+    client
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM refinery_schema_history",
+            &[],
+        )
+        .await?
+        .try_get(0)
+}
+
+/// Applies pending migrations. An advisory lock keeps concurrent deploys from racing.
 pub async fn migrate(pool: &Pool) -> Result<usize, SetupError> {
     let mut client = pool.get().await?;
     let client: &mut tokio_postgres::Client = &mut client;

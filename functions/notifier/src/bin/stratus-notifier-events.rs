@@ -12,6 +12,9 @@ async fn main() -> Result<(), Error> {
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
         let (state, http) = (state.clone(), http.clone());
         async move {
+            stratus_aws::schema::check(&state.db)
+                .await
+                .map_err(|e| Error::from(format!("{e:?}")))?;
             let retry = stratus_notifier::deliver::handle_sqs_event(&state, &http, &event.payload).await;
             let failures: Vec<Value> = retry
                 .into_iter()
