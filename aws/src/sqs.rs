@@ -1,5 +1,6 @@
-//! Work pool queues on SQS: `<prefix><pool id>`, created on first use (CreateQueue is
-//! idempotent), their URLs cached.
+//! Work pool queues on SQS: `<prefix><pool id>`, created on first use with a dead-letter
+//! queue and its redrive policy, their URLs cached. A queue that exists already (the
+//! notifications queue of the AWS template, say) is used as it is.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -51,6 +52,15 @@ impl SqsQueue {
         format!("{}{pool_id}", self.prefix)
     }
 
+    /// The dead-letter queue of `pool_id`'s queue (names are at most 80 characters: the
+    /// prefix's 44, then 36 at most).
+    pub fn dead_letter_name(&self, pool_id: Uuid) -> String {
+        if pool_id == stratus_store::queue::NOTIFICATIONS_QUEUE {
+            return format!("{}notifications-dlq", self.prefix);
+        }
+        format!("{}dlq-{}", self.prefix, pool_id.simple())
+    }
+
     /// One cheap call, to tell whether SQS answers with these credentials.
     pub async fn check(&self) -> Result<(), QueueError> {
         self.client
@@ -77,26 +87,82 @@ impl SqsQueue {
         if let Some(url) = self.cached(pool_id) {
             return Ok(url);
         }
-        let out = self
-            .client
-            .create_queue()
-            .queue_name(self.name(pool_id))
-            .attributes(QueueAttributeName::ReceiveMessageWaitTimeSeconds, "20")
-            .attributes(QueueAttributeName::VisibilityTimeout, "30")
-            // SQS's longest retention: messages for runs nobody claims expire in 14 days.
-            .attributes(QueueAttributeName::MessageRetentionPeriod, "1209600")
-            .send()
-            .await
-            .map_err(|e| error("CreateQueue", e))?;
-        let url = out
-            .queue_url
-            .ok_or_else(|| QueueError("SQS CreateQueue returned no queue URL".into()))?;
+        let name = self.name(pool_id);
+        let url = match self.client.get_queue_url().queue_name(&name).send().await {
+            Ok(out) => out.queue_url,
+            Err(e) if missing_queue(&e) => None,
+            Err(e) => return Err(error("GetQueueUrl", e)),
+        };
+        let url = match url {
+            Some(url) => url,
+            None => self.create(pool_id).await?,
+        };
         if let Ok(mut urls) = self.urls.lock() {
             urls.insert(pool_id, url.clone());
         }
         Ok(url)
     }
+
+    /// Creates the dead-letter queue, then the queue that redrives to it.
+    async fn create(&self, pool_id: Uuid) -> Result<String, QueueError> {
+        let dlq = self
+            .client
+            .create_queue()
+            .queue_name(self.dead_letter_name(pool_id))
+            .attributes(QueueAttributeName::MessageRetentionPeriod, RETENTION_SECONDS)
+            .send()
+            .await
+            .map_err(|e| error("CreateQueue", e))?
+            .queue_url
+            .ok_or_else(|| QueueError("SQS CreateQueue returned no queue URL".into()))?;
+        let dlq_arn = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&dlq)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .map_err(|e| error("GetQueueAttributes", e))?
+            .attributes
+            .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+            .ok_or_else(|| QueueError("SQS GetQueueAttributes returned no queue ARN".into()))?;
+        let redrive = serde_json::json!({
+            "deadLetterTargetArn": dlq_arn,
+            "maxReceiveCount": max_receive_count(pool_id),
+        });
+        self.client
+            .create_queue()
+            .queue_name(self.name(pool_id))
+            .attributes(QueueAttributeName::ReceiveMessageWaitTimeSeconds, "20")
+            .attributes(QueueAttributeName::VisibilityTimeout, "30")
+            .attributes(QueueAttributeName::MessageRetentionPeriod, RETENTION_SECONDS)
+            .attributes(QueueAttributeName::RedrivePolicy, redrive.to_string())
+            .send()
+            .await
+            .map_err(|e| error("CreateQueue", e))?
+            .queue_url
+            .ok_or_else(|| QueueError("SQS CreateQueue returned no queue URL".into()))
+    }
 }
+
+/// SQS's longest retention: messages for runs nobody claims expire in 14 days.
+const RETENTION_SECONDS: &str = "1209600";
+
+/// Receives of one message before SQS parks it in the dead-letter queue. A notification
+/// is tried a few times (the AWS template's notifications queue says the same). A run's
+/// message comes back by design while its pool is paused or full, or while it is early
+/// (agents hand it back with growing delays), so it gets SQS's most.
+pub fn max_receive_count(pool_id: Uuid) -> u32 {
+    if pool_id == stratus_store::queue::NOTIFICATIONS_QUEUE {
+        NOTIFICATION_RECEIVES
+    } else {
+        1000
+    }
+}
+
+/// The AWS template's `maxReceiveCount` for the notifications queue (infra/check.py checks
+/// that they agree).
+pub const NOTIFICATION_RECEIVES: u32 = 5;
 
 fn missing_queue(e: &impl ProvideErrorMetadata) -> bool {
     matches!(

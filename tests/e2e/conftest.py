@@ -128,6 +128,13 @@ AWS_ENDPOINT = os.environ.get("STRATUS_TEST_AWS_ENDPOINT")
 if os.environ.get("STRATUS_E2E_REQUIRE_LOCALSTACK") and not AWS_ENDPOINT:
     raise RuntimeError("STRATUS_E2E_REQUIRE_LOCALSTACK is set but STRATUS_TEST_AWS_ENDPOINT is not")
 SESSION = uuid.uuid4().hex[:8]
+# STRATUS_E2E_STACK=emulated: the session's server is `stratus emulate`, the AWS deployment
+# of infra/template.yaml run here (every function a Lambda under cargo-lambda's emulator,
+# behind the template's HTTP API routes), instead of `stratus server start`.
+EMULATED = os.environ.get("STRATUS_E2E_STACK") == "emulated"
+ROOT = Path(__file__).resolve().parents[2]
+if EMULATED and not AWS_ENDPOINT:
+    raise RuntimeError("STRATUS_E2E_STACK=emulated needs LocalStack: set STRATUS_TEST_AWS_ENDPOINT")
 # What every Stratus process of this session (server, agents, `stratus deploy`) shares.
 AWS_ENV = (
     {
@@ -147,7 +154,8 @@ AWS_ENV = (
 class Server:
     """A `stratus server start` over a fresh database."""
 
-    def __init__(self, extra_env: dict):
+    def __init__(self, extra_env: dict, parameters=()):
+        self.parameters = list(parameters)
         self.db = f"stratus_e2e_{uuid.uuid4().hex[:12]}"
         self.database_url = _with_database(ADMIN_URL, self.db)
         self.extra_env = extra_env
@@ -174,9 +182,17 @@ class Server:
             **self.extra_env,
         )
         env.setdefault("STRATUS_LOG", "warn")
+        command = [STRATUS_BIN, "server", "start", "--host", "127.0.0.1", "--port", str(self.port)]
+        if EMULATED:
+            command = [STRATUS_BIN, "emulate", "--host", "127.0.0.1", "--port", str(self.port)]
+            command += ["--template", str(ROOT / "infra/template.yaml")]
+            if os.environ.get("STRATUS_E2E_FUNCTIONS_DIR"):
+                command += ["--functions-dir", os.environ["STRATUS_E2E_FUNCTIONS_DIR"]]
+            for parameter in self.parameters:
+                command += ["--parameter", parameter]
         with open(self.log, "a") as log:
             self.proc = subprocess.Popen(
-                [STRATUS_BIN, "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
+                command,
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -223,10 +239,10 @@ class Server:
             await conn.close()
 
 
-def _server(extra_env: dict):
+def _server(extra_env: dict, parameters=()):
     if not os.access(STRATUS_BIN, os.X_OK):
         pytest.exit(f"STRATUS_BIN={STRATUS_BIN} is not an executable; build with `cargo build` first", 2)
-    server = Server(extra_env)
+    server = Server(extra_env, parameters)
     try:
         server.start()
         yield server
@@ -239,7 +255,8 @@ def stratus_server():
     """The session's Stratus server: with SQS and S3 (LocalStack) when available."""
     if EXTERNAL_API_URL:
         pytest.skip("needs a Stratus server of its own")
-    yield from _server(AWS_ENV)
+    # Emulated, a failed notification comes back after 2 s rather than the template's 30.
+    yield from _server(AWS_ENV, ["NotificationRetrySeconds=2"] if EMULATED else [])
 
 
 @pytest.fixture(scope="session")
@@ -247,6 +264,8 @@ def stratus_pg_server():
     """A second server whose work pool queues are served from Postgres (no SQS, no S3)."""
     if EXTERNAL_API_URL:
         pytest.skip("needs a Stratus server of its own")
+    if EMULATED:
+        pytest.skip("the emulated AWS deployment has SQS and S3")
     yield from _server({})
 
 

@@ -16,7 +16,7 @@ use stratus_store::queue::{Received, NOTIFICATIONS_QUEUE};
 use crate::senders;
 
 /// Sends of one notification before a failure is final.
-pub const MAX_ATTEMPTS: i32 = 3;
+pub const MAX_ATTEMPTS: i32 = notifications::MAX_SEND_ATTEMPTS;
 /// How long a notification whose send failed waits before it is tried again.
 pub const RETRY_AFTER_SECONDS: u32 = 10;
 /// How long a received message stays hidden: longer than a send may take.
@@ -31,6 +31,19 @@ pub enum Delivery {
     Retry,
 }
 
+/// What comes of a notification whose sends keep failing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exhausted {
+    /// After [`MAX_ATTEMPTS`] sends it is dropped and logged, as Prefect does (the
+    /// notifier of `stratus server start`).
+    Drop,
+    /// Every delivery sends; a failure keeps the notification and its message, and the
+    /// queue's redrive policy parks the message in its dead-letter queue once it has been
+    /// received often enough (the notifier Lambda). Nothing is lost: redriving the
+    /// dead-letter queue delivers it again.
+    Park,
+}
+
 /// The client notifications are sent with.
 pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -39,9 +52,14 @@ pub fn http_client() -> reqwest::Client {
         .unwrap_or_default()
 }
 
-/// Delivers the notification `id`.
+/// Delivers the notification `id`, dropping it after [`MAX_ATTEMPTS`] failed sends.
 pub async fn deliver(app: &AppState, http: &reqwest::Client, id: i64) -> Delivery {
-    match try_deliver(app, http, id).await {
+    deliver_or(app, http, id, Exhausted::Drop).await
+}
+
+/// Delivers the notification `id`.
+pub async fn deliver_or(app: &AppState, http: &reqwest::Client, id: i64, exhausted: Exhausted) -> Delivery {
+    match try_deliver(app, http, id, exhausted).await {
         Ok(d) => d,
         Err(e) => {
             tracing::warn!(notification_id = id, error = ?e, "notification not delivered now; it will be retried");
@@ -50,7 +68,12 @@ pub async fn deliver(app: &AppState, http: &reqwest::Client, id: i64) -> Deliver
     }
 }
 
-async fn try_deliver(app: &AppState, http: &reqwest::Client, id: i64) -> ApiResult<Delivery> {
+async fn try_deliver(
+    app: &AppState,
+    http: &reqwest::Client,
+    id: i64,
+    exhausted: Exhausted,
+) -> ApiResult<Delivery> {
     let mut client = app.client().await?;
     let tx = client.transaction().await?;
     let n = match notifications::take(&tx, id).await? {
@@ -81,7 +104,7 @@ async fn try_deliver(app: &AppState, http: &reqwest::Client, id: i64) -> ApiResu
             notifications::remove(&tx, id).await?;
             Delivery::Done
         }
-        Err(e) if e.retry && attempt < MAX_ATTEMPTS => {
+        Err(e) if exhausted == Exhausted::Park || (e.retry && attempt < MAX_ATTEMPTS) => {
             tracing::warn!(notification_id = id, flow_run_id = %n.flow_run_id, attempt, "sending a notification failed, will retry: {e}");
             notifications::mark_failed(&tx, id, &e.message).await?;
             Delivery::Retry
@@ -191,7 +214,9 @@ pub async fn run(app: AppState) {
 }
 
 /// The notifier on Lambda, invoked by SQS with a batch of messages: the ids of those to
-/// retry, as Lambda's partial batch response (`batchItemFailures`) wants them.
+/// retry, as Lambda's partial batch response (`batchItemFailures`) wants them. They come
+/// back after the queue's visibility timeout, and go to its dead-letter queue after its
+/// `maxReceiveCount` receives.
 pub async fn handle_sqs_event(app: &AppState, http: &reqwest::Client, event: &Value) -> Vec<String> {
     let mut retry = Vec::new();
     for record in event
@@ -213,7 +238,7 @@ pub async fn handle_sqs_event(app: &AppState, http: &reqwest::Client, event: &Va
             tracing::warn!(message_id, "not a notification message; dropped");
             continue;
         };
-        if deliver(app, http, id).await == Delivery::Retry {
+        if deliver_or(app, http, id, Exhausted::Park).await == Delivery::Retry {
             retry.push(message_id.to_string());
         }
     }

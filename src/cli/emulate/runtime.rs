@@ -26,9 +26,15 @@ pub struct Instance {
     pub timeout: Duration,
     invoke_url: String,
     http: reqwest::Client,
-    // Killed on drop.
+    // Killed on drop; the function's process with its supervisor.
     _emulator: Child,
-    _function: Child,
+    supervisor: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.supervisor.abort();
+    }
 }
 
 #[derive(Debug)]
@@ -79,7 +85,9 @@ impl Launch<'_> {
         let mut emulator = Command::new(self.cargo_lambda)
             .args(["lambda", "watch", "--only-lambda-apis", "-A", "127.0.0.1", "-P"])
             .arg(port.to_string())
-            .args(["--timeout", &f.timeout_seconds.to_string()])
+            // No --timeout: cargo-lambda applies it to the runtime's long poll for the next
+            // invocation too, which then fails and ends an idle instance. The gateway and
+            // the event sources bound each invocation by the function's timeout.
             .current_dir(self.manifest_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -102,8 +110,10 @@ impl Launch<'_> {
         let mut command = Command::new(&binary);
         command
             .env_clear()
-            .envs(std::env::vars().filter(|(k, _)| keep_from_host(k)))
             .envs(&f.env)
+            // A developer's STRATUS_* settings win over the template's, as a deploy's
+            // parameters would.
+            .envs(std::env::vars().filter(|(k, _)| keep_from_host(k)))
             .envs(self.env)
             .env("AWS_LAMBDA_RUNTIME_API", format!("http://127.0.0.1:{port}/.rt"))
             .env("AWS_LAMBDA_FUNCTION_NAME", &f.id)
@@ -118,13 +128,33 @@ impl Launch<'_> {
             .spawn()
             .map_err(|e| format!("could not start {} ({}): {e}", f.id, binary.display()))?;
         prefix_output(&f.id, &mut function);
+        let id = f.id.clone();
+        // Lambda replaces an instance that dies (a crash, an out-of-memory kill) with a
+        // fresh one, a cold start, on the next invocation.
+        let supervisor = tokio::spawn(async move {
+            loop {
+                let status = function.wait().await;
+                tracing::warn!(function = %id, ?status, "the function's process ended; starting a new instance");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                match command.spawn() {
+                    Ok(mut next) => {
+                        prefix_output(&id, &mut next);
+                        function = next;
+                    }
+                    Err(e) => {
+                        tracing::error!(function = %id, "could not start a new instance: {e}");
+                        return;
+                    }
+                }
+            }
+        });
         Ok(Instance {
             id: f.id.clone(),
             timeout: Duration::from_secs(f.timeout_seconds),
             invoke_url: format!("{base}/2015-03-31/functions/{NAME}/invocations"),
             http,
             _emulator: emulator,
-            _function: function,
+            supervisor,
         })
     }
 }

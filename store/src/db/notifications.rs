@@ -179,22 +179,30 @@ pub async fn take_unpublished_of(c: &impl GenericClient, runs: &[Uuid], limit: i
         .collect())
 }
 
+/// Failed sends after which a notification is given up (the local notifier drops it) or
+/// parked (the notifier Lambda keeps it, and SQS moves its message to the dead-letter
+/// queue). A parked notification is not published again by the sweep: redriving its
+/// dead-letter message delivers it.
+pub const MAX_SEND_ATTEMPTS: i32 = 3;
+
 /// The sweep's share: every notification not yet published, or published so long ago
-/// that its message must have been lost, marked published (again).
+/// that its message must have been lost (unless it is parked), marked published (again).
 pub async fn take_unpublished(c: &impl GenericClient, limit: i64) -> StoreResult<Vec<i64>> {
     let stmt = c
         .prepare_cached(
             "UPDATE flow_run_notification_queue SET published = now() WHERE id IN ( \
                SELECT id FROM flow_run_notification_queue \
-               WHERE published IS NULL OR published < now() - $1 * interval '1 minute' \
+               WHERE published IS NULL OR (published < now() - $1 * interval '1 minute' AND attempts < $3) \
                ORDER BY created, id LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING id",
         )
         .await?;
-    Ok(c.query(&stmt, &[&REPUBLISH_AFTER_MINUTES, &limit])
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect())
+    Ok(
+        c.query(&stmt, &[&REPUBLISH_AFTER_MINUTES, &limit, &MAX_SEND_ATTEMPTS])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect(),
+    )
 }
 
 /// Gives back notifications whose message could not be sent, for the next sweep.
