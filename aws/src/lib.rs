@@ -149,7 +149,10 @@ pub async fn serve_function(app: axum::Router, state: &AppState) -> Result<(), l
 /// naming the function (`x-stratus-function`, from `AWS_LAMBDA_FUNCTION_NAME`), so that a
 /// deployment, and the emulated one, show which function served a route.
 pub fn function_app(app: axum::Router, db: Pool) -> tower_http::normalize_path::NormalizePath<axum::Router> {
-    let mut app = app.layer(axum::middleware::from_fn_with_state(db, schema::gate));
+    let mut app = app.layer(axum::middleware::from_fn_with_state(
+        (schema::SchemaCheck::default(), db),
+        schema::gate,
+    ));
     let name = std::env::var("AWS_LAMBDA_FUNCTION_NAME")
         .ok()
         .and_then(|n| axum::http::HeaderValue::from_str(&n).ok());

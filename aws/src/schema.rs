@@ -9,36 +9,44 @@ use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use deadpool_postgres::Pool;
+use std::sync::Arc;
 use stratus_http::ApiError;
 use stratus_store::db::{required_schema_version, schema_version};
+
 use tokio::sync::OnceCell;
 
-/// Set once the schema was found recent enough; until then every request checks again.
-static READY: OnceCell<()> = OnceCell::const_new();
+/// One function instance's check: once the schema was found recent enough it is not
+/// checked again; until then every request checks.
+#[derive(Clone, Default)]
+pub struct SchemaCheck {
+    ready: Arc<OnceCell<()>>,
+}
 
-pub async fn check(db: &Pool) -> Result<(), ApiError> {
-    if READY.initialized() {
-        return Ok(());
+impl SchemaCheck {
+    pub async fn check(&self, db: &Pool) -> Result<(), ApiError> {
+        if self.ready.initialized() {
+            return Ok(());
+        }
+        let client = db.get().await?;
+        let have = schema_version(&**client).await?;
+        let need = required_schema_version();
+        if have < need {
+            return Err(ApiError::Detail(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "The database schema is at version {have}, older than version {need}, which this function needs. \
+                     Run the deploy's migrations (infra/deploy, or `stratus database upgrade`)."
+                ),
+            ));
+        }
+        let _ = self.ready.set(());
+        Ok(())
     }
-    let client = db.get().await?;
-    let have = schema_version(&**client).await?;
-    let need = required_schema_version();
-    if have < need {
-        return Err(ApiError::Detail(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "The database schema is at version {have}, older than version {need}, which this function needs. \
-                 Run the deploy's migrations (infra/deploy, or `stratus database upgrade`)."
-            ),
-        ));
-    }
-    let _ = READY.set(());
-    Ok(())
 }
 
 /// The check as a middleware of a function's router.
-pub async fn gate(State(db): State<Pool>, request: Request, next: Next) -> Response {
-    match check(&db).await {
+pub async fn gate(State((check, db)): State<(SchemaCheck, Pool)>, request: Request, next: Next) -> Response {
+    match check.check(&db).await {
         Ok(()) => next.run(request).await,
         Err(e) => e.into_response(),
     }

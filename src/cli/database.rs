@@ -21,20 +21,6 @@ async fn apply(command: DatabaseCommand, url: &str) -> Result<(), String> {
     result
 }
 
-/// What a deploy runs once, before any function serves: the migrations, then the core
-/// block types. Functions do neither when they start.
-pub async fn deploy_step(url: &str) -> Result<usize, String> {
-    let pool = stratus_store::db::pool(url, 1)?;
-    let result = async {
-        let applied = stratus_store::db::migrate(&pool).await?;
-        super::server::register_system_blocks(&pool).await?;
-        Ok::<usize, String>(applied)
-    }
-    .await;
-    pool.close();
-    result
-}
-
 async fn upgrade(pool: &deadpool_postgres::Pool) -> Result<(), String> {
     let applied = stratus_store::db::migrate(pool).await?;
     super::server::register_system_blocks(pool).await?;

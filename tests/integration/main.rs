@@ -22,6 +22,7 @@ mod bounded_waits;
 mod cli;
 mod common;
 mod database_faults;
+mod function_schema;
 mod hostile_input;
 mod maintenance;
 mod notifications;

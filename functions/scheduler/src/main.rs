@@ -13,10 +13,12 @@ const MARGIN: Duration = Duration::from_secs(5);
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let state = stratus_aws::lambda_state().await?;
+    let schema = stratus_aws::schema::SchemaCheck::default();
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
-        let state = state.clone();
+        let (state, schema) = (state.clone(), schema.clone());
         async move {
-            stratus_aws::schema::check(&state.db)
+            schema
+                .check(&state.db)
                 .await
                 .map_err(|e| Error::from(format!("{e:?}")))?;
             let every = Duration::from_secs(state.settings.scheduler_interval_seconds.max(1));

@@ -2,9 +2,11 @@
 //! machine. Every function of the template runs as its own process from its real binary
 //! under a Lambda Runtime API emulator (cargo-lambda's), behind a gateway that routes as
 //! the template's HTTP API does; the scheduler is invoked by its EventBridge rule and the
-//! notifier by its SQS event source mapping, over LocalStack's SQS. Before the functions
-//! start, the deploy step runs: migrations and the core block types, once.
+//! notifier by its SQS event source mapping, over LocalStack's SQS. Before anything serves,
+//! the template's custom resources are created as CloudFormation creates them: the schema
+//! step (migrations, core block types) runs in the migration function, once.
 
+pub mod custom_resources;
 pub mod event_sources;
 pub mod gateway;
 pub mod routes;
@@ -99,7 +101,6 @@ async fn run(
     addr: SocketAddr,
     shutdown: &Shutdown,
 ) -> Result<(), String> {
-    super::database::deploy_step(database_url).await?;
     stratus_aws::check(settings).await?;
 
     let mut overrides = BTreeMap::from([("QueuePrefix".to_string(), settings.queue_prefix.clone())]);
@@ -149,6 +150,15 @@ async fn run(
     let mut instances = Vec::new();
     for f in &stack.functions {
         instances.push(Arc::new(launch.start(f).await?));
+    }
+
+    // The deploy: custom resources (the schema step) before anything serves.
+    for resource in &stack.custom_resources {
+        let Some(i) = stack.functions.iter().position(|f| f.id == resource.function) else {
+            return Err(format!("{}: no function {}", resource.id, resource.function));
+        };
+        let data = custom_resources::create(&instances[i], resource).await?;
+        println!("{} ({}) created: {data}", resource.id, resource.resource_type);
     }
 
     let routes = RouteTable::new(

@@ -16,6 +16,17 @@ pub const REGION: &str = "us-east-1";
 pub struct Stack {
     pub functions: Vec<Function>,
     pub queues: BTreeMap<String, Queue>,
+    pub custom_resources: Vec<CustomResource>,
+}
+
+/// A custom resource backed by a function of the stack (`ServiceToken: !GetAtt F.Arn`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CustomResource {
+    pub id: String,
+    pub resource_type: String,
+    pub function: String,
+    /// Its properties, as CloudFormation sends them (values as strings).
+    pub properties: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Debug)]
@@ -103,6 +114,7 @@ impl Stack {
         let mut stack = Stack {
             functions: Vec::new(),
             queues: BTreeMap::new(),
+            custom_resources: Vec::new(),
         };
         for (id, resource) in resources {
             let id = id.as_str().ok_or("a resource id that is not a string")?;
@@ -112,6 +124,11 @@ impl Stack {
                 }
                 Some("AWS::SQS::Queue") => {
                     stack.queues.insert(id.to_string(), queue(id, resource, &ctx)?);
+                }
+                Some(t) if t.starts_with("Custom::") || t == "AWS::CloudFormation::CustomResource" => {
+                    stack
+                        .custom_resources
+                        .push(custom_resource(id, t, resource, &ctx)?);
                 }
                 _ => {}
             }
@@ -124,6 +141,14 @@ impl Stack {
                         f.id, source.queue
                     ));
                 }
+            }
+        }
+        for r in &stack.custom_resources {
+            if !stack.functions.iter().any(|f| f.id == r.function) {
+                return Err(format!(
+                    "{}'s ServiceToken {} is not a function of the template",
+                    r.id, r.function
+                ));
             }
         }
         for q in stack.queues.values() {
@@ -345,6 +370,35 @@ fn rate_seconds(expression: &str) -> Option<u64> {
     Some(value * unit_seconds)
 }
 
+fn custom_resource(
+    id: &str,
+    resource_type: &str,
+    resource: &Value,
+    ctx: &Context,
+) -> Result<CustomResource, String> {
+    let props = resource
+        .get("Properties")
+        .ok_or_else(|| format!("{id} has no Properties"))?;
+    let function = props
+        .get("ServiceToken")
+        .and_then(get_att_arn)
+        .ok_or_else(|| format!("{id}: only a ServiceToken of !GetAtt <function>.Arn is emulated"))?;
+    let mut properties = serde_json::Map::new();
+    if let Value::Mapping(m) = props {
+        for (k, v) in m {
+            if let (Some(k), Some(v)) = (k.as_str(), ctx.resolve(v)) {
+                properties.insert(k.to_string(), serde_json::Value::String(v));
+            }
+        }
+    }
+    Ok(CustomResource {
+        id: id.to_string(),
+        resource_type: resource_type.to_string(),
+        function,
+        properties,
+    })
+}
+
 fn queue(id: &str, resource: &Value, ctx: &Context) -> Result<Queue, String> {
     let props = resource.get("Properties");
     let field = |k: &str| props.and_then(|p| p.get(k));
@@ -426,6 +480,14 @@ mod tests {
         let source = &notifier.queue_sources[0];
         assert!(source.report_batch_item_failures);
         assert_eq!(s.queues[&source.queue].name, "t-notifications");
+        let [schema] = &s.custom_resources[..] else {
+            panic!("one custom resource: {:?}", s.custom_resources)
+        };
+        assert_eq!(
+            (schema.function.as_str(), schema.resource_type.as_str()),
+            ("MigrateFunction", "Custom::SchemaMigrations")
+        );
+        assert!(schema.properties.contains_key("SchemaVersion"));
         // Globals apply, and parameters resolve.
         assert_eq!(
             flows.env.get("STRATUS_QUEUE_PREFIX").map(String::as_str),

@@ -8,11 +8,13 @@ use serde_json::{json, Value};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let state = stratus_aws::lambda_state().await?;
+    let schema = stratus_aws::schema::SchemaCheck::default();
     let http = stratus_notifier::deliver::http_client();
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
-        let (state, http) = (state.clone(), http.clone());
+        let (state, http, schema) = (state.clone(), http.clone(), schema.clone());
         async move {
-            stratus_aws::schema::check(&state.db)
+            schema
+                .check(&state.db)
                 .await
                 .map_err(|e| Error::from(format!("{e:?}")))?;
             let retry = stratus_notifier::deliver::handle_sqs_event(&state, &http, &event.payload).await;
