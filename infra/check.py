@@ -9,6 +9,14 @@
    through the HTTP API's routes, the function whose crate serves it, and every function
    with routes serves some. (Paths are compared without trailing slashes: how API
    Gateway treats those cannot be checked here.)
+4. The production shape: the database URL only through the Secrets Manager secret (no
+   URL in any environment, the secret readable by the functions); the connection budget
+   (for every DatabaseMaxConnections value, reserved concurrency times pool size over all
+   functions stays 10 under it; every function has reserved concurrency, the scheduler 1);
+   every queue an event source reads redrives to a dead-letter queue of the template, with
+   the code's receive count, and an alarm on that queue's depth; every function has a log
+   group with retention and alarms on errors and throttles; SchemaVersion is the newest
+   migration's version; the architecture is a parameter.
 
 Run with the Python of the infra venv (`scripts/test` makes it):
     python infra/check.py [infra/template.yaml]
@@ -190,6 +198,8 @@ def main():
         if not served and binary in [b for _, b in routes]:
             problems.append(f"{binary} has routes in the template but serves none")
 
+    problems += production_shape(yaml_parse(template_path.read_text()))
+
     if problems:
         print(f"{template_path}:")
         for p in problems:
@@ -197,6 +207,106 @@ def main():
         sys.exit(1)
     print(f"{template_path}: transforms, no dependency cycle, {len(functions)} functions, "
           f"{len(routes)} routes, every served path routed to its function")
+
+
+def tag(node, name):
+    """The argument of intrinsic `name` (`!Ref x` parses to {"Ref": "x"})."""
+    if isinstance(node, dict) and len(node) == 1:
+        key = next(iter(node))
+        if key in (name, "Fn::" + name):
+            return node[key]
+    return None
+
+
+def production_shape(t):
+    problems = []
+    resources = t["Resources"]
+    functions = {n: r for n, r in resources.items() if r["Type"] == "AWS::Serverless::Function"}
+    globals_env = t["Globals"]["Function"]["Environment"]["Variables"]
+
+    # The secret.
+    text = str(t)
+    if "STRATUS_DATABASE_URL" in text or "DatabaseUrl" in text:
+        problems.append("a database URL is passed in plain text (use DatabaseSecretArn)")
+    if tag(globals_env.get("STRATUS_DATABASE_SECRET_ARN"), "Ref") != "DatabaseSecretArn":
+        problems.append("functions are not given STRATUS_DATABASE_SECRET_ARN: !Ref DatabaseSecretArn")
+    statements = resources["StratusAccess"]["Properties"]["PolicyDocument"]["Statement"]
+    if not any(s.get("Action") == "secretsmanager:GetSecretValue" and tag(s.get("Resource"), "Ref") == "DatabaseSecretArn"
+               for s in statements):
+        problems.append("the functions' policy does not let them read DatabaseSecretArn")
+
+    # The connection budget.
+    budgets = t["Mappings"]["ConnectionBudget"]
+    if set(budgets) != set(t["Parameters"]["DatabaseMaxConnections"]["AllowedValues"]):
+        problems.append("ConnectionBudget does not cover every DatabaseMaxConnections value")
+    for budget, row in budgets.items():
+        total = 0
+        for name, f in functions.items():
+            reserved = f["Properties"].get("ReservedConcurrentExecutions")
+            found = tag(reserved, "FindInMap")
+            if found is not None:
+                reserved = row[found[2]]
+            if not isinstance(reserved, int):
+                problems.append(f"{name}: no reserved concurrency")
+                continue
+            total += reserved * row["PoolSize"]
+        if total > int(budget) - 10:
+            problems.append(f"with max_connections {budget}, the functions may open {total} connections")
+    if functions["SchedulerFunction"]["Properties"].get("ReservedConcurrentExecutions") != 1:
+        problems.append("the scheduler's reserved concurrency is not 1")
+    pool = tag(globals_env.get("STRATUS_DATABASE_POOL_SIZE"), "FindInMap")
+    if not pool or pool[2] != "PoolSize":
+        problems.append("the pool size does not come from ConnectionBudget")
+    interval = functions["SchedulerFunction"]["Properties"]["Environment"]["Variables"]["STRATUS_SCHEDULER_INTERVAL_SECONDS"]
+    if int(interval) > 10:
+        problems.append(f"the scheduler ticks every {interval} s: Late runs and pauses need seconds")
+
+    # Dead-letter queues and their alarms.
+    receives = re.search(r"NOTIFICATION_RECEIVES: u32 = (\d+);", (ROOT / "aws/src/sqs.rs").read_text())
+    alarmed = {
+        tag(d.get("Value"), "GetAtt")[0] if isinstance(tag(d.get("Value"), "GetAtt"), list) else str(tag(d.get("Value"), "GetAtt")).split(".")[0]
+        for r in resources.values() if r["Type"] == "AWS::CloudWatch::Alarm"
+        for d in r["Properties"].get("Dimensions", []) if d.get("Name") == "QueueName"
+    }
+    for name, f in functions.items():
+        for event in f["Properties"].get("Events", {}).values():
+            if event["Type"] != "SQS":
+                continue
+            queue_name = tag(event["Properties"]["Queue"], "GetAtt")
+            queue_name = queue_name[0] if isinstance(queue_name, list) else queue_name.split(".")[0]
+            redrive = resources[queue_name]["Properties"].get("RedrivePolicy")
+            if not redrive:
+                problems.append(f"{queue_name} (read by {name}) has no dead-letter queue")
+                continue
+            target = tag(redrive["deadLetterTargetArn"], "GetAtt")
+            target = target[0] if isinstance(target, list) else target.split(".")[0]
+            if resources.get(target, {}).get("Type") != "AWS::SQS::Queue":
+                problems.append(f"{queue_name}'s dead-letter queue {target} is not a queue of the template")
+            if receives and redrive.get("maxReceiveCount") != int(receives.group(1)):
+                problems.append(f"{queue_name}'s maxReceiveCount is not the code's NOTIFICATION_RECEIVES ({receives.group(1)})")
+            if target not in alarmed:
+                problems.append(f"no alarm on the depth of {target}")
+
+    # Logs and alarms of every function.
+    log_groups = {str(r["Properties"].get("LogGroupName")) for r in resources.values() if r["Type"] == "AWS::Logs::LogGroup"}
+    metrics = {(r["Properties"].get("MetricName"), tag(d.get("Value"), "Ref"))
+               for r in resources.values() if r["Type"] == "AWS::CloudWatch::Alarm"
+               for d in r["Properties"].get("Dimensions", []) if d.get("Name") == "FunctionName"}
+    for name in functions:
+        if not any("${" + name + "}" in g for g in log_groups):
+            problems.append(f"{name} has no log group with a retention")
+        for metric in ("Errors", "Throttles"):
+            if (metric, name) not in metrics:
+                problems.append(f"{name} has no alarm on {metric}")
+
+    # The schema step and the architecture.
+    newest = max(int(m.group(1)) for m in (re.match(r"V(\d+)__", p.name) for p in (ROOT / "migrations").iterdir()) if m)
+    version = resources["SchemaMigrations"]["Properties"].get("SchemaVersion")
+    if version != newest:
+        problems.append(f"SchemaMigrations' SchemaVersion is {version}, the newest migration is V{newest}")
+    if tag(t["Globals"]["Function"]["Architectures"][0], "Ref") != "Architecture":
+        problems.append("the architecture is not the Architecture parameter")
+    return problems
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
 
 pub mod s3;
 pub mod schema;
+pub mod secrets;
 pub mod sqs;
 
 use std::sync::Arc;
@@ -127,7 +128,8 @@ pub async fn check(settings: &Settings) -> Result<(), String> {
 /// schema is the deploy's business ([`schema`]).
 pub async fn lambda_state() -> Result<AppState, lambda_http::Error> {
     stratus_http::serve::init_tracing();
-    let settings = Settings::from_env()?;
+    let mut settings = Settings::from_env()?;
+    secrets::resolve_database_url(&mut settings).await?;
     let url = settings.require_database_url()?.to_string();
     let pool = stratus_store::db::pool(&url, settings.pool_size)?;
     Ok(state(settings, pool).await)

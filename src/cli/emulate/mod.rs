@@ -110,9 +110,18 @@ async fn run(
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let queues = event_sources::create_queues(&sqs, &stack.queues).await?;
 
+    // As an operator stores it before deploying: the functions read the URL from the
+    // secret at cold start, as on AWS.
+    let endpoint = settings.sqs_endpoint.as_ref().ok_or("no SQS endpoint")?;
+    let secret_arn = stratus_aws::secrets::put_database_secret(
+        endpoint,
+        &format!("{}database", settings.queue_prefix),
+        database_url,
+    )
+    .await?;
     let base_url = format!("http://{addr}");
     let env = BTreeMap::from([
-        ("STRATUS_DATABASE_URL".to_string(), database_url.to_string()),
+        (stratus_aws::secrets::SECRET_ARN_VAR.to_string(), secret_arn),
         ("STRATUS_SQS_ENDPOINT".to_string(), sqs_endpoint.to_string()),
         ("STRATUS_S3_ENDPOINT".to_string(), s3_endpoint.to_string()),
         ("STRATUS_S3_BUCKET".to_string(), settings.s3_bucket.clone()),

@@ -160,8 +160,12 @@ impl Launch<'_> {
 }
 
 /// What a function inherits from the emulator's own environment: the system's basics and
-/// the AWS SDK's settings, not the developer's whole shell.
+/// the AWS SDK's settings, not the developer's whole shell. The database URL is not among
+/// them: functions read it from the stack's secret.
 fn keep_from_host(key: &str) -> bool {
+    if matches!(key, "STRATUS_DATABASE_URL" | "DATABASE_URL") {
+        return false;
+    }
     matches!(
         key,
         "PATH" | "HOME" | "TZ" | "LANG" | "TMPDIR" | "SSL_CERT_FILE" | "SSL_CERT_DIR"

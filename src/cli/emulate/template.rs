@@ -105,7 +105,10 @@ impl Stack {
             }
         }
         params.extend(overrides.clone());
-        let ctx = Context { params };
+        let ctx = Context {
+            params,
+            mappings: doc.get("Mappings").cloned().unwrap_or(Value::Null),
+        };
         let globals = doc.get("Globals").and_then(|g| g.get("Function"));
         let resources = match doc.get("Resources") {
             Some(Value::Mapping(r)) => r,
@@ -167,6 +170,7 @@ impl Stack {
 
 struct Context {
     params: BTreeMap<String, String>,
+    mappings: Value,
 }
 
 impl Context {
@@ -180,6 +184,18 @@ impl Context {
         match name.as_str() {
             "Ref" => self.reference(arg.as_str()?),
             "Sub" => self.substitute(arg.as_str()?),
+            "FindInMap" => {
+                let [map, top, second] = arg.as_sequence()?.as_slice() else {
+                    return None;
+                };
+                let (top, second) = (self.resolve(top)?, self.resolve(second)?);
+                scalar(
+                    self.mappings
+                        .get(map.as_str()?)?
+                        .get(top.as_str())?
+                        .get(second.as_str())?,
+                )
+            }
             _ => None,
         }
     }
@@ -499,7 +515,10 @@ mod tests {
     fn intrinsics_resolve_to_what_is_known_before_deployment() {
         let ctx = Context {
             params: BTreeMap::from([("P".to_string(), "x".to_string())]),
+            mappings: serde_yaml_ng::from_str("M: {x: {k: 7}}").expect("yaml"),
         };
+        let v: Value = serde_yaml_ng::from_str("!FindInMap [M, !Ref P, k]").expect("yaml");
+        assert_eq!(ctx.resolve(&v).as_deref(), Some("7"));
         let v: Value = serde_yaml_ng::from_str("!Sub '${P}-${AWS::Region}'").expect("yaml");
         assert_eq!(ctx.resolve(&v).as_deref(), Some("x-us-east-1"));
         let v: Value = serde_yaml_ng::from_str("{'Fn::Sub': '${Bucket.Arn}'}").expect("yaml");

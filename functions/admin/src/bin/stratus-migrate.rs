@@ -33,7 +33,8 @@ async fn main() -> Result<(), Error> {
 }
 
 async fn migrate() -> Result<Value, String> {
-    let settings = Settings::from_env().map_err(|e| e.to_string())?;
+    let mut settings = Settings::from_env().map_err(|e| e.to_string())?;
+    stratus_aws::secrets::resolve_database_url(&mut settings).await?;
     let url = settings.require_database_url().map_err(|e| e.to_string())?;
     let pool = stratus_store::db::pool(url, 1).map_err(|e| e.to_string())?;
     let applied = stratus_store::db::migrate(&pool)
