@@ -198,3 +198,25 @@ def test_a_notification_that_cannot_be_sent_is_redelivered_parked_and_sent_once_
     assert asyncio.run(stratus_server.sql("SELECT 1 FROM flow_run_notification_queue")) == []
     assert depth(dead) == 0
     hook.server.shutdown()
+
+
+def test_the_scheduler_function_marks_late_runs_within_seconds(stratus_server):
+    """EventBridge invokes the scheduler once a minute; it ticks every second (the suite's
+    STRATUS_SCHEDULER_INTERVAL_SECONDS) within each invocation, so a run already past its
+    start is marked Late within seconds, not at the next minute."""
+    from datetime import datetime, timedelta, timezone
+
+    base = stratus_server.url.removesuffix("/api")
+    _, _, flow = call(base, "POST", "/api/flows/", {"name": f"late-{uuid4().hex[:6]}"})
+    past = (datetime.now(timezone.utc) - timedelta(minutes=1)).isoformat()
+    status, _, run = call(base, "POST", "/api/flow_runs/", {
+        "flow_id": json.loads(flow)["id"],
+        "state": {"type": "SCHEDULED", "name": "Scheduled", "state_details": {"scheduled_time": past}},
+    })
+    assert status == 201, run
+    run_id = json.loads(run)["id"]
+
+    def state_name():
+        return json.loads(call(base, "GET", f"/api/flow_runs/{run_id}")[2])["state"]["name"]
+
+    wait_until(lambda: state_name() == "Late", "the run marked Late", timeout=20)

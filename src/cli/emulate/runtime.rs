@@ -82,12 +82,14 @@ impl Launch<'_> {
     pub async fn start(&self, f: &Function) -> Result<Instance, String> {
         let binary = self.binary(f)?;
         let port = free_port()?;
-        let mut emulator = Command::new(self.cargo_lambda)
+        let mut emulator = Command::new(self.cargo_lambda);
+        emulator
             .args(["lambda", "watch", "--only-lambda-apis", "-A", "127.0.0.1", "-P"])
-            .arg(port.to_string())
-            // No --timeout: cargo-lambda applies it to the runtime's long poll for the next
-            // invocation too, which then fails and ends an idle instance. The gateway and
-            // the event sources bound each invocation by the function's timeout.
+            .arg(port.to_string());
+        // No --timeout: cargo-lambda applies it to an idle instance's wait for its next
+        // invocation too, which then fails and ends the instance. The gateway and the
+        // event sources bound each invocation by the function's timeout themselves.
+        let mut emulator = emulator
             .current_dir(self.manifest_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
