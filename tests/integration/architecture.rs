@@ -200,9 +200,14 @@ fn rows_are_read_by_column_name() {
     assert!(offenders.is_empty(), "positional row reads: {offenders:#?}");
 }
 
-/// Where axum's own method routers may be built: the route registry, and the web UI's
-/// pages (HTML at `/`, not the API).
-const ROUTE_REGISTRY: [&str; 2] = ["http/src/api_routes.rs", "functions/ui/src/pages/"];
+/// Where axum's own method routers may be built: the route registry, the web UI's pages
+/// (HTML at `/`, not the API), and the emulator's endpoint for CloudFormation's custom
+/// resource answers (not Stratus's API either).
+const ROUTE_REGISTRY: [&str; 3] = [
+    "http/src/api_routes.rs",
+    "functions/ui/src/pages/",
+    "src/cli/emulate/custom_resources.rs",
+];
 
 #[test]
 fn api_routes_are_registered_where_the_document_sees_them() {
