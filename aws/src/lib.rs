@@ -13,6 +13,7 @@ use std::time::Duration;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
 use deadpool_postgres::Pool;
 use stratus_http::AppState;
 use stratus_store::config::{AwsEndpoint, Settings};
@@ -32,6 +33,13 @@ pub async fn sdk_config(endpoint: &AwsEndpoint) -> SdkConfig {
 /// API).
 pub async fn sdk_config_in(endpoint: &AwsEndpoint, region: Option<&str>) -> SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .http_client(
+            // rustls on ring (see the workspace's Cargo.toml), trusting the platform's roots
+            // as the SDK's default client does.
+            aws_smithy_http_client::Builder::new()
+                .tls_provider(Provider::Rustls(CryptoMode::Ring))
+                .build_https(),
+        )
         .retry_config(RetryConfig::standard().with_max_attempts(2))
         .timeout_config(
             TimeoutConfig::builder()
