@@ -115,6 +115,17 @@ async fn the_documentation_pages_are_served_from_the_binary() {
             let res = app.get(asset).await;
             assert_eq!(res.status, 200, "{asset}");
             assert!(res.text.len() > 100_000, "{asset}");
+            assert!(res.headers.get("content-encoding").is_none(), "{asset}");
+            // Browsers get it gzipped, as the binary holds it.
+            let gz = app
+                .raw(Method::GET, asset, None, &[("accept-encoding", "gzip, br")])
+                .await;
+            assert_eq!(gz.headers["content-encoding"], "gzip", "{asset}");
+            assert!(gz.bytes.len() < res.bytes.len() / 2, "{asset}");
+            let mut inflated = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz.bytes[..]), &mut inflated)
+                .unwrap();
+            assert_eq!(inflated, res.bytes, "{asset}");
         }
     }
 }

@@ -143,6 +143,7 @@ pub struct Response {
     pub status: StatusCode,
     pub body: Value,
     pub text: String,
+    pub bytes: Vec<u8>,
     pub headers: http::HeaderMap,
 }
 
@@ -211,6 +212,7 @@ impl TestApp {
             status,
             body,
             text,
+            bytes: bytes.to_vec(),
             headers,
         }
     }
