@@ -12,8 +12,9 @@ database). Prints one table: first answer (median), warm answer (median), peak R
     python benches/cold_start.py --database-url postgres://postgres@127.0.0.1:5432/bench \\
         [--functions-dir ~/.cache/stratus/target/lambda] [--cargo-lambda PATH] [--runs 5]
 
-Build the binaries first as Lambda gets them: `cargo build --profile lambda -p stratus-...`
-for every member of functions/ (the `lambda` profile of Cargo.toml). The functions reach
+Build the binaries first as Lambda gets them: `infra/build` (then
+`--functions-dir infra/.aws-sam/build`), or `cargo build --profile lambda -p stratus-...` for
+every member of functions/ (the `lambda` profile of Cargo.toml, the same settings). The functions reach
 SQS and S3 as on AWS (`aws`, with dummy credentials: no request here touches them) and the
 database by its URL, not through Secrets Manager (one more round trip at cold start on AWS).
 Needs PyYAML (the prefect venv has it).
@@ -217,7 +218,11 @@ def main():
     print(f"{'function':<30} {'first answer':>13} {'warm answer':>12} {'peak RSS':>9} {'binary':>8}")
     rows = []
     for fid, binary_name in functions_of(Path(args.template)):
+        # `cargo build --profile lambda` leaves <dir>/<binary>; `sam build` (infra/build)
+        # leaves <dir>/<function id>/bootstrap.
         binary = Path(args.functions_dir) / binary_name
+        if not binary.is_file():
+            binary = Path(args.functions_dir) / fid / "bootstrap"
         make_event = events(fid, response_url)
         if make_event is None or not binary.is_file():
             print(f"{fid:<30} skipped ({binary} missing)" if make_event else f"{fid:<30} skipped (no event for it)")
