@@ -25,6 +25,7 @@ Run with the Python of the infra venv (`scripts/test` makes it):
 import os
 import re
 import sys
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -306,6 +307,23 @@ def production_shape(t):
         problems.append(f"SchemaMigrations' SchemaVersion is {version}, the newest migration is V{newest}")
     if tag(t["Globals"]["Function"]["Architectures"][0], "Ref") != "Architecture":
         problems.append("the architecture is not the Architecture parameter")
+    problems += lambda_build_settings()
+    return problems
+
+
+def lambda_build_settings():
+    """What infra/build relies on: the lambda profile unwinds (a handler's panic is a 500),
+    and cargo-lambda's own release settings, which would override the profile's (thin LTO,
+    panic=abort), are turned off."""
+    problems = []
+    cargo = tomllib.loads((ROOT / "Cargo.toml").read_text())
+    profile = cargo.get("profile", {}).get("lambda", {})
+    if profile.get("panic") != "unwind":
+        problems.append("[profile.lambda] does not say panic = \"unwind\" (cargo-lambda's builds would abort)")
+    lambda_build = cargo.get("workspace", {}).get("metadata", {}).get("lambda", {}).get("build", {})
+    if lambda_build.get("disable_optimizations") is not True:
+        problems.append("cargo-lambda's release settings are not turned off "
+                        "([workspace.metadata.lambda.build] disable_optimizations = true)")
     return problems
 
 
