@@ -236,6 +236,14 @@ def production_shape(t):
                for s in statements):
         problems.append("the functions' policy does not let them read DatabaseSecretArn")
 
+    # Nothing open to the internet: keys required, and browsers of other sites kept out.
+    if globals_env.get("STRATUS_AUTH") != "required":
+        problems.append("functions are not given STRATUS_AUTH: required (the API would be open to anyone)")
+    for name, r in resources.items():
+        cors = r["Properties"].get("CorsConfiguration") if r["Type"] == "AWS::Serverless::HttpApi" else None
+        if cors and "*" in str(cors.get("AllowOrigins", "")):
+            problems.append(f"{name} allows every origin (CORS): let STRATUS_CORS_ORIGINS decide")
+
     # The connection budget.
     budgets = t["Mappings"]["ConnectionBudget"]
     if set(budgets) != set(t["Parameters"]["DatabaseMaxConnections"]["AllowedValues"]):

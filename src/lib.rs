@@ -41,5 +41,5 @@ pub fn openapi() -> serde_json::Value {
 /// The whole app, as `stratus server start` serves it: the API under `/api`, the web UI
 /// at the root.
 pub fn app(state: AppState) -> Router {
-    serve::api(routes(), state.clone()).merge(stratus_ui::pages::router().with_state(state))
+    serve::api(routes(), state.clone()).merge(stratus_ui::pages::app(state))
 }

@@ -2,6 +2,7 @@
 //! Nothing here talks to a database, a queue or the network; the store and HTTP layers
 //! build on it, never the other way round.
 
+pub mod access;
 pub mod api_version;
 pub mod block_checksum;
 pub mod hydration;

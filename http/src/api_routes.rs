@@ -34,6 +34,7 @@ impl<T> RequestDoc for axum::extract::Path<T> {}
 impl<T> RequestDoc for axum::extract::Query<T> {}
 impl<T, E> RequestDoc for Result<T, E> {}
 impl RequestDoc for crate::app::ClientVersion {}
+impl RequestDoc for crate::auth::Caller {}
 impl RequestDoc for axum::http::HeaderMap {}
 
 /// A handler's extractors, as axum's `Handler` impls list them: `(M, T1, ..., Tn)`.

@@ -20,6 +20,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// The work pools' message queues: Postgres-backed unless SQS is configured.
     pub queue: Arc<dyn MessageQueue>,
+    /// Keys and sessions verified lately (`crate::auth`).
+    pub credentials: Arc<crate::auth::CredentialCache>,
 }
 
 impl AppState {
@@ -29,6 +31,9 @@ impl AppState {
         AppState {
             queue,
             db,
+            credentials: Arc::new(crate::auth::CredentialCache::new(std::time::Duration::from_secs(
+                settings.auth_cache_seconds,
+            ))),
             settings: Arc::new(settings),
         }
     }

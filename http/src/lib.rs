@@ -4,6 +4,7 @@
 
 pub mod api_routes;
 pub mod app;
+pub mod auth;
 pub mod error;
 pub mod json;
 pub mod openapi;

@@ -1,13 +1,17 @@
 //! Serving a family's router: under `/api`, on Lambda or locally, with Prefect's
-//! request conventions (trailing slashes, version header, permissive CORS).
+//! request conventions (trailing slashes, version header), behind the auth gate
+//! (`crate::auth`) and the CORS origins the settings allow.
 
+use axum::http::HeaderValue;
 use axum::Router;
+use stratus_store::config::Settings;
 use tower::Layer;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::cors::CorsLayer;
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
 
 use crate::app::{check_api_version, AppState};
+use crate::auth;
 
 /// Largest request body accepted. The client batches up to 4,000,000 bytes of logs per
 /// request (`PREFECT_LOGGING_TO_API_BATCH_SIZE`) and JSON-escapes them.
@@ -19,9 +23,32 @@ pub fn api(routes: Router<AppState>, state: AppState) -> Router {
         .nest("/api", routes.fallback(crate::app::not_found))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(check_api_version))
-        .layer(CorsLayer::permissive())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::check_browser_origin,
+        ))
+        .layer(cors(&state.settings))
         .layer(CatchPanicLayer::custom(panic_response))
         .with_state(state)
+}
+
+/// Browsers may call the API from the origins `STRATUS_CORS_ORIGINS` names, and from no
+/// other (Prefect's server allows any; a page on any site could then drive it).
+fn cors(settings: &Settings) -> CorsLayer {
+    let layer = CorsLayer::new().allow_methods(Any).allow_headers(Any);
+    if settings.cors_origins.iter().any(|o| o == "*") {
+        return layer.allow_origin(Any);
+    }
+    let origins: Vec<HeaderValue> = settings
+        .cors_origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    layer.allow_origin(AllowOrigin::list(origins))
 }
 
 /// A bug must not drop the connection: log it and answer Prefect's 500 body.

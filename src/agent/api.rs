@@ -34,8 +34,21 @@ pub struct Api {
 }
 
 impl Api {
+    /// A client of the API at `base`, sending `PREFECT_API_KEY` (when set) as the stock
+    /// client does: `Authorization: Bearer <key>`.
     pub fn new(base: &str) -> Result<Self, String> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(key) = std::env::var("PREFECT_API_KEY")
+            .ok()
+            .filter(|k| !k.trim().is_empty())
+        {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", key.trim()))
+                .map_err(|_| "PREFECT_API_KEY holds characters a header cannot carry".to_string())?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let http = reqwest::Client::builder()
+            .default_headers(headers)
             .connect_timeout(Duration::from_secs(5))
             // Long polls on the Postgres-backed queue wait 20 s.
             .timeout(Duration::from_secs(60))

@@ -1,5 +1,6 @@
 //! The `stratus` command line.
 
+pub mod api_keys;
 pub mod database;
 pub mod deploy;
 pub mod emulate;
@@ -47,10 +48,44 @@ pub enum Command {
     /// Package a flow's directory, store it (S3 or the local storage folder) and register
     /// a deployment that the Stratus agent runs from it.
     Deploy(deploy::DeployArgs),
+    /// Manage the API keys a server that requires them accepts (STRATUS_AUTH=required,
+    /// the default away from loopback and on AWS). The stock client sends one as
+    /// PREFECT_API_KEY.
+    ApiKey {
+        #[command(subcommand)]
+        command: ApiKeyCommand,
+    },
     /// Run the AWS deployment of infra/template.yaml on this machine: every function as a
     /// Lambda under cargo-lambda's emulator, behind the template's HTTP API routes, with its
     /// EventBridge schedule and SQS event sources on LocalStack.
     Emulate(emulate::EmulateArgs),
+}
+
+#[derive(Subcommand)]
+pub enum ApiKeyCommand {
+    /// Make a key; its value is printed once and only its hash is kept.
+    Create {
+        /// What the key is for, to tell keys apart.
+        #[arg(long)]
+        name: String,
+        /// admin (everything), developer (all work, no admin routes), runner (what agents,
+        /// workers and their flows need), or viewer (read only, no secret values).
+        #[arg(long, default_value = "developer")]
+        role: String,
+        /// The key stops working after this many days [default: never].
+        #[arg(long)]
+        expires_in_days: Option<i64>,
+        /// Valid in every workspace of the account, not only the default one.
+        #[arg(long)]
+        account_wide: bool,
+    },
+    /// List keys (never their values).
+    List,
+    /// Revoke a key, and the web UI sessions signed in with it.
+    Revoke {
+        /// The key's id, as `list` shows it.
+        id: uuid::Uuid,
+    },
 }
 
 #[derive(Subcommand)]
@@ -165,6 +200,8 @@ pub async fn run(cli: Cli) -> Result<(), String> {
         } => {
             if let Some(host) = host {
                 settings.host = host;
+                settings.auth =
+                    stratus_store::config::AuthMode::from_env(&settings.host).map_err(|e| e.to_string())?;
             }
             if let Some(port) = port {
                 settings.port = port;
@@ -172,6 +209,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             server::start(settings).await
         }
         Command::Database { command } => database::run(command, &settings).await,
+        Command::ApiKey { command } => api_keys::run(command, &settings).await,
         Command::Deploy(args) => deploy::run(args, &settings).await,
         Command::Emulate(args) => emulate::start(settings, args).await,
         Command::Agent {

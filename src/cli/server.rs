@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use stratus_http::{serve, AppState};
-use stratus_store::config::Settings;
+use stratus_store::config::{AuthMode, Settings};
 use tower::make::Shared;
 
 use super::signals::Shutdown;
@@ -76,7 +76,7 @@ async fn serve_until_stopped(
     let addr = listener
         .local_addr()
         .map_err(|e| format!("could not read the listening address: {e}"))?;
-    print_banner(&addr);
+    print_banner(&addr, settings.auth);
     // Port 0 asks for any free port: links in notifications need the one given.
     settings.port = addr.port();
 
@@ -127,7 +127,7 @@ async fn serve_until_stopped(
     served
 }
 
-fn print_banner(addr: &SocketAddr) {
+fn print_banner(addr: &SocketAddr, auth: AuthMode) {
     let ip = addr.ip();
     let host = if ip.is_unspecified() {
         // Listening everywhere; the client still reaches it on loopback.
@@ -147,6 +147,16 @@ fn print_banner(addr: &SocketAddr) {
     println!("Configure Prefect to communicate with the server with:\n");
     println!("    prefect config set PREFECT_API_URL={base}/api\n");
     println!("Check that it answers with: curl {base}/api/health\n");
+    match auth {
+        AuthMode::Open => println!(
+            "Open: no API key is asked for (STRATUS_AUTH=open), as `prefect server start` is. \
+             Anyone who can reach {addr} can use it.\n"
+        ),
+        AuthMode::Required => println!(
+            "Every route but /api/health and /api/version needs an API key (STRATUS_AUTH=required). \
+             Make one with `stratus api-key create --name me --role admin` and set PREFECT_API_KEY to it.\n"
+        ),
+    }
 }
 
 /// Prefect registers its core block types on start; so does Stratus.

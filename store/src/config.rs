@@ -51,6 +51,73 @@ pub struct Settings {
     /// `STRATUS_UI_URL`: where people open the web UI, for the links in notifications.
     /// Unset: this server's own address ([`Settings::ui_url`]).
     pub ui_url: Option<String>,
+    /// `STRATUS_AUTH`: `required` (every route but health and version needs an API key or a
+    /// UI session) or `open`. Default: open only for a server listening on a loopback
+    /// address outside Lambda, as `prefect server start` is; required everywhere else.
+    pub auth: AuthMode,
+    /// `STRATUS_AUTH_CACHE_SECONDS`, default 5: how long a verified key or session is
+    /// trusted without asking Postgres again, so the longest a revoked key keeps working.
+    pub auth_cache_seconds: u64,
+    /// `STRATUS_UI_SESSION_HOURS`, default 12: how long a web UI sign-in lasts.
+    pub ui_session_hours: i64,
+    /// `STRATUS_CORS_ORIGINS`: comma-separated origins (`https://app.example.com`) whose
+    /// pages may call the API from a browser. Default: none.
+    pub cors_origins: Vec<String>,
+    /// `STRATUS_ALLOWED_HOSTS`: comma-separated host names the server answers to besides
+    /// its own (`localhost`, loopback addresses, `STRATUS_HOST`). An open server checks
+    /// the Host header against them, so that a DNS-rebound name cannot reach it.
+    pub allowed_hosts: Vec<String>,
+}
+
+/// Whether callers must authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    Required,
+    Open,
+}
+
+impl AuthMode {
+    /// Required unless said otherwise, except for a loopback server outside Lambda.
+    pub fn from_env(host: &str) -> Result<Self, ConfigError> {
+        match non_empty("STRATUS_AUTH").map(|v| v.trim().to_ascii_lowercase()) {
+            Some(v) if v == "required" => Ok(AuthMode::Required),
+            Some(v) if v == "open" => Ok(AuthMode::Open),
+            Some(v) => Err(ConfigError(format!(
+                "STRATUS_AUTH={v:?} is not valid: expected `required` or `open`"
+            ))),
+            None if non_empty("AWS_LAMBDA_FUNCTION_NAME").is_some() || !is_loopback(host) => {
+                Ok(AuthMode::Required)
+            }
+            None => Ok(AuthMode::Open),
+        }
+    }
+}
+
+/// Whether `host` (a listen address or a Host header's name) can only be reached from
+/// this machine.
+pub fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => ip.is_loopback(),
+        Ok(std::net::IpAddr::V6(ip)) => {
+            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+        Err(_) => false,
+    }
+}
+
+fn list_var(name: &str) -> Vec<String> {
+    non_empty(name)
+        .map(|raw| {
+            raw.split(',')
+                .map(|s| s.trim().trim_end_matches('/').to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Where an AWS service is: the SDK's default endpoint, or an override such as LocalStack.
@@ -126,10 +193,16 @@ impl Settings {
             }
             None => None,
         };
+        let host = non_empty("STRATUS_HOST").unwrap_or_else(|| "127.0.0.1".to_string());
         Ok(Settings {
             database_url,
             pool_size: parse_var("STRATUS_DATABASE_POOL_SIZE", 16)?,
-            host: non_empty("STRATUS_HOST").unwrap_or_else(|| "127.0.0.1".to_string()),
+            auth: AuthMode::from_env(&host)?,
+            auth_cache_seconds: parse_var("STRATUS_AUTH_CACHE_SECONDS", 5)?,
+            ui_session_hours: parse_var("STRATUS_UI_SESSION_HOURS", 12)?,
+            cors_origins: list_var("STRATUS_CORS_ORIGINS"),
+            allowed_hosts: list_var("STRATUS_ALLOWED_HOSTS"),
+            host,
             port: parse_var("STRATUS_PORT", 4200)?,
             ui_url,
             storage_dir: non_empty("STRATUS_STORAGE_DIR")

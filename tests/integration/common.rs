@@ -149,6 +149,11 @@ pub struct Response {
 
 impl TestApp {
     pub async fn spawn() -> TestApp {
+        TestApp::spawn_with(|_| {}).await
+    }
+
+    /// A fresh app whose settings `configure` changes first (hosted mode, say).
+    pub async fn spawn_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         stratus_http::serve::init_tracing();
         let template = template().await;
         let db = format!("stratus_test_{}", uuid::Uuid::new_v4().simple());
@@ -160,7 +165,7 @@ impl TestApp {
         let database_url = with_database(&admin_url(), &db);
         let pool = stratus_store::db::pool(&database_url, 8).unwrap();
         let database = std::sync::Arc::new(DroppedDatabase::new(&db, Some(pool.clone())));
-        TestApp::over(database_url, pool, Some(database)).await
+        TestApp::over_with(database_url, pool, Some(database), configure).await
     }
 
     /// The app over a migrated database that `database` drops when the app goes.
@@ -169,10 +174,20 @@ impl TestApp {
         pool: deadpool_postgres::Pool,
         database: Option<std::sync::Arc<DroppedDatabase>>,
     ) -> TestApp {
+        TestApp::over_with(database_url, pool, database, |_| {}).await
+    }
+
+    async fn over_with(
+        database_url: String,
+        pool: deadpool_postgres::Pool,
+        database: Option<std::sync::Arc<DroppedDatabase>>,
+        configure: impl FnOnce(&mut Settings),
+    ) -> TestApp {
         stratus_http::serve::init_tracing();
         let mut settings = Settings::from_env().unwrap();
         settings.database_url = Some(database_url.clone());
         settings.tag_concurrency_slot_wait_seconds = 1;
+        configure(&mut settings);
         let state = stratus_aws::state(settings, pool).await;
         let service = stratus_http::serve::normalize(stratus::app(state.clone()));
         TestApp {

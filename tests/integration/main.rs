@@ -1,6 +1,7 @@
 //! The integration tests, one binary: each module is a family or subsystem against real
 //! Postgres (and LocalStack where named), through `common::TestApp`.
 
+mod access;
 mod api_admin;
 mod api_artifacts;
 mod api_blocks;

@@ -15,6 +15,7 @@ use stratus_store::db::blocks::{
 use uuid::Uuid;
 
 use crate::{include_secrets, invalid_field, lowercase_dashes};
+use stratus_http::auth::Caller;
 
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -137,9 +138,10 @@ pub async fn read(
     State(app): State<AppState>,
     Path(id): Path<String>,
     Query(params): Query<Vec<(String, String)>>,
+    caller: Caller,
 ) -> ApiResult<Response> {
     let id = path_id(&id)?;
-    let include = include_secrets(&params)?;
+    let include = include_secrets(&params, &caller)?;
     let client = app.client().await?;
     let found = blocks::read_document(&client, id, include)
         .await?
@@ -152,8 +154,9 @@ pub async fn list_by_type_slug(
     State(app): State<AppState>,
     Path(slug): Path<String>,
     Query(params): Query<Vec<(String, String)>>,
+    caller: Caller,
 ) -> ApiResult<Response> {
-    let include = include_secrets(&params)?;
+    let include = include_secrets(&params, &caller)?;
     let client = app.client().await?;
     if blocks::read_type_by_slug(&client, &slug).await?.is_none() {
         return Err(ApiError::not_found("Block type not found"));
@@ -166,8 +169,9 @@ pub async fn read_by_type_slug_and_name(
     State(app): State<AppState>,
     Path((slug, name)): Path<(String, String)>,
     Query(params): Query<Vec<(String, String)>>,
+    caller: Caller,
 ) -> ApiResult<Response> {
-    let include = include_secrets(&params)?;
+    let include = include_secrets(&params, &caller)?;
     let client = app.client().await?;
     let found = blocks::read_document_by_type_slug_and_name(&client, &slug, &name, include)
         .await?
@@ -225,8 +229,15 @@ pub async fn delete(State(app): State<AppState>, Path(id): Path<String>) -> ApiR
 
 /// Documents matching the filters (anonymous ones left out unless the `block_documents`
 /// filter says otherwise), sorted by name by default.
-pub async fn filter(State(app): State<AppState>, Body(raw): Body<Value>) -> ApiResult<Response> {
+pub async fn filter(
+    State(app): State<AppState>,
+    caller: Caller,
+    Body(raw): Body<Value>,
+) -> ApiResult<Response> {
     let body: FilterBody = from_value(raw)?;
+    if body.include_secrets {
+        crate::secrets_allowed(&caller)?;
+    }
     let (limit, offset) = page(body.limit, body.offset)?;
     let sort = stratus_http::json::sort(body.sort.as_deref(), DocumentSort::NameAsc, DocumentSort::parse)?;
     let query = DocumentQuery {

@@ -8,6 +8,7 @@ mod block_types;
 use axum::Router;
 use serde_json::{json, Value};
 use stratus_http::api_routes::{get, post, ApiRoutes};
+use stratus_http::auth::Caller;
 use stratus_http::{ApiError, ApiResult, AppState};
 use stratus_store::db::blocks::{BlockDocument, BlockSchema, BlockType};
 
@@ -116,14 +117,15 @@ pub(crate) fn query_param<'a>(params: &'a [(String, String)], key: &str) -> Opti
         .map(|(_, v)| v.as_str())
 }
 
-/// The `include_secrets` query parameter, parsed as pydantic parses a boolean.
-pub(crate) fn include_secrets(params: &[(String, String)]) -> ApiResult<bool> {
+/// The `include_secrets` query parameter, parsed as pydantic parses a boolean; a role
+/// that may not see secrets is refused when it asks for them.
+pub(crate) fn include_secrets(params: &[(String, String)], caller: &Caller) -> ApiResult<bool> {
     let Some(raw) = query_param(params, "include_secrets") else {
         return Ok(false);
     };
     match raw.trim().to_ascii_lowercase().as_str() {
         "0" | "off" | "f" | "false" | "n" | "no" => Ok(false),
-        "1" | "on" | "t" | "true" | "y" | "yes" => Ok(true),
+        "1" | "on" | "t" | "true" | "y" | "yes" => secrets_allowed(caller).map(|()| true),
         _ => Err(ApiError::Validation {
             detail: vec![json!({
                 "loc": ["query", "include_secrets"],
@@ -132,6 +134,21 @@ pub(crate) fn include_secrets(params: &[(String, String)]) -> ApiResult<bool> {
             })],
             body: Value::Null,
         }),
+    }
+}
+
+/// Viewers read blocks with their secrets hidden, never revealed.
+pub(crate) fn secrets_allowed(caller: &Caller) -> ApiResult<()> {
+    if caller.role.sees_secrets() {
+        Ok(())
+    } else {
+        Err(ApiError::Detail(
+            axum::http::StatusCode::FORBIDDEN,
+            format!(
+                "This API key's role ({}) may not read secret values (include_secrets).",
+                caller.role
+            ),
+        ))
     }
 }
 
@@ -198,11 +215,12 @@ mod tests {
 
     #[test]
     fn include_secrets_parses_like_a_pydantic_bool() {
-        let q = |v: &str| include_secrets(&[("include_secrets".to_string(), v.to_string())]);
+        let open = Caller::open();
+        let q = |v: &str| include_secrets(&[("include_secrets".to_string(), v.to_string())], &open);
         assert!(q("true").unwrap() && q("Yes").unwrap() && q("1").unwrap());
         assert!(!q("false").unwrap() && !q("off").unwrap());
         assert!(q("maybe").is_err());
-        assert!(!include_secrets(&[]).unwrap());
+        assert!(!include_secrets(&[], &open).unwrap());
     }
 
     #[test]

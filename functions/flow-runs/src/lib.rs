@@ -9,11 +9,13 @@ use axum::{Json, Router};
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use stratus_domain::access::Need;
 use stratus_domain::orchestration::RunKind;
 use stratus_domain::orchestration::{Details, FlowRunPolicy, Status};
 use stratus_domain::states::{State as RunState, StateCreate, StateType};
 use stratus_http::api_routes::{get, patch, post, ApiRoutes};
 use stratus_http::app::ClientVersion;
+use stratus_http::auth::Caller;
 use stratus_http::json::{null_default, path_id, present};
 use stratus_http::run_routes::{self, RunRoutes};
 use stratus_http::{ApiError, ApiResult, AppState, Body};
@@ -118,6 +120,12 @@ struct Resume {
     run_input: Option<Map<String, Value>>,
 }
 
+/// Job variables (`env`, the command's settings) decide what runs on agents' machines:
+/// only roles that may deploy may set them (a runner may run work, not change it).
+fn may_set_job_variables(caller: &Caller) -> ApiResult<()> {
+    caller.require(Need::Write, "set a flow run's job variables")
+}
+
 fn run_not_found(id: Uuid) -> ApiError {
     FlowRun::run_not_found(id)
 }
@@ -125,8 +133,12 @@ fn run_not_found(id: Uuid) -> ApiError {
 async fn create(
     State(app): State<AppState>,
     ClientVersion(version): ClientVersion,
+    caller: Caller,
     Body(body): Body<FlowRunCreate>,
 ) -> ApiResult<Response> {
+    if body.job_variables.as_ref().is_some_and(|v| !v.is_empty()) {
+        may_set_job_variables(&caller)?;
+    }
     let now = Utc::now();
     let initial = match body.state {
         Some(state) => state.into_state(now),
@@ -167,9 +179,13 @@ async fn create(
 async fn update(
     State(app): State<AppState>,
     Path(id): Path<String>,
+    caller: Caller,
     Body(body): Body<FlowRunUpdate>,
 ) -> ApiResult<StatusCode> {
     let id = path_id(&id)?;
+    if body.job_variables.is_some() {
+        may_set_job_variables(&caller)?;
+    }
     let client = app.client().await?;
     let run = run_routes::existing::<FlowRun>(&client, id).await?;
     if let Some(Some(_)) = body.job_variables {

@@ -4,7 +4,6 @@ use stratus_http::serve;
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     let state = stratus_aws::lambda_state().await?;
-    let app = serve::api(stratus_ui::router(), state.clone())
-        .merge(stratus_ui::pages::router().with_state(state.clone()));
+    let app = serve::api(stratus_ui::router(), state.clone()).merge(stratus_ui::pages::app(state.clone()));
     stratus_aws::serve_function(app, &state).await
 }

@@ -10,11 +10,17 @@ function notice(text, ok) {
   el.hidden = false;
 }
 
+// A signed-in page carries its session's CSRF token; every change sends it back.
+function csrfToken() {
+  const meta = document.querySelector("meta[name=csrf-token]");
+  return meta ? meta.content : "";
+}
+
 async function call(spec, body) {
   const [method, url] = spec.split(" ");
   const res = await fetch(url, {
     method,
-    headers: { "content-type": "application/json" },
+    headers: { "content-type": "application/json", "x-csrf-token": csrfToken() },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   const text = await res.text();
@@ -160,3 +166,11 @@ function live() {
   setTimeout(tick, 5000);
 }
 document.addEventListener("DOMContentLoaded", live);
+
+// Filters that apply as soon as they change (no inline handlers: the pages' CSP forbids them).
+document.addEventListener("change", (e) => {
+  const el = e.target;
+  if (el instanceof HTMLSelectElement && el.hasAttribute("data-autosubmit") && el.form) {
+    el.form.submit();
+  }
+});

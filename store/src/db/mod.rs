@@ -1,5 +1,6 @@
 //! The Postgres pool, the embedded migrations, and one SQL module per table family.
 
+pub mod access;
 pub mod artifacts;
 pub mod blocks;
 pub mod concurrency_limits;
@@ -180,11 +181,13 @@ pub async fn reset(pool: &Pool) -> Result<usize, SetupError> {
     migrate(pool).await
 }
 
-/// Deletes every row but keeps the schema (`/admin/database/clear`).
+/// Deletes every row but keeps the schema (`/admin/database/clear`), and who may sign in:
+/// clearing the work must not lock its admin out.
 pub async fn clear(client: &Client) -> Result<(), tokio_postgres::Error> {
     let rows = client
         .query(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'refinery_schema_history'",
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' \
+             AND tablename NOT IN ('refinery_schema_history', 'account', 'workspace', 'api_key', 'ui_session')",
             &[],
         )
         .await?;

@@ -7,6 +7,7 @@ mod deployments;
 mod flow_run;
 mod flow_runs;
 mod resources;
+pub mod session;
 pub mod view;
 mod work_pools;
 
@@ -24,9 +25,26 @@ use stratus_store::db::flows::{self, FlowSort};
 use stratus_store::filters::{RunFilterBody, RunFilters};
 use uuid::Uuid;
 
+/// Every page at the site root, behind the sign-in guard and the browser checks, as the
+/// server and the UI function serve them.
+pub fn app(state: AppState) -> Router {
+    router()
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            session::guard,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            stratus_http::auth::check_browser_origin,
+        ))
+        .with_state(state)
+}
+
 /// Every page, at the site root (the API lives under `/api`).
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/login", get(session::login_page).post(session::login))
+        .route("/logout", axum::routing::post(session::logout))
         .route("/", get(dashboard::page))
         .route("/flow-runs", get(flow_runs::page))
         .route("/flow-runs/{id}", get(flow_run::page))
@@ -87,6 +105,7 @@ async fn missing(State(_): State<AppState>) -> Response {
 #[derive(Debug)]
 pub enum PageError {
     BadRequest(String),
+    Forbidden(String),
     NotFound(String),
     Internal(String),
 }
@@ -122,6 +141,7 @@ impl IntoResponse for PageError {
         let (status, title, message) = match self {
             PageError::BadRequest(m) => (StatusCode::BAD_REQUEST, "That request did not make sense", m),
             PageError::NotFound(m) => (StatusCode::NOT_FOUND, "Not found", m),
+            PageError::Forbidden(m) => (StatusCode::FORBIDDEN, "Not allowed", m),
             PageError::Internal(m) => {
                 tracing::error!(error = %m, "page failed");
                 (

@@ -1,0 +1,303 @@
+//! Signing in to the web UI of a server that requires keys: the login page takes an API
+//! key and starts a session (an HttpOnly cookie); every page is behind [`guard`], which
+//! also sends the pages' security headers; signing out ends the session. The session's
+//! CSRF token is in each page (a form field, and a meta tag `app.js` sends as a header).
+
+use askama::Template;
+use axum::extract::{Form, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use stratus_http::auth::{self, Caller, SESSION_COOKIE};
+use stratus_http::AppState;
+use stratus_store::config::AuthMode;
+use stratus_store::db::access;
+
+use super::{render, PageError};
+
+/// What the page layout shows of the session.
+#[derive(Debug, Clone, Default)]
+pub struct PageSession {
+    pub signed_in: bool,
+    pub role: String,
+    pub workspace: String,
+    pub csrf_token: String,
+}
+
+tokio::task_local! {
+    static SESSION: PageSession;
+}
+
+/// The session of the page being rendered (the layout reads it).
+pub fn current() -> PageSession {
+    SESSION.try_with(|s| s.clone()).unwrap_or_default()
+}
+
+const LOGIN_CSRF_COOKIE: &str = "stratus_login_csrf";
+
+/// Pages a visitor reaches before signing in.
+fn public(path: &str) -> bool {
+    path == "/login" || path.starts_with("/ui-static/")
+}
+
+/// Every page: signed in (or an open server), with the pages' security headers.
+pub async fn guard(State(app): State<AppState>, req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_string();
+    let session = if app.settings.auth == AuthMode::Open || public(&path) {
+        PageSession::default()
+    } else {
+        match auth::caller_of(&app, req.headers()).await {
+            Ok(Some(caller)) => page_session(&caller),
+            Err(res) if res.status().is_server_error() => return res,
+            Ok(None) | Err(_) => {
+                let next = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+                let to = format!("/login?next={}", percent_encode(next));
+                return with_security_headers(Redirect::to(&to).into_response());
+            }
+        }
+    };
+    with_security_headers(SESSION.scope(session, next.run(req)).await)
+}
+
+fn page_session(caller: &Caller) -> PageSession {
+    PageSession {
+        signed_in: true,
+        role: caller.role.to_string(),
+        // Plain URLs serve the default workspace (auth::caller_of checks the key reaches it).
+        workspace: "default workspace".into(),
+        csrf_token: caller.csrf_token.clone().unwrap_or_default(),
+    }
+}
+
+/// No inline script, no framing, no sniffing: what a page could be made to do is bounded
+/// even if a value escaped its template.
+fn with_security_headers(mut res: Response) -> Response {
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; \
+             object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+        ),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    res
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    nav: &'static str,
+    csrf_token: String,
+    next: String,
+    error: String,
+}
+
+#[derive(Deserialize)]
+pub struct LoginQuery {
+    #[serde(default)]
+    next: String,
+}
+
+/// Only paths of this site: never an absolute URL an attacker chose.
+fn safe_next(next: &str) -> String {
+    if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') {
+        next.to_string()
+    } else {
+        "/".to_string()
+    }
+}
+
+pub async fn login_page(State(app): State<AppState>, Query(q): Query<LoginQuery>) -> Response {
+    if app.settings.auth == AuthMode::Open {
+        return Redirect::to("/").into_response();
+    }
+    login_form(&app, StatusCode::OK, safe_next(&q.next), String::new())
+}
+
+/// The form, with a fresh token that must come back both in the form and in a cookie.
+fn login_form(app: &AppState, status: StatusCode, next: String, error: String) -> Response {
+    let csrf_token = access::new_secret("");
+    let page = LoginPage {
+        nav: "",
+        csrf_token: csrf_token.clone(),
+        next,
+        error,
+    };
+    let mut res = (status, render(&page)).into_response();
+    let cookie = format!(
+        "{LOGIN_CSRF_COOKIE}={csrf_token}; Path=/login; HttpOnly; SameSite=Strict{}",
+        secure_attribute(app, None)
+    );
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        res.headers_mut().append(header::SET_COOKIE, v);
+    }
+    res
+}
+
+/// `; Secure` when the site is served over HTTPS.
+fn secure_attribute(app: &AppState, headers: Option<&HeaderMap>) -> &'static str {
+    let forwarded_https = headers
+        .and_then(|h| h.get("x-forwarded-proto"))
+        .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"https"));
+    let https = forwarded_https
+        || app
+            .settings
+            .ui_url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("https://"));
+    if https {
+        "; Secure"
+    } else {
+        ""
+    }
+}
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    #[serde(default)]
+    key: String,
+    #[serde(default)]
+    csrf_token: String,
+    #[serde(default)]
+    next: String,
+}
+
+pub async fn login(State(app): State<AppState>, headers: HeaderMap, Form(form): Form<LoginForm>) -> Response {
+    let next = safe_next(&form.next);
+    if app.settings.auth == AuthMode::Open {
+        return Redirect::to(&next).into_response();
+    }
+    let expected = auth::cookie(&headers, LOGIN_CSRF_COOKIE).unwrap_or_default();
+    if expected.is_empty() || !auth::constant_time_eq(form.csrf_token.as_bytes(), expected.as_bytes()) {
+        return login_form(
+            &app,
+            StatusCode::FORBIDDEN,
+            next,
+            "The sign-in form expired or was not sent from this site. Try again.".into(),
+        );
+    }
+    let mut key_headers = HeaderMap::new();
+    let caller = match HeaderValue::from_str(&format!("Bearer {}", form.key.trim())) {
+        Ok(v) => {
+            key_headers.insert(header::AUTHORIZATION, v);
+            auth::caller_of(&app, &key_headers).await
+        }
+        Err(_) => Ok(None),
+    };
+    let key_id =
+        match caller {
+            Ok(Some(Caller { key_id: Some(id), .. })) => id,
+            Err(res) if res.status().is_server_error() => return res,
+            _ => return login_form(
+                &app,
+                StatusCode::UNAUTHORIZED,
+                next,
+                "That key is not valid here: it may be mistyped, revoked, expired, or for another workspace."
+                    .into(),
+            ),
+        };
+    let session = match start_session(&app, key_id).await {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
+    let max_age = (session.expires - chrono::Utc::now()).num_seconds().max(0);
+    let cookie = format!(
+        "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{}",
+        session.token,
+        secure_attribute(&app, Some(&headers))
+    );
+    let mut res = Redirect::to(&next).into_response();
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        res.headers_mut().append(header::SET_COOKIE, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("{LOGIN_CSRF_COOKIE}=; Path=/login; Max-Age=0")) {
+        res.headers_mut().append(header::SET_COOKIE, v);
+    }
+    res
+}
+
+async fn start_session(app: &AppState, key_id: uuid::Uuid) -> Result<access::NewSession, PageError> {
+    let client = app
+        .db
+        .get()
+        .await
+        .map_err(|e| PageError::Internal(e.to_string()))?;
+    Ok(access::create_session(&client, key_id, app.settings.ui_session_hours).await?)
+}
+
+#[derive(Deserialize)]
+pub struct LogoutForm {
+    #[serde(default)]
+    csrf_token: String,
+}
+
+/// Ends the session; refused (403) without the session's CSRF token.
+pub async fn logout(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<LogoutForm>,
+) -> Response {
+    let Some(token) = auth::cookie(&headers, SESSION_COOKIE) else {
+        return Redirect::to("/login").into_response();
+    };
+    let csrf = current().csrf_token;
+    if csrf.is_empty() || !auth::constant_time_eq(form.csrf_token.as_bytes(), csrf.as_bytes()) {
+        return PageError::Forbidden(
+            "The form was not sent from a page of this session (its CSRF token is missing or wrong).".into(),
+        )
+        .into_response();
+    }
+    let ended = async {
+        let client = app
+            .db
+            .get()
+            .await
+            .map_err(|e| PageError::Internal(e.to_string()))?;
+        access::end_session(&client, &access::sha256(&token)).await?;
+        Ok::<_, PageError>(())
+    }
+    .await;
+    if let Err(e) = ended {
+        return e.into_response();
+    }
+    app.credentials.forget_session(&token);
+    let mut res = Redirect::to("/login").into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0"
+    )) {
+        res.headers_mut().append(header::SET_COOKIE, v);
+    }
+    res
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_this_sites_paths_are_followed_after_signing_in() {
+        assert_eq!(safe_next("/flow-runs?state=x"), "/flow-runs?state=x");
+        assert_eq!(safe_next("//evil.example"), "/");
+        assert_eq!(safe_next("https://evil.example"), "/");
+        assert_eq!(safe_next("/\\evil.example"), "/");
+        assert_eq!(percent_encode("/flow-runs?a=b c"), "/flow-runs%3Fa%3Db%20c");
+    }
+}

@@ -1,0 +1,313 @@
+//! SQL for who may call a hosted Stratus: `account`, `workspace`, `api_key` and the web
+//! UI's `ui_session`. Keys and session tokens are random; only their SHA-256 is stored.
+
+use chrono::{DateTime, Duration, Utc};
+use deadpool_postgres::GenericClient;
+use rand::RngCore;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use stratus_domain::access::Role;
+use stratus_domain::time::{ts, ts_opt};
+
+/// The account that plain `/api` serves (migration V10).
+pub const DEFAULT_ACCOUNT_ID: Uuid = Uuid::from_u128(0x00000000_0000_4000_8000_000000000001);
+/// The workspace that plain `/api` serves (migration V10).
+pub const DEFAULT_WORKSPACE_ID: Uuid = Uuid::from_u128(0x00000000_0000_4000_8000_000000000002);
+
+/// What every key starts with, so that secret scanners and people can tell one.
+pub const KEY_PREFIX: &str = "stratus_";
+
+/// An API key as listed: never the key itself.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct ApiKey {
+    pub id: Uuid,
+    #[schemars(with = "chrono::DateTime<chrono::Utc>")]
+    #[serde(with = "ts")]
+    pub created: DateTime<Utc>,
+    pub name: String,
+    /// The key's first characters.
+    pub prefix: String,
+    pub account_id: Uuid,
+    pub workspace_id: Option<Uuid>,
+    pub role: Role,
+    #[schemars(with = "Option<chrono::DateTime<chrono::Utc>>")]
+    #[serde(with = "ts_opt")]
+    pub expires: Option<DateTime<Utc>>,
+    #[schemars(with = "Option<chrono::DateTime<chrono::Utc>>")]
+    #[serde(with = "ts_opt")]
+    pub revoked: Option<DateTime<Utc>>,
+}
+
+const KEY_COLUMNS: &str =
+    "k.id, k.created, k.name, k.prefix, k.account_id, k.workspace_id, k.role, k.expires, k.revoked";
+
+impl ApiKey {
+    fn from_row(row: &Row) -> Result<Self, tokio_postgres::Error> {
+        let role: String = row.try_get("role")?;
+        Ok(ApiKey {
+            id: row.try_get("id")?,
+            created: row.try_get("created")?,
+            name: row.try_get("name")?,
+            prefix: row.try_get("prefix")?,
+            account_id: row.try_get("account_id")?,
+            workspace_id: row.try_get("workspace_id")?,
+            // The table's CHECK allows only the four names.
+            role: Role::parse(&role).unwrap_or(Role::Viewer),
+            expires: row.try_get("expires")?,
+            revoked: row.try_get("revoked")?,
+        })
+    }
+}
+
+/// Who a verified key or session speaks for. `expires` is checked at each use, so a cached
+/// credential still stops at its expiry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credential {
+    pub key_id: Uuid,
+    pub account_id: Uuid,
+    pub workspace_id: Option<Uuid>,
+    pub role: Role,
+    pub expires: Option<DateTime<Utc>>,
+    /// For a UI session: the token its pages send back with every change.
+    pub csrf_token: Option<String>,
+}
+
+impl Credential {
+    pub fn expired(&self, now: DateTime<Utc>) -> bool {
+        self.expires.is_some_and(|e| e <= now)
+    }
+}
+
+/// A new random secret: a key (`stratus_` and 64 hex digits) or a session token.
+pub fn new_secret(prefix: &str) -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("{prefix}{}", hex::encode(bytes))
+}
+
+pub fn sha256(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+/// Creates a key with `role`, in `workspace_id` (None: every workspace of the account).
+/// Returns the key as listed and the key itself, which is not kept.
+pub async fn create_key(
+    c: &impl GenericClient,
+    name: &str,
+    account_id: Uuid,
+    workspace_id: Option<Uuid>,
+    role: Role,
+    expires: Option<DateTime<Utc>>,
+) -> Result<(ApiKey, String), tokio_postgres::Error> {
+    let secret = new_secret(KEY_PREFIX);
+    let prefix: String = secret.chars().take(KEY_PREFIX.len() + 6).collect();
+    let hash = sha256(&secret).to_vec();
+    let sql = format!(
+        "INSERT INTO api_key AS k (id, name, prefix, key_sha256, account_id, workspace_id, role, expires) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {KEY_COLUMNS}"
+    );
+    let row = c
+        .query_one(
+            sql.as_str(),
+            &[
+                &Uuid::new_v4(),
+                &name,
+                &prefix,
+                &hash,
+                &account_id,
+                &workspace_id,
+                &role.as_str(),
+                &expires,
+            ],
+        )
+        .await?;
+    Ok((ApiKey::from_row(&row)?, secret))
+}
+
+/// Every key of `account_id`, newest first.
+pub async fn list_keys(
+    c: &impl GenericClient,
+    account_id: Uuid,
+) -> Result<Vec<ApiKey>, tokio_postgres::Error> {
+    let sql =
+        format!("SELECT {KEY_COLUMNS} FROM api_key k WHERE k.account_id = $1 ORDER BY k.created DESC, k.id");
+    c.query(sql.as_str(), &[&account_id])
+        .await?
+        .iter()
+        .map(ApiKey::from_row)
+        .collect()
+}
+
+/// Revokes a key (and so every UI session made with it). False if there is no such key
+/// in the account; revoking twice keeps the first time.
+pub async fn revoke_key(
+    c: &impl GenericClient,
+    account_id: Uuid,
+    id: Uuid,
+) -> Result<bool, tokio_postgres::Error> {
+    let n = c
+        .execute(
+            "UPDATE api_key SET revoked = COALESCE(revoked, now()) WHERE id = $1 AND account_id = $2",
+            &[&id, &account_id],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+/// The credential of a live (not revoked) key with this hash; expiry is the caller's check.
+pub async fn verify_key(
+    c: &impl GenericClient,
+    hash: &[u8; 32],
+) -> Result<Option<Credential>, tokio_postgres::Error> {
+    let row = c
+        .query_opt(
+            "SELECT id, account_id, workspace_id, role, expires FROM api_key \
+             WHERE key_sha256 = $1 AND revoked IS NULL",
+            &[&hash.as_slice()],
+        )
+        .await?;
+    row.map(|r| credential(&r, None)).transpose()
+}
+
+fn credential(r: &Row, csrf_token: Option<String>) -> Result<Credential, tokio_postgres::Error> {
+    let role: String = r.try_get("role")?;
+    Ok(Credential {
+        key_id: r.try_get("id")?,
+        account_id: r.try_get("account_id")?,
+        workspace_id: r.try_get("workspace_id")?,
+        role: Role::parse(&role).unwrap_or(Role::Viewer),
+        expires: r.try_get("expires")?,
+        csrf_token,
+    })
+}
+
+/// A signed-in web UI session: the token goes in the cookie, the CSRF token in the pages.
+pub struct NewSession {
+    pub token: String,
+    pub csrf_token: String,
+    pub expires: DateTime<Utc>,
+}
+
+/// Starts a UI session for the key `key_id`, lasting `hours`.
+pub async fn create_session(
+    c: &impl GenericClient,
+    key_id: Uuid,
+    hours: i64,
+) -> Result<NewSession, tokio_postgres::Error> {
+    let token = new_secret("");
+    let csrf_token = new_secret("");
+    let expires = Utc::now() + Duration::hours(hours.max(1));
+    c.execute(
+        "INSERT INTO ui_session (id, token_sha256, csrf_token, api_key_id, expires) VALUES ($1, $2, $3, $4, $5)",
+        &[&Uuid::new_v4(), &sha256(&token).as_slice(), &csrf_token, &key_id, &expires],
+    )
+    .await?;
+    Ok(NewSession {
+        token,
+        csrf_token,
+        expires,
+    })
+}
+
+/// The credential of a session whose key is still live; it expires with the session or
+/// the key, whichever is first.
+pub async fn verify_session(
+    c: &impl GenericClient,
+    hash: &[u8; 32],
+) -> Result<Option<Credential>, tokio_postgres::Error> {
+    let row = c
+        .query_opt(
+            "SELECT k.id, k.account_id, k.workspace_id, k.role, \
+                    LEAST(s.expires, COALESCE(k.expires, s.expires)) AS expires, s.csrf_token \
+             FROM ui_session s JOIN api_key k ON k.id = s.api_key_id \
+             WHERE s.token_sha256 = $1 AND k.revoked IS NULL",
+            &[&hash.as_slice()],
+        )
+        .await?;
+    row.map(|r| {
+        let csrf: String = r.try_get("csrf_token")?;
+        credential(&r, Some(csrf))
+    })
+    .transpose()
+}
+
+/// Ends a session (signing out), and any that have expired.
+pub async fn end_session(c: &impl GenericClient, hash: &[u8; 32]) -> Result<(), tokio_postgres::Error> {
+    c.execute(
+        "DELETE FROM ui_session WHERE token_sha256 = $1 OR expires < now()",
+        &[&hash.as_slice()],
+    )
+    .await?;
+    Ok(())
+}
+
+/// An account, and its first workspace.
+#[derive(Debug, Clone, Serialize)]
+pub struct Workspace {
+    pub id: Uuid,
+    pub account_id: Uuid,
+    pub account_name: String,
+    pub name: String,
+}
+
+/// The account named `name`, made if missing.
+pub async fn ensure_account(c: &impl GenericClient, name: &str) -> Result<Uuid, tokio_postgres::Error> {
+    let row = c
+        .query_one(
+            "INSERT INTO account (id, name) VALUES ($1, $2) \
+             ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name RETURNING id",
+            &[&Uuid::new_v4(), &name],
+        )
+        .await?;
+    row.try_get("id")
+}
+
+/// The account called `name`, if there is one.
+pub async fn account_id(c: &impl GenericClient, name: &str) -> Result<Option<Uuid>, tokio_postgres::Error> {
+    c.query_opt("SELECT id FROM account WHERE name = $1", &[&name])
+        .await?
+        .map(|r| r.try_get("id"))
+        .transpose()
+}
+
+/// The workspaces a credential of `account_id` (limited to `only`, if set) may see.
+pub async fn workspaces(
+    c: &impl GenericClient,
+    account_id: Uuid,
+    only: Option<Uuid>,
+) -> Result<Vec<Workspace>, tokio_postgres::Error> {
+    c.query(
+        "SELECT w.id, w.account_id, a.name AS account_name, w.name FROM workspace w \
+         JOIN account a ON a.id = w.account_id \
+         WHERE w.account_id = $1 AND ($2::uuid IS NULL OR w.id = $2) ORDER BY w.name",
+        &[&account_id, &only],
+    )
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(Workspace {
+            id: r.try_get("id")?,
+            account_id: r.try_get("account_id")?,
+            account_name: r.try_get("account_name")?,
+            name: r.try_get("name")?,
+        })
+    })
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_random_and_their_hashes_differ() {
+        let a = new_secret(KEY_PREFIX);
+        let b = new_secret(KEY_PREFIX);
+        assert!(a.starts_with("stratus_") && a.len() == 8 + 64);
+        assert_ne!(a, b);
+        assert_ne!(sha256(&a), sha256(&b));
+    }
+}
