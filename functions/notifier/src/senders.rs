@@ -2,6 +2,7 @@
 //! Prefect: webhooks of Slack, Microsoft Teams, Discord and Mattermost in the shapes those
 //! services accept, and the custom webhook with its templated request.
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use serde_json::{json, Map, Value};
@@ -298,11 +299,15 @@ fn custom_webhook(data: &Value, subject: &str, body: &str) -> Result<Request, Se
 }
 
 /// Sends a request; any answer but 2xx is an error. Network failures and 5xx/429 may be
-/// retried; other 4xx will fail the same way again.
+/// retried; other 4xx will fail the same way again. A block that refuses private URLs is
+/// sent through [`public_only_client`], whatever client the caller has.
 pub async fn send(http: &reqwest::Client, r: &Request) -> Result<(), SendError> {
-    if !r.private_ok {
+    let http = if r.private_ok {
+        http
+    } else {
         refuse_private(&r.url).await?;
-    }
+        public_only_client()
+    };
     let method = reqwest::Method::from_bytes(r.method.as_bytes())
         .map_err(|_| SendError::permanent(format!("{:?} is not an HTTP method", r.method)))?;
     let mut builder = http
@@ -320,9 +325,19 @@ pub async fn send(http: &reqwest::Client, r: &Request) -> Result<(), SendError> 
         Payload::Json(v) => builder.json(v),
         Payload::Form(f) => builder.form(f),
     };
-    let answer = builder.send().await.map_err(|e| SendError {
-        message: format!("could not reach {}: {e}", host_of(&r.url)),
-        retry: !e.is_builder(),
+    let answer = builder.send().await.map_err(|e| {
+        let private = is_private_refusal(&e);
+        SendError {
+            message: if private {
+                format!(
+                    "{} is refused: private URLs are not allowed by this block (allow_private_urls is false)",
+                    host_of(&r.url)
+                )
+            } else {
+                format!("could not reach {}: {e}", host_of(&r.url))
+            },
+            retry: !e.is_builder() && !private,
+        }
     })?;
     let status = answer.status();
     if status.is_success() {
@@ -335,7 +350,9 @@ pub async fn send(http: &reqwest::Client, r: &Request) -> Result<(), SendError> 
 }
 
 /// Prefect's `validate_restricted_url`: the host must not be (or resolve to) a private,
-/// loopback or link-local address.
+/// loopback or link-local address. This gives the clear, permanent error; what enforces
+/// it is [`public_only_client`], which checks the addresses it actually connects to (a
+/// name may resolve differently a moment later).
 async fn refuse_private(url: &str) -> Result<(), SendError> {
     let refused = |why: &str| {
         Err(SendError::permanent(format!(
@@ -350,29 +367,118 @@ async fn refuse_private(url: &str) -> Result<(), SendError> {
         return refused("not a valid URL");
     };
     let port = parsed.port_or_known_default().unwrap_or(443);
-    let addrs: Vec<std::net::IpAddr> = match tokio::net::lookup_host((host.as_str(), port)).await {
+    let addrs: Vec<IpAddr> = match tokio::net::lookup_host((host.as_str(), port)).await {
         Ok(found) => found.map(|a| a.ip()).collect(),
         Err(_) => return refused("it could not be resolved"),
     };
-    let private = |ip: &std::net::IpAddr| match ip {
-        std::net::IpAddr::V4(v4) => {
+    if addrs.iter().copied().any(is_private) {
+        return refused("private URLs are not allowed by this block (allow_private_urls is false)");
+    }
+    Ok(())
+}
+
+/// Private, loopback, link-local, unspecified or broadcast; an IPv6 address that carries
+/// an IPv4 one (`::ffff:127.0.0.1`) counts as the address it carries.
+pub fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
             v4.is_private()
                 || v4.is_loopback()
                 || v4.is_link_local()
                 || v4.is_unspecified()
                 || v4.is_broadcast()
+                || v4.octets()[0] == 0
         }
-        std::net::IpAddr::V6(v6) => {
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6
+                .to_ipv4_mapped()
+                .or_else(|| v6.to_ipv4().filter(|_| v6.segments()[..6] == [0; 6]))
+            {
+                return is_private(IpAddr::V4(v4));
+            }
             v6.is_loopback()
                 || v6.is_unspecified()
                 || (v6.segments()[0] & 0xfe00) == 0xfc00
                 || (v6.segments()[0] & 0xffc0) == 0xfe80
         }
-    };
-    if addrs.iter().any(private) {
-        return refused("private URLs are not allowed by this block (allow_private_urls is false)");
     }
-    Ok(())
+}
+
+/// Why the public-only client refuses a connection (found in a send error's sources).
+#[derive(Debug)]
+struct PrivateAddress(String);
+
+impl std::fmt::Display for PrivateAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} resolves only to private addresses", self.0)
+    }
+}
+
+impl std::error::Error for PrivateAddress {}
+
+fn is_private_refusal(e: &reqwest::Error) -> bool {
+    let mut source: Option<&dyn std::error::Error> = Some(e);
+    while let Some(err) = source {
+        if err.is::<PrivateAddress>() || err.to_string().contains("resolves only to private addresses") {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
+/// Resolves host names to their public addresses only: the connection is made to an
+/// address this checked, so a name that resolves to a public address for the check and to
+/// a private one a moment later (DNS rebinding) still cannot reach the private one.
+struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let public: Vec<SocketAddr> = found.into_iter().filter(|a| !is_private(a.ip())).collect();
+            if public.is_empty() {
+                return Err(Box::new(PrivateAddress(host)) as Box<dyn std::error::Error + Send + Sync>);
+            }
+            Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// Whether a redirect may be followed by a block that refuses private URLs: an address
+/// in the URL is checked here (it is not resolved), a name by [`PublicOnly`].
+fn redirect_allowed(url: &reqwest::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(v4)) => !is_private(IpAddr::V4(v4)),
+        Some(url::Host::Ipv6(v6)) => !is_private(IpAddr::V6(v6)),
+        Some(url::Host::Domain(_)) => true,
+        None => false,
+    }
+}
+
+/// The client of blocks with `allow_private_urls` false: no proxy (a proxy would resolve
+/// the name itself), names resolved by [`PublicOnly`], redirects checked.
+pub fn public_only_client() -> &'static reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .no_proxy()
+            .dns_resolver(std::sync::Arc::new(PublicOnly))
+            .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                if attempt.previous().len() >= 10 {
+                    attempt.error("too many redirects")
+                } else if redirect_allowed(attempt.url()) {
+                    attempt.follow()
+                } else {
+                    let host = attempt.url().host_str().unwrap_or_default().to_string();
+                    attempt.error(PrivateAddress(host))
+                }
+            }))
+            .build()
+            .unwrap_or_default()
+    })
 }
 
 /// The host of a URL, for messages: webhook URLs carry their secrets in the path.
@@ -485,6 +591,87 @@ mod tests {
             );
         }
         assert!(refuse_private("http://93.184.215.14/x").await.is_ok());
+    }
+
+    #[test]
+    fn addresses_that_carry_a_private_ipv4_address_are_private() {
+        for ip in [
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "::127.0.0.1",
+            "0.1.2.3",
+            "169.254.169.254",
+            "fd00::1",
+        ] {
+            assert!(is_private(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["93.184.215.14", "::ffff:93.184.215.14", "2606:4700::1111"] {
+            assert!(!is_private(ip.parse().unwrap()), "{ip}");
+        }
+        let url = |u: &str| reqwest::Url::parse(u).unwrap();
+        assert!(!redirect_allowed(&url("http://[::ffff:127.0.0.1]:9/")));
+        assert!(!redirect_allowed(&url("http://127.0.0.1/")));
+        assert!(redirect_allowed(&url("https://hooks.example.com/x")));
+    }
+
+    /// A listener on loopback stands for a service of the network the notifier runs in.
+    async fn loopback_listener() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = hits.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut request = [0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                let _ = socket
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .await;
+            }
+        });
+        (port, hits)
+    }
+
+    #[tokio::test]
+    async fn a_block_that_refuses_private_urls_never_connects_to_one() {
+        let (port, hits) = loopback_listener().await;
+        let refusing = |url: String| Request {
+            method: "POST".into(),
+            url,
+            params: vec![],
+            headers: vec![],
+            body: Payload::None,
+            timeout: Duration::from_secs(5),
+            private_ok: false,
+        };
+        let any_client = reqwest::Client::builder().no_proxy().build().unwrap();
+        for url in [
+            format!("http://[::ffff:127.0.0.1]:{port}/hook"),
+            format!("http://localhost:{port}/hook"),
+            format!("http://127.0.0.1:{port}/hook"),
+        ] {
+            let err = send(&any_client, &refusing(url.clone())).await.unwrap_err();
+            assert!(
+                !err.retry && err.message.contains("private URLs are not allowed"),
+                "{url}: {err}"
+            );
+        }
+        // The check at connection time, without the early one: a name that resolves to a
+        // private address (as a rebound name would by then) is not connected to.
+        let err = public_only_client()
+            .get(format!("http://localhost:{port}/hook"))
+            .send()
+            .await
+            .unwrap_err();
+        assert!(is_private_refusal(&err), "{err:?}");
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+        // Allowed, the same listener is reached: it is the check that kept it out.
+        let mut allowed = refusing(format!("http://127.0.0.1:{port}/hook"));
+        allowed.private_ok = true;
+        send(&any_client, &allowed).await.unwrap();
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     #[test]
