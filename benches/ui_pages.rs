@@ -279,7 +279,7 @@ async fn main() {
         .expect("block types");
     let mut settings = Settings::from_env().expect("settings");
     settings.database_url = Some(url.clone());
-    let state = stratus_aws::state(settings, pool).await;
+    let state = stratus_aws::state(settings, pool).await.expect("the app state");
     let app = stratus_http::serve::normalize(stratus::app(state));
 
     let started = Instant::now();

@@ -87,9 +87,10 @@ pub async fn queue(settings: &Settings, db: &Pool) -> Arc<dyn MessageQueue> {
 /// local server, each Lambda function, the tests' app), with the queue its settings ask
 /// for. Nothing else builds an `AppState`, so no two entry points can publish to
 /// different queues.
-pub async fn state(settings: Settings, db: Pool) -> AppState {
+pub async fn state(settings: Settings, db: Pool) -> Result<AppState, String> {
+    let keyring = settings.keyring().map_err(|e| e.to_string())?;
     let queue = queue(&settings, &db).await;
-    AppState::new(db, settings, queue)
+    Ok(AppState::new(db, settings, queue, keyring))
 }
 
 /// The flow-code store the settings ask for: S3 when `STRATUS_S3_ENDPOINT` is set, else
@@ -138,9 +139,10 @@ pub async fn lambda_state() -> Result<AppState, lambda_http::Error> {
     stratus_http::serve::init_tracing();
     let mut settings = Settings::from_env()?;
     secrets::resolve_database_url(&mut settings).await?;
+    secrets::resolve_encryption_keys(&mut settings).await?;
     let url = settings.require_database_url()?.to_string();
     let pool = stratus_store::db::pool(&url, settings.pool_size)?;
-    Ok(state(settings, pool).await)
+    Ok(state(settings, pool).await?)
 }
 
 /// Runs a route family as a Lambda function behind API Gateway.

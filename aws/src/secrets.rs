@@ -11,6 +11,45 @@ use stratus_store::config::{AwsEndpoint, Settings};
 
 pub const SECRET_ARN_VAR: &str = "STRATUS_DATABASE_SECRET_ARN";
 
+pub const KEYS_SECRET_ARN_VAR: &str = "STRATUS_ENCRYPTION_KEYS_SECRET_ARN";
+
+/// Sets `settings.encryption_keys` from the secret `STRATUS_ENCRYPTION_KEYS_SECRET_ARN`
+/// names, when no keys are given outright.
+pub async fn resolve_encryption_keys(settings: &mut Settings) -> Result<(), String> {
+    let Some(arn) = std::env::var(KEYS_SECRET_ARN_VAR).ok().filter(|a| !a.is_empty()) else {
+        return Ok(());
+    };
+    if settings.encryption_keys.is_some() {
+        return Ok(());
+    }
+    let endpoint = settings.sqs_endpoint.clone().unwrap_or(AwsEndpoint::Aws);
+    let text = read_secret(&endpoint, &arn, "encryption keys").await?;
+    let keyring = stratus_store::keyring::Keyring::parse(&text)
+        .map_err(|e| format!("the encryption keys secret {arn} is not valid: {e}"))?;
+    settings.encryption_keys = Some(std::sync::Arc::new(keyring));
+    Ok(())
+}
+
+/// A secret's string value; errors name the secret, never its value.
+async fn read_secret(endpoint: &AwsEndpoint, arn: &str, what: &str) -> Result<String, String> {
+    let client = aws_sdk_secretsmanager::Client::new(&crate::sdk_config(endpoint).await);
+    let secret = client
+        .get_secret_value()
+        .secret_id(arn)
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "could not read the {what} secret {arn}: {}",
+                aws_sdk_secretsmanager::error::DisplayErrorContext(e)
+            )
+        })?;
+    secret
+        .secret_string()
+        .map(str::to_string)
+        .ok_or_else(|| format!("the {what} secret {arn} has no string value"))
+}
+
 /// Sets `settings.database_url` from the secret, when one is named and no URL is given.
 pub async fn resolve_database_url(settings: &mut Settings) -> Result<(), String> {
     let Some(arn) = std::env::var(SECRET_ARN_VAR).ok().filter(|a| !a.is_empty()) else {
@@ -20,23 +59,8 @@ pub async fn resolve_database_url(settings: &mut Settings) -> Result<(), String>
         return Ok(());
     }
     let endpoint = settings.sqs_endpoint.clone().unwrap_or(AwsEndpoint::Aws);
-    let client = aws_sdk_secretsmanager::Client::new(&crate::sdk_config(&endpoint).await);
-    let secret = client
-        .get_secret_value()
-        .secret_id(&arn)
-        .send()
-        .await
-        .map_err(|e| {
-            // The error names the secret, never its value.
-            format!(
-                "could not read the database secret {arn}: {}",
-                aws_sdk_secretsmanager::error::DisplayErrorContext(e)
-            )
-        })?;
-    let text = secret
-        .secret_string()
-        .ok_or_else(|| format!("the database secret {arn} has no string value"))?;
-    let mut url = database_url(text).ok_or_else(|| {
+    let text = read_secret(&endpoint, &arn, "database").await?;
+    let mut url = database_url(&text).ok_or_else(|| {
         format!("the database secret {arn} is neither a postgres:// URL nor JSON with url or username, password and host")
     })?;
     if let Ok(host) = std::env::var("STRATUS_DATABASE_HOST") {
@@ -82,7 +106,7 @@ fn with_host(url: &str, host: &str) -> Option<String> {
 
 /// Stores `url` as a secret named `name` (the emulated deploy does, as an operator would
 /// before deploying); returns its ARN.
-pub async fn put_database_secret(endpoint: &AwsEndpoint, name: &str, url: &str) -> Result<String, String> {
+pub async fn put_secret(endpoint: &AwsEndpoint, name: &str, url: &str) -> Result<String, String> {
     let client = aws_sdk_secretsmanager::Client::new(&crate::sdk_config(endpoint).await);
     fn describe<E: std::error::Error + 'static>(name: &str, e: E) -> String {
         format!(

@@ -20,6 +20,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// The work pools' message queues: Postgres-backed unless SQS is configured.
     pub queue: Arc<dyn MessageQueue>,
+    /// The keys block documents' data is sealed with.
+    pub keyring: Arc<stratus_store::keyring::Keyring>,
     /// Keys and sessions verified lately (`crate::auth`).
     pub credentials: Arc<crate::auth::CredentialCache>,
 }
@@ -27,10 +29,16 @@ pub struct AppState {
 impl AppState {
     /// State over `db` publishing to `queue`. Entry points do not call this themselves:
     /// the composition root (`stratus_aws::state`) picks the queue the settings ask for.
-    pub fn new(db: Pool, settings: Settings, queue: Arc<dyn MessageQueue>) -> Self {
+    pub fn new(
+        db: Pool,
+        settings: Settings,
+        queue: Arc<dyn MessageQueue>,
+        keyring: Arc<stratus_store::keyring::Keyring>,
+    ) -> Self {
         AppState {
             queue,
             db,
+            keyring,
             credentials: Arc::new(crate::auth::CredentialCache::new(std::time::Duration::from_secs(
                 settings.auth_cache_seconds,
             ))),

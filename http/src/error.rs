@@ -181,6 +181,8 @@ impl From<stratus_store::StoreError> for ApiError {
             StoreError::Json(e) => e.into(),
             StoreError::Queue(e) => e.into(),
             StoreError::Invalid(e) => e.into(),
+            // A key missing from the ring: the operator's to fix, logged as a 500.
+            StoreError::Sealed(e) => ApiError::Internal(format!("block data: {e}")),
         }
     }
 }

@@ -4,6 +4,7 @@ pub mod api_keys;
 pub mod database;
 pub mod deploy;
 pub mod emulate;
+pub mod encryption;
 pub mod local_postgres;
 pub mod server;
 pub mod signals;
@@ -55,10 +56,22 @@ pub enum Command {
         #[command(subcommand)]
         command: ApiKeyCommand,
     },
+    /// Block documents' data is sealed at rest (AES-256-GCM).
+    Encryption {
+        #[command(subcommand)]
+        command: EncryptionCommand,
+    },
     /// Run the AWS deployment of infra/template.yaml on this machine: every function as a
     /// Lambda under cargo-lambda's emulator, behind the template's HTTP API routes, with its
     /// EventBridge schedule and SQS event sources on LocalStack.
     Emulate(emulate::EmulateArgs),
+}
+
+#[derive(Subcommand)]
+pub enum EncryptionCommand {
+    /// Seal every block document under the first key of STRATUS_ENCRYPTION_KEYS (put the
+    /// new key first and keep the old ones after it; drop them once this has run).
+    Rotate,
 }
 
 #[derive(Subcommand)]
@@ -210,6 +223,9 @@ pub async fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Database { command } => database::run(command, &settings).await,
         Command::ApiKey { command } => api_keys::run(command, &settings).await,
+        Command::Encryption {
+            command: EncryptionCommand::Rotate,
+        } => encryption::rotate(&settings).await,
         Command::Deploy(args) => deploy::run(args, &settings).await,
         Command::Emulate(args) => emulate::start(settings, args).await,
         Command::Agent {

@@ -69,6 +69,12 @@ async fn serve_until_stopped(
     }
     register_system_blocks(&pool).await?;
     stratus_aws::check(&settings).await?;
+    // Documents written before sealing began (or under an older key) are sealed now.
+    let keyring = settings.keyring().map_err(|e| e.to_string())?;
+    let sealed = super::encryption::reseal_all(&pool, &keyring).await?;
+    if sealed > 0 {
+        tracing::info!(sealed, key = keyring.current(), "block documents sealed");
+    }
     if shutdown.requested() {
         pool.close();
         return Ok(());
@@ -80,7 +86,7 @@ async fn serve_until_stopped(
     // Port 0 asks for any free port: links in notifications need the one given.
     settings.port = addr.port();
 
-    let state = stratus_aws::state(settings.clone(), pool.clone()).await;
+    let state = stratus_aws::state(settings.clone(), pool.clone()).await?;
     match &settings.sqs_endpoint {
         Some(endpoint) => println!(
             "Work pool queues: SQS at {endpoint} ({}<pool id>).",

@@ -67,6 +67,10 @@ pub struct Settings {
     /// its own (`localhost`, loopback addresses, `STRATUS_HOST`). An open server checks
     /// the Host header against them, so that a DNS-rebound name cannot reach it.
     pub allowed_hosts: Vec<String>,
+    /// `STRATUS_ENCRYPTION_KEYS` (`id:secret,...`, the first seals; `crate::keyring`). Unset:
+    /// on AWS the secret `STRATUS_ENCRYPTION_KEYS_SECRET_ARN` names, locally the key file
+    /// in the data folder ([`Settings::keyring`]).
+    pub encryption_keys: Option<std::sync::Arc<crate::keyring::Keyring>>,
 }
 
 /// Whether callers must authenticate.
@@ -202,6 +206,10 @@ impl Settings {
             ui_session_hours: parse_var("STRATUS_UI_SESSION_HOURS", 12)?,
             cors_origins: list_var("STRATUS_CORS_ORIGINS"),
             allowed_hosts: list_var("STRATUS_ALLOWED_HOSTS"),
+            encryption_keys: non_empty("STRATUS_ENCRYPTION_KEYS")
+                .map(|raw| crate::keyring::Keyring::parse(&raw).map(std::sync::Arc::new))
+                .transpose()
+                .map_err(|e| ConfigError(format!("STRATUS_ENCRYPTION_KEYS is not valid: {e}")))?,
             host,
             port: parse_var("STRATUS_PORT", 4200)?,
             ui_url,
@@ -239,6 +247,27 @@ impl Settings {
         } else {
             format!("http://{host}:{}", self.port)
         }
+    }
+
+    /// Where the local server keeps its encryption key when none is configured.
+    pub fn key_file(&self) -> PathBuf {
+        self.data_dir.join("encryption-keys")
+    }
+
+    /// The keys block data is sealed with: the configured ones, else (outside Lambda) the
+    /// key file in the data folder, made on first use.
+    pub fn keyring(&self) -> Result<std::sync::Arc<crate::keyring::Keyring>, ConfigError> {
+        if let Some(k) = &self.encryption_keys {
+            return Ok(k.clone());
+        }
+        if non_empty("AWS_LAMBDA_FUNCTION_NAME").is_some() {
+            return Err(ConfigError(
+                "no encryption key: set STRATUS_ENCRYPTION_KEYS_SECRET_ARN (the template does) or STRATUS_ENCRYPTION_KEYS".into(),
+            ));
+        }
+        crate::keyring::Keyring::from_file(&self.key_file())
+            .map(std::sync::Arc::new)
+            .map_err(|e| ConfigError(format!("the encryption key file: {e}")))
     }
 
     /// The database URL, or an error that says which variable to set.

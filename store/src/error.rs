@@ -17,6 +17,8 @@ pub enum StoreError {
     Queue(#[from] QueueError),
     #[error(transparent)]
     Invalid(#[from] Invalid),
+    #[error("block data: {0}")]
+    Sealed(#[from] crate::keyring::SealError),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

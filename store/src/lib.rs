@@ -7,6 +7,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod filters;
+pub mod keyring;
 pub mod maintenance;
 pub mod notifications;
 pub mod outbox;

@@ -38,7 +38,9 @@ async fn the_csrf_route_requires_its_client_parameter() {
 async fn ready_is_503_when_the_database_does_not_answer() {
     // Nothing listens on port 1: connecting fails at once.
     let pool = stratus_store::db::pool("postgres://postgres@127.0.0.1:1/nowhere", 1).unwrap();
-    let state = stratus_aws::state(Settings::from_env().unwrap(), pool).await;
+    let state = stratus_aws::state(Settings::from_env().unwrap(), pool)
+        .await
+        .unwrap();
     let service = stratus_http::serve::normalize(stratus::app(state));
     let get = |path: &'static str| {
         let service = service.clone();

@@ -188,7 +188,7 @@ impl TestApp {
         settings.database_url = Some(database_url.clone());
         settings.tag_concurrency_slot_wait_seconds = 1;
         configure(&mut settings);
-        let state = stratus_aws::state(settings, pool).await;
+        let state = stratus_aws::state(settings, pool).await.unwrap();
         let service = stratus_http::serve::normalize(stratus::app(state.clone()));
         TestApp {
             service,

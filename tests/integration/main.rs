@@ -30,4 +30,5 @@ mod notifications;
 mod query_plans;
 mod queues;
 mod scheduler;
+mod secrets_at_rest;
 mod ui;

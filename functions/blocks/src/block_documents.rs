@@ -121,13 +121,13 @@ pub async fn create(State(app): State<AppState>, Body(raw): Body<Value>) -> ApiR
         block_type_id: body.block_type_id,
         is_anonymous: body.is_anonymous,
     };
-    let id = match blocks::create_document(&tx, &new).await? {
+    let id = match blocks::create_document(&tx, &app.keyring, &new).await? {
         CreatedDocument::Created(id) => id,
         CreatedDocument::NameTaken => return Err(ApiError::conflict("Block already exists")),
         // As Prefect answers a missing schema: a foreign-key conflict.
         CreatedDocument::NoBlockType => return Err(ApiError::Integrity),
     };
-    let created = blocks::read_document(&tx, id, false)
+    let created = blocks::read_document(&tx, &app.keyring, id, false)
         .await?
         .ok_or_else(not_found)?;
     tx.commit().await?;
@@ -143,7 +143,7 @@ pub async fn read(
     let id = path_id(&id)?;
     let include = include_secrets(&params, &caller)?;
     let client = app.client().await?;
-    let found = blocks::read_document(&client, id, include)
+    let found = blocks::read_document(&client, &app.keyring, id, include)
         .await?
         .ok_or_else(not_found)?;
     Ok(Json(found).into_response())
@@ -161,7 +161,7 @@ pub async fn list_by_type_slug(
     if blocks::read_type_by_slug(&client, &slug).await?.is_none() {
         return Err(ApiError::not_found("Block type not found"));
     }
-    let found = blocks::read_documents_by_type_slug(&client, &slug, include).await?;
+    let found = blocks::read_documents_by_type_slug(&client, &app.keyring, &slug, include).await?;
     Ok(Json(found).into_response())
 }
 
@@ -173,7 +173,7 @@ pub async fn read_by_type_slug_and_name(
 ) -> ApiResult<Response> {
     let include = include_secrets(&params, &caller)?;
     let client = app.client().await?;
-    let found = blocks::read_document_by_type_slug_and_name(&client, &slug, &name, include)
+    let found = blocks::read_document_by_type_slug_and_name(&client, &app.keyring, &slug, &name, include)
         .await?
         .ok_or_else(not_found)?;
     Ok(Json(found).into_response())
@@ -199,7 +199,7 @@ pub async fn update(
     };
     let mut client = app.client().await?;
     let tx = client.transaction().await?;
-    match blocks::update_document(&tx, id, update).await? {
+    match blocks::update_document(&tx, &app.keyring, id, update).await? {
         UpdatedDocument::Updated => {}
         UpdatedDocument::NotFound => return Err(not_found()),
         UpdatedDocument::SchemaNotFound => return Err(ApiError::not_found("Block schema not found")),
@@ -246,7 +246,16 @@ pub async fn filter(
         schemas: body.block_schemas.as_ref(),
     };
     let client = app.client().await?;
-    let found = blocks::filter_documents(&client, &query, sort, body.include_secrets, limit, offset).await?;
+    let found = blocks::filter_documents(
+        &client,
+        &app.keyring,
+        &query,
+        sort,
+        body.include_secrets,
+        limit,
+        offset,
+    )
+    .await?;
     Ok(Json(found).into_response())
 }
 

@@ -267,7 +267,7 @@ fn check_job_variables(pool: &pools::WorkPool, variables: &Map<String, Value>) -
 
 async fn check_blocks(c: &impl GenericClient, ids: &[Option<Uuid>]) -> ApiResult<()> {
     for id in ids.iter().flatten() {
-        if blocks::read_document(c, *id, false).await?.is_none() {
+        if !blocks::document_exists(c, *id).await? {
             return Err(ApiError::conflict(format!(
                 "Error creating deployment. Could not find block document {id}"
             )));

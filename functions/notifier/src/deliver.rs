@@ -81,7 +81,7 @@ async fn try_deliver(
         Taken::Busy => return Ok(Delivery::Retry),
         Taken::Ready(n) => n,
     };
-    let Some(block) = read_document(&tx, n.block_document_id, true).await? else {
+    let Some(block) = read_document(&tx, &app.keyring, n.block_document_id, true).await? else {
         tracing::error!(notification_id = id, policy_id = %n.policy_id, "the policy's block document is gone");
         notifications::remove(&tx, id).await?;
         tx.commit().await?;

@@ -113,15 +113,25 @@ async fn run(
     // As an operator stores it before deploying: the functions read the URL from the
     // secret at cold start, as on AWS.
     let endpoint = settings.sqs_endpoint.as_ref().ok_or("no SQS endpoint")?;
-    let secret_arn = stratus_aws::secrets::put_database_secret(
+    let secret_arn = stratus_aws::secrets::put_secret(
         endpoint,
         &format!("{}database", settings.queue_prefix),
         database_url,
     )
     .await?;
+    // The block data key too, as the template's generated secret holds it: this machine's
+    // key file, so that data sealed by an earlier run still opens.
+    let keys = stratus_store::keyring::key_file(&settings.key_file()).map_err(|e| e.to_string())?;
+    let keys_arn = stratus_aws::secrets::put_secret(
+        endpoint,
+        &format!("{}encryption-keys", settings.queue_prefix),
+        &keys,
+    )
+    .await?;
     let base_url = format!("http://{addr}");
     let env = BTreeMap::from([
         (stratus_aws::secrets::SECRET_ARN_VAR.to_string(), secret_arn),
+        (stratus_aws::secrets::KEYS_SECRET_ARN_VAR.to_string(), keys_arn),
         ("STRATUS_SQS_ENDPOINT".to_string(), sqs_endpoint.to_string()),
         ("STRATUS_S3_ENDPOINT".to_string(), s3_endpoint.to_string()),
         ("STRATUS_S3_BUCKET".to_string(), settings.s3_bucket.clone()),

@@ -91,7 +91,16 @@ pub async fn blocks(State(app): State<AppState>) -> PageResult {
         types: None,
         schemas: None,
     };
-    let rows = docs::filter_documents(&c, &query, DocumentSort::BlockTypeAndNameAsc, false, 500, 0).await?;
+    let rows = docs::filter_documents(
+        &c,
+        &app.keyring,
+        &query,
+        DocumentSort::BlockTypeAndNameAsc,
+        false,
+        500,
+        0,
+    )
+    .await?;
     let table = Table {
         caption: String::new(),
         head: vec!["Block", "Type", "Updated"],
@@ -114,7 +123,7 @@ pub async fn block(State(app): State<AppState>, PagePath(raw): PagePath) -> Page
     let id = id_param(&raw, "block")?;
     let c = app.client().await?;
     // Never with secrets: the page shows them obfuscated.
-    let d = docs::read_document(&c, id, false)
+    let d = docs::read_document(&c, &app.keyring, id, false)
         .await?
         .ok_or_else(|| PageError::NotFound(format!("There is no block {id}.")))?;
     let title = format!("{} ({})", d.name, d.block_type_name.clone().unwrap_or_default());
@@ -242,7 +251,16 @@ pub async fn notifications(State(app): State<AppState>) -> PageResult {
         types: None,
         schemas: None,
     };
-    let blocks = docs::filter_documents(&c, &query, DocumentSort::BlockTypeAndNameAsc, false, 500, 0).await?;
+    let blocks = docs::filter_documents(
+        &c,
+        &app.keyring,
+        &query,
+        DocumentSort::BlockTypeAndNameAsc,
+        false,
+        500,
+        0,
+    )
+    .await?;
     let table = Table {
         caption: String::new(),
         head: vec![
@@ -301,14 +319,22 @@ pub async fn notifications(State(app): State<AppState>) -> PageResult {
         types: Some(&kinds),
         schemas: None,
     };
-    let blocks = docs::filter_documents(&c, &query, DocumentSort::BlockTypeAndNameAsc, false, 500, 0)
-        .await?
-        .into_iter()
-        .map(|b| {
-            let label = format!("{} ({})", b.name, b.block_type_name.unwrap_or_default());
-            (b.id.to_string(), label)
-        })
-        .collect();
+    let blocks = docs::filter_documents(
+        &c,
+        &app.keyring,
+        &query,
+        DocumentSort::BlockTypeAndNameAsc,
+        false,
+        500,
+        0,
+    )
+    .await?
+    .into_iter()
+    .map(|b| {
+        let label = format!("{} ({})", b.name, b.block_type_name.unwrap_or_default());
+        (b.id.to_string(), label)
+    })
+    .collect();
     Ok(render(&NotificationsPage {
         nav: "notifications",
         policies: vec![table],

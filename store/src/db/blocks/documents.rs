@@ -14,6 +14,8 @@ use super::{
 };
 use crate::db::rows::FromRow;
 use crate::filters::Query;
+use crate::keyring::Keyring;
+use crate::StoreResult;
 
 /// How deep references are followed when a document is read.
 const MAX_DEPTH: usize = 16;
@@ -108,8 +110,10 @@ pub async fn document_name_taken(
 /// schema or referenced document is a foreign-key violation.
 pub async fn create_document(
     c: &impl GenericClient,
+    keyring: &Keyring,
     doc: &NewBlockDocument,
-) -> Result<CreatedDocument, tokio_postgres::Error> {
+) -> StoreResult<CreatedDocument> {
+    let sealed = keyring.seal(&Value::Object(doc.data.clone()))?;
     let row = c
         .query_opt(
             "INSERT INTO block_document (name, data, is_anonymous, block_type_name, block_type_id, block_schema_id, created, updated) \
@@ -117,7 +121,7 @@ pub async fn create_document(
              ON CONFLICT (block_type_id, name) DO NOTHING RETURNING id",
             &[
                 &doc.name,
-                &Value::Object(doc.data.clone()),
+                &sealed,
                 &doc.is_anonymous,
                 &doc.block_type_id,
                 &doc.block_schema_id,
@@ -185,9 +189,10 @@ pub enum UpdatedDocument {
 /// same block type, and the reference rows become exactly those of the given data.
 pub async fn update_document(
     c: &impl GenericClient,
+    keyring: &Keyring,
     id: Uuid,
     update: DocumentUpdate,
-) -> Result<UpdatedDocument, tokio_postgres::Error> {
+) -> StoreResult<UpdatedDocument> {
     let Some(current) = c
         .query_opt(
             "SELECT bd.data, bd.block_schema_id, bd.block_type_id, bs.fields FROM block_document bd \
@@ -210,7 +215,7 @@ pub async fn update_document(
     if references.iter().any(|(_, target)| *target == id) {
         return Ok(UpdatedDocument::SelfReference);
     }
-    let current_data: Map<String, Value> = match current.try_get::<_, Value>("data")? {
+    let current_data: Map<String, Value> = match keyring.open(current.try_get::<_, Value>("data")?)? {
         Value::Object(map) => map,
         _ => Map::new(),
     };
@@ -249,7 +254,7 @@ pub async fn update_document(
     }
     c.execute(
         "UPDATE block_document SET data = $2, block_schema_id = $3, updated = clock_timestamp() WHERE id = $1",
-        &[&id, &Value::Object(new_data), &schema_id],
+        &[&id, &keyring.seal(&Value::Object(new_data))?, &schema_id],
     )
     .await?;
 
@@ -318,8 +323,8 @@ struct Stored {
 }
 
 /// Reads [`DOC_COLUMNS`] and [`TYPE_COLUMNS`].
-fn stored_from_row(r: &Row, include_secrets: bool) -> Result<Stored, tokio_postgres::Error> {
-    let mut data: Value = r.try_get("bd_data")?;
+fn stored_from_row(r: &Row, keyring: &Keyring, include_secrets: bool) -> StoreResult<Stored> {
+    let mut data: Value = keyring.open(r.try_get("bd_data")?)?;
     if !include_secrets {
         obfuscate(&mut data, &secret_fields(&r.try_get::<_, Value>("bs_fields")?));
     }
@@ -374,11 +379,12 @@ fn hydrate(doc: &Stored, edges: &Edges, path: &mut Vec<Uuid>) -> (Value, Map<Str
 /// Documents matching `cond` (on `bd`, `bs`, `bt`), in `order_limit`, fully built.
 async fn select_documents(
     c: &impl GenericClient,
+    keyring: &Keyring,
     cond: &str,
     q: &Query,
     order_limit: &str,
     include_secrets: bool,
-) -> Result<Vec<BlockDocument>, tokio_postgres::Error> {
+) -> StoreResult<Vec<BlockDocument>> {
     let sql = format!(
         "SELECT {DOC_COLUMNS}, {TYPE_COLUMNS} FROM block_document bd \
          JOIN block_schema bs ON bs.id = bd.block_schema_id JOIN block_type bt ON bt.id = bd.block_type_id \
@@ -388,7 +394,7 @@ async fn select_documents(
         .query(sql.as_str(), &q.params())
         .await?
         .iter()
-        .map(|r| stored_from_row(r, include_secrets))
+        .map(|r| stored_from_row(r, keyring, include_secrets))
         .collect::<Result<_, _>>()?;
     if roots.is_empty() {
         return Ok(Vec::new());
@@ -410,7 +416,7 @@ async fn select_documents(
     for r in c.query(sql.as_str(), &[&ids]).await? {
         edges.entry(r.try_get("parent")?).or_default().push((
             r.try_get("reference_name")?,
-            stored_from_row(&r, include_secrets)?,
+            stored_from_row(&r, keyring, include_secrets)?,
         ));
     }
     let mut schema_ids: Vec<Uuid> = roots.iter().map(|d| d.block_schema_id).collect();
@@ -439,15 +445,51 @@ async fn select_documents(
         .collect())
 }
 
+/// Seals again, under the keyring's current key, up to `batch` documents that are plain
+/// (written before sealing began) or sealed under an older key; returns how many. Rows
+/// another rotation holds are skipped, so rotations may run side by side. Call it in a
+/// transaction, until it returns 0.
+pub async fn reseal_documents(c: &impl GenericClient, keyring: &Keyring, batch: i64) -> StoreResult<u64> {
+    let rows = c
+        .query(
+            "SELECT id, data FROM block_document \
+             WHERE data -> '$stratus_sealed' ->> 'key' IS DISTINCT FROM $1 \
+             ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
+            &[&keyring.current(), &batch],
+        )
+        .await?;
+    for r in &rows {
+        let id: Uuid = r.try_get("id")?;
+        let data = keyring.open(r.try_get("data")?)?;
+        c.execute(
+            "UPDATE block_document SET data = $2 WHERE id = $1",
+            &[&id, &keyring.seal(&data)?],
+        )
+        .await?;
+    }
+    Ok(rows.len() as u64)
+}
+
+/// Whether a document with this id exists (its data is not read).
+pub async fn document_exists(c: &impl GenericClient, id: Uuid) -> Result<bool, tokio_postgres::Error> {
+    c.query_one(
+        "SELECT EXISTS (SELECT 1 FROM block_document WHERE id = $1) AS found",
+        &[&id],
+    )
+    .await?
+    .try_get("found")
+}
+
 /// A document by id, anonymous or not.
 pub async fn read_document(
     c: &impl GenericClient,
+    keyring: &Keyring,
     id: Uuid,
     include_secrets: bool,
-) -> Result<Option<BlockDocument>, tokio_postgres::Error> {
+) -> StoreResult<Option<BlockDocument>> {
     let mut q = Query::default();
     let cond = format!("bd.id = {}", q.bind(id));
-    Ok(select_documents(c, &cond, &q, "", include_secrets)
+    Ok(select_documents(c, keyring, &cond, &q, "", include_secrets)
         .await?
         .into_iter()
         .next())
@@ -456,31 +498,35 @@ pub async fn read_document(
 /// The named (not anonymous) documents of a block type, by name.
 pub async fn read_documents_by_type_slug(
     c: &impl GenericClient,
+    keyring: &Keyring,
     slug: &str,
     include_secrets: bool,
-) -> Result<Vec<BlockDocument>, tokio_postgres::Error> {
+) -> StoreResult<Vec<BlockDocument>> {
     let mut q = Query::default();
     let cond = format!("bt.slug = {} AND NOT bd.is_anonymous", q.bind(slug.to_string()));
-    select_documents(c, &cond, &q, "ORDER BY bd.name, bd.id", include_secrets).await
+    select_documents(c, keyring, &cond, &q, "ORDER BY bd.name, bd.id", include_secrets).await
 }
 
 /// The document of a block type with that name, anonymous or not.
 pub async fn read_document_by_type_slug_and_name(
     c: &impl GenericClient,
+    keyring: &Keyring,
     slug: &str,
     name: &str,
     include_secrets: bool,
-) -> Result<Option<BlockDocument>, tokio_postgres::Error> {
+) -> StoreResult<Option<BlockDocument>> {
     let mut q = Query::default();
     let cond = format!(
         "bt.slug = {} AND bd.name = {}",
         q.bind(slug.to_string()),
         q.bind(name.to_string())
     );
-    Ok(select_documents(c, &cond, &q, "LIMIT 1", include_secrets)
-        .await?
-        .into_iter()
-        .next())
+    Ok(
+        select_documents(c, keyring, &cond, &q, "LIMIT 1", include_secrets)
+            .await?
+            .into_iter()
+            .next(),
+    )
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -534,12 +580,13 @@ impl DocumentQuery<'_> {
 
 pub async fn filter_documents(
     c: &impl GenericClient,
+    keyring: &Keyring,
     query: &DocumentQuery<'_>,
     sort: DocumentSort,
     include_secrets: bool,
     limit: i64,
     offset: i64,
-) -> Result<Vec<BlockDocument>, tokio_postgres::Error> {
+) -> StoreResult<Vec<BlockDocument>> {
     let mut q = Query::default();
     let cond = query.cond(&mut q);
     let order = format!(
@@ -548,7 +595,7 @@ pub async fn filter_documents(
         q.bind(limit),
         q.bind(offset)
     );
-    select_documents(c, &cond, &q, &order, include_secrets).await
+    select_documents(c, keyring, &cond, &q, &order, include_secrets).await
 }
 
 pub async fn count_documents(
