@@ -13,6 +13,7 @@ import textwrap
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from uuid import uuid4
 
 import pytest
@@ -88,8 +89,8 @@ def run_flow(server, key, tmp_path, name):
 
 def prefect_cli(server, key, tmp_path, *args):
     return subprocess.run(
-        [sys.executable, "-m", "prefect", *args],
-        env=client_env(server, key, tmp_path),
+        [str(Path(sys.executable).parent / "prefect"), *args],
+        env=dict(client_env(server, key, tmp_path), COLUMNS="250"),
         capture_output=True,
         text=True,
         timeout=120,
@@ -172,8 +173,9 @@ def test_the_web_ui_signs_in_works_refuses_a_form_without_its_token_and_signs_ou
     page.wait_for(lambda: "/login" in browser.current_url, "the login page")
     page.checked("login")
     browser.find_element(By.NAME, "key").send_keys("stratus_not-a-key")
-    page.navigate(browser.find_element(By.CSS_SELECTOR, "form[action='/login'] button"))
-    assert "not valid here" in page.text()
+    browser.find_element(By.CSS_SELECTOR, "form[action='/login'] button").click()
+    page.wait_for(lambda: "not valid here" in page.text(), "the refusal of a wrong key")
+    browser.get_log("browser")  # the 401 it answered is logged as a failed load
     browser.find_element(By.NAME, "key").send_keys(developer)
     page.navigate(browser.find_element(By.CSS_SELECTOR, "form[action='/login'] button"), "signed-in-notifications")
     assert browser.current_url.endswith("/notifications"), browser.current_url
@@ -194,6 +196,7 @@ def test_the_web_ui_signs_in_works_refuses_a_form_without_its_token_and_signs_ou
     )
     page.wait_for(lambda: "Not allowed" in browser.title, "the refusal")
     assert "CSRF token" in page.text()
+    browser.get_log("browser")  # the 403 it answered is logged as a failed load
     page.open("/notifications")
     assert "Sign out" in page.text()
 
