@@ -3,7 +3,8 @@
 //!
 //! `cargo bench --bench state_transitions -- http://127.0.0.1:4200 [in_flight] [tasks]`
 //! against a running `stratus server start` (loopback only). Prints transitions per second
-//! and latency percentiles of the set_state calls.
+//! and latency percentiles of the set_state calls. With `PREFECT_API_KEY` set, every
+//! request carries it (`Authorization: Bearer`), to measure a server that requires keys.
 
 use std::time::{Duration, Instant};
 
@@ -14,23 +15,31 @@ use tokio::net::TcpStream;
 struct Conn {
     reader: BufReader<TcpStream>,
     host: String,
+    auth: String,
 }
 
 impl Conn {
     async fn open(addr: &str) -> Conn {
         let stream = TcpStream::connect(addr).await.expect("connect");
         stream.set_nodelay(true).ok();
+        let auth = std::env::var("PREFECT_API_KEY")
+            .ok()
+            .filter(|k| !k.is_empty())
+            .map(|k| format!("Authorization: Bearer {k}\r\n"))
+            .unwrap_or_default();
         Conn {
             reader: BufReader::new(stream),
             host: addr.to_string(),
+            auth,
         }
     }
 
     async fn post(&mut self, path: &str, body: &Value) -> (u16, Value) {
         let body = body.to_string();
         let req = format!(
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            "POST {path} HTTP/1.1\r\nHost: {}\r\n{}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             self.host,
+            self.auth,
             body.len()
         );
         self.reader

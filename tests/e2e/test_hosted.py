@@ -221,3 +221,48 @@ def _webhook_block(server, key):
     })
     assert status == 201, doc
     return doc["id"]
+
+
+GREET = """
+from prefect import flow, get_run_logger
+
+@flow
+def greet(name: str = "world"):
+    get_run_logger().info("greeting %s", name)
+    return f"hello {name}"
+"""
+
+
+def test_a_developer_deploys_and_the_stock_worker_runs_it_with_a_runner_key(hosted, tmp_path):
+    developer, _ = api_key(hosted, "developer")
+    runner, _ = api_key(hosted, "runner")
+    viewer, _ = api_key(hosted, "viewer")
+    pool = f"hosted-pool-{uuid4().hex[:6]}"
+    (tmp_path / "greet_flow.py").write_text(textwrap.dedent(GREET))
+
+    def cli(key, *args, ok=True):
+        proc = subprocess.run(
+            [str(Path(sys.executable).parent / "prefect"), *args],
+            env=dict(client_env(hosted, key, tmp_path), COLUMNS="250"),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if ok:
+            assert proc.returncode == 0, f"prefect {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
+        return proc
+
+    cli(developer, "work-pool", "create", "--type", "process", pool)
+    cli(developer, "--no-prompt", "deploy", "greet_flow.py:greet", "--name", "hosted", "--pool", pool)
+    refused = cli(runner, "deployment", "run", "greet/hosted", ok=False)
+    assert refused.returncode != 0, "a runner may not start runs with its own job variables"
+    started = cli(developer, "deployment", "run", "greet/hosted")
+    run_id = next(w for w in started.stdout.split() if len(w) == 36 and w.count("-") == 4)
+
+    cli(runner, "worker", "start", "--pool", pool, "--type", "process", "--run-once")
+
+    status, run = http(hosted, "GET", f"/flow_runs/{run_id}", viewer)
+    assert status == 200 and run["state"]["type"] == "COMPLETED", run
+    status, logs = http(hosted, "POST", "/logs/filter", viewer, {"logs": {"flow_run_id": {"any_": [run_id]}}})
+    assert any("greeting world" in line["message"] for line in logs), logs
