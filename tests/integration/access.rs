@@ -584,3 +584,145 @@ async fn other_sites_cannot_use_a_browser_against_an_open_server() {
         .await;
     assert!(preflight.headers.get("access-control-allow-origin").is_none());
 }
+
+/// Signs in to the web UI with `key`; returns the session cookie and its CSRF token.
+async fn sign_in(app: &TestApp, key: &str) -> (String, String) {
+    let login = app.get("/login").await;
+    let set_cookie = login.headers["set-cookie"].to_str().unwrap().to_string();
+    let login_csrf = set_cookie
+        .split(';')
+        .next()
+        .unwrap()
+        .split_once('=')
+        .unwrap()
+        .1
+        .to_string();
+    let body = format!("key={key}&csrf_token={login_csrf}&next=%2F");
+    let cookie = format!("stratus_login_csrf={login_csrf}");
+    let res = app
+        .raw(
+            Method::POST,
+            "/login",
+            Some(body),
+            &[
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("cookie", &cookie),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, 303, "{}", res.text);
+    let session = res
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|c| c.starts_with("stratus_session="))
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let page = app.raw(Method::GET, "/", None, &[("cookie", &session)]).await;
+    let csrf = page
+        .text
+        .split("name=\"csrf-token\" content=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_string();
+    (session, csrf)
+}
+
+#[tokio::test]
+async fn admins_make_and_revoke_keys_from_the_web_ui() {
+    let app = hosted().await;
+    let (admin, csrf) = sign_in(&app, &key(&app, Role::Admin).await).await;
+    let (developer, _) = sign_in(&app, &key(&app, Role::Developer).await).await;
+    let form = |session: &str, path: &str, body: String| {
+        let (session, path) = (session.to_string(), path.to_string());
+        let app = &app;
+        async move {
+            app.raw(
+                Method::POST,
+                &path,
+                Some(body),
+                &[
+                    ("content-type", "application/x-www-form-urlencoded"),
+                    ("cookie", &session),
+                ],
+            )
+            .await
+        }
+    };
+
+    let listed = app
+        .raw(Method::GET, "/api-keys", None, &[("cookie", &admin)])
+        .await;
+    assert_eq!(listed.status, 200, "{}", listed.text);
+    let by_developer = app
+        .raw(Method::GET, "/api-keys", None, &[("cookie", &developer)])
+        .await;
+    assert_eq!(by_developer.status, 403);
+
+    let forged = form(&admin, "/api-keys", "name=ci&role=runner&csrf_token=nope".into()).await;
+    assert_eq!(
+        forged.status, 403,
+        "a form without the session's token is refused"
+    );
+    let made = form(
+        &admin,
+        "/api-keys",
+        format!("name=ci-agent&role=runner&expires_in_days=30&csrf_token={csrf}"),
+    )
+    .await;
+    assert_eq!(made.status, 200, "{}", made.text);
+    let secret = made
+        .text
+        .split("id=\"new-key-value\">")
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .unwrap()
+        .to_string();
+    assert!(secret.starts_with("stratus_"), "{secret}");
+    let auth = bearer(&secret);
+    let works = app
+        .raw(
+            Method::POST,
+            "/api/logs/",
+            Some("[]".into()),
+            &[("authorization", &auth)],
+        )
+        .await;
+    assert_eq!(works.status, 201, "the new key is a runner: {}", works.text);
+    let relisted = app
+        .raw(Method::GET, "/api-keys", None, &[("cookie", &admin)])
+        .await;
+    assert!(
+        relisted.text.contains("ci-agent") && !relisted.text.contains(&secret),
+        "shown once only"
+    );
+
+    let client = app.state.db.get().await.unwrap();
+    let id = access::list_keys(&client, DEFAULT_ACCOUNT_ID)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|k| k.name == "ci-agent")
+        .unwrap()
+        .id;
+    let path = format!("/api-keys/{id}/revoke");
+    let refused = form(&developer, &path, "csrf_token=x".into()).await;
+    assert_eq!(refused.status, 403);
+    let revoked = form(&admin, &path, format!("csrf_token={csrf}")).await;
+    assert_eq!(revoked.status, 303, "{}", revoked.text);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let stopped = app
+        .raw(
+            Method::POST,
+            "/api/logs/",
+            Some("[]".into()),
+            &[("authorization", &auth)],
+        )
+        .await;
+    assert_eq!(stopped.status, 401);
+}

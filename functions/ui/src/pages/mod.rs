@@ -2,6 +2,7 @@
 //! with a little hand-written JavaScript (`static/app.js`) for live refresh and for the
 //! buttons, which call the same JSON API the Prefect client uses.
 
+mod api_keys;
 mod dashboard;
 mod deployments;
 mod flow_run;
@@ -45,6 +46,8 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/login", get(session::login_page).post(session::login))
         .route("/logout", axum::routing::post(session::logout))
+        .route("/api-keys", get(api_keys::list).post(api_keys::create))
+        .route("/api-keys/{id}/revoke", axum::routing::post(api_keys::revoke))
         .route("/", get(dashboard::page))
         .route("/flow-runs", get(flow_runs::page))
         .route("/flow-runs/{id}", get(flow_run::page))

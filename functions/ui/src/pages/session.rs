@@ -42,13 +42,20 @@ fn public(path: &str) -> bool {
 }
 
 /// Every page: signed in (or an open server), with the pages' security headers.
-pub async fn guard(State(app): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn guard(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
-    let session = if app.settings.auth == AuthMode::Open || public(&path) {
+    let session = if app.settings.auth == AuthMode::Open {
+        req.extensions_mut().insert(Caller::open());
+        PageSession::default()
+    } else if public(&path) {
         PageSession::default()
     } else {
         match auth::caller_of(&app, req.headers()).await {
-            Ok(Some(caller)) => page_session(&caller),
+            Ok(Some(caller)) => {
+                let session = page_session(&caller);
+                req.extensions_mut().insert(caller);
+                session
+            }
             Err(res) if res.status().is_server_error() => return res,
             Ok(None) | Err(_) => {
                 let next = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");

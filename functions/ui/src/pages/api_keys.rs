@@ -1,0 +1,201 @@
+//! The API keys page (admins only): list keys, make one (its value shown once), revoke
+//! one. Plain forms, each carrying the session's CSRF token.
+
+use askama::Template;
+use axum::extract::{Form, Path, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use chrono::{Duration, Utc};
+use serde::Deserialize;
+use stratus_domain::access::{Need, Role};
+use stratus_http::auth::{constant_time_eq, Caller};
+use stratus_http::AppState;
+use stratus_store::db::access::{self, DEFAULT_ACCOUNT_ID, DEFAULT_WORKSPACE_ID};
+
+use super::{render, view, PageError};
+
+struct KeyRow {
+    id: String,
+    name: String,
+    role: String,
+    prefix: String,
+    created: String,
+    expires: String,
+    status: &'static str,
+}
+
+#[derive(Template)]
+#[template(path = "api_keys.html")]
+struct KeysPage {
+    nav: &'static str,
+    keys: Vec<KeyRow>,
+    roles: Vec<(&'static str, &'static str)>,
+    csrf_token: String,
+    created: String,
+    created_name: String,
+}
+
+const ROLES: [(&str, &str); 4] = [
+    ("viewer", "viewer: reads, never secrets"),
+    ("runner", "runner: agents, workers and their flows"),
+    ("developer", "developer: all work, no admin routes"),
+    ("admin", "admin: everything"),
+];
+
+fn admin_only(caller: &Caller) -> Result<(), PageError> {
+    caller.require(Need::Admin, "manage API keys").map_err(|_| {
+        PageError::Forbidden(format!(
+            "Only admin keys manage API keys; this session's role is {}.",
+            caller.role
+        ))
+    })
+}
+
+/// An admin, and a form carrying the session's token (an API key or an open server has
+/// none: a browser cannot forge those, and the Origin check refuses other sites' forms).
+fn may_change_keys(caller: &Caller, sent: &str) -> Result<(), PageError> {
+    admin_only(caller)?;
+    let token_ok = caller
+        .csrf_token
+        .as_deref()
+        .is_none_or(|t| constant_time_eq(sent.as_bytes(), t.as_bytes()));
+    if token_ok {
+        Ok(())
+    } else {
+        Err(PageError::Forbidden(
+            "The form was not sent from a page of this session (its CSRF token is missing or wrong).".into(),
+        ))
+    }
+}
+
+async fn page(
+    app: &AppState,
+    caller: &Caller,
+    created: Option<(String, String)>,
+) -> Result<Response, PageError> {
+    admin_only(caller)?;
+    let client = app
+        .db
+        .get()
+        .await
+        .map_err(|e| PageError::Internal(e.to_string()))?;
+    let now = Utc::now();
+    let keys = access::list_keys(&client, DEFAULT_ACCOUNT_ID)
+        .await?
+        .into_iter()
+        .map(|k| KeyRow {
+            id: k.id.to_string(),
+            status: match (k.revoked, k.expires) {
+                (Some(_), _) => "revoked",
+                (None, Some(e)) if e <= now => "expired",
+                _ => "active",
+            },
+            name: k.name,
+            role: k.role.to_string(),
+            prefix: k.prefix,
+            created: view::when(Some(k.created)),
+            expires: k
+                .expires
+                .map(|e| e.format("%Y-%m-%d %H:%M UTC").to_string())
+                .unwrap_or_else(|| "never".into()),
+        })
+        .collect();
+    let (created_name, created) = created.unwrap_or_default();
+    Ok(render(&KeysPage {
+        nav: "keys",
+        keys,
+        roles: ROLES.to_vec(),
+        csrf_token: caller.csrf_token.clone().unwrap_or_default(),
+        created,
+        created_name,
+    }))
+}
+
+pub async fn list(State(app): State<AppState>, caller: Caller) -> Response {
+    page(&app, &caller, None)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+#[derive(Deserialize)]
+pub struct CreateForm {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    role: String,
+    #[serde(default)]
+    expires_in_days: String,
+    #[serde(default)]
+    csrf_token: String,
+}
+
+pub async fn create(State(app): State<AppState>, caller: Caller, Form(form): Form<CreateForm>) -> Response {
+    async {
+        may_change_keys(&caller, &form.csrf_token)?;
+        let name = form.name.trim();
+        if name.is_empty() {
+            return Err(PageError::BadRequest("A key needs a name.".into()));
+        }
+        let role = Role::parse(&form.role)
+            .ok_or_else(|| PageError::BadRequest(format!("{:?} is not a role.", form.role)))?;
+        let expires = match form.expires_in_days.trim() {
+            "" => None,
+            days => match days.parse::<i64>() {
+                Ok(d) if (1..=3650).contains(&d) => Some(Utc::now() + Duration::days(d)),
+                _ => {
+                    return Err(PageError::BadRequest(
+                        "Expiry is a number of days from 1 to 3650.".into(),
+                    ))
+                }
+            },
+        };
+        let client = app
+            .db
+            .get()
+            .await
+            .map_err(|e| PageError::Internal(e.to_string()))?;
+        let (key, secret) = access::create_key(
+            &client,
+            name,
+            DEFAULT_ACCOUNT_ID,
+            Some(DEFAULT_WORKSPACE_ID),
+            role,
+            expires,
+        )
+        .await?;
+        drop(client);
+        page(&app, &caller, Some((key.name, secret))).await
+    }
+    .await
+    .unwrap_or_else(IntoResponse::into_response)
+}
+
+#[derive(Deserialize)]
+pub struct RevokeForm {
+    #[serde(default)]
+    csrf_token: String,
+}
+
+pub async fn revoke(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Form(form): Form<RevokeForm>,
+) -> Response {
+    async {
+        may_change_keys(&caller, &form.csrf_token)?;
+        let id = id
+            .parse()
+            .map_err(|_| PageError::NotFound("There is no such key.".into()))?;
+        let client = app
+            .db
+            .get()
+            .await
+            .map_err(|e| PageError::Internal(e.to_string()))?;
+        if !access::revoke_key(&client, DEFAULT_ACCOUNT_ID, id).await? {
+            return Err(PageError::NotFound("There is no such key.".into()));
+        }
+        Ok(Redirect::to("/api-keys").into_response())
+    }
+    .await
+    .unwrap_or_else(IntoResponse::into_response)
+}
