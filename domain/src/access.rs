@@ -72,7 +72,9 @@ pub enum Need {
     Admin,
 }
 
-/// What `method` on `path` (relative to the API root, e.g. `/flow_runs/…/set_state`) needs.
+/// What `method` on the route `path` needs: the route's template relative to the API root
+/// (`/flow_runs/{id}/set_state`), as the router matched it. Given a concrete path instead,
+/// a name that happens to be `filter` or `count` could pass a write for a query.
 pub fn need_for(method: &str, path: &str) -> Need {
     let path = path.trim_end_matches('/');
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
@@ -87,7 +89,7 @@ pub fn need_for(method: &str, path: &str) -> Need {
         ["admin", ..] => return Need::Admin,
         _ => {}
     }
-    if reads || posts_a_query(&segments) {
+    if reads || (method == "POST" && posts_a_query(&segments)) {
         return Need::Read;
     }
     if runs_work(&method, &segments) {
@@ -122,6 +124,7 @@ fn runs_work(method: &str, segments: &[&str]) -> bool {
             | ("PATCH", ["artifacts", _])
             | ("POST", ["events"])
             | ("POST", ["v2", "concurrency_limits", "increment" | "decrement"])
+            | ("POST", ["deployments", _, "create_flow_run"])
             | ("POST", ["deployments", "get_scheduled_flow_runs"])
             | ("POST", ["work_queues", _, "get_runs"])
             | (
@@ -175,10 +178,21 @@ mod tests {
         assert_eq!(need_for("POST", "/work_pools/p/message_queue/claim"), Need::Run);
         assert_eq!(need_for("POST", "/deployments/"), Need::Write);
         assert_eq!(need_for("PATCH", "/deployments/1"), Need::Write);
-        assert_eq!(need_for("POST", "/deployments/1/create_flow_run"), Need::Write);
+        assert_eq!(need_for("POST", "/deployments/{id}/create_flow_run"), Need::Run);
         assert_eq!(need_for("POST", "/block_documents"), Need::Write);
         assert_eq!(need_for("DELETE", "/flow_runs/1"), Need::Write);
         assert_eq!(need_for("PUT", "/saved_searches"), Need::Write);
+    }
+
+    #[test]
+    fn only_a_post_is_a_query() {
+        assert_eq!(need_for("PATCH", "/work_pools/{name}"), Need::Write);
+        assert_eq!(need_for("PATCH", "/work_pools/validate"), Need::Write);
+        assert_eq!(need_for("DELETE", "/variables/name/count"), Need::Write);
+        assert_eq!(
+            need_for("POST", "/concurrency_limits/tag/{tag}/reset"),
+            Need::Write
+        );
     }
 
     #[test]

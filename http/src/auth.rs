@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
@@ -122,9 +122,20 @@ impl CredentialCache {
         }
         if let Ok(mut entries) = self.entries.lock() {
             if entries.len() >= CACHE_CAPACITY {
-                entries.clear();
+                entries.retain(|_, (at, _)| at.elapsed() < self.ttl);
+                if entries.len() >= CACHE_CAPACITY {
+                    entries.clear();
+                }
             }
             entries.insert(key, (Instant::now(), credential));
+        }
+    }
+
+    /// Forgets a key, and the sessions made with it, at once (revoked here; other
+    /// processes stop trusting it within the cache's time).
+    pub fn forget_key(&self, key_id: Uuid) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.retain(|_, (_, c)| c.as_ref().is_none_or(|c| c.key_id != key_id));
         }
     }
 
@@ -145,6 +156,10 @@ async fn credential_of(app: &AppState, headers: &HeaderMap) -> Result<Option<Cre
             None => return Ok(None),
         },
     };
+    // Only what could be a key or a token costs a lookup.
+    if !access::well_formed(&secret, session) {
+        return Ok(None);
+    }
     let key = (session, access::sha256(&secret));
     if let Some(hit) = app.credentials.get(&key) {
         return Ok(hit);
@@ -216,15 +231,25 @@ pub fn is_safe(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
-/// The API's gate: the caller's key or session must allow what the route needs.
+/// The API's gate, run once the router has matched a route: the caller's key or session
+/// must allow what the route (its template, not the path it was called with) needs.
 pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
     if app.settings.auth == AuthMode::Open {
         req.extensions_mut().insert(Caller::open());
         return next.run(req).await;
     }
-    let path = req.uri().path();
-    let api_path = path.strip_prefix("/api").unwrap_or(path);
-    let need = need_for(req.method().as_str(), api_path);
+    let path = req.uri().path().to_string();
+    let need = match req.extensions().get::<MatchedPath>() {
+        Some(route) => {
+            let template = route.as_str();
+            need_for(
+                req.method().as_str(),
+                template.strip_prefix("/api").unwrap_or(template),
+            )
+        }
+        // Unreachable as a route layer; if it ever is, ask the most.
+        None => Need::Admin,
+    };
     if need == Need::Public {
         return next.run(req).await;
     }

@@ -71,7 +71,9 @@ async fn serve_until_stopped(
     stratus_aws::check(&settings).await?;
     // Documents written before sealing began (or under an older key) are sealed now.
     let keyring = settings.keyring().map_err(|e| e.to_string())?;
-    let sealed = super::encryption::reseal_all(&pool, &keyring).await?;
+    let sealed = stratus_store::db::blocks::reseal_all(&pool, &keyring)
+        .await
+        .map_err(|e| format!("could not seal block documents: {e}"))?;
     if sealed > 0 {
         tracing::info!(sealed, key = keyring.current(), "block documents sealed");
     }

@@ -16,10 +16,14 @@ use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use ring::rand::{SecureRandom, SystemRandom};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use uuid::Uuid;
 
 /// The JSON key that marks sealed data.
 pub const SEALED: &str = "$stratus_sealed";
-const AAD: &[u8] = b"stratus block_document.data v1";
+/// Sealed data is bound to its document: moved to another row, it does not open.
+fn aad(document: Uuid) -> Vec<u8> {
+    format!("stratus block_document.data v1 {document}").into_bytes()
+}
 
 /// The keys documents are sealed and opened with.
 pub struct Keyring {
@@ -39,10 +43,11 @@ impl std::fmt::Debug for Keyring {
 pub struct SealError(pub String);
 
 impl Keyring {
-    /// Parses `id:secret,id:secret` (the first seals).
+    /// Parses `id:secret,id:secret` (the first seals); newlines separate keys too, as in
+    /// the key file.
     pub fn parse(raw: &str) -> Result<Keyring, SealError> {
         let mut keys = Vec::new();
-        for entry in raw.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        for entry in raw.split([',', '\n']).map(str::trim).filter(|e| !e.is_empty()) {
             // A bare secret (as AWS's generated secrets are) is key `k0`.
             let (id, secret) = entry.split_once(':').unwrap_or(("k0", entry));
             let id = id.trim();
@@ -121,22 +126,26 @@ impl Keyring {
         &self.keys[0].0
     }
 
-    /// `data` sealed under the current key.
-    pub fn seal(&self, data: &Value) -> Result<Value, SealError> {
+    /// `data` of the document `document` sealed under the current key.
+    pub fn seal(&self, data: &Value, document: Uuid) -> Result<Value, SealError> {
         let (id, key) = &self.keys[0];
         let mut nonce = [0u8; NONCE_LEN];
         SystemRandom::new()
             .fill(&mut nonce)
             .map_err(|_| SealError("no randomness".into()))?;
         let mut buf = serde_json::to_vec(data).map_err(|e| SealError(e.to_string()))?;
-        key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(AAD), &mut buf)
-            .map_err(|_| SealError("could not seal".into()))?;
+        key.seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(aad(document)),
+            &mut buf,
+        )
+        .map_err(|_| SealError("could not seal".into()))?;
         Ok(json!({SEALED: {"key": id, "nonce": hex::encode(nonce), "data": hex::encode(buf)}}))
     }
 
     /// Stored data opened: sealed data under any key of the ring, or data written before
     /// sealing began, as it is.
-    pub fn open(&self, stored: Value) -> Result<Value, SealError> {
+    pub fn open(&self, stored: Value, document: Uuid) -> Result<Value, SealError> {
         let Some(sealed) = stored.get(SEALED) else {
             return Ok(stored);
         };
@@ -163,7 +172,11 @@ impl Keyring {
             .ok_or_else(corrupt)?;
         let mut buf = hex::decode(field("data")).map_err(|_| corrupt())?;
         let plain = key
-            .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(AAD), &mut buf)
+            .open_in_place(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad(document)),
+                &mut buf,
+            )
             .map_err(|_| corrupt())?;
         serde_json::from_slice(plain).map_err(|_| corrupt())
     }
@@ -201,42 +214,49 @@ mod tests {
     use super::*;
 
     const OLD: &str = "old:0123456789abcdef0123456789abcdef";
+    const DOC: Uuid = Uuid::from_u128(7);
     const NEW: &str = "new:fedcba9876543210fedcba9876543210";
 
     #[test]
     fn sealed_data_shows_nothing_and_opens_again() {
         let ring = Keyring::parse(OLD).unwrap();
         let data = json!({"password": "hunter2", "nested": {"token": "abc"}});
-        let sealed = ring.seal(&data).unwrap();
+        let sealed = ring.seal(&data, DOC).unwrap();
         let text = sealed.to_string();
         assert!(!text.contains("hunter2") && !text.contains("abc\""), "{text}");
-        assert_ne!(ring.seal(&data).unwrap(), sealed, "a fresh nonce each time");
-        assert_eq!(ring.open(sealed).unwrap(), data);
-        assert_eq!(ring.open(json!({"plain": 1})).unwrap(), json!({"plain": 1}));
+        assert_ne!(ring.seal(&data, DOC).unwrap(), sealed, "a fresh nonce each time");
+        assert!(
+            ring.open(sealed.clone(), Uuid::from_u128(8)).is_err(),
+            "bound to its document"
+        );
+        assert_eq!(ring.open(sealed, DOC).unwrap(), data);
+        assert_eq!(ring.open(json!({"plain": 1}), DOC).unwrap(), json!({"plain": 1}));
     }
 
     #[test]
     fn rotation_opens_old_data_and_seals_under_the_new_key() {
         let old = Keyring::parse(OLD).unwrap();
-        let sealed = old.seal(&json!({"v": 1})).unwrap();
-        let rotated = Keyring::parse(&format!("{NEW},{OLD}")).unwrap();
+        let sealed = old.seal(&json!({"v": 1}), DOC).unwrap();
+        let rotated = Keyring::parse(&format!("{NEW}\n{OLD}")).unwrap();
         assert!(rotated.needs_rotation(&sealed));
-        let resealed = rotated.seal(&rotated.open(sealed.clone()).unwrap()).unwrap();
+        let resealed = rotated
+            .seal(&rotated.open(sealed.clone(), DOC).unwrap(), DOC)
+            .unwrap();
         assert!(!rotated.needs_rotation(&resealed));
         let new_only = Keyring::parse(NEW).unwrap();
-        assert_eq!(new_only.open(resealed).unwrap(), json!({"v": 1}));
-        let err = new_only.open(sealed).unwrap_err().to_string();
+        assert_eq!(new_only.open(resealed, DOC).unwrap(), json!({"v": 1}));
+        let err = new_only.open(sealed, DOC).unwrap_err().to_string();
         assert!(err.contains("\"old\"") && !err.contains("0123"), "{err}");
     }
 
     #[test]
     fn tampered_data_does_not_open() {
         let ring = Keyring::parse(OLD).unwrap();
-        let mut sealed = ring.seal(&json!({"v": 1})).unwrap();
+        let mut sealed = ring.seal(&json!({"v": 1}), DOC).unwrap();
         let data = sealed[SEALED]["data"].as_str().unwrap().to_string();
         let flipped = format!("{}{}", if data.starts_with('0') { "1" } else { "0" }, &data[1..]);
         sealed[SEALED]["data"] = Value::String(flipped);
-        assert!(ring.open(sealed).is_err());
+        assert!(ring.open(sealed, DOC).is_err());
     }
 
     #[test]
@@ -259,8 +279,8 @@ mod tests {
         let path = dir.join("encryption-keys");
         let a = Keyring::from_file(&path).unwrap();
         let b = Keyring::from_file(&path).unwrap();
-        let sealed = a.seal(&json!({"v": 1})).unwrap();
-        assert_eq!(b.open(sealed).unwrap(), json!({"v": 1}));
+        let sealed = a.seal(&json!({"v": 1}), DOC).unwrap();
+        assert_eq!(b.open(sealed, DOC).unwrap(), json!({"v": 1}));
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

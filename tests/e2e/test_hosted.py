@@ -233,7 +233,7 @@ def greet(name: str = "world"):
 """
 
 
-def test_a_developer_deploys_and_the_stock_worker_runs_it_with_a_runner_key(hosted, tmp_path):
+def test_a_developer_deploys_a_runner_starts_it_and_the_stock_worker_runs_it_with_a_runner_key(hosted, tmp_path):
     developer, _ = api_key(hosted, "developer")
     runner, _ = api_key(hosted, "runner")
     viewer, _ = api_key(hosted, "viewer")
@@ -255,9 +255,12 @@ def test_a_developer_deploys_and_the_stock_worker_runs_it_with_a_runner_key(host
 
     cli(developer, "work-pool", "create", "--type", "process", pool)
     cli(developer, "--no-prompt", "deploy", "greet_flow.py:greet", "--name", "hosted", "--pool", pool)
-    refused = cli(runner, "deployment", "run", "greet/hosted", ok=False)
-    assert refused.returncode != 0, "a runner may not start runs with its own job variables"
-    started = cli(developer, "deployment", "run", "greet/hosted")
+    status, deployment = http(hosted, "GET", "/deployments/name/greet/hosted", runner)
+    assert status == 200, deployment
+    status, refused = http(hosted, "POST", f"/deployments/{deployment['id']}/create_flow_run", runner,
+                           {"job_variables": {"env": {"LD_PRELOAD": "/tmp/x.so"}}})
+    assert status == 403, "a runner starts runs as the deployment says, not with its own job variables"
+    started = cli(runner, "deployment", "run", "greet/hosted")
     run_id = next(w for w in started.stdout.split() if len(w) == 36 and w.count("-") == 4)
 
     cli(runner, "worker", "start", "--pool", pool, "--type", "process", "--run-once")

@@ -138,6 +138,7 @@ const RUNNER_WRITES: &[&str] = &[
     "POST /v2/concurrency_limits/increment",
     "POST /v2/concurrency_limits/decrement",
     "POST /deployments/get_scheduled_flow_runs",
+    "POST /deployments/{id}/create_flow_run",
     "POST /work_queues/{id}/get_runs",
     "POST /work_pools/{name}/get_scheduled_flow_runs",
     "POST /work_pools/{name}/workers/heartbeat",
@@ -188,12 +189,12 @@ async fn every_route_refuses_missing_keys_lesser_roles_and_other_workspaces() {
         let url = format!("/api{path}");
         let body = (method != Method::GET && method != Method::DELETE).then(|| "{}".to_string());
         let need = expected_need(op.method, &op.path);
-        if need_for(op.method, &path) != need {
+        if need_for(op.method, &op.path) != need {
             failures.push(format!(
                 "{} {}: the server says it needs {:?}, this test {need:?}",
                 op.method,
                 op.path,
-                need_for(op.method, &path)
+                need_for(op.method, &op.path)
             ));
         }
         let call = |auth: Option<String>| {

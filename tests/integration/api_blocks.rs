@@ -994,7 +994,7 @@ async fn block_documents_reference_other_documents() {
         .await
         .unwrap()
         .get(0);
-    let stored = app.state.keyring.open(stored).unwrap();
+    let stored = app.state.keyring.open(stored, outer_id.parse().unwrap()).unwrap();
     assert_eq!(stored, json!({"label": "L"}), "references are rows, not data");
 
     // Two levels: the middle document's references are described too.

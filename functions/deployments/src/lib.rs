@@ -12,10 +12,12 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
+use stratus_domain::access::Need;
 use stratus_domain::orchestration::FlowRunPolicy;
 use stratus_domain::states::{State as RunState, StateCreate, StateType};
 use stratus_http::api_routes::{get, post, ApiRoutes};
 use stratus_http::app::ClientVersion;
+use stratus_http::auth::Caller;
 use stratus_http::json::{null_default, page, path_id, ts_opt};
 use stratus_http::{ApiError, ApiResult, AppState, Body};
 use stratus_store::db::blocks;
@@ -632,9 +634,16 @@ async fn create_flow_run(
     State(app): State<AppState>,
     ClientVersion(version): ClientVersion,
     Path(id): Path<String>,
+    caller: Caller,
     Body(body): Body<DeploymentFlowRunCreate>,
 ) -> ApiResult<Response> {
     let id = path_id(&id)?;
+    // A runner starts a deployment's runs as the deployment says; changing what runs on
+    // the agent's machine (job variables, another infrastructure block) takes a developer.
+    if body.job_variables.as_ref().is_some_and(|v| !v.is_empty()) || body.infrastructure_document_id.is_some()
+    {
+        caller.require(Need::Write, "set a run's job variables or infrastructure")?;
+    }
     let now = Utc::now();
     let (run, created) = app
         .runs()

@@ -136,7 +136,8 @@ async fn create(
     caller: Caller,
     Body(body): Body<FlowRunCreate>,
 ) -> ApiResult<Response> {
-    if body.job_variables.as_ref().is_some_and(|v| !v.is_empty()) {
+    if body.job_variables.as_ref().is_some_and(|v| !v.is_empty()) || body.infrastructure_document_id.is_some()
+    {
         may_set_job_variables(&caller)?;
     }
     let now = Utc::now();
@@ -188,6 +189,13 @@ async fn update(
     }
     let client = app.client().await?;
     let run = run_routes::existing::<FlowRun>(&client, id).await?;
+    // What a deployment's run is given is the deployment's (or its developer's) to say;
+    // the engine sends the same parameters back, which is no change.
+    if let Some(parameters) = &body.parameters {
+        if run.deployment_id.is_some() && Value::Object(parameters.clone()) != run.parameters {
+            caller.require(Need::Write, "change the parameters of a deployment's run")?;
+        }
+    }
     if let Some(Some(_)) = body.job_variables {
         if run.deployment_id.is_none() {
             return Err(ApiError::bad_request(

@@ -306,7 +306,7 @@ pub async fn send(http: &reqwest::Client, r: &Request) -> Result<(), SendError> 
         http
     } else {
         refuse_private(&r.url).await?;
-        public_only_client()
+        public_only_client()?
     };
     let method = reqwest::Method::from_bytes(r.method.as_bytes())
         .map_err(|_| SendError::permanent(format!("{:?} is not an HTTP method", r.method)))?;
@@ -377,31 +377,50 @@ async fn refuse_private(url: &str) -> Result<(), SendError> {
     Ok(())
 }
 
-/// Private, loopback, link-local, unspecified or broadcast; an IPv6 address that carries
-/// an IPv4 one (`::ffff:127.0.0.1`) counts as the address it carries.
+/// Not a public unicast address: private, loopback, link-local, shared (CGNAT),
+/// benchmarking, reserved, multicast, unspecified or broadcast. An IPv6 address that
+/// carries an IPv4 one (`::ffff:127.0.0.1`, `::127.0.0.1`, NAT64 `64:ff9b::/96`, 6to4
+/// `2002::/16`) counts as the address it carries.
 pub fn is_private(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
             v4.is_private()
                 || v4.is_loopback()
                 || v4.is_link_local()
                 || v4.is_unspecified()
                 || v4.is_broadcast()
-                || v4.octets()[0] == 0
+                || v4.is_multicast()
+                || a == 0
+                || a >= 240
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 192 && b == 0 && c == 0)
+                || (a == 198 && (b == 18 || b == 19))
         }
         IpAddr::V6(v6) => {
-            if let Some(v4) = v6
+            let s = v6.segments();
+            let embedded = v6
                 .to_ipv4_mapped()
-                .or_else(|| v6.to_ipv4().filter(|_| v6.segments()[..6] == [0; 6]))
-            {
+                .or_else(|| (s[..6] == [0; 6]).then(|| v6.to_ipv4()).flatten())
+                .or_else(|| (s[..6] == [0x64, 0xff9b, 0, 0, 0, 0]).then(|| v4_of(s[6], s[7])))
+                .or_else(|| (s[0] == 0x2002).then(|| v4_of(s[1], s[2])));
+            if let Some(v4) = embedded {
                 return is_private(IpAddr::V4(v4));
             }
             v6.is_loopback()
                 || v6.is_unspecified()
-                || (v6.segments()[0] & 0xfe00) == 0xfc00
-                || (v6.segments()[0] & 0xffc0) == 0xfe80
+                || v6.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00
+                || (s[0] & 0xffc0) == 0xfe80
+                || (s[0] & 0xffc0) == 0xfec0
         }
     }
+}
+
+fn v4_of(high: u16, low: u16) -> std::net::Ipv4Addr {
+    let [a, b] = high.to_be_bytes();
+    let [c, d] = low.to_be_bytes();
+    std::net::Ipv4Addr::new(a, b, c, d)
 }
 
 /// Why the public-only client refuses a connection (found in a send error's sources).
@@ -458,10 +477,11 @@ fn redirect_allowed(url: &reqwest::Url) -> bool {
 }
 
 /// The client of blocks with `allow_private_urls` false: no proxy (a proxy would resolve
-/// the name itself), names resolved by [`PublicOnly`], redirects checked.
-pub fn public_only_client() -> &'static reqwest::Client {
-    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
-    CLIENT.get_or_init(|| {
+/// the name itself), names resolved by [`PublicOnly`], redirects checked. If it cannot be
+/// built, nothing is sent (never through a client without these checks).
+pub fn public_only_client() -> Result<&'static reqwest::Client, SendError> {
+    static CLIENT: std::sync::OnceLock<Option<reqwest::Client>> = std::sync::OnceLock::new();
+    let client = CLIENT.get_or_init(|| {
         reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .no_proxy()
@@ -477,7 +497,10 @@ pub fn public_only_client() -> &'static reqwest::Client {
                 }
             }))
             .build()
-            .unwrap_or_default()
+            .ok()
+    });
+    client.as_ref().ok_or_else(|| {
+        SendError::permanent("the client that checks addresses could not be built".to_string())
     })
 }
 
@@ -661,6 +684,7 @@ mod tests {
         // The check at connection time, without the early one: a name that resolves to a
         // private address (as a rebound name would by then) is not connected to.
         let err = public_only_client()
+            .unwrap()
             .get(format!("http://localhost:{port}/hook"))
             .send()
             .await

@@ -88,6 +88,17 @@ pub fn new_secret(prefix: &str) -> String {
     format!("{prefix}{}", hex::encode(bytes))
 }
 
+/// Whether `secret` has the shape of a key (`stratus_` and 64 hex digits) or, for a
+/// session, of a session token (64 hex digits).
+pub fn well_formed(secret: &str, session: bool) -> bool {
+    let hex = if session {
+        Some(secret)
+    } else {
+        secret.strip_prefix(KEY_PREFIX)
+    };
+    hex.is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 pub fn sha256(secret: &str) -> [u8; 32] {
     Sha256::digest(secret.as_bytes()).into()
 }
@@ -309,5 +320,8 @@ mod tests {
         assert!(a.starts_with("stratus_") && a.len() == 8 + 64);
         assert_ne!(a, b);
         assert_ne!(sha256(&a), sha256(&b));
+        assert!(well_formed(&a, false) && !well_formed(&a, true));
+        assert!(well_formed(&new_secret(""), true));
+        assert!(!well_formed("stratus_nope", false));
     }
 }

@@ -35,6 +35,8 @@ async fn main() -> Result<(), Error> {
 async fn migrate() -> Result<Value, String> {
     let mut settings = Settings::from_env().map_err(|e| e.to_string())?;
     stratus_aws::secrets::resolve_database_url(&mut settings).await?;
+    stratus_aws::secrets::resolve_encryption_keys(&mut settings).await?;
+    let keyring = settings.keyring().map_err(|e| e.to_string())?;
     let url = settings.require_database_url().map_err(|e| e.to_string())?;
     let pool = stratus_store::db::pool(url, 1).map_err(|e| e.to_string())?;
     let applied = stratus_store::db::migrate(&pool)
@@ -46,7 +48,13 @@ async fn migrate() -> Result<Value, String> {
         .await
         .map_err(|e| e.to_string())?;
     tx.commit().await.map_err(|e| e.to_string())?;
-    tracing::info!(applied, types, "schema step done");
+    drop(client);
+    // Block data written before sealing began (or under a key since rotated out of first
+    // place) is sealed under the current key.
+    let sealed = stratus_store::db::blocks::reseal_all(&pool, &keyring)
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!(applied, types, sealed, "schema step done");
     Ok(json!({
         "Applied": applied,
         "SchemaVersion": stratus_store::db::required_schema_version(),

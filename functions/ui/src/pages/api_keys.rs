@@ -194,6 +194,7 @@ pub async fn revoke(
         if !access::revoke_key(&client, DEFAULT_ACCOUNT_ID, id).await? {
             return Err(PageError::NotFound("There is no such key.".into()));
         }
+        app.credentials.forget_key(id);
         Ok(Redirect::to("/api-keys").into_response())
     }
     .await

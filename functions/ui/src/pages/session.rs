@@ -114,22 +114,33 @@ pub struct LoginQuery {
 
 /// Only paths of this site: never an absolute URL an attacker chose.
 fn safe_next(next: &str) -> String {
-    if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') {
+    let odd = |c: char| c == '\\' || c.is_control() || c.is_whitespace();
+    if next.starts_with('/') && !next.starts_with("//") && !next.chars().any(odd) {
         next.to_string()
     } else {
         "/".to_string()
     }
 }
 
-pub async fn login_page(State(app): State<AppState>, Query(q): Query<LoginQuery>) -> Response {
+pub async fn login_page(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<LoginQuery>,
+) -> Response {
     if app.settings.auth == AuthMode::Open {
         return Redirect::to("/").into_response();
     }
-    login_form(&app, StatusCode::OK, safe_next(&q.next), String::new())
+    login_form(&app, &headers, StatusCode::OK, safe_next(&q.next), String::new())
 }
 
 /// The form, with a fresh token that must come back both in the form and in a cookie.
-fn login_form(app: &AppState, status: StatusCode, next: String, error: String) -> Response {
+fn login_form(
+    app: &AppState,
+    headers: &HeaderMap,
+    status: StatusCode,
+    next: String,
+    error: String,
+) -> Response {
     let csrf_token = access::new_secret("");
     let page = LoginPage {
         nav: "",
@@ -140,7 +151,7 @@ fn login_form(app: &AppState, status: StatusCode, next: String, error: String) -
     let mut res = (status, render(&page)).into_response();
     let cookie = format!(
         "{LOGIN_CSRF_COOKIE}={csrf_token}; Path=/login; HttpOnly; SameSite=Strict{}",
-        secure_attribute(app, None)
+        secure_attribute(app, Some(headers))
     );
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         res.headers_mut().append(header::SET_COOKIE, v);
@@ -185,6 +196,7 @@ pub async fn login(State(app): State<AppState>, headers: HeaderMap, Form(form): 
     if expected.is_empty() || !auth::constant_time_eq(form.csrf_token.as_bytes(), expected.as_bytes()) {
         return login_form(
             &app,
+            &headers,
             StatusCode::FORBIDDEN,
             next,
             "The sign-in form expired or was not sent from this site. Try again.".into(),
@@ -204,6 +216,7 @@ pub async fn login(State(app): State<AppState>, headers: HeaderMap, Form(form): 
             Err(res) if res.status().is_server_error() => return res,
             _ => return login_form(
                 &app,
+                &headers,
                 StatusCode::UNAUTHORIZED,
                 next,
                 "That key is not valid here: it may be mistyped, revoked, expired, or for another workspace."
@@ -305,6 +318,8 @@ mod tests {
         assert_eq!(safe_next("//evil.example"), "/");
         assert_eq!(safe_next("https://evil.example"), "/");
         assert_eq!(safe_next("/\\evil.example"), "/");
+        assert_eq!(safe_next("/\t/evil.example"), "/");
+        assert_eq!(safe_next("/ /evil.example"), "/");
         assert_eq!(percent_encode("/flow-runs?a=b c"), "/flow-runs%3Fa%3Db%20c");
     }
 }

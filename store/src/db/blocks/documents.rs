@@ -113,11 +113,12 @@ pub async fn create_document(
     keyring: &Keyring,
     doc: &NewBlockDocument,
 ) -> StoreResult<CreatedDocument> {
-    let sealed = keyring.seal(&Value::Object(doc.data.clone()))?;
+    let id = Uuid::new_v4();
+    let sealed = keyring.seal(&Value::Object(doc.data.clone()), id)?;
     let row = c
         .query_opt(
-            "INSERT INTO block_document (name, data, is_anonymous, block_type_name, block_type_id, block_schema_id, created, updated) \
-             SELECT $1, $2, $3, bt.name, bt.id, $5, clock_timestamp(), clock_timestamp() FROM block_type bt WHERE bt.id = $4 \
+            "INSERT INTO block_document (id, name, data, is_anonymous, block_type_name, block_type_id, block_schema_id, created, updated) \
+             SELECT $6, $1, $2, $3, bt.name, bt.id, $5, clock_timestamp(), clock_timestamp() FROM block_type bt WHERE bt.id = $4 \
              ON CONFLICT (block_type_id, name) DO NOTHING RETURNING id",
             &[
                 &doc.name,
@@ -125,6 +126,7 @@ pub async fn create_document(
                 &doc.is_anonymous,
                 &doc.block_type_id,
                 &doc.block_schema_id,
+                &id,
             ],
         )
         .await?;
@@ -215,7 +217,7 @@ pub async fn update_document(
     if references.iter().any(|(_, target)| *target == id) {
         return Ok(UpdatedDocument::SelfReference);
     }
-    let current_data: Map<String, Value> = match keyring.open(current.try_get::<_, Value>("data")?)? {
+    let current_data: Map<String, Value> = match keyring.open(current.try_get::<_, Value>("data")?, id)? {
         Value::Object(map) => map,
         _ => Map::new(),
     };
@@ -254,7 +256,7 @@ pub async fn update_document(
     }
     c.execute(
         "UPDATE block_document SET data = $2, block_schema_id = $3, updated = clock_timestamp() WHERE id = $1",
-        &[&id, &keyring.seal(&Value::Object(new_data))?, &schema_id],
+        &[&id, &keyring.seal(&Value::Object(new_data), id)?, &schema_id],
     )
     .await?;
 
@@ -324,7 +326,7 @@ struct Stored {
 
 /// Reads [`DOC_COLUMNS`] and [`TYPE_COLUMNS`].
 fn stored_from_row(r: &Row, keyring: &Keyring, include_secrets: bool) -> StoreResult<Stored> {
-    let mut data: Value = keyring.open(r.try_get("bd_data")?)?;
+    let mut data: Value = keyring.open(r.try_get("bd_data")?, r.try_get("bd_id")?)?;
     if !include_secrets {
         obfuscate(&mut data, &secret_fields(&r.try_get::<_, Value>("bs_fields")?));
     }
@@ -460,14 +462,31 @@ pub async fn reseal_documents(c: &impl GenericClient, keyring: &Keyring, batch: 
         .await?;
     for r in &rows {
         let id: Uuid = r.try_get("id")?;
-        let data = keyring.open(r.try_get("data")?)?;
+        let data = keyring.open(r.try_get("data")?, id)?;
         c.execute(
             "UPDATE block_document SET data = $2 WHERE id = $1",
-            &[&id, &keyring.seal(&data)?],
+            &[&id, &keyring.seal(&data, id)?],
         )
         .await?;
     }
     Ok(rows.len() as u64)
+}
+
+/// Seals, in batches of 200 (short row locks whatever the table's size), every document
+/// the keyring's current key has not sealed; returns how many. Run by the deploy's schema
+/// step, `stratus server start` and `stratus encryption rotate`.
+pub async fn reseal_all(pool: &deadpool_postgres::Pool, keyring: &Keyring) -> StoreResult<u64> {
+    let mut total = 0;
+    loop {
+        let mut client = pool.get().await?;
+        let tx = client.transaction().await?;
+        let n = reseal_documents(&tx, keyring, 200).await?;
+        tx.commit().await?;
+        total += n;
+        if n == 0 {
+            return Ok(total);
+        }
+    }
 }
 
 /// Whether a document with this id exists (its data is not read).
