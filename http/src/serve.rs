@@ -52,7 +52,7 @@ fn cors(settings: &Settings) -> CorsLayer {
 }
 
 /// A bug must not drop the connection: log it and answer Prefect's 500 body.
-fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+pub fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
     let message = err
         .downcast_ref::<String>()
         .cloned()

@@ -212,9 +212,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             command: ServerCommand::Start { host, port },
         } => {
             if let Some(host) = host {
-                settings.host = host;
-                settings.auth =
-                    stratus_store::config::AuthMode::from_env(&settings.host).map_err(|e| e.to_string())?;
+                settings.set_host(host).map_err(|e| e.to_string())?;
             }
             if let Some(port) = port {
                 settings.port = port;

@@ -71,6 +71,11 @@ pub struct Settings {
     /// on AWS the secret `STRATUS_ENCRYPTION_KEYS_SECRET_ARN` names, locally the key file
     /// in the data folder ([`Settings::keyring`]).
     pub encryption_keys: Option<std::sync::Arc<crate::keyring::Keyring>>,
+    /// `STRATUS_NOTIFICATIONS_PRIVATE_URLS`: `allow` (each block's `allow_private_urls`
+    /// decides, as in Prefect) or `deny` (no notification reaches a private address,
+    /// whatever the block says). Default: deny when keys are required, so that a
+    /// developer key cannot aim webhooks at the network the server runs in.
+    pub notifications_private_urls: bool,
 }
 
 /// Whether callers must authenticate.
@@ -110,6 +115,18 @@ pub fn is_loopback(host: &str) -> bool {
             ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
         }
         Err(_) => false,
+    }
+}
+
+/// `STRATUS_NOTIFICATIONS_PRIVATE_URLS`, allowed by default only on an open server.
+fn notifications_private_urls(auth: AuthMode) -> Result<bool, ConfigError> {
+    match non_empty("STRATUS_NOTIFICATIONS_PRIVATE_URLS").map(|v| v.trim().to_ascii_lowercase()) {
+        None => Ok(auth == AuthMode::Open),
+        Some(v) if v == "allow" => Ok(true),
+        Some(v) if v == "deny" => Ok(false),
+        Some(v) => Err(ConfigError(format!(
+            "STRATUS_NOTIFICATIONS_PRIVATE_URLS={v:?} is not valid: expected `allow` or `deny`"
+        ))),
     }
 }
 
@@ -198,10 +215,13 @@ impl Settings {
             None => None,
         };
         let host = non_empty("STRATUS_HOST").unwrap_or_else(|| "127.0.0.1".to_string());
+        let auth = AuthMode::from_env(&host)?;
+        let notifications_private_urls = notifications_private_urls(auth)?;
         Ok(Settings {
+            notifications_private_urls,
             database_url,
             pool_size: parse_var("STRATUS_DATABASE_POOL_SIZE", 16)?,
-            auth: AuthMode::from_env(&host)?,
+            auth,
             auth_cache_seconds: parse_var("STRATUS_AUTH_CACHE_SECONDS", 5)?,
             ui_session_hours: parse_var("STRATUS_UI_SESSION_HOURS", 12)?,
             cors_origins: list_var("STRATUS_CORS_ORIGINS"),
@@ -247,6 +267,15 @@ impl Settings {
         } else {
             format!("http://{host}:{}", self.port)
         }
+    }
+
+    /// The listen address given on the command line (`--host`): the defaults that follow
+    /// the address (auth, private notification URLs) follow it.
+    pub fn set_host(&mut self, host: String) -> Result<(), ConfigError> {
+        self.host = host;
+        self.auth = AuthMode::from_env(&self.host)?;
+        self.notifications_private_urls = notifications_private_urls(self.auth)?;
+        Ok(())
     }
 
     /// Where the local server keeps its encryption key when none is configured.

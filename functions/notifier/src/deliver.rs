@@ -95,7 +95,14 @@ async fn try_deliver(
         .unwrap_or_default();
     let body = message(&n, &app.settings.ui_url());
     let sent = match senders::request(slug, &block.data, SUBJECT, &body) {
-        Ok(requests) => send_all(http, &requests).await,
+        Ok(mut requests) => {
+            if !app.settings.notifications_private_urls {
+                for r in &mut requests {
+                    r.private_ok = false;
+                }
+            }
+            send_all(http, &requests).await
+        }
         Err(e) => Err(e),
     };
     let outcome = match sent {

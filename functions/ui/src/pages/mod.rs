@@ -38,6 +38,9 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             stratus_http::auth::check_browser_origin,
         ))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            stratus_http::serve::panic_response,
+        ))
         .with_state(state)
 }
 
