@@ -104,9 +104,9 @@ fn with_host(url: &str, host: &str) -> Option<String> {
     Some(u.to_string())
 }
 
-/// Stores `url` as a secret named `name` (the emulated deploy does, as an operator would
-/// before deploying); returns its ARN.
-pub async fn put_secret(endpoint: &AwsEndpoint, name: &str, url: &str) -> Result<String, String> {
+/// Stores `value` as a secret named `name` (the emulated deploy does, as an operator would
+/// before deploying: the database URL, the encryption keys); returns its ARN.
+pub async fn put_secret(endpoint: &AwsEndpoint, name: &str, value: &str) -> Result<String, String> {
     let client = aws_sdk_secretsmanager::Client::new(&crate::sdk_config(endpoint).await);
     fn describe<E: std::error::Error + 'static>(name: &str, e: E) -> String {
         format!(
@@ -114,7 +114,13 @@ pub async fn put_secret(endpoint: &AwsEndpoint, name: &str, url: &str) -> Result
             aws_sdk_secretsmanager::error::DisplayErrorContext(e)
         )
     }
-    match client.create_secret().name(name).secret_string(url).send().await {
+    match client
+        .create_secret()
+        .name(name)
+        .secret_string(value)
+        .send()
+        .await
+    {
         Ok(out) => out.arn.ok_or_else(|| "CreateSecret returned no ARN".to_string()),
         Err(e)
             if e.as_service_error()
@@ -123,7 +129,7 @@ pub async fn put_secret(endpoint: &AwsEndpoint, name: &str, url: &str) -> Result
             client
                 .put_secret_value()
                 .secret_id(name)
-                .secret_string(url)
+                .secret_string(value)
                 .send()
                 .await
                 .map_err(|e| describe(name, e))?

@@ -147,20 +147,21 @@ impl CredentialCache {
     }
 }
 
-/// The credential a request presents: its bearer key, else its session cookie.
-async fn credential_of(app: &AppState, headers: &HeaderMap) -> Result<Option<Credential>, ApiError> {
-    let (session, secret) = match bearer(headers) {
-        Some(key) => (false, key),
-        None => match cookie(headers, SESSION_COOKIE) {
-            Some(token) => (true, token),
-            None => return Ok(None),
-        },
-    };
+/// What a request presents: its bearer key (false), else its session cookie (true).
+fn presented(headers: &HeaderMap) -> Option<(bool, String)> {
+    match bearer(headers) {
+        Some(key) => Some((false, key)),
+        None => cookie(headers, SESSION_COOKIE).map(|token| (true, token)),
+    }
+}
+
+/// The live credential of a key or session token, from the cache or Postgres.
+async fn credential_for(app: &AppState, session: bool, secret: &str) -> Result<Option<Credential>, ApiError> {
     // Only what could be a key or a token costs a lookup.
-    if !access::well_formed(&secret, session) {
+    if !access::well_formed(secret, session) {
         return Ok(None);
     }
-    let key = (session, access::sha256(&secret));
+    let key = (session, access::sha256(secret));
     if let Some(hit) = app.credentials.get(&key) {
         return Ok(hit);
     }
@@ -194,18 +195,21 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-/// The caller a request's key or session speaks for, checked for expiry and for reaching
-/// the default workspace (plain `/api`). Ok(None): no credential was presented.
+/// The caller a request's key or session speaks for. Ok(None): it presents neither.
 pub async fn caller_of(app: &AppState, headers: &HeaderMap) -> Result<Option<Caller>, Response> {
-    let credential = match credential_of(app, headers).await {
-        Ok(c) => c,
+    match presented(headers) {
+        Some((session, secret)) => caller_for(app, session, &secret).await.map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The caller a key (or, `session`, a session token) speaks for, checked for expiry and
+/// for reaching the default workspace (plain `/api`): 401 or 404 otherwise.
+pub async fn caller_for(app: &AppState, session: bool, secret: &str) -> Result<Caller, Response> {
+    let credential = match credential_for(app, session, secret).await {
+        Ok(Some(c)) => c,
+        Ok(None) => return Err(unauthorized("Invalid API key or session.")),
         Err(e) => return Err(e.into_response()),
-    };
-    let Some(credential) = credential else {
-        if bearer(headers).is_some() || cookie(headers, SESSION_COOKIE).is_some() {
-            return Err(unauthorized("Invalid API key or session."));
-        }
-        return Ok(None);
     };
     if credential.expired(chrono::Utc::now()) {
         return Err(unauthorized("This API key or session has expired."));
@@ -216,7 +220,7 @@ pub async fn caller_of(app: &AppState, headers: &HeaderMap) -> Result<Option<Cal
     if !reaches {
         return Err(ApiError::not_found("Not Found").into_response());
     }
-    Ok(Some(Caller::from_credential(credential)))
+    Ok(Caller::from_credential(credential))
 }
 
 fn unauthorized(detail: &str) -> Response {

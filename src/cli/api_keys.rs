@@ -56,11 +56,7 @@ async fn apply(command: ApiKeyCommand, url: &str) -> Result<(), String> {
             );
             let now = Utc::now();
             for k in keys {
-                let status = match (k.revoked, k.expires) {
-                    (Some(_), _) => "revoked",
-                    (None, Some(e)) if e <= now => "expired",
-                    _ => "active",
-                };
+                let status = k.status(now);
                 let expires = k
                     .expires
                     .map(|e| e.format("%Y-%m-%d %H:%M").to_string())

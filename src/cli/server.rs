@@ -69,8 +69,10 @@ async fn serve_until_stopped(
     }
     register_system_blocks(&pool).await?;
     stratus_aws::check(&settings).await?;
-    // Documents written before sealing began (or under an older key) are sealed now.
+    // Documents written before sealing began (or under an older key) are sealed now. The
+    // keyring is kept in the settings, so the app state does not read the key file again.
     let keyring = settings.keyring().map_err(|e| e.to_string())?;
+    settings.encryption_keys = Some(keyring.clone());
     let sealed = stratus_store::db::blocks::reseal_all(&pool, &keyring)
         .await
         .map_err(|e| format!("could not seal block documents: {e}"))?;

@@ -83,44 +83,7 @@ impl Keyring {
     pub fn from_file(path: &Path) -> Result<Keyring, SealError> {
         Keyring::parse(&key_file(path)?)
     }
-}
 
-/// The text of the key file at `path` (`id:secret` lines), made with one new random key
-/// if it is missing.
-pub fn key_file(path: &Path) -> Result<String, SealError> {
-    {
-        let describe = |e: std::io::Error| SealError(format!("{}: {e}", path.display()));
-        match std::fs::read_to_string(path) {
-            Ok(text) => return Ok(text.trim().to_string()),
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(describe(e)),
-            Err(_) => {}
-        }
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(describe)?;
-        }
-        let mut secret = [0u8; 32];
-        SystemRandom::new()
-            .fill(&mut secret)
-            .map_err(|_| SealError("no randomness".into()))?;
-        let id = chrono::Utc::now().format("k%Y%m%d").to_string();
-        let text = format!("{id}:{}\n", hex::encode(secret));
-        let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-        write_private(&tmp, &text).map_err(describe)?;
-        // A hard link publishes the whole file, and fails if another start got there first.
-        let linked = std::fs::hard_link(&tmp, path);
-        let _ = std::fs::remove_file(&tmp);
-        match linked {
-            Ok(()) => Ok(text.trim().to_string()),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let text = std::fs::read_to_string(path).map_err(describe)?;
-                Ok(text.trim().to_string())
-            }
-            Err(e) => Err(describe(e)),
-        }
-    }
-}
-
-impl Keyring {
     /// The id of the key that seals.
     pub fn current(&self) -> &str {
         &self.keys[0].0
@@ -180,14 +143,38 @@ impl Keyring {
             .map_err(|_| corrupt())?;
         serde_json::from_slice(plain).map_err(|_| corrupt())
     }
+}
 
-    /// Whether stored data needs sealing again: plain, or sealed under an older key.
-    pub fn needs_rotation(&self, stored: &Value) -> bool {
-        stored
-            .get(SEALED)
-            .and_then(|s| s.get("key"))
-            .and_then(Value::as_str)
-            != Some(self.current())
+/// The text of the key file at `path` (`id:secret` lines), made with one new random key
+/// if it is missing.
+pub fn key_file(path: &Path) -> Result<String, SealError> {
+    let describe = |e: std::io::Error| SealError(format!("{}: {e}", path.display()));
+    match std::fs::read_to_string(path) {
+        Ok(text) => return Ok(text.trim().to_string()),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(describe(e)),
+        Err(_) => {}
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(describe)?;
+    }
+    let mut secret = [0u8; 32];
+    SystemRandom::new()
+        .fill(&mut secret)
+        .map_err(|_| SealError("no randomness".into()))?;
+    let id = chrono::Utc::now().format("k%Y%m%d").to_string();
+    let text = format!("{id}:{}\n", hex::encode(secret));
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    write_private(&tmp, &text).map_err(describe)?;
+    // A hard link publishes the whole file, and fails if another start got there first.
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(text.trim().to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let text = std::fs::read_to_string(path).map_err(describe)?;
+            Ok(text.trim().to_string())
+        }
+        Err(e) => Err(describe(e)),
     }
 }
 
@@ -215,6 +202,15 @@ mod tests {
 
     const OLD: &str = "old:0123456789abcdef0123456789abcdef";
     const DOC: Uuid = Uuid::from_u128(7);
+
+    /// Stored data the ring's current key did not seal (what `reseal_documents` selects).
+    fn needs_rotation(ring: &Keyring, stored: &Value) -> bool {
+        stored
+            .get(SEALED)
+            .and_then(|s| s.get("key"))
+            .and_then(Value::as_str)
+            != Some(ring.current())
+    }
     const NEW: &str = "new:fedcba9876543210fedcba9876543210";
 
     #[test]
@@ -238,11 +234,11 @@ mod tests {
         let old = Keyring::parse(OLD).unwrap();
         let sealed = old.seal(&json!({"v": 1}), DOC).unwrap();
         let rotated = Keyring::parse(&format!("{NEW}\n{OLD}")).unwrap();
-        assert!(rotated.needs_rotation(&sealed));
+        assert!(needs_rotation(&rotated, &sealed));
         let resealed = rotated
             .seal(&rotated.open(sealed.clone(), DOC).unwrap(), DOC)
             .unwrap();
-        assert!(!rotated.needs_rotation(&resealed));
+        assert!(!needs_rotation(&rotated, &resealed));
         let new_only = Keyring::parse(NEW).unwrap();
         assert_eq!(new_only.open(resealed, DOC).unwrap(), json!({"v": 1}));
         let err = new_only.open(sealed, DOC).unwrap_err().to_string();

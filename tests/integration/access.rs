@@ -12,7 +12,7 @@ use stratus_store::config::AuthMode;
 use stratus_store::db::access::{self, DEFAULT_ACCOUNT_ID, DEFAULT_WORKSPACE_ID};
 use uuid::Uuid;
 
-use crate::common::TestApp;
+use crate::common::{Response, TestApp};
 
 async fn hosted() -> TestApp {
     TestApp::spawn_with(|s| {
@@ -57,6 +57,12 @@ async fn foreign_key(app: &TestApp) -> String {
         .await
         .unwrap()
         .1
+}
+
+/// `method path` with `body`, sent with `auth` (`Bearer <key>`).
+async fn with_key(app: &TestApp, auth: &str, method: Method, path: &str, body: Option<&str>) -> Response {
+    app.raw(method, path, body.map(str::to_string), &[("authorization", auth)])
+        .await
 }
 
 fn bearer(key: &str) -> String {
@@ -251,28 +257,14 @@ async fn revoked_and_expired_keys_stop_working() {
         .await
         .unwrap();
     let auth = bearer(&secret);
-    let flows = app
-        .raw(
-            Method::POST,
-            "/api/flows/filter",
-            Some("{}".into()),
-            &[("authorization", &auth)],
-        )
-        .await;
+    let flows = with_key(&app, &auth, Method::POST, "/api/flows/filter", Some("{}")).await;
     assert_eq!(flows.status, 200, "{}", flows.text);
     assert!(access::revoke_key(&client, DEFAULT_ACCOUNT_ID, listed.id)
         .await
         .unwrap());
     // Within the cache's time (1 s here, STRATUS_AUTH_CACHE_SECONDS) it stops.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let after = app
-        .raw(
-            Method::POST,
-            "/api/flows/filter",
-            Some("{}".into()),
-            &[("authorization", &auth)],
-        )
-        .await;
+    let after = with_key(&app, &auth, Method::POST, "/api/flows/filter", Some("{}")).await;
     assert_eq!(after.status, 401, "{}", after.text);
     assert_eq!(after.headers["www-authenticate"], "Bearer");
 
@@ -286,28 +278,14 @@ async fn revoked_and_expired_keys_stop_working() {
     )
     .await
     .unwrap();
-    let res = app
-        .raw(
-            Method::GET,
-            "/api/flows/filter",
-            None,
-            &[("authorization", &bearer(&expired))],
-        )
-        .await;
+    let res = with_key(&app, &bearer(&expired), Method::GET, "/api/flows/filter", None).await;
     assert_eq!(res.status, 401, "{}", res.text);
     assert!(
         res.body["detail"].as_str().unwrap().contains("expired"),
         "{}",
         res.text
     );
-    let bogus = app
-        .raw(
-            Method::GET,
-            "/api/health",
-            None,
-            &[("authorization", "Bearer nonsense")],
-        )
-        .await;
+    let bogus = with_key(&app, "Bearer nonsense", Method::GET, "/api/health", None).await;
     assert_eq!(
         bogus.status, 200,
         "health needs no key, and a bad one does not matter there"
@@ -323,15 +301,7 @@ async fn viewers_never_see_secrets_and_runners_cannot_change_what_agents_run() {
     let as_ = |auth: &str, method: Method, path: &str, body: Option<serde_json::Value>| {
         let (auth, path) = (auth.to_string(), path.to_string());
         let app = &app;
-        async move {
-            app.raw(
-                method,
-                &path,
-                body.map(|b| b.to_string()),
-                &[("authorization", &auth)],
-            )
-            .await
-        }
+        async move { with_key(app, &auth, method, &path, body.map(|b| b.to_string()).as_deref()).await }
     };
     let block_type = as_(
         &admin,
@@ -686,14 +656,7 @@ async fn admins_make_and_revoke_keys_from_the_web_ui() {
         .to_string();
     assert!(secret.starts_with("stratus_"), "{secret}");
     let auth = bearer(&secret);
-    let works = app
-        .raw(
-            Method::POST,
-            "/api/logs/",
-            Some("[]".into()),
-            &[("authorization", &auth)],
-        )
-        .await;
+    let works = with_key(&app, &auth, Method::POST, "/api/logs/", Some("[]")).await;
     assert_eq!(works.status, 201, "the new key is a runner: {}", works.text);
     let relisted = app
         .raw(Method::GET, "/api-keys", None, &[("cookie", &admin)])
@@ -717,13 +680,6 @@ async fn admins_make_and_revoke_keys_from_the_web_ui() {
     let revoked = form(&admin, &path, format!("csrf_token={csrf}")).await;
     assert_eq!(revoked.status, 303, "{}", revoked.text);
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let stopped = app
-        .raw(
-            Method::POST,
-            "/api/logs/",
-            Some("[]".into()),
-            &[("authorization", &auth)],
-        )
-        .await;
+    let stopped = with_key(&app, &auth, Method::POST, "/api/logs/", Some("[]")).await;
     assert_eq!(stopped.status, 401);
 }

@@ -4,13 +4,11 @@
 use chrono::{DateTime, Duration, Utc};
 use deadpool_postgres::GenericClient;
 use rand::RngCore;
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
 use stratus_domain::access::Role;
-use stratus_domain::time::{ts, ts_opt};
 
 /// The account that plain `/api` serves (migration V10).
 pub const DEFAULT_ACCOUNT_ID: Uuid = Uuid::from_u128(0x00000000_0000_4000_8000_000000000001);
@@ -21,11 +19,9 @@ pub const DEFAULT_WORKSPACE_ID: Uuid = Uuid::from_u128(0x00000000_0000_4000_8000
 pub const KEY_PREFIX: &str = "stratus_";
 
 /// An API key as listed: never the key itself.
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone)]
 pub struct ApiKey {
     pub id: Uuid,
-    #[schemars(with = "chrono::DateTime<chrono::Utc>")]
-    #[serde(with = "ts")]
     pub created: DateTime<Utc>,
     pub name: String,
     /// The key's first characters.
@@ -33,20 +29,30 @@ pub struct ApiKey {
     pub account_id: Uuid,
     pub workspace_id: Option<Uuid>,
     pub role: Role,
-    #[schemars(with = "Option<chrono::DateTime<chrono::Utc>>")]
-    #[serde(with = "ts_opt")]
     pub expires: Option<DateTime<Utc>>,
-    #[schemars(with = "Option<chrono::DateTime<chrono::Utc>>")]
-    #[serde(with = "ts_opt")]
     pub revoked: Option<DateTime<Utc>>,
 }
 
 const KEY_COLUMNS: &str =
     "k.id, k.created, k.name, k.prefix, k.account_id, k.workspace_id, k.role, k.expires, k.revoked";
 
+/// A row's `role` (the table's CHECK allows only the four names).
+fn role(row: &Row) -> Result<Role, tokio_postgres::Error> {
+    let role: String = row.try_get("role")?;
+    Ok(Role::parse(&role).unwrap_or(Role::Viewer))
+}
+
 impl ApiKey {
+    /// `active`, `expired` or `revoked`, as lists show it.
+    pub fn status(&self, now: DateTime<Utc>) -> &'static str {
+        match (self.revoked, self.expires) {
+            (Some(_), _) => "revoked",
+            (None, Some(e)) if e <= now => "expired",
+            _ => "active",
+        }
+    }
+
     fn from_row(row: &Row) -> Result<Self, tokio_postgres::Error> {
-        let role: String = row.try_get("role")?;
         Ok(ApiKey {
             id: row.try_get("id")?,
             created: row.try_get("created")?,
@@ -54,8 +60,7 @@ impl ApiKey {
             prefix: row.try_get("prefix")?,
             account_id: row.try_get("account_id")?,
             workspace_id: row.try_get("workspace_id")?,
-            // The table's CHECK allows only the four names.
-            role: Role::parse(&role).unwrap_or(Role::Viewer),
+            role: role(row)?,
             expires: row.try_get("expires")?,
             revoked: row.try_get("revoked")?,
         })
@@ -184,12 +189,11 @@ pub async fn verify_key(
 }
 
 fn credential(r: &Row, csrf_token: Option<String>) -> Result<Credential, tokio_postgres::Error> {
-    let role: String = r.try_get("role")?;
     Ok(Credential {
         key_id: r.try_get("id")?,
         account_id: r.try_get("account_id")?,
         workspace_id: r.try_get("workspace_id")?,
-        role: Role::parse(&role).unwrap_or(Role::Viewer),
+        role: role(r)?,
         expires: r.try_get("expires")?,
         csrf_token,
     })
@@ -253,60 +257,6 @@ pub async fn end_session(c: &impl GenericClient, hash: &[u8; 32]) -> Result<(), 
     )
     .await?;
     Ok(())
-}
-
-/// An account, and its first workspace.
-#[derive(Debug, Clone, Serialize)]
-pub struct Workspace {
-    pub id: Uuid,
-    pub account_id: Uuid,
-    pub account_name: String,
-    pub name: String,
-}
-
-/// The account named `name`, made if missing.
-pub async fn ensure_account(c: &impl GenericClient, name: &str) -> Result<Uuid, tokio_postgres::Error> {
-    let row = c
-        .query_one(
-            "INSERT INTO account (id, name) VALUES ($1, $2) \
-             ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name RETURNING id",
-            &[&Uuid::new_v4(), &name],
-        )
-        .await?;
-    row.try_get("id")
-}
-
-/// The account called `name`, if there is one.
-pub async fn account_id(c: &impl GenericClient, name: &str) -> Result<Option<Uuid>, tokio_postgres::Error> {
-    c.query_opt("SELECT id FROM account WHERE name = $1", &[&name])
-        .await?
-        .map(|r| r.try_get("id"))
-        .transpose()
-}
-
-/// The workspaces a credential of `account_id` (limited to `only`, if set) may see.
-pub async fn workspaces(
-    c: &impl GenericClient,
-    account_id: Uuid,
-    only: Option<Uuid>,
-) -> Result<Vec<Workspace>, tokio_postgres::Error> {
-    c.query(
-        "SELECT w.id, w.account_id, a.name AS account_name, w.name FROM workspace w \
-         JOIN account a ON a.id = w.account_id \
-         WHERE w.account_id = $1 AND ($2::uuid IS NULL OR w.id = $2) ORDER BY w.name",
-        &[&account_id, &only],
-    )
-    .await?
-    .iter()
-    .map(|r| {
-        Ok(Workspace {
-            id: r.try_get("id")?,
-            account_id: r.try_get("account_id")?,
-            account_name: r.try_get("account_name")?,
-            name: r.try_get("name")?,
-        })
-    })
-    .collect()
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use chrono::{Duration, Utc};
 use serde::Deserialize;
 use stratus_domain::access::{Need, Role};
-use stratus_http::auth::{constant_time_eq, Caller};
+use stratus_http::auth::Caller;
 use stratus_http::AppState;
 use stratus_store::db::access::{self, DEFAULT_ACCOUNT_ID, DEFAULT_WORKSPACE_ID};
 
@@ -54,16 +54,9 @@ fn admin_only(caller: &Caller) -> Result<(), PageError> {
 /// none: a browser cannot forge those, and the Origin check refuses other sites' forms).
 fn may_change_keys(caller: &Caller, sent: &str) -> Result<(), PageError> {
     admin_only(caller)?;
-    let token_ok = caller
-        .csrf_token
-        .as_deref()
-        .is_none_or(|t| constant_time_eq(sent.as_bytes(), t.as_bytes()));
-    if token_ok {
-        Ok(())
-    } else {
-        Err(PageError::Forbidden(
-            "The form was not sent from a page of this session (its CSRF token is missing or wrong).".into(),
-        ))
+    match &caller.csrf_token {
+        Some(expected) => super::session::form_token(expected, sent),
+        None => Ok(()),
     }
 }
 
@@ -73,22 +66,14 @@ async fn page(
     created: Option<(String, String)>,
 ) -> Result<Response, PageError> {
     admin_only(caller)?;
-    let client = app
-        .db
-        .get()
-        .await
-        .map_err(|e| PageError::Internal(e.to_string()))?;
+    let client = app.client().await?;
     let now = Utc::now();
     let keys = access::list_keys(&client, DEFAULT_ACCOUNT_ID)
         .await?
         .into_iter()
         .map(|k| KeyRow {
             id: k.id.to_string(),
-            status: match (k.revoked, k.expires) {
-                (Some(_), _) => "revoked",
-                (None, Some(e)) if e <= now => "expired",
-                _ => "active",
-            },
+            status: k.status(now),
             name: k.name,
             role: k.role.to_string(),
             prefix: k.prefix,
@@ -148,11 +133,7 @@ pub async fn create(State(app): State<AppState>, caller: Caller, Form(form): For
                 }
             },
         };
-        let client = app
-            .db
-            .get()
-            .await
-            .map_err(|e| PageError::Internal(e.to_string()))?;
+        let client = app.client().await?;
         let (key, secret) = access::create_key(
             &client,
             name,
@@ -186,11 +167,7 @@ pub async fn revoke(
         let id = id
             .parse()
             .map_err(|_| PageError::NotFound("There is no such key.".into()))?;
-        let client = app
-            .db
-            .get()
-            .await
-            .map_err(|e| PageError::Internal(e.to_string()))?;
+        let client = app.client().await?;
         if !access::revoke_key(&client, DEFAULT_ACCOUNT_ID, id).await? {
             return Err(PageError::NotFound("There is no such key.".into()));
         }

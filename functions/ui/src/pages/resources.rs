@@ -82,6 +82,24 @@ fn page(nav: &'static str, title: &str, tables: Vec<Table>, detail: String) -> P
     }))
 }
 
+/// The documents a page lists (at most 500, by type and name), secrets hidden.
+async fn listed_blocks(
+    app: &AppState,
+    c: &stratus_store::db::Client,
+    query: &DocumentQuery<'_>,
+) -> Result<Vec<docs::BlockDocument>, PageError> {
+    Ok(docs::filter_documents(
+        c,
+        &app.keyring,
+        query,
+        DocumentSort::BlockTypeAndNameAsc,
+        false,
+        500,
+        0,
+    )
+    .await?)
+}
+
 pub async fn blocks(State(app): State<AppState>) -> PageResult {
     let c = app.client().await?;
     let named: BlockDocumentFilter = serde_json::from_value(json!({"is_anonymous": {"eq_": false}}))
@@ -91,16 +109,7 @@ pub async fn blocks(State(app): State<AppState>) -> PageResult {
         types: None,
         schemas: None,
     };
-    let rows = docs::filter_documents(
-        &c,
-        &app.keyring,
-        &query,
-        DocumentSort::BlockTypeAndNameAsc,
-        false,
-        500,
-        0,
-    )
-    .await?;
+    let rows = listed_blocks(&app, &c, &query).await?;
     let table = Table {
         caption: String::new(),
         head: vec!["Block", "Type", "Updated"],
@@ -251,16 +260,7 @@ pub async fn notifications(State(app): State<AppState>) -> PageResult {
         types: None,
         schemas: None,
     };
-    let blocks = docs::filter_documents(
-        &c,
-        &app.keyring,
-        &query,
-        DocumentSort::BlockTypeAndNameAsc,
-        false,
-        500,
-        0,
-    )
-    .await?;
+    let blocks = listed_blocks(&app, &c, &query).await?;
     let table = Table {
         caption: String::new(),
         head: vec![
@@ -319,22 +319,14 @@ pub async fn notifications(State(app): State<AppState>) -> PageResult {
         types: Some(&kinds),
         schemas: None,
     };
-    let blocks = docs::filter_documents(
-        &c,
-        &app.keyring,
-        &query,
-        DocumentSort::BlockTypeAndNameAsc,
-        false,
-        500,
-        0,
-    )
-    .await?
-    .into_iter()
-    .map(|b| {
-        let label = format!("{} ({})", b.name, b.block_type_name.unwrap_or_default());
-        (b.id.to_string(), label)
-    })
-    .collect();
+    let blocks = listed_blocks(&app, &c, &query)
+        .await?
+        .into_iter()
+        .map(|b| {
+            let label = format!("{} ({})", b.name, b.block_type_name.unwrap_or_default());
+            (b.id.to_string(), label)
+        })
+        .collect();
     Ok(render(&NotificationsPage {
         nav: "notifications",
         policies: vec![table],

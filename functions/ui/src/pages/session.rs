@@ -13,6 +13,7 @@ use stratus_http::auth::{self, Caller, SESSION_COOKIE};
 use stratus_http::AppState;
 use stratus_store::config::AuthMode;
 use stratus_store::db::access;
+use stratus_store::url::percent_encode_path;
 
 use super::{render, PageError};
 
@@ -59,7 +60,7 @@ pub async fn guard(State(app): State<AppState>, mut req: Request, next: Next) ->
             Err(res) if res.status().is_server_error() => return res,
             Ok(None) | Err(_) => {
                 let next = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
-                let to = format!("/login?next={}", percent_encode(next));
+                let to = format!("/login?next={}", percent_encode_path(next));
                 return with_security_headers(Redirect::to(&to).into_response());
             }
         }
@@ -202,17 +203,9 @@ pub async fn login(State(app): State<AppState>, headers: HeaderMap, Form(form): 
             "The sign-in form expired or was not sent from this site. Try again.".into(),
         );
     }
-    let mut key_headers = HeaderMap::new();
-    let caller = match HeaderValue::from_str(&format!("Bearer {}", form.key.trim())) {
-        Ok(v) => {
-            key_headers.insert(header::AUTHORIZATION, v);
-            auth::caller_of(&app, &key_headers).await
-        }
-        Err(_) => Ok(None),
-    };
     let key_id =
-        match caller {
-            Ok(Some(Caller { key_id: Some(id), .. })) => id,
+        match auth::caller_for(&app, false, form.key.trim()).await {
+            Ok(Caller { key_id: Some(id), .. }) => id,
             Err(res) if res.status().is_server_error() => return res,
             _ => return login_form(
                 &app,
@@ -244,11 +237,7 @@ pub async fn login(State(app): State<AppState>, headers: HeaderMap, Form(form): 
 }
 
 async fn start_session(app: &AppState, key_id: uuid::Uuid) -> Result<access::NewSession, PageError> {
-    let client = app
-        .db
-        .get()
-        .await
-        .map_err(|e| PageError::Internal(e.to_string()))?;
+    let client = app.client().await?;
     Ok(access::create_session(&client, key_id, app.settings.ui_session_hours).await?)
 }
 
@@ -267,19 +256,11 @@ pub async fn logout(
     let Some(token) = auth::cookie(&headers, SESSION_COOKIE) else {
         return Redirect::to("/login").into_response();
     };
-    let csrf = current().csrf_token;
-    if csrf.is_empty() || !auth::constant_time_eq(form.csrf_token.as_bytes(), csrf.as_bytes()) {
-        return PageError::Forbidden(
-            "The form was not sent from a page of this session (its CSRF token is missing or wrong).".into(),
-        )
-        .into_response();
+    if let Err(e) = form_token(&current().csrf_token, &form.csrf_token) {
+        return e.into_response();
     }
     let ended = async {
-        let client = app
-            .db
-            .get()
-            .await
-            .map_err(|e| PageError::Internal(e.to_string()))?;
+        let client = app.client().await?;
         access::end_session(&client, &access::sha256(&token)).await?;
         Ok::<_, PageError>(())
     }
@@ -297,15 +278,16 @@ pub async fn logout(
     res
 }
 
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+/// A form that changes something must carry the session's CSRF token (`expected`; empty:
+/// no session, refused).
+pub fn form_token(expected: &str, sent: &str) -> Result<(), PageError> {
+    if !expected.is_empty() && auth::constant_time_eq(sent.as_bytes(), expected.as_bytes()) {
+        Ok(())
+    } else {
+        Err(PageError::Forbidden(
+            "The form was not sent from a page of this session (its CSRF token is missing or wrong).".into(),
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -320,6 +302,5 @@ mod tests {
         assert_eq!(safe_next("/\\evil.example"), "/");
         assert_eq!(safe_next("/\t/evil.example"), "/");
         assert_eq!(safe_next("/ /evil.example"), "/");
-        assert_eq!(percent_encode("/flow-runs?a=b c"), "/flow-runs%3Fa%3Db%20c");
     }
 }

@@ -14,7 +14,7 @@ use super::{
 };
 use crate::db::rows::FromRow;
 use crate::filters::Query;
-use crate::keyring::Keyring;
+use crate::keyring::{Keyring, SEALED};
 use crate::StoreResult;
 
 /// How deep references are followed when a document is read.
@@ -454,9 +454,11 @@ async fn select_documents(
 pub async fn reseal_documents(c: &impl GenericClient, keyring: &Keyring, batch: i64) -> StoreResult<u64> {
     let rows = c
         .query(
-            "SELECT id, data FROM block_document \
-             WHERE data -> '$stratus_sealed' ->> 'key' IS DISTINCT FROM $1 \
-             ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
+            &format!(
+                "SELECT id, data FROM block_document \
+                 WHERE data -> '{SEALED}' ->> 'key' IS DISTINCT FROM $1 \
+                 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED"
+            ),
             &[&keyring.current(), &batch],
         )
         .await?;
