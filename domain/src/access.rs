@@ -57,6 +57,31 @@ impl std::fmt::Display for Role {
     }
 }
 
+/// A key's name, as typed: 1 to 200 characters, none of them control characters
+/// (Postgres refuses NUL in text; the rest would garble lists). The error says why.
+pub fn key_name(raw: &str) -> Result<&str, String> {
+    let name = raw.trim();
+    if name.is_empty() {
+        return Err("A key needs a name.".into());
+    }
+    if name.chars().count() > 200 {
+        return Err("A key's name is at most 200 characters.".into());
+    }
+    if name.chars().any(char::is_control) {
+        return Err("A key's name cannot hold control characters.".into());
+    }
+    Ok(name)
+}
+
+/// How long a key lives, given in days: 1 to 3650 (ten years).
+pub fn key_lifetime(days: i64) -> Result<chrono::Duration, String> {
+    if (1..=3650).contains(&days) {
+        Ok(chrono::Duration::days(days))
+    } else {
+        Err("Expiry is a number of days from 1 to 3650.".into())
+    }
+}
+
 /// What an API route asks of its caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Need {
@@ -193,6 +218,17 @@ mod tests {
             need_for("POST", "/concurrency_limits/tag/{tag}/reset"),
             Need::Write
         );
+    }
+
+    #[test]
+    fn key_names_are_plain_text_of_a_sensible_length() {
+        assert_eq!(key_name("  ci-agent "), Ok("ci-agent"));
+        assert!(key_name("   ").is_err());
+        assert!(key_name("a\0b").is_err());
+        assert!(key_name(&"x".repeat(201)).is_err());
+        assert!(key_name(&"é".repeat(200)).is_ok());
+        assert!(key_lifetime(0).is_err() && key_lifetime(i64::MAX).is_err());
+        assert_eq!(key_lifetime(30), Ok(chrono::Duration::days(30)));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! written straight to the database (as `stratus database` does), so the first admin key
 //! can be made before any key exists.
 
-use chrono::{Duration, Utc};
+use chrono::Utc;
 use stratus_domain::access::Role;
 use stratus_store::config::Settings;
 use stratus_store::db::access::{self, DEFAULT_ACCOUNT_ID, DEFAULT_WORKSPACE_ID};
@@ -33,13 +33,15 @@ async fn apply(command: ApiKeyCommand, url: &str) -> Result<(), String> {
             let role = Role::parse(&role).ok_or_else(|| {
                 format!("--role {role:?} is not a role: expected admin, developer, runner or viewer")
             })?;
-            if expires_in_days.is_some_and(|d| d <= 0) {
-                return Err("--expires-in-days must be at least 1".into());
-            }
-            let expires = expires_in_days.map(|d| Utc::now() + Duration::days(d));
+            let name = stratus_domain::access::key_name(&name).map_err(|e| format!("--name: {e}"))?;
+            let expires = expires_in_days
+                .map(stratus_domain::access::key_lifetime)
+                .transpose()
+                .map_err(|e| format!("--expires-in-days: {e}"))?
+                .map(|lifetime| Utc::now() + lifetime);
             let workspace = (!account_wide).then_some(DEFAULT_WORKSPACE_ID);
             let (key, secret) =
-                access::create_key(&client, &name, DEFAULT_ACCOUNT_ID, workspace, role, expires)
+                access::create_key(&client, name, DEFAULT_ACCOUNT_ID, workspace, role, expires)
                     .await
                     .map_err(|e| format!("could not create the key: {e}"))?;
             println!("Created API key {} ({}, role {}).", key.id, key.name, key.role);

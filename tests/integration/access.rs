@@ -635,6 +635,19 @@ async fn admins_make_and_revoke_keys_from_the_web_ui() {
         .await;
     assert_eq!(by_developer.status, 403);
 
+    for bad in [
+        "name=a%00b",
+        "name=%20",
+        "name=x&expires_in_days=99999999999999999999",
+    ] {
+        let res = form(
+            &admin,
+            "/api-keys",
+            format!("{bad}&role=runner&csrf_token={csrf}"),
+        )
+        .await;
+        assert_eq!(res.status, 400, "{bad}: {}", res.text);
+    }
     let forged = form(&admin, "/api-keys", "name=ci&role=runner&csrf_token=nope".into()).await;
     assert_eq!(
         forged.status, 403,

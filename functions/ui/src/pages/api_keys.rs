@@ -4,9 +4,9 @@
 use askama::Template;
 use axum::extract::{Form, Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
-use chrono::{Duration, Utc};
+use chrono::Utc;
 use serde::Deserialize;
-use stratus_domain::access::{Need, Role};
+use stratus_domain::access::{self as access_rules, Need, Role};
 use stratus_http::auth::Caller;
 use stratus_http::AppState;
 use stratus_store::db::access::{self, DEFAULT_ACCOUNT_ID, DEFAULT_WORKSPACE_ID};
@@ -116,22 +116,17 @@ pub struct CreateForm {
 pub async fn create(State(app): State<AppState>, caller: Caller, Form(form): Form<CreateForm>) -> Response {
     async {
         may_change_keys(&caller, &form.csrf_token)?;
-        let name = form.name.trim();
-        if name.is_empty() {
-            return Err(PageError::BadRequest("A key needs a name.".into()));
-        }
+        let name = access_rules::key_name(&form.name).map_err(PageError::BadRequest)?;
         let role = Role::parse(&form.role)
             .ok_or_else(|| PageError::BadRequest(format!("{:?} is not a role.", form.role)))?;
         let expires = match form.expires_in_days.trim() {
             "" => None,
-            days => match days.parse::<i64>() {
-                Ok(d) if (1..=3650).contains(&d) => Some(Utc::now() + Duration::days(d)),
-                _ => {
-                    return Err(PageError::BadRequest(
-                        "Expiry is a number of days from 1 to 3650.".into(),
-                    ))
-                }
-            },
+            days => {
+                // Not a number (or past i64) is as out of range as 0.
+                let lifetime =
+                    access_rules::key_lifetime(days.parse().unwrap_or(0)).map_err(PageError::BadRequest)?;
+                Some(Utc::now() + lifetime)
+            }
         };
         let client = app.client().await?;
         let (key, secret) = access::create_key(
