@@ -60,8 +60,16 @@ impl AppState {
         )
     }
 
+    /// A connection for the work in progress: it sees the request's workspace only
+    /// (`stratus_store::tenancy`).
     pub async fn client(&self) -> Result<Client, ApiError> {
         Ok(self.db.get().await?)
+    }
+
+    /// A connection that sees every workspace, and who may sign in: for checking keys and
+    /// sessions, and managing keys and workspaces.
+    pub async fn system_client(&self) -> Result<Client, ApiError> {
+        Ok(stratus_store::tenancy::system(self.db.get()).await?)
     }
 }
 

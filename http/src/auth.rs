@@ -17,9 +17,11 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::workspace_url::WorkspaceRef;
 use stratus_domain::access::{need_for, Need, Role};
 use stratus_store::config::{is_loopback, AuthMode, Settings};
 use stratus_store::db::access::{self, Credential, DEFAULT_ACCOUNT_ID, DEFAULT_WORKSPACE_ID};
+use stratus_store::tenancy;
 
 /// The web UI's session cookie (HttpOnly).
 pub const SESSION_COOKIE: &str = "stratus_session";
@@ -33,7 +35,10 @@ pub struct Caller {
     /// None on an open server.
     pub key_id: Option<Uuid>,
     pub account_id: Uuid,
+    /// The key's workspace (None: every workspace of its account).
     pub workspace_id: Option<Uuid>,
+    /// The workspace this request works in.
+    pub workspace: Uuid,
     /// A signed-in UI session's CSRF token (None for API keys and open servers).
     pub csrf_token: Option<String>,
 }
@@ -46,6 +51,7 @@ impl Caller {
             key_id: None,
             account_id: DEFAULT_ACCOUNT_ID,
             workspace_id: None,
+            workspace: DEFAULT_WORKSPACE_ID,
             csrf_token: None,
         }
     }
@@ -56,8 +62,16 @@ impl Caller {
             key_id: Some(c.key_id),
             account_id: c.account_id,
             workspace_id: c.workspace_id,
+            workspace: c.workspace_id.unwrap_or(DEFAULT_WORKSPACE_ID),
             csrf_token: c.csrf_token,
         }
+    }
+
+    /// Whether this caller's key reaches `workspace`.
+    pub fn reaches(&self, workspace: WorkspaceRef) -> bool {
+        self.key_id.is_none()
+            || (self.account_id == workspace.account_id
+                && self.workspace_id.is_none_or(|w| w == workspace.workspace_id))
     }
 
     /// Whether this caller may do what `need` names; the error to answer if not.
@@ -94,6 +108,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 pub struct CredentialCache {
     ttl: Duration,
     entries: Mutex<HashMap<CacheKey, (Instant, Option<Credential>)>>,
+    /// Workspaces seen lately, and their accounts (None: no such workspace).
+    workspaces: Mutex<HashMap<Uuid, (Instant, Option<Uuid>)>>,
 }
 
 /// Whether it is a session token (else a key), and its SHA-256.
@@ -107,6 +123,25 @@ impl CredentialCache {
         CredentialCache {
             ttl,
             entries: Mutex::new(HashMap::new()),
+            workspaces: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn workspace_account(&self, workspace: Uuid) -> Option<Option<Uuid>> {
+        let entries = self.workspaces.lock().ok()?;
+        let (at, account) = entries.get(&workspace)?;
+        (at.elapsed() < self.ttl).then_some(*account)
+    }
+
+    fn put_workspace(&self, workspace: Uuid, account: Option<Uuid>) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        if let Ok(mut entries) = self.workspaces.lock() {
+            if entries.len() >= CACHE_CAPACITY {
+                entries.clear();
+            }
+            entries.insert(workspace, (Instant::now(), account));
         }
     }
 
@@ -165,7 +200,7 @@ async fn credential_for(app: &AppState, session: bool, secret: &str) -> Result<O
     if let Some(hit) = app.credentials.get(&key) {
         return Ok(hit);
     }
-    let client = app.client().await?;
+    let client = app.system_client().await?;
     let found = if session {
         access::verify_session(&client, &key.1).await?
     } else {
@@ -203,8 +238,9 @@ pub async fn caller_of(app: &AppState, headers: &HeaderMap) -> Result<Option<Cal
     }
 }
 
-/// The caller a key (or, `session`, a session token) speaks for, checked for expiry and
-/// for reaching the default workspace (plain `/api`): 401 or 404 otherwise.
+/// The caller a key (or, `session`, a session token) speaks for, checked for expiry: 401
+/// otherwise. It works in its key's workspace (the default one for account-wide keys)
+/// until [`enter`] says otherwise.
 pub async fn caller_for(app: &AppState, session: bool, secret: &str) -> Result<Caller, Response> {
     let credential = match credential_for(app, session, secret).await {
         Ok(Some(c)) => c,
@@ -214,13 +250,42 @@ pub async fn caller_for(app: &AppState, session: bool, secret: &str) -> Result<C
     if credential.expired(chrono::Utc::now()) {
         return Err(unauthorized("This API key or session has expired."));
     }
-    // Another workspace's key learns nothing of this one, not even that it exists.
-    let reaches = credential.account_id == DEFAULT_ACCOUNT_ID
-        && credential.workspace_id.is_none_or(|w| w == DEFAULT_WORKSPACE_ID);
-    if !reaches {
+    Ok(Caller::from_credential(credential))
+}
+
+/// Whether `workspace` exists in the account its URL names (cached like keys).
+pub async fn workspace_exists(app: &AppState, workspace: WorkspaceRef) -> Result<bool, ApiError> {
+    if workspace == WorkspaceRef::DEFAULT {
+        return Ok(true);
+    }
+    let account = match app.credentials.workspace_account(workspace.workspace_id) {
+        Some(account) => account,
+        None => {
+            let client = app.system_client().await?;
+            let account = access::find_workspace(&client, workspace.workspace_id)
+                .await?
+                .map(|w| w.account_id);
+            app.credentials.put_workspace(workspace.workspace_id, account);
+            account
+        }
+    };
+    Ok(account == Some(workspace.account_id))
+}
+
+/// Makes `caller` work in `workspace`: 404 if its key does not reach it or it does not
+/// exist. Another workspace's key learns nothing of this one, not even that it exists.
+pub async fn enter(app: &AppState, caller: &mut Caller, workspace: WorkspaceRef) -> Result<(), Response> {
+    if !caller.reaches(workspace) {
         return Err(ApiError::not_found("Not Found").into_response());
     }
-    Ok(Caller::from_credential(credential))
+    match workspace_exists(app, workspace).await {
+        Ok(true) => {
+            caller.workspace = workspace.workspace_id;
+            Ok(())
+        }
+        Ok(false) => Err(ApiError::not_found("Not Found").into_response()),
+        Err(e) => Err(e.into_response()),
+    }
 }
 
 fn unauthorized(detail: &str) -> Response {
@@ -236,11 +301,17 @@ pub fn is_safe(method: &Method) -> bool {
 }
 
 /// The API's gate, run once the router has matched a route: the caller's key or session
-/// must allow what the route (its template, not the path it was called with) needs.
+/// must reach the workspace the URL names and allow what the route (its template, not the
+/// path it was called with) needs. The route then runs in that workspace alone.
 pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
+    let workspace = WorkspaceRef::of(&req);
     if app.settings.auth == AuthMode::Open {
-        req.extensions_mut().insert(Caller::open());
-        return next.run(req).await;
+        let mut caller = Caller::open();
+        if let Err(res) = enter(&app, &mut caller, workspace).await {
+            return res;
+        }
+        req.extensions_mut().insert(caller);
+        return tenancy::within(workspace.workspace_id, next.run(req)).await;
     }
     let path = req.uri().path().to_string();
     let need = match req.extensions().get::<MatchedPath>() {
@@ -255,9 +326,9 @@ pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: N
         None => Need::Admin,
     };
     if need == Need::Public {
-        return next.run(req).await;
+        return tenancy::within(workspace.workspace_id, next.run(req)).await;
     }
-    let caller = match caller_of(&app, req.headers()).await {
+    let mut caller = match caller_of(&app, req.headers()).await {
         Ok(Some(caller)) => caller,
         Ok(None) => {
             return unauthorized(
@@ -266,6 +337,9 @@ pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: N
         }
         Err(res) => return res,
     };
+    if let Err(res) = enter(&app, &mut caller, workspace).await {
+        return res;
+    }
     if !caller.role.may(need) {
         let what = format!("{} {}", req.method(), path);
         return forbidden(caller.role, &what).into_response();
@@ -277,7 +351,7 @@ pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: N
         }
     }
     req.extensions_mut().insert(caller);
-    next.run(req).await
+    tenancy::within(workspace.workspace_id, next.run(req)).await
 }
 
 /// Compares in time independent of where the values differ.

@@ -11,6 +11,7 @@ pub mod openapi;
 pub mod run_routes;
 pub mod serve;
 pub mod shape;
+pub mod workspace_url;
 
 pub use app::AppState;
 pub use error::{ApiError, ApiResult};

@@ -61,9 +61,13 @@ pub fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> axum::res
     axum::response::IntoResponse::into_response(crate::ApiError::Internal(format!("panic: {message}")))
 }
 
-/// Accepts `/flows/` and `/flows` alike: the client uses the slash form for creates.
+/// Accepts `/flows/` and `/flows` alike (the client uses the slash form for creates), and
+/// workspace URLs (`crate::workspace_url`) for every route.
 pub fn normalize(router: Router) -> NormalizePath<Router> {
-    NormalizePathLayer::trim_trailing_slash().layer(router)
+    let rewritten = Router::new()
+        .fallback_service(router)
+        .layer(axum::middleware::map_request(crate::workspace_url::rewrite));
+    NormalizePathLayer::trim_trailing_slash().layer(rewritten)
 }
 
 pub fn init_tracing() {

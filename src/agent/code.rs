@@ -85,6 +85,20 @@ pub fn key(bytes: &[u8]) -> String {
     format!("flows/{}.tar.gz", digest(bytes))
 }
 
+/// Where a workspace keeps its flow code: under `workspaces/{id}/` for a workspace URL
+/// (`.../api/accounts/{a}/workspaces/{w}`), at the top for the default workspace.
+pub fn workspace_key(api_url: &str, key: &str) -> String {
+    let workspace = api_url
+        .trim_end_matches('/')
+        .rsplit_once("/workspaces/")
+        .map(|(_, w)| w)
+        .and_then(|w| uuid::Uuid::parse_str(w).ok());
+    match workspace {
+        Some(w) => format!("workspaces/{w}/{key}"),
+        None => key.to_string(),
+    }
+}
+
 /// The most a package may unpack to, and the most entries it may hold: a small archive of
 /// zeros could otherwise fill the agent's disk.
 pub const MAX_UNPACKED_BYTES: u64 = 100 * 1024 * 1024;
@@ -158,6 +172,20 @@ pub fn read_limited(mut r: impl Read, limit: u64) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn workspace_urls_keep_code_apart() {
+        let w = uuid::Uuid::new_v4();
+        let a = uuid::Uuid::new_v4();
+        assert_eq!(
+            workspace_key(
+                &format!("http://s/api/accounts/{a}/workspaces/{w}/"),
+                "flows/x.tar.gz"
+            ),
+            format!("workspaces/{w}/flows/x.tar.gz")
+        );
+        assert_eq!(workspace_key("http://s/api", "flows/x.tar.gz"), "flows/x.tar.gz");
+    }
 
     fn scratch() -> PathBuf {
         let d = std::env::temp_dir().join(format!("stratus-code-{}", uuid::Uuid::new_v4()));

@@ -5,29 +5,24 @@
 use chrono::Utc;
 use stratus_domain::access::Role;
 use stratus_store::config::Settings;
-use stratus_store::db::access::{self, DEFAULT_ACCOUNT_ID, DEFAULT_WORKSPACE_ID};
+use stratus_store::db::access::{self, DEFAULT_WORKSPACE_ID};
+use stratus_store::db::Client;
 
+use super::workspaces::{account, with_directory, workspace};
 use super::ApiKeyCommand;
 
 pub async fn run(command: ApiKeyCommand, settings: &Settings) -> Result<(), String> {
-    let (url, local) = super::database(settings).await?;
-    let result = apply(command, &url).await;
-    super::leave(local).await;
-    result
+    with_directory(settings, async |_, client| apply(command, client).await).await
 }
 
-async fn apply(command: ApiKeyCommand, url: &str) -> Result<(), String> {
-    let pool = stratus_store::db::pool(url, 1)?;
-    stratus_store::db::migrate(&pool).await?;
-    let client = pool
-        .get()
-        .await
-        .map_err(|e| format!("could not connect to Postgres: {e}"))?;
-    let result = match command {
+async fn apply(command: ApiKeyCommand, client: &Client) -> Result<(), String> {
+    match command {
         ApiKeyCommand::Create {
             name,
             role,
             expires_in_days,
+            account: account_name,
+            workspace: workspace_name,
             account_wide,
         } => {
             let role = Role::parse(&role).ok_or_else(|| {
@@ -39,22 +34,46 @@ async fn apply(command: ApiKeyCommand, url: &str) -> Result<(), String> {
                 .transpose()
                 .map_err(|e| format!("--expires-in-days: {e}"))?
                 .map(|lifetime| Utc::now() + lifetime);
-            let workspace = (!account_wide).then_some(DEFAULT_WORKSPACE_ID);
-            let (key, secret) =
-                access::create_key(&client, name, DEFAULT_ACCOUNT_ID, workspace, role, expires)
-                    .await
-                    .map_err(|e| format!("could not create the key: {e}"))?;
-            println!("Created API key {} ({}, role {}).", key.id, key.name, key.role);
+            let account_id = account(client, &account_name).await?;
+            let workspace = workspace(client, account_id, &workspace_name).await?;
+            let (key, secret) = access::create_key(
+                client,
+                name,
+                account_id,
+                (!account_wide).then_some(workspace.id),
+                role,
+                expires,
+            )
+            .await
+            .map_err(|e| format!("could not create the key: {e}"))?;
+            let reach = if account_wide {
+                format!("every workspace of account {}", workspace.account_name)
+            } else {
+                format!("workspace {}", workspace.name)
+            };
+            println!(
+                "Created API key {} ({}, role {}, {reach}).",
+                key.id, key.name, key.role
+            );
+            if workspace.id != DEFAULT_WORKSPACE_ID {
+                println!("Use it with PREFECT_API_URL=<server>{}", workspace.api_path());
+            }
             println!("Its value is shown this once; store it now (PREFECT_API_KEY):\n{secret}");
             Ok(())
         }
-        ApiKeyCommand::List => {
-            let keys = access::list_keys(&client, DEFAULT_ACCOUNT_ID)
+        ApiKeyCommand::List {
+            account: account_name,
+        } => {
+            let account_id = account(client, &account_name).await?;
+            let keys = access::list_keys(client, account_id, None)
                 .await
                 .map_err(|e| format!("could not list keys: {e}"))?;
+            let workspaces = access::list_workspaces(client, Some(account_id))
+                .await
+                .map_err(|e| format!("could not list workspaces: {e}"))?;
             println!(
-                "{:<36}  {:<10}  {:<15}  {:<20}  {:<10}  name",
-                "id", "role", "starts with", "expires", "status"
+                "{:<36}  {:<10}  {:<15}  {:<20}  {:<10}  {:<16}  name",
+                "id", "role", "starts with", "expires", "status", "workspace"
             );
             let now = Utc::now();
             for k in keys {
@@ -63,15 +82,27 @@ async fn apply(command: ApiKeyCommand, url: &str) -> Result<(), String> {
                     .expires
                     .map(|e| e.format("%Y-%m-%d %H:%M").to_string())
                     .unwrap_or_else(|| "never".into());
+                let reach = match k.workspace_id {
+                    None => "(account-wide)".to_string(),
+                    Some(w) => workspaces
+                        .iter()
+                        .find(|x| x.id == w)
+                        .map(|x| x.name.clone())
+                        .unwrap_or_else(|| w.to_string()),
+                };
                 println!(
-                    "{:<36}  {:<10}  {:<15}  {:<20}  {:<10}  {}",
-                    k.id, k.role, k.prefix, expires, status, k.name
+                    "{:<36}  {:<10}  {:<15}  {:<20}  {:<10}  {:<16}  {}",
+                    k.id, k.role, k.prefix, expires, status, reach, k.name
                 );
             }
             Ok(())
         }
-        ApiKeyCommand::Revoke { id } => {
-            if access::revoke_key(&client, DEFAULT_ACCOUNT_ID, id)
+        ApiKeyCommand::Revoke {
+            id,
+            account: account_name,
+        } => {
+            let account_id = account(client, &account_name).await?;
+            if access::revoke_key(client, account_id, None, id)
                 .await
                 .map_err(|e| format!("could not revoke the key: {e}"))?
             {
@@ -81,8 +112,5 @@ async fn apply(command: ApiKeyCommand, url: &str) -> Result<(), String> {
                 Err(format!("there is no API key {id}"))
             }
         }
-    };
-    drop(client);
-    pool.close();
-    result
+    }
 }

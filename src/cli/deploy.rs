@@ -169,13 +169,14 @@ pub async fn run(args: DeployArgs, settings: &Settings) -> Result<(), String> {
     let package = tokio::task::spawn_blocking(move || code::pack(&pack_dir))
         .await
         .map_err(|e| e.to_string())??;
-    let key = code::key(&package);
+    let api_url = api_url(args.api_url.clone());
+    let key = code::workspace_key(&api_url, &code::key(&package));
     let size = package.len();
     let storage = stratus_aws::storage(settings).await;
     let url = store_patiently(storage.as_ref(), &key, package).await?;
     println!("Stored {} ({size} bytes) at {url}.", dir.display());
 
-    let api = Api::new(&api_url(args.api_url.clone()))?;
+    let api = Api::new(&api_url)?;
     if let Err(e) = api.get(&format!("/work_pools/{}", segment(&args.pool))).await {
         if e.is_not_found() {
             return Err(format!(

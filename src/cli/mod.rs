@@ -9,6 +9,7 @@ pub mod local_postgres;
 pub mod server;
 pub mod signals;
 pub mod system;
+pub mod workspaces;
 
 use clap::{Parser, Subcommand};
 use stratus_store::config::Settings;
@@ -56,6 +57,17 @@ pub enum Command {
         #[command(subcommand)]
         command: ApiKeyCommand,
     },
+    /// Manage accounts: each holds workspaces, and keys that reach one or all of them.
+    Account {
+        #[command(subcommand)]
+        command: AccountCommand,
+    },
+    /// Manage workspaces: each sees only its own flows, runs, blocks and the rest, at
+    /// /api/accounts/{account}/workspaces/{workspace} (plain /api is the default one).
+    Workspace {
+        #[command(subcommand)]
+        command: WorkspaceCommand,
+    },
     /// Block documents' data is sealed at rest (AES-256-GCM).
     Encryption {
         #[command(subcommand)]
@@ -88,16 +100,56 @@ pub enum ApiKeyCommand {
         /// The key stops working after this many days [default: never].
         #[arg(long)]
         expires_in_days: Option<i64>,
-        /// Valid in every workspace of the account, not only the default one.
+        /// The account (name or id).
+        #[arg(long, default_value = "default")]
+        account: String,
+        /// The workspace of the account the key works in (name or id).
+        #[arg(long, default_value = "default")]
+        workspace: String,
+        /// Valid in every workspace of the account, not only --workspace.
         #[arg(long)]
         account_wide: bool,
     },
-    /// List keys (never their values).
-    List,
+    /// List an account's keys (never their values).
+    List {
+        /// The account (name or id).
+        #[arg(long, default_value = "default")]
+        account: String,
+    },
     /// Revoke a key, and the web UI sessions signed in with it.
     Revoke {
         /// The key's id, as `list` shows it.
         id: uuid::Uuid,
+        /// The key's account (name or id).
+        #[arg(long, default_value = "default")]
+        account: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum AccountCommand {
+    /// Make an account (with no workspace yet).
+    Create {
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum WorkspaceCommand {
+    /// Make a workspace in an account, with Prefect's core block types.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// The account (name or id).
+        #[arg(long, default_value = "default")]
+        account: String,
+    },
+    /// List workspaces, with their API paths.
+    List {
+        /// Only this account's (name or id).
+        #[arg(long)]
+        account: Option<String>,
     },
 }
 
@@ -221,6 +273,8 @@ pub async fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Database { command } => database::run(command, &settings).await,
         Command::ApiKey { command } => api_keys::run(command, &settings).await,
+        Command::Account { command } => workspaces::run_account(command, &settings).await,
+        Command::Workspace { command } => workspaces::run_workspace(command, &settings).await,
         Command::Encryption {
             command: EncryptionCommand::Rotate,
         } => encryption::rotate(&settings).await,

@@ -169,19 +169,11 @@ fn print_banner(addr: &SocketAddr, auth: AuthMode) {
     }
 }
 
-/// Prefect registers its core block types on start; so does Stratus.
+/// Prefect registers its core block types on start; so does Stratus, in every workspace.
 pub async fn register_system_blocks(pool: &deadpool_postgres::Pool) -> Result<(), String> {
-    let mut client = pool
-        .get()
+    stratus_store::system_blocks::install_everywhere(pool)
         .await
-        .map_err(|e| format!("could not connect to Postgres: {e}"))?;
-    let tx = client
-        .transaction()
-        .await
-        .map_err(|e| format!("could not register the core block types: {e}"))?;
-    stratus_store::system_blocks::install(&tx).await?;
-    tx.commit()
-        .await
+        .map(|_| ())
         .map_err(|e| format!("could not register the core block types: {e}"))
 }
 

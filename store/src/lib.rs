@@ -16,6 +16,7 @@ pub mod runs_service;
 pub mod scheduler;
 pub mod storage;
 pub mod system_blocks;
+pub mod tenancy;
 pub mod url;
 
 pub use error::{SetupError, StoreError, StoreResult};

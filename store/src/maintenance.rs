@@ -139,10 +139,21 @@ fn upkeep_broke() {
     }
 }
 
-/// Runs every upkeep step once.
+/// Runs every upkeep step once in every workspace.
 pub async fn run_once(runs: &Runs, settings: &Settings) -> StoreResult<Report> {
     let unbroken = unbroken_for(Duration::from_secs(settings.scheduler_interval_seconds));
-    let report = passes(runs, settings, unbroken).await;
+    let report = crate::tenancy::in_each_workspace(runs.db(), |_| passes(runs, settings, unbroken))
+        .await
+        .map(|reports| {
+            reports.into_iter().fold(Report::default(), |a, b| Report {
+                expired_pauses_failed: a.expired_pauses_failed + b.expired_pauses_failed,
+                task_runs_cancelled: a.task_runs_cancelled + b.task_runs_cancelled,
+                subflows_cancelled: a.subflows_cancelled + b.subflows_cancelled,
+                lost_runs_crashed: a.lost_runs_crashed + b.lost_runs_crashed,
+                logs_pruned: a.logs_pruned + b.logs_pruned,
+                states_pruned: a.states_pruned + b.states_pruned,
+            })
+        });
     if report.is_err() {
         upkeep_broke();
     }

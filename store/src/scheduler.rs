@@ -203,10 +203,36 @@ pub async fn mark_late_runs(runs: &Runs, limits: &Limits) -> StoreResult<usize> 
     Ok(marked)
 }
 
-/// One scheduler tick, bounded by `budget`: new scheduled runs, Late marks, then the
+/// One scheduler tick in every workspace, bounded by `budget`: new scheduled runs, Late marks, then the
 /// outbox sweeps (runs, then notifications), which get a share of the budget of their own
 /// so that a long scheduling pass cannot starve them.
 pub async fn tick(runs: &Runs, limits: &Limits, budget: std::time::Duration) -> StoreResult<TickReport> {
+    let start = Instant::now();
+    let reports = crate::tenancy::in_each_workspace(runs.db(), |_| {
+        // Each workspace gets what is left of the budget: one with much to schedule
+        // delays the next by at most a tick.
+        let left = budget.saturating_sub(start.elapsed());
+        tick_workspace(runs, limits, left)
+    })
+    .await?;
+    Ok(reports
+        .into_iter()
+        .fold(TickReport::default(), |a, b| TickReport {
+            deployments: a.deployments + b.deployments,
+            runs_created: a.runs_created + b.runs_created,
+            late_marked: a.late_marked + b.late_marked,
+            published: a.published + b.published,
+            publish_failed: a.publish_failed + b.publish_failed,
+            notifications_published: a.notifications_published + b.notifications_published,
+        }))
+}
+
+/// One workspace's tick: see `tick`.
+async fn tick_workspace(
+    runs: &Runs,
+    limits: &Limits,
+    budget: std::time::Duration,
+) -> StoreResult<TickReport> {
     let start = Instant::now();
     let (deployments, runs_created) = schedule_deployments(runs, limits, start + budget * 2 / 3).await?;
     let late_marked = mark_late_runs(runs, limits).await?;

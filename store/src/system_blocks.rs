@@ -51,6 +51,36 @@ fn describe(e: SchemaError) -> String {
     }
 }
 
+/// Registers the bundled block types in every workspace, each in a transaction of its
+/// own; returns how many types a workspace has.
+pub async fn install_everywhere(pool: &deadpool_postgres::Pool) -> Result<usize, SetupError> {
+    let workspaces = crate::tenancy::workspaces(pool)
+        .await
+        .map_err(|e| SetupError::Register {
+            what: "the core block types".into(),
+            message: e.to_string(),
+        })?;
+    let mut types = 0;
+    for workspace in workspaces {
+        types = crate::tenancy::within(workspace, install_in_scope(pool)).await?;
+    }
+    Ok(types)
+}
+
+/// Registers the bundled block types in the workspace in scope, in one transaction.
+pub async fn install_in_scope(pool: &deadpool_postgres::Pool) -> Result<usize, SetupError> {
+    let mut client = pool.get().await?;
+    let tx = client
+        .transaction()
+        .await
+        .map_err(SetupError::database("begin registering the core block types"))?;
+    let types = install(&tx).await?;
+    tx.commit()
+        .await
+        .map_err(SetupError::database("register the core block types"))?;
+    Ok(types)
+}
+
 /// Registers (or refreshes) every bundled block type and schema; returns how many types.
 /// Types are matched by slug; schemas already registered (same checksum and version) are
 /// left as they are.

@@ -23,8 +23,7 @@ async fn hosted() -> TestApp {
 }
 
 async fn key(app: &TestApp, role: Role) -> String {
-    let pool = &app.state.db;
-    let client = pool.get().await.unwrap();
+    let client = app.system_client().await;
     let (_, secret) = access::create_key(
         &client,
         "test",
@@ -52,7 +51,7 @@ async fn foreign_key(app: &TestApp) -> String {
     )
     .await
     .unwrap();
-    let client = app.state.db.get().await.unwrap();
+    let client = app.system_client().await;
     access::create_key(&client, "theirs", account, Some(workspace), Role::Admin, None)
         .await
         .unwrap()
@@ -252,14 +251,14 @@ async fn every_route_refuses_missing_keys_lesser_roles_and_other_workspaces() {
 #[tokio::test]
 async fn revoked_and_expired_keys_stop_working() {
     let app = hosted().await;
-    let client = app.state.db.get().await.unwrap();
+    let client = app.system_client().await;
     let (listed, secret) = access::create_key(&client, "ci", DEFAULT_ACCOUNT_ID, None, Role::Runner, None)
         .await
         .unwrap();
     let auth = bearer(&secret);
     let flows = with_key(&app, &auth, Method::POST, "/api/flows/filter", Some("{}")).await;
     assert_eq!(flows.status, 200, "{}", flows.text);
-    assert!(access::revoke_key(&client, DEFAULT_ACCOUNT_ID, listed.id)
+    assert!(access::revoke_key(&client, DEFAULT_ACCOUNT_ID, None, listed.id)
         .await
         .unwrap());
     // Within the cache's time (1 s here, STRATUS_AUTH_CACHE_SECONDS) it stops.
@@ -557,7 +556,7 @@ async fn other_sites_cannot_use_a_browser_against_an_open_server() {
 }
 
 /// Signs in to the web UI with `key`; returns the session cookie and its CSRF token.
-async fn sign_in(app: &TestApp, key: &str) -> (String, String) {
+pub(crate) async fn sign_in(app: &TestApp, key: &str) -> (String, String) {
     let login = app.get("/login").await;
     let set_cookie = login.headers["set-cookie"].to_str().unwrap().to_string();
     let login_csrf = set_cookie
@@ -679,8 +678,8 @@ async fn admins_make_and_revoke_keys_from_the_web_ui() {
         "shown once only"
     );
 
-    let client = app.state.db.get().await.unwrap();
-    let id = access::list_keys(&client, DEFAULT_ACCOUNT_ID)
+    let client = app.system_client().await;
+    let id = access::list_keys(&client, DEFAULT_ACCOUNT_ID, None)
         .await
         .unwrap()
         .into_iter()

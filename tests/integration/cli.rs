@@ -410,7 +410,9 @@ async fn database_reset_asks_first() {
         .unwrap();
     tokio::spawn(conn);
     client
-        .batch_execute("INSERT INTO flow (name) VALUES ('keep-me')")
+        .batch_execute(
+            "INSERT INTO flow (name, workspace_id) VALUES ('keep-me', '00000000-0000-4000-8000-000000000002')",
+        )
         .await
         .unwrap();
     let client = &client;

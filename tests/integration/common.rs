@@ -259,9 +259,33 @@ impl TestApp {
         }
     }
 
-    /// A direct connection to this test's database, for assertions on rows.
+    /// A pooled connection in the default workspace, as a request there gets.
+    pub async fn default_workspace_client(&self) -> deadpool_postgres::Object {
+        stratus_store::tenancy::within(
+            stratus_store::db::access::DEFAULT_WORKSPACE_ID,
+            self.state.db.get(),
+        )
+        .await
+        .unwrap()
+    }
+
+    /// A pooled connection that sees every workspace and who may sign in.
+    pub async fn system_client(&self) -> deadpool_postgres::Object {
+        stratus_store::tenancy::system(self.state.db.get()).await.unwrap()
+    }
+
+    /// A direct connection to this test's database, for assertions on rows: as the owner
+    /// (it sees every workspace), writing rows into the default workspace.
     pub async fn db(&self) -> tokio_postgres::Client {
-        connect(&self.database_url).await
+        let client = connect(&self.database_url).await;
+        client
+            .execute(
+                "SELECT set_config('stratus.workspace', $1, false)",
+                &[&stratus_store::db::access::DEFAULT_WORKSPACE_ID.to_string()],
+            )
+            .await
+            .unwrap();
+        client
     }
 }
 

@@ -32,3 +32,4 @@ mod queues;
 mod scheduler;
 mod secrets_at_rest;
 mod ui;
+mod workspaces;

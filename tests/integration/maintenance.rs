@@ -138,12 +138,16 @@ async fn old_logs_and_superseded_states_of_finished_runs_are_pruned() {
         log_days: 30,
         state_days: 90,
     };
-    let (logs, states) = maintenance::prune(&app.state.db, retention).await.unwrap();
+    let (logs, states) = in_default(maintenance::prune(&app.state.db, retention))
+        .await
+        .unwrap();
     assert_eq!((logs, states), (1, 0));
     db.execute("UPDATE flow_run SET end_time = now() - interval '100 days'", &[])
         .await
         .unwrap();
-    let (_, states) = maintenance::prune(&app.state.db, retention).await.unwrap();
+    let (_, states) = in_default(maintenance::prune(&app.state.db, retention))
+        .await
+        .unwrap();
     assert_eq!(states, 2, "Pending and Running go, the current Completed stays");
     let read = app
         .get(&format!("/api/flow_runs/{}", run["id"].as_str().unwrap()))
@@ -294,4 +298,9 @@ async fn a_claim_whose_answer_was_lost_is_the_same_agents_again_and_no_one_elses
         ["SCHEDULED", "PENDING", "RUNNING"],
         "claiming again wrote no state"
     );
+}
+
+/// Upkeep passes go workspace by workspace; this runs one in the default workspace.
+async fn in_default<F: std::future::Future>(pass: F) -> F::Output {
+    stratus_store::tenancy::within(stratus_store::db::access::DEFAULT_WORKSPACE_ID, pass).await
 }

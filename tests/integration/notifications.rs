@@ -360,11 +360,13 @@ async fn matching_state_changes_reach_the_webhooks_once() {
         .await
         .unwrap()
         .get(0);
-    app.state
-        .queue
-        .send(NOTIFICATIONS_QUEUE, &json!({"notification_id": id}), 0)
-        .await
-        .unwrap();
+    let duplicate = json!({"notification_id": id});
+    stratus_store::tenancy::within(
+        stratus_store::db::access::DEFAULT_WORKSPACE_ID,
+        app.state.queue.send(NOTIFICATIONS_QUEUE, &duplicate, 0),
+    )
+    .await
+    .unwrap();
     let before = hook.hits().len();
     let http = deliver::http_client();
     let (a, b) = tokio::join!(

@@ -40,7 +40,7 @@ async fn a_flows_runs_list_is_read_from_its_index_without_a_sort() {
         flows: Some(serde_json::from_value(json!({"id": {"any_": [small]}})).unwrap()),
         ..Default::default()
     };
-    let client = app.state.db.get().await.unwrap();
+    let client = app.default_workspace_client().await;
     let plan = runs::filter_plan::<FlowRun>(&client, &filters, FlowRunSort::ExpectedStartTimeDesc, 50)
         .await
         .unwrap();

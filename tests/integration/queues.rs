@@ -95,7 +95,12 @@ async fn has_sqs_semantics(q: &dyn MessageQueue) {
 #[tokio::test]
 async fn the_postgres_queue_has_sqs_semantics() {
     let app = TestApp::spawn().await;
-    has_sqs_semantics(&PgQueue::new(app.state.db.clone())).await;
+    // A pool's queue, as a request of the default workspace sees it.
+    stratus_store::tenancy::within(
+        stratus_store::db::access::DEFAULT_WORKSPACE_ID,
+        has_sqs_semantics(&PgQueue::new(app.state.db.clone())),
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -147,9 +147,12 @@ async fn overdue_scheduled_runs_are_marked_late() {
         )
         .await
         .body;
-    let marked = scheduler::mark_late_runs(&app.state.runs(), &Limits::default())
-        .await
-        .unwrap();
+    let marked = stratus_store::tenancy::within(
+        stratus_store::db::access::DEFAULT_WORKSPACE_ID,
+        scheduler::mark_late_runs(&app.state.runs(), &Limits::default()),
+    )
+    .await
+    .unwrap();
     assert_eq!(marked, 1);
     let read = app
         .get(&format!("/api/flow_runs/{}", run["id"].as_str().unwrap()))

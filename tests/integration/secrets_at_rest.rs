@@ -134,7 +134,7 @@ async fn rotating_moves_every_document_to_the_new_key() {
     let pool = stratus_store::db::pool(&old.database_url, 2).unwrap();
     let state = stratus_aws::state(settings, pool.clone()).await.unwrap();
     let keyring = state.keyring.clone();
-    let client = pool.get().await.unwrap();
+    let client = stratus_store::tenancy::system(pool.get()).await.unwrap();
     let doc = stratus_store::db::blocks::read_document(&client, &keyring, id.parse().unwrap(), true)
         .await
         .unwrap()

@@ -1,7 +1,7 @@
 //! The `/admin` route family: settings, version, and database maintenance.
 //!
 //! The database routes need `{"confirm": true}` (else 400) and answer 204:
-//! * `clear` deletes every row and keeps the schema;
+//! * `clear` deletes every row of the workspace (and keeps the schema, and who may sign in);
 //! * `drop` drops every Stratus table *and re-creates the empty schema* at once. Prefect
 //!   leaves the server without tables until `create`; a serverless function cannot be
 //!   restarted to repair that, so Stratus never leaves the schema missing;
@@ -16,7 +16,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use stratus_http::api_routes::{get, post, ApiRoutes};
 use stratus_http::app::PREFECT_VERSION;
+use stratus_http::auth::Caller;
 use stratus_http::{ApiError, ApiResult, AppState, Body};
+use stratus_store::db::access::DEFAULT_ACCOUNT_ID;
 
 pub fn router() -> Router<AppState> {
     api().into_router()
@@ -79,7 +81,7 @@ fn require_confirm(body: &Confirm) -> ApiResult<()> {
     Ok(())
 }
 
-/// Deletes every row, keeping the schema.
+/// Deletes every row of the request's workspace, keeping the schema.
 async fn clear(State(app): State<AppState>, Body(body): Body<Confirm>) -> ApiResult<StatusCode> {
     require_confirm(&body)?;
     let client = app.client().await?;
@@ -88,8 +90,13 @@ async fn clear(State(app): State<AppState>, Body(body): Body<Confirm>) -> ApiRes
 }
 
 /// Drops every Stratus table and re-creates the empty schema.
-async fn drop_all(State(app): State<AppState>, Body(body): Body<Confirm>) -> ApiResult<StatusCode> {
+async fn drop_all(
+    State(app): State<AppState>,
+    caller: Caller,
+    Body(body): Body<Confirm>,
+) -> ApiResult<StatusCode> {
     require_confirm(&body)?;
+    whole_server(&caller)?;
     let result = stratus_store::db::reset(&app.db).await;
     // Statements cached on pooled connections may name types and tables that were
     // dropped and re-created.
@@ -98,9 +105,29 @@ async fn drop_all(State(app): State<AppState>, Body(body): Body<Confirm>) -> Api
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The schema is every workspace's: only an open server's caller, or an account-wide
+/// admin key of the default account (the operator's), may drop or migrate it.
+fn whole_server(caller: &Caller) -> ApiResult<()> {
+    let operator =
+        caller.key_id.is_none() || (caller.workspace_id.is_none() && caller.account_id == DEFAULT_ACCOUNT_ID);
+    if operator {
+        Ok(())
+    } else {
+        Err(ApiError::Detail(
+            StatusCode::FORBIDDEN,
+            "The schema holds every workspace: only an account-wide admin key of the default account may drop or create it.".into(),
+        ))
+    }
+}
+
 /// Applies any pending migrations.
-async fn create(State(app): State<AppState>, Body(body): Body<Confirm>) -> ApiResult<StatusCode> {
+async fn create(
+    State(app): State<AppState>,
+    caller: Caller,
+    Body(body): Body<Confirm>,
+) -> ApiResult<StatusCode> {
     require_confirm(&body)?;
+    whole_server(&caller)?;
     stratus_store::db::migrate(&app.db).await?;
     Ok(StatusCode::NO_CONTENT)
 }

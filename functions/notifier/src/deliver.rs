@@ -59,7 +59,8 @@ pub async fn deliver(app: &AppState, http: &reqwest::Client, id: i64) -> Deliver
 
 /// Delivers the notification `id`.
 pub async fn deliver_or(app: &AppState, http: &reqwest::Client, id: i64, exhausted: Exhausted) -> Delivery {
-    match try_deliver(app, http, id, exhausted).await {
+    // A notification is found by its id, whatever its workspace.
+    match stratus_store::tenancy::system(try_deliver(app, http, id, exhausted)).await {
         Ok(d) => d,
         Err(e) => {
             tracing::warn!(notification_id = id, error = ?e, "notification not delivered now; it will be retried");
@@ -183,20 +184,29 @@ pub async fn receive_once(
     http: &reqwest::Client,
     wait_seconds: u32,
 ) -> Result<usize, String> {
-    let got = app
-        .queue
-        .receive(NOTIFICATIONS_QUEUE, 10, wait_seconds, VISIBILITY_SECONDS)
-        .await
-        .map_err(|e| e.to_string())?;
-    for m in &got {
-        handle(app, http, m).await;
-    }
-    Ok(got.len())
+    // The notifications queue holds every workspace's.
+    stratus_store::tenancy::system(async {
+        let got = app
+            .queue
+            .receive(NOTIFICATIONS_QUEUE, 10, wait_seconds, VISIBILITY_SECONDS)
+            .await
+            .map_err(|e| e.to_string())?;
+        for m in &got {
+            handle(app, http, m).await;
+        }
+        Ok(got.len())
+    })
+    .await
 }
 
 /// The notifier as a long-running loop (`stratus server start`): long-polls SQS, or looks
 /// at the Postgres queue every second.
 pub async fn run(app: AppState) {
+    // The notifications queue holds every workspace's.
+    stratus_store::tenancy::system(deliver_forever(app)).await
+}
+
+async fn deliver_forever(app: AppState) {
     let http = http_client();
     let wait = loop {
         match app.queue.ensure(NOTIFICATIONS_QUEUE).await {

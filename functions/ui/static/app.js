@@ -16,8 +16,15 @@ function csrfToken() {
   return meta ? meta.content : "";
 }
 
+// The API of the workspace the page shows (`/api/accounts/{a}/workspaces/{w}`).
+function apiUrl(url) {
+  const meta = document.querySelector("meta[name=api-base]");
+  return meta && url.startsWith("/api/") ? meta.content + url.slice(4) : url;
+}
+
 async function call(spec, body) {
-  const [method, url] = spec.split(" ");
+  const [method, path] = spec.split(" ");
+  const url = apiUrl(path);
   const res = await fetch(url, {
     method,
     headers: { "content-type": "application/json", "x-csrf-token": csrfToken() },

@@ -143,14 +143,17 @@ pub async fn create_key(
     Ok((ApiKey::from_row(&row)?, secret))
 }
 
-/// Every key of `account_id`, newest first.
+/// Every key of `account_id` (only those of `workspace`, when given), newest first.
 pub async fn list_keys(
     c: &impl GenericClient,
     account_id: Uuid,
+    workspace: Option<Uuid>,
 ) -> Result<Vec<ApiKey>, tokio_postgres::Error> {
-    let sql =
-        format!("SELECT {KEY_COLUMNS} FROM api_key k WHERE k.account_id = $1 ORDER BY k.created DESC, k.id");
-    c.query(sql.as_str(), &[&account_id])
+    let sql = format!(
+        "SELECT {KEY_COLUMNS} FROM api_key k WHERE k.account_id = $1 \
+         AND ($2::uuid IS NULL OR k.workspace_id = $2) ORDER BY k.created DESC, k.id"
+    );
+    c.query(sql.as_str(), &[&account_id, &workspace])
         .await?
         .iter()
         .map(ApiKey::from_row)
@@ -158,16 +161,18 @@ pub async fn list_keys(
 }
 
 /// Revokes a key (and so every UI session made with it). False if there is no such key
-/// in the account; revoking twice keeps the first time.
+/// in the account (in `workspace`, when given); revoking twice keeps the first time.
 pub async fn revoke_key(
     c: &impl GenericClient,
     account_id: Uuid,
+    workspace: Option<Uuid>,
     id: Uuid,
 ) -> Result<bool, tokio_postgres::Error> {
     let n = c
         .execute(
-            "UPDATE api_key SET revoked = COALESCE(revoked, now()) WHERE id = $1 AND account_id = $2",
-            &[&id, &account_id],
+            "UPDATE api_key SET revoked = COALESCE(revoked, now()) WHERE id = $1 AND account_id = $2 \
+             AND ($3::uuid IS NULL OR workspace_id = $3)",
+            &[&id, &account_id, &workspace],
         )
         .await?;
     Ok(n == 1)
@@ -274,4 +279,123 @@ mod tests {
         assert!(well_formed(&new_secret(""), true));
         assert!(!well_formed("stratus_nope", false));
     }
+}
+
+/// A workspace, with its account's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workspace {
+    pub id: Uuid,
+    pub name: String,
+    pub account_id: Uuid,
+    pub account_name: String,
+}
+
+impl Workspace {
+    /// The API's base path for this workspace, Prefect Cloud's form (plain `/api` serves
+    /// the default workspace too).
+    pub fn api_path(&self) -> String {
+        format!("/api/accounts/{}/workspaces/{}", self.account_id, self.id)
+    }
+
+    fn from_row(row: &Row) -> Result<Self, tokio_postgres::Error> {
+        Ok(Workspace {
+            id: row.try_get("id")?,
+            name: row.try_get("name")?,
+            account_id: row.try_get("account_id")?,
+            account_name: row.try_get("account_name")?,
+        })
+    }
+}
+
+const WORKSPACE_SELECT: &str = "SELECT w.id, w.name, w.account_id, a.name AS account_name \
+     FROM workspace w JOIN account a ON a.id = w.account_id";
+
+/// Creates an account; None if the name is taken.
+pub async fn create_account(
+    c: &impl GenericClient,
+    name: &str,
+) -> Result<Option<Uuid>, tokio_postgres::Error> {
+    let row = c
+        .query_opt(
+            "INSERT INTO account (id, name) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING RETURNING id",
+            &[&Uuid::new_v4(), &name],
+        )
+        .await?;
+    row.map(|r| r.try_get(0)).transpose()
+}
+
+/// An account's id, by id or name.
+pub async fn find_account(
+    c: &impl GenericClient,
+    id_or_name: &str,
+) -> Result<Option<Uuid>, tokio_postgres::Error> {
+    let id = Uuid::parse_str(id_or_name).ok();
+    let row = c
+        .query_opt(
+            "SELECT id FROM account WHERE id = $1 OR name = $2 ORDER BY id = $1 DESC LIMIT 1",
+            &[&id, &id_or_name],
+        )
+        .await?;
+    row.map(|r| r.try_get(0)).transpose()
+}
+
+/// Creates a workspace in `account_id`; None if the account has one of that name.
+pub async fn create_workspace(
+    c: &impl GenericClient,
+    account_id: Uuid,
+    name: &str,
+) -> Result<Option<Workspace>, tokio_postgres::Error> {
+    let row = c
+        .query_opt(
+            "INSERT INTO workspace (id, account_id, name) VALUES ($1, $2, $3) \
+             ON CONFLICT (account_id, name) DO NOTHING RETURNING id",
+            &[&Uuid::new_v4(), &account_id, &name],
+        )
+        .await?;
+    match row {
+        Some(row) => find_workspace(c, row.try_get(0)?).await,
+        None => Ok(None),
+    }
+}
+
+pub async fn find_workspace(
+    c: &impl GenericClient,
+    id: Uuid,
+) -> Result<Option<Workspace>, tokio_postgres::Error> {
+    let sql = format!("{WORKSPACE_SELECT} WHERE w.id = $1");
+    c.query_opt(sql.as_str(), &[&id])
+        .await?
+        .map(|r| Workspace::from_row(&r))
+        .transpose()
+}
+
+/// A workspace of `account_id`, by id or name.
+pub async fn find_workspace_in(
+    c: &impl GenericClient,
+    account_id: Uuid,
+    id_or_name: &str,
+) -> Result<Option<Workspace>, tokio_postgres::Error> {
+    let id = Uuid::parse_str(id_or_name).ok();
+    let sql = format!(
+        "{WORKSPACE_SELECT} WHERE w.account_id = $1 AND (w.id = $2 OR w.name = $3) ORDER BY w.id = $2 DESC LIMIT 1"
+    );
+    c.query_opt(sql.as_str(), &[&account_id, &id, &id_or_name])
+        .await?
+        .map(|r| Workspace::from_row(&r))
+        .transpose()
+}
+
+/// The workspaces of `account_id` (every account's, when None), oldest first.
+pub async fn list_workspaces(
+    c: &impl GenericClient,
+    account_id: Option<Uuid>,
+) -> Result<Vec<Workspace>, tokio_postgres::Error> {
+    let sql = format!(
+        "{WORKSPACE_SELECT} WHERE $1::uuid IS NULL OR w.account_id = $1 ORDER BY a.created, a.name, w.created, w.name"
+    );
+    c.query(sql.as_str(), &[&account_id])
+        .await?
+        .iter()
+        .map(Workspace::from_row)
+        .collect()
 }

@@ -79,7 +79,7 @@ pub async fn create(c: &impl GenericClient, a: &NewArtifact) -> Result<Artifact,
 async fn point_collection_at(c: &impl GenericClient, a: &Artifact) -> Result<(), tokio_postgres::Error> {
     c.execute(
         "INSERT INTO artifact_collection (key, latest_id, type, description, data, metadata_, flow_run_id, task_run_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (key) DO UPDATE SET latest_id = EXCLUDED.latest_id, \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (workspace_id, key) DO UPDATE SET latest_id = EXCLUDED.latest_id, \
          type = EXCLUDED.type, description = EXCLUDED.description, data = EXCLUDED.data, metadata_ = EXCLUDED.metadata_, \
          flow_run_id = EXCLUDED.flow_run_id, task_run_id = EXCLUDED.task_run_id, updated = now()",
         &[&a.key, &a.id, &a.kind, &a.description, &a.data, &a.metadata_, &a.flow_run_id, &a.task_run_id],

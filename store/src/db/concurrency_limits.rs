@@ -36,7 +36,7 @@ pub async fn upsert_v1(
 ) -> Result<ConcurrencyLimit, tokio_postgres::Error> {
     let sql = format!(
         "INSERT INTO concurrency_limit (tag, concurrency_limit) VALUES ($1, $2) \
-         ON CONFLICT (tag) DO UPDATE SET concurrency_limit = EXCLUDED.concurrency_limit, updated = now() \
+         ON CONFLICT (workspace_id, tag) DO UPDATE SET concurrency_limit = EXCLUDED.concurrency_limit, updated = now() \
          RETURNING {V1_COLUMNS}"
     );
     rows::one(&c.query_one(sql.as_str(), &[&tag, &limit]).await?)
@@ -202,7 +202,7 @@ pub async fn create_v2(
 ) -> Result<Option<GlobalLimit>, tokio_postgres::Error> {
     let sql = format!(
         "INSERT INTO concurrency_limit_v2 (active, name, \"limit\", active_slots, denied_slots, slot_decay_per_second) \
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO NOTHING RETURNING {}",
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (workspace_id, name) DO NOTHING RETURNING {}",
         *V2_COLUMNS
     );
     let row = c
@@ -313,7 +313,7 @@ pub async fn lock_v2(
     if create_missing {
         c.execute(
             "INSERT INTO concurrency_limit_v2 (name, \"limit\", active) \
-             SELECT n, 1, false FROM unnest($1::text[]) AS n ORDER BY n ON CONFLICT (name) DO NOTHING",
+             SELECT n, 1, false FROM unnest($1::text[]) AS n ORDER BY n ON CONFLICT (workspace_id, name) DO NOTHING",
             &[&names],
         )
         .await?;

@@ -63,7 +63,7 @@ pub async fn upsert(
 ) -> Result<(Flow, bool), tokio_postgres::Error> {
     let stmt = c
         .prepare_cached(&format!(
-            "INSERT INTO flow AS f (name, tags) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING RETURNING {COLUMNS}"
+            "INSERT INTO flow AS f (name, tags) VALUES ($1, $2) ON CONFLICT (workspace_id, name) DO NOTHING RETURNING {COLUMNS}"
         ))
         .await?;
     if let Some(row) = c.query_opt(&stmt, &[&name, tags]).await? {

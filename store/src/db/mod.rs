@@ -106,7 +106,20 @@ pub fn pool(url: &str, size: usize) -> Result<Pool, SetupError> {
             recycling_method: RecyclingMethod::Fast,
         },
     );
+    // Every connection leaving the pool speaks for the scope of the work taking it
+    // (`crate::tenancy`); a connection that cannot is not handed out.
+    let speak_for_scope = || {
+        deadpool_postgres::Hook::async_fn(|client, _| {
+            Box::pin(async move {
+                crate::tenancy::apply(client)
+                    .await
+                    .map_err(deadpool_postgres::HookError::Backend)
+            })
+        })
+    };
     Ok(Pool::builder(manager)
+        .post_create(speak_for_scope())
+        .post_recycle(speak_for_scope())
         .max_size(size.max(1))
         .runtime(deadpool_postgres::Runtime::Tokio1)
         .wait_timeout(Some(POOL_WAIT))
@@ -147,6 +160,10 @@ pub async fn schema_version(
 
 /// Applies pending migrations. An advisory lock keeps concurrent deploys from racing.
 pub async fn migrate(pool: &Pool) -> Result<usize, SetupError> {
+    crate::tenancy::system(migrate_as_owner(pool)).await
+}
+
+async fn migrate_as_owner(pool: &Pool) -> Result<usize, SetupError> {
     let mut client = pool.get().await?;
     let client: &mut tokio_postgres::Client = &mut client;
     // A migration may build an index over a large table, and a second cold start waits
@@ -169,25 +186,31 @@ pub async fn migrate(pool: &Pool) -> Result<usize, SetupError> {
 
 /// Drops every Stratus object and migrates from scratch.
 pub async fn reset(pool: &Pool) -> Result<usize, SetupError> {
-    {
-        let client = pool.get().await?;
-        client
-            .batch_execute(
-                "DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public; GRANT ALL ON SCHEMA public TO public;",
-            )
-            .await
-            .map_err(SetupError::database("drop the schema"))?;
-    }
-    migrate(pool).await
+    crate::tenancy::system(async {
+        {
+            let client = pool.get().await?;
+            client
+                .batch_execute(
+                    "DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public; GRANT ALL ON SCHEMA public TO public;",
+                )
+                .await
+                .map_err(SetupError::database("drop the schema"))?;
+        }
+        migrate_as_owner(pool).await
+    })
+    .await
 }
 
-/// Deletes every row but keeps the schema (`/admin/database/clear`), and who may sign in:
-/// clearing the work must not lock its admin out.
+/// Deletes the work of the workspace in scope (`/admin/database/clear`), or of every
+/// workspace in the system scope, and keeps who may sign in: clearing the work must not
+/// lock its admin out.
 pub async fn clear(client: &Client) -> Result<(), tokio_postgres::Error> {
+    // The tables row security scopes are the work's.
     let rows = client
         .query(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' \
-             AND tablename NOT IN ('refinery_schema_history', 'account', 'workspace', 'api_key', 'ui_session')",
+            "SELECT tablename FROM pg_policies WHERE schemaname = 'public' \
+             AND policyname = 'workspace_isolation' \
+             ORDER BY tablename <> 'work_pool', tablename",
             &[],
         )
         .await?;
@@ -198,7 +221,14 @@ pub async fn clear(client: &Client) -> Result<(), tokio_postgres::Error> {
         .iter()
         .map(|r| format!("\"{}\"", r.get::<_, String>(0)))
         .collect();
-    client
-        .batch_execute(&format!("TRUNCATE {} CASCADE", tables.join(", ")))
-        .await
+    if crate::tenancy::current() == Some(crate::tenancy::Scope::System) {
+        return client
+            .batch_execute(&format!("TRUNCATE {} CASCADE", tables.join(", ")))
+            .await;
+    }
+    // Row security limits each DELETE to the workspace (TRUNCATE would pass it by). Pools
+    // go first: a pool's default queue may not be deleted from under it. One simple query
+    // is one implicit transaction: all of it or nothing.
+    let statements: Vec<String> = tables.iter().map(|t| format!("DELETE FROM {t};")).collect();
+    client.batch_execute(&statements.join(" ")).await
 }

@@ -31,7 +31,7 @@ pub async fn upsert(
     filters: &Value,
 ) -> Result<(SavedSearch, bool), tokio_postgres::Error> {
     let sql = format!(
-        "INSERT INTO saved_search (name, filters) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE \
+        "INSERT INTO saved_search (name, filters) VALUES ($1, $2) ON CONFLICT (workspace_id, name) DO UPDATE \
          SET filters = EXCLUDED.filters, updated = now() RETURNING {COLUMNS}, (xmax = 0) AS inserted"
     );
     let row = c.query_one(sql.as_str(), &[&name, filters]).await?;

@@ -134,7 +134,7 @@ pub async fn create_pool(
 ) -> Result<Option<WorkPool>, tokio_postgres::Error> {
     let sql = format!(
         "INSERT INTO work_pool AS wp (name, description, type, base_job_template, is_paused, concurrency_limit, status) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (name) DO NOTHING RETURNING {POOL_COLUMNS}"
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (workspace_id, name) DO NOTHING RETURNING {POOL_COLUMNS}"
     );
     let status = initial_status(p.kind, p.is_paused);
     let Some(row) = c

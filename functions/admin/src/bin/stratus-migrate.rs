@@ -42,13 +42,9 @@ async fn migrate() -> Result<Value, String> {
     let applied = stratus_store::db::migrate(&pool)
         .await
         .map_err(|e| e.to_string())?;
-    let mut client = pool.get().await.map_err(|e| e.to_string())?;
-    let tx = client.transaction().await.map_err(|e| e.to_string())?;
-    let types = stratus_store::system_blocks::install(&tx)
+    let types = stratus_store::system_blocks::install_everywhere(&pool)
         .await
         .map_err(|e| e.to_string())?;
-    tx.commit().await.map_err(|e| e.to_string())?;
-    drop(client);
     // Block data written before sealing began (or under a key since rotated out of first
     // place) is sealed under the current key.
     let sealed = stratus_store::db::blocks::reseal_all(&pool, &keyring)

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use stratus_domain::access::{self as access_rules, Need, Role};
 use stratus_http::auth::Caller;
 use stratus_http::AppState;
-use stratus_store::db::access::{self, DEFAULT_ACCOUNT_ID, DEFAULT_WORKSPACE_ID};
+use stratus_store::db::access;
 
 use super::{render, view, PageError};
 
@@ -66,9 +66,9 @@ async fn page(
     created: Option<(String, String)>,
 ) -> Result<Response, PageError> {
     admin_only(caller)?;
-    let client = app.client().await?;
+    let client = app.system_client().await?;
     let now = Utc::now();
-    let keys = access::list_keys(&client, DEFAULT_ACCOUNT_ID)
+    let keys = access::list_keys(&client, caller.account_id, caller.workspace_id)
         .await?
         .into_iter()
         .map(|k| KeyRow {
@@ -128,12 +128,13 @@ pub async fn create(State(app): State<AppState>, caller: Caller, Form(form): For
                 Some(Utc::now() + lifetime)
             }
         };
-        let client = app.client().await?;
+        let client = app.system_client().await?;
+        // A key for the workspace the page shows.
         let (key, secret) = access::create_key(
             &client,
             name,
-            DEFAULT_ACCOUNT_ID,
-            Some(DEFAULT_WORKSPACE_ID),
+            caller.account_id,
+            Some(caller.workspace),
             role,
             expires,
         )
@@ -162,8 +163,8 @@ pub async fn revoke(
         let id = id
             .parse()
             .map_err(|_| PageError::NotFound("There is no such key.".into()))?;
-        let client = app.client().await?;
-        if !access::revoke_key(&client, DEFAULT_ACCOUNT_ID, id).await? {
+        let client = app.system_client().await?;
+        if !access::revoke_key(&client, caller.account_id, caller.workspace_id, id).await? {
             return Err(PageError::NotFound("There is no such key.".into()));
         }
         app.credentials.forget_key(id);

@@ -49,6 +49,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/login", get(session::login_page).post(session::login))
         .route("/logout", axum::routing::post(session::logout))
+        .route("/workspace", axum::routing::post(session::switch_workspace))
         .route("/api-keys", get(api_keys::list).post(api_keys::create))
         .route("/api-keys/{id}/revoke", axum::routing::post(api_keys::revoke))
         .route("/", get(dashboard::page))

@@ -13,6 +13,7 @@ use stratus_http::auth::{self, Caller, SESSION_COOKIE};
 use stratus_http::AppState;
 use stratus_store::config::AuthMode;
 use stratus_store::db::access;
+use stratus_store::tenancy;
 use stratus_store::url::percent_encode_path;
 
 use super::{render, PageError};
@@ -22,9 +23,17 @@ use super::{render, PageError};
 pub struct PageSession {
     pub signed_in: bool,
     pub role: String,
+    /// The workspace the pages show.
     pub workspace: String,
+    /// Its API (`/api/accounts/{a}/workspaces/{w}`), which the pages' script calls.
+    pub api_base: String,
+    /// Those the session may switch to: id, label, whether it is the current one.
+    pub workspaces: Vec<(String, String, bool)>,
     pub csrf_token: String,
 }
+
+/// The workspace an account-wide session (or an open server's visitor) chose last.
+pub const WORKSPACE_COOKIE: &str = "stratus_workspace";
 
 tokio::task_local! {
     static SESSION: PageSession;
@@ -42,21 +51,17 @@ fn public(path: &str) -> bool {
     path == "/login" || path.starts_with("/ui-static/")
 }
 
-/// Every page: signed in (or an open server), with the pages' security headers.
+/// Every page: signed in (or an open server), in the session's workspace, with the pages'
+/// security headers.
 pub async fn guard(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
-    let session = if app.settings.auth == AuthMode::Open {
-        req.extensions_mut().insert(Caller::open());
-        PageSession::default()
+    let caller = if app.settings.auth == AuthMode::Open {
+        Caller::open()
     } else if public(&path) {
-        PageSession::default()
+        return with_security_headers(next.run(req).await);
     } else {
         match auth::caller_of(&app, req.headers()).await {
-            Ok(Some(caller)) => {
-                let session = page_session(&caller);
-                req.extensions_mut().insert(caller);
-                session
-            }
+            Ok(Some(caller)) => caller,
             Err(res) if res.status().is_server_error() => return res,
             Ok(None) | Err(_) => {
                 let next = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
@@ -65,17 +70,105 @@ pub async fn guard(State(app): State<AppState>, mut req: Request, next: Next) ->
             }
         }
     };
-    with_security_headers(SESSION.scope(session, next.run(req)).await)
+    let chosen = auth::cookie(req.headers(), WORKSPACE_COOKIE).and_then(|c| uuid::Uuid::parse_str(&c).ok());
+    let (caller, session) = match in_workspace(&app, caller, chosen).await {
+        Ok(found) => found,
+        Err(e) => return with_security_headers(e.into_response()),
+    };
+    let workspace = caller.workspace;
+    req.extensions_mut().insert(caller);
+    let res = tenancy::within(workspace, SESSION.scope(session, next.run(req))).await;
+    with_security_headers(res)
 }
 
-fn page_session(caller: &Caller) -> PageSession {
-    PageSession {
-        signed_in: true,
+/// The workspaces `caller` may see: its key's, or every one of its account (of every
+/// account, on an open server).
+pub async fn visible_workspaces(
+    app: &AppState,
+    caller: &Caller,
+) -> Result<Vec<access::Workspace>, PageError> {
+    let client = app.system_client().await?;
+    Ok(match (caller.key_id, caller.workspace_id) {
+        (None, _) => access::list_workspaces(&client, None).await?,
+        (Some(_), Some(w)) => access::find_workspace(&client, w).await?.into_iter().collect(),
+        (Some(_), None) => access::list_workspaces(&client, Some(caller.account_id)).await?,
+    })
+}
+
+/// Puts `caller` in the workspace it chose (if it may see it), else its own, else the
+/// first it may see; and what the layout shows of that.
+async fn in_workspace(
+    app: &AppState,
+    mut caller: Caller,
+    chosen: Option<uuid::Uuid>,
+) -> Result<(Caller, PageSession), PageError> {
+    let workspaces = visible_workspaces(app, &caller).await?;
+    let current = chosen
+        .and_then(|c| workspaces.iter().find(|w| w.id == c))
+        .or_else(|| workspaces.iter().find(|w| w.id == caller.workspace))
+        .or(workspaces.first())
+        .cloned()
+        .ok_or_else(|| PageError::Forbidden("This key's workspace no longer exists.".into()))?;
+    caller.workspace = current.id;
+    let label = |w: &access::Workspace| {
+        if w.account_id == access::DEFAULT_ACCOUNT_ID {
+            w.name.clone()
+        } else {
+            format!("{} / {}", w.account_name, w.name)
+        }
+    };
+    let session = PageSession {
+        signed_in: caller.key_id.is_some(),
         role: caller.role.to_string(),
-        // Plain URLs serve the default workspace (auth::caller_of checks the key reaches it).
-        workspace: "default workspace".into(),
+        workspace: format!("{} workspace", label(&current)),
+        api_base: current.api_path(),
+        workspaces: workspaces
+            .iter()
+            .map(|w| (w.id.to_string(), label(w), w.id == current.id))
+            .collect(),
         csrf_token: caller.csrf_token.clone().unwrap_or_default(),
+    };
+    Ok((caller, session))
+}
+
+#[derive(Deserialize)]
+pub struct SwitchForm {
+    #[serde(default)]
+    workspace: String,
+    #[serde(default)]
+    csrf_token: String,
+}
+
+/// Switches the session to another workspace it may see (a cookie), and shows its
+/// dashboard: the page it was on belongs to the other workspace.
+pub async fn switch_workspace(
+    State(app): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Form(form): Form<SwitchForm>,
+) -> Response {
+    async {
+        if let Some(expected) = &caller.csrf_token {
+            form_token(expected, &form.csrf_token)?;
+        }
+        let wanted = uuid::Uuid::parse_str(form.workspace.trim())
+            .map_err(|_| PageError::BadRequest("Choose a workspace from the list.".into()))?;
+        let workspaces = visible_workspaces(&app, &caller).await?;
+        if !workspaces.iter().any(|w| w.id == wanted) {
+            return Err(PageError::NotFound("No such workspace.".into()));
+        }
+        let mut res = Redirect::to("/").into_response();
+        let cookie = format!(
+            "{WORKSPACE_COOKIE}={wanted}; Path=/; HttpOnly; SameSite=Lax{}",
+            secure_attribute(&app, Some(&headers))
+        );
+        if let Ok(v) = HeaderValue::from_str(&cookie) {
+            res.headers_mut().append(header::SET_COOKIE, v);
+        }
+        Ok::<_, PageError>(res)
     }
+    .await
+    .unwrap_or_else(IntoResponse::into_response)
 }
 
 /// No inline script, no framing, no sniffing: what a page could be made to do is bounded
@@ -203,19 +296,19 @@ pub async fn login(State(app): State<AppState>, headers: HeaderMap, Form(form): 
             "The sign-in form expired or was not sent from this site. Try again.".into(),
         );
     }
-    let key_id =
-        match auth::caller_for(&app, false, form.key.trim()).await {
-            Ok(Caller { key_id: Some(id), .. }) => id,
-            Err(res) if res.status().is_server_error() => return res,
-            _ => return login_form(
+    let key_id = match auth::caller_for(&app, false, form.key.trim()).await {
+        Ok(Caller { key_id: Some(id), .. }) => id,
+        Err(res) if res.status().is_server_error() => return res,
+        _ => {
+            return login_form(
                 &app,
                 &headers,
                 StatusCode::UNAUTHORIZED,
                 next,
-                "That key is not valid here: it may be mistyped, revoked, expired, or for another workspace."
-                    .into(),
-            ),
-        };
+                "That key is not valid here: it may be mistyped, revoked or expired.".into(),
+            )
+        }
+    };
     let session = match start_session(&app, key_id).await {
         Ok(s) => s,
         Err(e) => return e.into_response(),
@@ -237,7 +330,7 @@ pub async fn login(State(app): State<AppState>, headers: HeaderMap, Form(form): 
 }
 
 async fn start_session(app: &AppState, key_id: uuid::Uuid) -> Result<access::NewSession, PageError> {
-    let client = app.client().await?;
+    let client = app.system_client().await?;
     Ok(access::create_session(&client, key_id, app.settings.ui_session_hours).await?)
 }
 
@@ -260,7 +353,7 @@ pub async fn logout(
         return e.into_response();
     }
     let ended = async {
-        let client = app.client().await?;
+        let client = app.system_client().await?;
         access::end_session(&client, &access::sha256(&token)).await?;
         Ok::<_, PageError>(())
     }

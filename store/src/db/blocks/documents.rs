@@ -478,6 +478,11 @@ pub async fn reseal_documents(c: &impl GenericClient, keyring: &Keyring, batch: 
 /// the keyring's current key has not sealed; returns how many. Run by the deploy's schema
 /// step, `stratus server start` and `stratus encryption rotate`.
 pub async fn reseal_all(pool: &deadpool_postgres::Pool, keyring: &Keyring) -> StoreResult<u64> {
+    // Every workspace's documents, as the owner.
+    crate::tenancy::system(reseal_every_workspace(pool, keyring)).await
+}
+
+async fn reseal_every_workspace(pool: &deadpool_postgres::Pool, keyring: &Keyring) -> StoreResult<u64> {
     let mut total = 0;
     loop {
         let mut client = pool.get().await?;

@@ -94,7 +94,7 @@ async fn insert_schema(
     let inserted = c
         .query_opt(
             "INSERT INTO block_schema (checksum, fields, capabilities, version, block_type_id, created, updated) \
-             VALUES ($1, $2, $3, $4, $5, clock_timestamp(), clock_timestamp()) ON CONFLICT (checksum, version) DO NOTHING RETURNING id",
+             VALUES ($1, $2, $3, $4, $5, clock_timestamp(), clock_timestamp()) ON CONFLICT (workspace_id, checksum, version) DO NOTHING RETURNING id",
             &[
                 &checksum,
                 &Value::Object(fields.clone()),

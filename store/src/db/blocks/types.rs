@@ -148,7 +148,7 @@ pub async fn register_type(
     let sql = format!(
         "INSERT INTO block_type AS bt (name, slug, logo_url, documentation_url, description, code_example, is_protected, created, updated) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, clock_timestamp(), clock_timestamp()) \
-         ON CONFLICT (slug) DO UPDATE SET name = EXCLUDED.name, logo_url = EXCLUDED.logo_url, \
+         ON CONFLICT (workspace_id, slug) DO UPDATE SET name = EXCLUDED.name, logo_url = EXCLUDED.logo_url, \
            documentation_url = EXCLUDED.documentation_url, description = EXCLUDED.description, \
            code_example = EXCLUDED.code_example, is_protected = bt.is_protected OR EXCLUDED.is_protected, \
            updated = clock_timestamp() \
