@@ -7,7 +7,8 @@
    there (its `Binary`, else the member's only one) exists.
 3. Every binary of `functions/` is deployed, every route the Rust routers serve reaches,
    through the HTTP API's routes, the function whose crate serves it, and every function
-   with routes serves some. (Paths are compared without trailing slashes: how API
+   with routes serves some, under `/api` and under a workspace's prefix
+   (`/api/accounts/{account}/workspaces/{workspace}`). (Paths are compared without trailing slashes: how API
    Gateway treats those cannot be checked here.)
 4. The production shape: the database URL only through the Secrets Manager secret (no
    URL in any environment, the secret readable by the functions); the connection budget
@@ -102,6 +103,9 @@ def crate_binaries(crate_dir):
     return binaries
 
 
+WORKSPACE_PREFIX = "/api/accounts/{account}/workspaces/{workspace}"
+
+
 def served_routes(crate_dir):
     """The paths a function crate's routers serve, as the HTTP API sees them."""
     paths = []
@@ -187,7 +191,10 @@ def main():
         if not serves_routes:
             continue
         served = served_routes(crate_dir)
-        for path in served:
+        # A workspace's API (`/api/accounts/{a}/workspaces/{w}/...`) reaches the same
+        # functions as the default workspace's.
+        in_workspace = [WORKSPACE_PREFIX + p[len("/api"):] for p in served if p.startswith("/api/")]
+        for path in served + in_workspace:
             candidates = [(matches(route, path), route, target) for route, target in routes]
             candidates = [c for c in candidates if c[0] is not None]
             if not candidates:

@@ -1,30 +1,42 @@
 -- Every row of a user's work belongs to one workspace, and a request sees only its own.
 --
--- Requests run as the role `stratus_tenant` with the setting `stratus.workspace` naming
--- their workspace (`store::tenancy` sets both when a connection leaves the pool). Row
--- level security then scopes every statement, and fills `workspace_id` on every insert:
--- a query that forgets its workspace cannot exist, since none spells it. A connection
--- with no workspace set sees no rows and can insert none (fails closed). Cross-workspace
--- work (migrations, the scheduler's list of workspaces, key checks) runs as the owner,
--- whom row security does not bind (the tables do not FORCE it).
+-- Requests run as this database's tenant role (`stratus_tenant_role()`) with the setting
+-- `stratus.workspace` naming their workspace (`store::tenancy` sets both when a connection
+-- leaves the pool). Row level security then scopes every statement, and fills
+-- `workspace_id` on every insert: a query that forgets its workspace cannot exist, since
+-- none spells it. A connection with no workspace set sees no rows and can insert none
+-- (fails closed). Cross-workspace work (migrations, the scheduler's list of workspaces,
+-- key checks) runs as the owner, whom row security does not bind (the tables do not FORCE
+-- it). Foreign keys between work tables include the workspace: a row can only point at a
+-- row of its own workspace (Postgres checks keys without row security).
 
 CREATE FUNCTION stratus_workspace() RETURNS uuid
     LANGUAGE sql STABLE
     AS $$ SELECT nullif(current_setting('stratus.workspace', true), '')::uuid $$;
 
+-- Roles belong to the whole cluster, which other databases (other Stratus installs) may
+-- share: each database gets a tenant role of its own, named after it, so that no other
+-- database's owner is a member of it.
 DO $$
+DECLARE
+    role text := 'stratus_tenant_' || left(md5(current_database()), 16);
 BEGIN
-    CREATE ROLE stratus_tenant NOLOGIN;
-EXCEPTION
-    -- Roles belong to the whole cluster: another database of it made it first.
-    WHEN duplicate_object OR unique_violation THEN NULL;
-END $$;
-
-DO $$
-BEGIN
-    IF NOT pg_has_role(current_user, 'stratus_tenant', 'MEMBER') THEN
-        EXECUTE format('GRANT stratus_tenant TO %I', current_user);
+    BEGIN
+        EXECUTE format('CREATE ROLE %I NOLOGIN', role);
+    EXCEPTION
+        WHEN duplicate_object OR unique_violation THEN NULL;
+    END;
+    -- Postgres 16 makes a role's creator a member that may not SET it: say so.
+    IF current_setting('server_version_num')::int >= 160000 THEN
+        IF NOT pg_has_role(current_user, role, 'SET') THEN
+            EXECUTE format('GRANT %I TO %I WITH SET TRUE', role, current_user);
+        END IF;
+    ELSIF NOT pg_has_role(current_user, role, 'MEMBER') THEN
+        EXECUTE format('GRANT %I TO %I', role, current_user);
     END IF;
+    EXECUTE format(
+        'CREATE FUNCTION stratus_tenant_role() RETURNS text LANGUAGE sql IMMUTABLE AS %L',
+        format('SELECT %L::text', role));
 END $$;
 
 DO $$
@@ -74,6 +86,38 @@ BEGIN
     END LOOP;
 END $$;
 
+-- Keys between work tables include the workspace, so a request cannot point a row at
+-- another workspace's (keys are checked without row security). Keys that set NULL on
+-- delete stay on the id alone: `SET NULL (column)` needs Postgres 15; rows of another
+-- workspace they might name stay invisible all the same.
+DO $$
+DECLARE
+    fk record;
+    parent text;
+BEGIN
+    CREATE TEMP TABLE scoped_key ON COMMIT DROP AS
+        SELECT c.conname, c.conrelid::regclass::text AS child, c.confrelid::regclass::text AS parent,
+               a.attname AS col, c.confdeltype, c.condeferrable, c.condeferred
+        FROM pg_constraint c
+        JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
+        JOIN pg_policies p ON p.tablename = c.conrelid::regclass::text AND p.policyname = 'workspace_isolation'
+        JOIN pg_policies q ON q.tablename = c.confrelid::regclass::text AND q.policyname = 'workspace_isolation'
+        WHERE c.contype = 'f' AND array_length(c.conkey, 1) = 1 AND c.confdeltype IN ('a', 'r', 'c');
+    FOR parent IN SELECT DISTINCT k.parent FROM scoped_key k LOOP
+        EXECUTE format('ALTER TABLE %I ADD CONSTRAINT %I UNIQUE (workspace_id, id)',
+                       parent, 'uq_' || parent || '__workspace_id_id');
+    END LOOP;
+    FOR fk IN SELECT * FROM scoped_key LOOP
+        EXECUTE format('ALTER TABLE %I DROP CONSTRAINT %I', fk.child, fk.conname);
+        EXECUTE format(
+            'ALTER TABLE %I ADD CONSTRAINT %I FOREIGN KEY (workspace_id, %I) REFERENCES %I (workspace_id, id) ON DELETE %s%s',
+            fk.child, fk.conname, fk.col, fk.parent,
+            CASE fk.confdeltype WHEN 'c' THEN 'CASCADE' WHEN 'r' THEN 'RESTRICT' ELSE 'NO ACTION' END,
+            CASE WHEN fk.condeferred THEN ' DEFERRABLE INITIALLY DEFERRED'
+                 WHEN fk.condeferrable THEN ' DEFERRABLE' ELSE '' END);
+    END LOOP;
+END $$;
+
 -- Names are unique per workspace, not across them.
 ALTER TABLE flow DROP CONSTRAINT uq_flow__name,
     ADD CONSTRAINT uq_flow__name UNIQUE (workspace_id, name);
@@ -98,13 +142,21 @@ ALTER TABLE variable DROP CONSTRAINT uq_variable__name,
 ALTER TABLE saved_search DROP CONSTRAINT uq_saved_search__name,
     ADD CONSTRAINT uq_saved_search__name UNIQUE (workspace_id, name);
 
--- The tenant role works with rows, never with the schema, and never with who may sign
--- in: TRUNCATE would pass row security by, so it is not granted.
-GRANT USAGE ON SCHEMA public TO stratus_tenant;
-GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO stratus_tenant;
-REVOKE ALL ON account, workspace, api_key, ui_session FROM stratus_tenant;
-GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO stratus_tenant;
-ALTER DEFAULT PRIVILEGES IN SCHEMA public
-    GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO stratus_tenant;
-ALTER DEFAULT PRIVILEGES IN SCHEMA public
-    GRANT USAGE, SELECT ON SEQUENCES TO stratus_tenant;
+-- The tenant role works with the rows of the tables row security scopes, and reads the
+-- schema's version; nothing else (not who may sign in, not the schema). TRUNCATE would
+-- pass row security by, so it is not granted. Later migrations grant their new tables
+-- themselves (a test checks that every table the role may write has row security).
+DO $$
+DECLARE
+    role text := stratus_tenant_role();
+    t record;
+BEGIN
+    EXECUTE format('GRANT USAGE ON SCHEMA public TO %I', role);
+    FOR t IN SELECT tablename FROM pg_policies WHERE schemaname = 'public' AND policyname = 'workspace_isolation' LOOP
+        EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %I TO %I', t.tablename, role);
+    END LOOP;
+    IF to_regclass('refinery_schema_history') IS NOT NULL THEN
+        EXECUTE format('GRANT SELECT ON refinery_schema_history TO %I', role);
+    END IF;
+    EXECUTE format('GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO %I', role);
+END $$;

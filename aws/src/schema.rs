@@ -27,7 +27,8 @@ impl SchemaCheck {
         if self.ready.initialized() {
             return Ok(());
         }
-        let client = db.get().await?;
+        // As the owner: a schema older than the tenant role has no such role yet.
+        let client = stratus_store::tenancy::system(db.get()).await?;
         let have = schema_version(&**client).await?;
         let need = required_schema_version();
         if have < need {

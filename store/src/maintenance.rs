@@ -142,7 +142,7 @@ fn upkeep_broke() {
 /// Runs every upkeep step once in every workspace.
 pub async fn run_once(runs: &Runs, settings: &Settings) -> StoreResult<Report> {
     let unbroken = unbroken_for(Duration::from_secs(settings.scheduler_interval_seconds));
-    let report = crate::tenancy::in_each_workspace(runs.db(), |_| passes(runs, settings, unbroken))
+    let report = crate::tenancy::in_each_workspace(runs.db(), |_, _| passes(runs, settings, unbroken))
         .await
         .map(|reports| {
             reports.into_iter().fold(Report::default(), |a, b| Report {

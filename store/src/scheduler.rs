@@ -203,16 +203,19 @@ pub async fn mark_late_runs(runs: &Runs, limits: &Limits) -> StoreResult<usize> 
     Ok(marked)
 }
 
+/// The least of a tick's budget a workspace gets, however late the tick runs.
+const MIN_WORKSPACE_SHARE: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// One scheduler tick in every workspace, bounded by `budget`: new scheduled runs, Late marks, then the
 /// outbox sweeps (runs, then notifications), which get a share of the budget of their own
 /// so that a long scheduling pass cannot starve them.
 pub async fn tick(runs: &Runs, limits: &Limits, budget: std::time::Duration) -> StoreResult<TickReport> {
     let start = Instant::now();
-    let reports = crate::tenancy::in_each_workspace(runs.db(), |_| {
-        // Each workspace gets what is left of the budget: one with much to schedule
-        // delays the next by at most a tick.
-        let left = budget.saturating_sub(start.elapsed());
-        tick_workspace(runs, limits, left)
+    let reports = crate::tenancy::in_each_workspace(runs.db(), |_, left_to_do| {
+        // An equal share of what is left of the budget: a workspace with much to
+        // schedule cannot starve the others.
+        let share = budget.saturating_sub(start.elapsed()) / left_to_do.max(1) as u32;
+        tick_workspace(runs, limits, share.max(MIN_WORKSPACE_SHARE))
     })
     .await?;
     Ok(reports

@@ -6,11 +6,9 @@
 //! connection that sees no rows and can write none: forgetting fails closed.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use uuid::Uuid;
-
-/// The role requests run as; row security binds it.
-pub const TENANT_ROLE: &str = "stratus_tenant";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
@@ -58,34 +56,61 @@ pub async fn workspaces(pool: &deadpool_postgres::Pool) -> crate::StoreResult<Ve
 }
 
 /// Runs `work` once in each workspace, in its scope, and gives back what each returned.
+/// `work` also gets how many workspaces are left, this one included (to share a budget).
+/// Each call starts one workspace further along, so that a workspace with much to do
+/// cannot always go first; one that fails is logged and skipped, the others still run.
+/// Err only if no workspace could be listed, or every one failed.
 pub async fn in_each_workspace<T, F: Future<Output = crate::StoreResult<T>>>(
     pool: &deadpool_postgres::Pool,
-    mut work: impl FnMut(Uuid) -> F,
+    mut work: impl FnMut(Uuid, usize) -> F,
 ) -> crate::StoreResult<Vec<T>> {
-    let mut done = Vec::new();
-    for workspace in workspaces(pool).await? {
-        done.push(within(workspace, work(workspace)).await?);
+    static ROTATION: AtomicUsize = AtomicUsize::new(0);
+    let mut workspaces = workspaces(pool).await?;
+    if !workspaces.is_empty() {
+        let start = ROTATION.fetch_add(1, Ordering::Relaxed) % workspaces.len();
+        workspaces.rotate_left(start);
     }
-    Ok(done)
+    let count = workspaces.len();
+    let mut done = Vec::with_capacity(count);
+    let mut failed = None;
+    for (i, workspace) in workspaces.into_iter().enumerate() {
+        match within(workspace, work(workspace, count - i)).await {
+            Ok(t) => done.push(t),
+            Err(e) => {
+                tracing::warn!(%workspace, error = ?e, "a workspace's pass failed; the others go on");
+                failed = Some(e);
+            }
+        }
+    }
+    match failed {
+        Some(e) if done.is_empty() => Err(e),
+        _ => Ok(done),
+    }
 }
 
-/// The role and workspace a connection takes on for the current scope.
-fn settings(scope: Option<Scope>) -> (&'static str, String) {
+/// The workspace a connection speaks for in `scope` ('': none), and whether it runs as the
+/// tenant role (else as the owner).
+fn settings(scope: Option<Scope>) -> (bool, String) {
     match scope {
-        Some(Scope::Workspace(w)) => (TENANT_ROLE, w.to_string()),
-        Some(Scope::System) => ("none", String::new()),
-        None => (TENANT_ROLE, String::new()),
+        Some(Scope::Workspace(w)) => (true, w.to_string()),
+        Some(Scope::System) => (false, String::new()),
+        None => (true, String::new()),
     }
 }
 
-/// Makes a connection leaving the pool speak for the current scope. The statement is
-/// prepared once per connection.
+/// Makes a connection leaving the pool speak for the current scope: the database's tenant
+/// role (migration V11 names it) and the workspace, or the owner. The statements are
+/// prepared once per connection; the owner's names no function, so that it also works
+/// before the migrations have run.
 pub(crate) async fn apply(client: &deadpool_postgres::ClientWrapper) -> Result<(), tokio_postgres::Error> {
-    let (role, workspace) = settings(current());
-    let statement = client
-        .prepare_cached("SELECT set_config('role', $1, false), set_config('stratus.workspace', $2, false)")
-        .await?;
-    client.query_one(&statement, &[&role, &workspace]).await?;
+    let (tenant, workspace) = settings(current());
+    let sql = if tenant {
+        "SELECT set_config('role', stratus_tenant_role(), false), set_config('stratus.workspace', $1, false)"
+    } else {
+        "SELECT set_config('role', 'none', false), set_config('stratus.workspace', $1, false)"
+    };
+    let statement = client.prepare_cached(sql).await?;
+    client.query_one(&statement, &[&workspace]).await?;
     Ok(())
 }
 
@@ -103,7 +128,8 @@ mod tests {
             assert_eq!(workspace(), Some(w));
         })
         .await;
-        assert_eq!(settings(None), (TENANT_ROLE, String::new()));
-        assert_eq!(settings(Some(Scope::System)).0, "none");
+        assert_eq!(settings(None), (true, String::new()));
+        assert_eq!(settings(Some(Scope::System)), (false, String::new()));
+        assert_eq!(settings(Some(Scope::Workspace(w))), (true, w.to_string()));
     }
 }

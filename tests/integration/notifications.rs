@@ -561,3 +561,44 @@ async fn with_private_urls_denied_no_notification_reaches_a_private_address() {
     );
     assert!(hook.hits().is_empty(), "the loopback webhook was never reached");
 }
+
+#[tokio::test]
+async fn a_workspace_cannot_send_through_another_workspaces_block() {
+    let (app, hook) = setup().await;
+    let theirs = block(
+        &app,
+        "slack-webhook",
+        "their-alerts",
+        json!({"url": format!("{}/slack", hook.url)}),
+    )
+    .await;
+    let client = app.system_client().await;
+    let account = stratus_store::db::access::create_account(&client, "other")
+        .await
+        .unwrap()
+        .unwrap();
+    let other = stratus_store::db::access::create_workspace(&client, account, "ws")
+        .await
+        .unwrap()
+        .unwrap();
+    drop(client);
+    let base = other.api_path();
+    // A policy naming the default workspace's block (its id leaked, say) is refused as one
+    // naming no block at all.
+    let policies = format!("{base}/flow_run_notification_policies/");
+    let policy = |block: Value| {
+        app.post(
+            &policies,
+            json!({"state_names": [], "tags": [], "block_document_id": block}),
+        )
+    };
+    let refused = policy(json!(theirs)).await;
+    let missing = policy(json!(uuid::Uuid::new_v4())).await;
+    assert!(!refused.status.is_success(), "{}", refused.text);
+    assert_eq!(
+        refused.status, missing.status,
+        "{} / {}",
+        refused.text, missing.text
+    );
+    assert_eq!(hook.hits().len(), 0, "the other workspace's webhook was used");
+}

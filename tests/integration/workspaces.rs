@@ -545,3 +545,79 @@ async fn the_scheduler_and_clear_work_workspace_by_workspace() {
         "clearing B left the default workspace alone"
     );
 }
+
+#[tokio::test]
+async fn the_tenant_role_may_touch_only_tables_row_security_scopes() {
+    let app = TestApp::spawn().await;
+    let db = app.db().await;
+    let open: Vec<String> = db
+        .query(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = 'public' AND c.relkind = 'r' AND NOT c.relrowsecurity \
+             AND (has_table_privilege(stratus_tenant_role(), c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE') \
+                  OR (has_table_privilege(stratus_tenant_role(), c.oid, 'SELECT') AND c.relname <> 'refinery_schema_history')) \
+             ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        open.is_empty(),
+        "the tenant role reaches tables without row security: {open:?}"
+    );
+    let truncatable: i64 = db
+        .query_one(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = 'public' AND c.relkind = 'r' \
+             AND has_table_privilege(stratus_tenant_role(), c.oid, 'TRUNCATE')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(truncatable, 0, "TRUNCATE passes row security by");
+    let scoped: i64 = db
+        .query_one(
+            "SELECT count(*) FROM pg_policies WHERE policyname = 'workspace_isolation'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(scoped, 31);
+}
+
+#[tokio::test]
+async fn a_row_cannot_point_at_another_workspaces_row() {
+    let app = TestApp::spawn().await;
+    let b = second_workspace(&app).await;
+    let base = b.api_path();
+    let theirs = app.post("/api/flows/", json!({"name": "theirs"})).await.body;
+    // A run and a deployment of the other workspace's flow: refused as if it did not exist.
+    let run = app
+        .post(&format!("{base}/flow_runs/"), json!({"flow_id": theirs["id"]}))
+        .await;
+    let missing = app
+        .post(
+            &format!("{base}/flow_runs/"),
+            json!({"flow_id": uuid::Uuid::new_v4()}),
+        )
+        .await;
+    assert!(!run.status.is_success(), "{}", run.text);
+    assert_eq!(run.status, missing.status, "{} / {}", run.text, missing.text);
+    let deployment = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        app.post(
+            &format!("{base}/deployments/"),
+            json!({"name": "prod", "flow_id": theirs["id"]}),
+        ),
+    )
+    .await
+    .expect("a deployment of another workspace's flow answers at once");
+    assert!(!deployment.status.is_success(), "{}", deployment.text);
+    let ours = app.post("/api/flow_runs/filter", json!({})).await.body;
+    assert_eq!(ours, json!([]));
+}

@@ -59,13 +59,30 @@ pub async fn deliver(app: &AppState, http: &reqwest::Client, id: i64) -> Deliver
 
 /// Delivers the notification `id`.
 pub async fn deliver_or(app: &AppState, http: &reqwest::Client, id: i64, exhausted: Exhausted) -> Delivery {
-    // A notification is found by its id, whatever its workspace.
-    match stratus_store::tenancy::system(try_deliver(app, http, id, exhausted)).await {
+    match deliver_in_its_workspace(app, http, id, exhausted).await {
         Ok(d) => d,
         Err(e) => {
             tracing::warn!(notification_id = id, error = ?e, "notification not delivered now; it will be retried");
             Delivery::Retry
         }
+    }
+}
+
+/// A notification is found by its id, whatever its workspace, and sent within that
+/// workspace: its policy can only use a block of its own workspace.
+async fn deliver_in_its_workspace(
+    app: &AppState,
+    http: &reqwest::Client,
+    id: i64,
+    exhausted: Exhausted,
+) -> ApiResult<Delivery> {
+    let workspace = {
+        let client = app.system_client().await?;
+        notifications::workspace_of(&client, id).await?
+    };
+    match workspace {
+        Some(w) => stratus_store::tenancy::within(w, try_deliver(app, http, id, exhausted)).await,
+        None => Ok(Delivery::Done),
     }
 }
 

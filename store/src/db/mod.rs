@@ -190,9 +190,7 @@ pub async fn reset(pool: &Pool) -> Result<usize, SetupError> {
         {
             let client = pool.get().await?;
             client
-                .batch_execute(
-                    "DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public; GRANT ALL ON SCHEMA public TO public;",
-                )
+                .batch_execute("DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public;")
                 .await
                 .map_err(SetupError::database("drop the schema"))?;
         }
@@ -201,9 +199,9 @@ pub async fn reset(pool: &Pool) -> Result<usize, SetupError> {
     .await
 }
 
-/// Deletes the work of the workspace in scope (`/admin/database/clear`), or of every
-/// workspace in the system scope, and keeps who may sign in: clearing the work must not
-/// lock its admin out.
+/// Deletes the work the connection sees: a request's, its workspace's
+/// (`/admin/database/clear`). Who may sign in stays: clearing the work must not lock its
+/// admin out.
 pub async fn clear(client: &Client) -> Result<(), tokio_postgres::Error> {
     // The tables row security scopes are the work's.
     let rows = client
@@ -214,21 +212,15 @@ pub async fn clear(client: &Client) -> Result<(), tokio_postgres::Error> {
             &[],
         )
         .await?;
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let tables: Vec<String> = rows
-        .iter()
-        .map(|r| format!("\"{}\"", r.get::<_, String>(0)))
-        .collect();
-    if crate::tenancy::current() == Some(crate::tenancy::Scope::System) {
-        return client
-            .batch_execute(&format!("TRUNCATE {} CASCADE", tables.join(", ")))
-            .await;
-    }
     // Row security limits each DELETE to the workspace (TRUNCATE would pass it by). Pools
     // go first: a pool's default queue may not be deleted from under it. One simple query
     // is one implicit transaction: all of it or nothing.
-    let statements: Vec<String> = tables.iter().map(|t| format!("DELETE FROM {t};")).collect();
+    let statements: Vec<String> = rows
+        .iter()
+        .map(|r| format!("DELETE FROM \"{}\";", r.get::<_, String>(0)))
+        .collect();
+    if statements.is_empty() {
+        return Ok(());
+    }
     client.batch_execute(&statements.join(" ")).await
 }

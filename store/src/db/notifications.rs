@@ -258,6 +258,17 @@ pub enum Taken {
     Gone,
 }
 
+/// The workspace of a queued notification (None: it is gone). The notifier reads its
+/// queue across workspaces, then sends each notification within its own.
+pub async fn workspace_of(c: &impl GenericClient, id: i64) -> StoreResult<Option<Uuid>> {
+    Ok(c.query_opt(
+        "SELECT workspace_id FROM flow_run_notification_queue WHERE id = $1",
+        &[&id],
+    )
+    .await?
+    .map(|r| r.get(0)))
+}
+
 /// Locks one queued notification for sending, with what its message needs. Busy when
 /// another notifier is sending it (publishers hold rows only while marking them).
 pub async fn take(c: &impl GenericClient, id: i64) -> StoreResult<Taken> {

@@ -110,6 +110,10 @@ async fn in_workspace(
         .cloned()
         .ok_or_else(|| PageError::Forbidden("This key's workspace no longer exists.".into()))?;
     caller.workspace = current.id;
+    if caller.key_id.is_none() {
+        // An open server's visitor acts for the account of the workspace shown.
+        caller.account_id = current.account_id;
+    }
     let label = |w: &access::Workspace| {
         if w.account_id == access::DEFAULT_ACCOUNT_ID {
             w.name.clone()
