@@ -170,10 +170,25 @@ pub fn document(operations: &[Operation]) -> Value {
             "version": SERVER_API_VERSION_STR,
             "description": format!(
                 "A Prefect {PREFECT_VERSION} compatible orchestration server. Point the stock \
-                 client at it with PREFECT_API_URL. Errors have Prefect's bodies: `{{\"detail\": ...}}`."
+                 client at it with PREFECT_API_URL. Errors have Prefect's bodies: `{{\"detail\": ...}}`. \
+                 Every path is served for the default workspace under `/api`, and for any workspace \
+                 under `/api/accounts/{{account_id}}/workspaces/{{workspace_id}}`. A server that \
+                 requires keys wants `Authorization: Bearer <key>` (PREFECT_API_KEY) on every path \
+                 but `/health` and `/version`: 401 without one, 403 for a role that may not, 404 \
+                 for another workspace's URL or ids."
             ),
         },
-        "servers": [{"url": "/api"}],
+        "servers": [
+            {"url": "/api", "description": "The default workspace"},
+            {
+                "url": "/api/accounts/{account_id}/workspaces/{workspace_id}",
+                "description": "A workspace (`stratus workspace list` shows their paths)",
+                "variables": {
+                    "account_id": {"default": "00000000-0000-4000-8000-000000000001"},
+                    "workspace_id": {"default": "00000000-0000-4000-8000-000000000002"}
+                }
+            }
+        ],
         "tags": tags.iter().map(|t| json!({"name": t})).collect::<Vec<_>>(),
         "paths": paths,
         "components": {"responses": {

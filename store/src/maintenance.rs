@@ -142,6 +142,9 @@ fn upkeep_broke() {
 /// Runs every upkeep step once in every workspace.
 pub async fn run_once(runs: &Runs, settings: &Settings) -> StoreResult<Report> {
     let unbroken = unbroken_for(Duration::from_secs(settings.scheduler_interval_seconds));
+    if let Err(e) = crate::tenancy::system(analyze_first_rows(runs.db())).await {
+        tracing::warn!(error = ?e, "could not analyze new tables");
+    }
     let report = crate::tenancy::in_each_workspace(runs.db(), |_, _| passes(runs, settings, unbroken))
         .await
         .map(|reports| {
@@ -158,6 +161,35 @@ pub async fn run_once(runs: &Runs, settings: &Settings) -> StoreResult<Report> {
         upkeep_broke();
     }
     report
+}
+
+/// Rows a table that was never analyzed may hold before upkeep analyzes it.
+pub const ANALYZE_AFTER_ROWS: i64 = 100;
+
+/// Analyzes the tables that hold rows but were never analyzed: what autovacuum does within
+/// a minute, which a Postgres with autovacuum off never does. Without statistics a fresh
+/// table looks empty, and the planner may then read a row by id through any index that
+/// leads with the workspace (every row of it) as readily as through the primary key;
+/// statements prepared then keep that plan until the table is analyzed. Returns the tables.
+pub async fn analyze_first_rows(pool: &Pool) -> StoreResult<Vec<String>> {
+    let client = pool.get().await?;
+    let tables: Vec<String> = client
+        .query(
+            "SELECT format('%I', relname) FROM pg_stat_user_tables \
+             WHERE schemaname = 'public' AND last_analyze IS NULL AND last_autoanalyze IS NULL \
+             AND n_live_tup + n_mod_since_analyze >= $1 ORDER BY relname",
+            &[&ANALYZE_AFTER_ROWS],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if !tables.is_empty() {
+        client
+            .batch_execute(&format!("ANALYZE {}", tables.join(", ")))
+            .await?;
+    }
+    Ok(tables)
 }
 
 async fn passes(runs: &Runs, settings: &Settings, unbroken: Duration) -> StoreResult<Report> {

@@ -5,8 +5,10 @@
 //! scheduler's list of workspaces) says so with `system`. Work that says nothing gets a
 //! connection that sees no rows and can write none: forgetting fails closed.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use uuid::Uuid;
 
@@ -98,12 +100,60 @@ fn settings(scope: Option<Scope>) -> (bool, String) {
     }
 }
 
+/// A pooled connection, as long as it lives: its statement cache is its own, and the
+/// time it was made tells apart two that got the same address.
+type ConnectionId = (usize, std::time::Instant);
+
+/// What each pooled connection was last made to speak for, so that a connection taken
+/// again for the same scope costs no round trip.
+static SPEAKS_FOR: Mutex<Option<HashMap<ConnectionId, Option<Scope>>>> = Mutex::new(None);
+
+/// Connections remembered at most; past it the memory starts over (costing one statement
+/// per connection).
+const REMEMBERED: usize = 10_000;
+
+fn remembered(id: ConnectionId) -> Option<Option<Scope>> {
+    SPEAKS_FOR.lock().ok()?.as_ref()?.get(&id).copied()
+}
+
+fn remember(id: ConnectionId, scope: Option<Option<Scope>>) {
+    if let Ok(mut map) = SPEAKS_FOR.lock() {
+        let map = map.get_or_insert_with(HashMap::new);
+        match scope {
+            Some(scope) => {
+                if map.len() >= REMEMBERED {
+                    map.clear();
+                }
+                map.insert(id, scope);
+            }
+            None => {
+                map.remove(&id);
+            }
+        }
+    }
+}
+
 /// Makes a connection leaving the pool speak for the current scope: the database's tenant
 /// role (migration V11 names it) and the workspace, or the owner. The statements are
 /// prepared once per connection; the owner's names no function, so that it also works
-/// before the migrations have run.
-pub(crate) async fn apply(client: &deadpool_postgres::ClientWrapper) -> Result<(), tokio_postgres::Error> {
-    let (tenant, workspace) = settings(current());
+/// before the migrations have run. A connection already speaking for the scope is left
+/// as it is.
+pub(crate) async fn apply(
+    client: &deadpool_postgres::ClientWrapper,
+    metrics: &deadpool_postgres::Metrics,
+) -> Result<(), tokio_postgres::Error> {
+    let scope = current();
+    let id = (
+        Arc::as_ptr(&client.statement_cache) as *const () as usize,
+        metrics.created,
+    );
+    if remembered(id) == Some(scope) {
+        return Ok(());
+    }
+    // Forgotten first: were this cut short after the statement reached Postgres, the
+    // connection's settings would be unknown, and must be set again next time.
+    remember(id, None);
+    let (tenant, workspace) = settings(scope);
     let sql = if tenant {
         "SELECT set_config('role', stratus_tenant_role(), false), set_config('stratus.workspace', $1, false)"
     } else {
@@ -111,6 +161,7 @@ pub(crate) async fn apply(client: &deadpool_postgres::ClientWrapper) -> Result<(
     };
     let statement = client.prepare_cached(sql).await?;
     client.query_one(&statement, &[&workspace]).await?;
+    remember(id, Some(scope));
     Ok(())
 }
 

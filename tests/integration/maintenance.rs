@@ -304,3 +304,35 @@ async fn a_claim_whose_answer_was_lost_is_the_same_agents_again_and_no_one_elses
 async fn in_default<F: std::future::Future>(pass: F) -> F::Output {
     stratus_store::tenancy::within(stratus_store::db::access::DEFAULT_WORKSPACE_ID, pass).await
 }
+
+#[tokio::test]
+async fn tables_never_analyzed_are_analyzed_once_they_hold_rows() {
+    let app = TestApp::spawn().await;
+    let db = app.db().await;
+    db.execute(
+        "INSERT INTO log (name, level, message, timestamp) SELECT 'n', 20, 'x', now() FROM generate_series(1, 150)",
+        &[],
+    )
+    .await
+    .unwrap();
+    // A session's row counts reach Postgres's statistics when it ends (or idles a while).
+    drop(db);
+    let mut analyzed = Vec::new();
+    for _ in 0..50 {
+        analyzed = stratus_store::tenancy::system(maintenance::analyze_first_rows(&app.state.db))
+            .await
+            .unwrap();
+        if analyzed.contains(&"log".to_string()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(analyzed.contains(&"log".to_string()), "{analyzed:?}");
+    let again = stratus_store::tenancy::system(maintenance::analyze_first_rows(&app.state.db))
+        .await
+        .unwrap();
+    assert!(
+        !again.contains(&"log".to_string()),
+        "analyzed once: then it is Postgres's business"
+    );
+}

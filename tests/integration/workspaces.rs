@@ -621,3 +621,39 @@ async fn a_row_cannot_point_at_another_workspaces_row() {
     let ours = app.post("/api/flow_runs/filter", json!({})).await.body;
     assert_eq!(ours, json!([]));
 }
+
+#[tokio::test]
+async fn a_pooled_connection_always_speaks_for_the_scope_that_took_it() {
+    use stratus_store::tenancy::{system, within};
+    let app = TestApp::spawn().await;
+    // One connection, taken again and again for different scopes.
+    let pool = stratus_store::db::pool(&app.database_url, 1).unwrap();
+    let ask = || async {
+        let c = pool.get().await.unwrap();
+        let row = c
+            .query_one(
+                "SELECT current_setting('stratus.workspace', true), current_user::text = stratus_tenant_role()",
+                &[],
+            )
+            .await
+            .unwrap();
+        (
+            row.get::<_, Option<String>>(0).unwrap_or_default(),
+            row.get::<_, bool>(1),
+        )
+    };
+    let other = uuid::Uuid::new_v4();
+    for _ in 0..3 {
+        let default = DEFAULT_WORKSPACE_ID.to_string();
+        assert_eq!(within(DEFAULT_WORKSPACE_ID, ask()).await, (default, true));
+        assert_eq!(within(other, ask()).await, (other.to_string(), true));
+        assert_eq!(within(other, ask()).await, (other.to_string(), true));
+        assert_eq!(system(ask()).await, (String::new(), false));
+        assert_eq!(
+            ask().await,
+            (String::new(), true),
+            "no scope: the tenant role, no workspace"
+        );
+    }
+    pool.close();
+}

@@ -109,9 +109,9 @@ pub fn pool(url: &str, size: usize) -> Result<Pool, SetupError> {
     // Every connection leaving the pool speaks for the scope of the work taking it
     // (`crate::tenancy`); a connection that cannot is not handed out.
     let speak_for_scope = || {
-        deadpool_postgres::Hook::async_fn(|client, _| {
+        deadpool_postgres::Hook::async_fn(|client, metrics| {
             Box::pin(async move {
-                crate::tenancy::apply(client)
+                crate::tenancy::apply(client, metrics)
                     .await
                     .map_err(deadpool_postgres::HookError::Backend)
             })
