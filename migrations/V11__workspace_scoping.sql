@@ -16,10 +16,19 @@ CREATE FUNCTION stratus_workspace() RETURNS uuid
 
 -- Roles belong to the whole cluster, which other databases (other Stratus installs) may
 -- share: each database gets a tenant role of its own, named after it, so that no other
--- database's owner is a member of it.
+-- database's owner is a member of it. Every migration run (`db::migrate`) calls
+-- `stratus_ensure_tenant_role()` again, so that a copy of the database (a restore into
+-- another cluster, a clone used by another user) gets the role back.
 DO $$
+BEGIN
+    EXECUTE format(
+        'CREATE FUNCTION stratus_tenant_role() RETURNS text LANGUAGE sql IMMUTABLE AS %L',
+        format('SELECT %L::text', 'stratus_tenant_' || left(md5(current_database()), 16)));
+END $$;
+
+CREATE FUNCTION stratus_ensure_tenant_role() RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
-    role text := 'stratus_tenant_' || left(md5(current_database()), 16);
+    role text := stratus_tenant_role();
 BEGIN
     BEGIN
         EXECUTE format('CREATE ROLE %I NOLOGIN', role);
@@ -34,10 +43,13 @@ BEGIN
     ELSIF NOT pg_has_role(current_user, role, 'MEMBER') THEN
         EXECUTE format('GRANT %I TO %I', role, current_user);
     END IF;
-    EXECUTE format(
-        'CREATE FUNCTION stratus_tenant_role() RETURNS text LANGUAGE sql IMMUTABLE AS %L',
-        format('SELECT %L::text', role));
 END $$;
+
+SELECT stratus_ensure_tenant_role();
+
+-- Before Postgres 15 everyone may create objects in `public`: not the tenant role (a
+-- function it made could be called by the owner's work).
+REVOKE CREATE ON SCHEMA public FROM PUBLIC;
 
 DO $$
 DECLARE

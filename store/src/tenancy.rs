@@ -112,6 +112,14 @@ static SPEAKS_FOR: Mutex<Option<HashMap<ConnectionId, Option<Scope>>>> = Mutex::
 /// per connection).
 const REMEMBERED: usize = 10_000;
 
+/// Forgets what every connection speaks for: each is set again when next taken (after
+/// the schema, and so maybe the tenant role's name, changed).
+pub fn forget_connections() {
+    if let Ok(mut map) = SPEAKS_FOR.lock() {
+        *map = None;
+    }
+}
+
 fn remembered(id: ConnectionId) -> Option<Option<Scope>> {
     SPEAKS_FOR.lock().ok()?.as_ref()?.get(&id).copied()
 }

@@ -579,6 +579,18 @@ async fn the_tenant_role_may_touch_only_tables_row_security_scopes() {
         .unwrap()
         .get(0);
     assert_eq!(truncatable, 0, "TRUNCATE passes row security by");
+    let creates: bool = db
+        .query_one(
+            "SELECT has_schema_privilege(stratus_tenant_role(), 'public', 'CREATE')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        !creates,
+        "the tenant role may not create objects the owner could call"
+    );
     let scoped: i64 = db
         .query_one(
             "SELECT count(*) FROM pg_policies WHERE policyname = 'workspace_isolation'",

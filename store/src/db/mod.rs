@@ -177,11 +177,25 @@ async fn migrate_as_owner(pool: &Pool) -> Result<usize, SetupError> {
         .await
         .map_err(SetupError::database("take the migration lock"))?;
     let report = embedded::migrations::runner().run_async(client).await;
+    // A copy of the database (restored elsewhere, cloned for another user) gets its
+    // tenant role back.
+    let ensured = if report.is_ok() {
+        client
+            .batch_execute(
+                "DO $$ BEGIN IF to_regproc('stratus_ensure_tenant_role') IS NOT NULL THEN \
+                 PERFORM stratus_ensure_tenant_role(); END IF; END $$",
+            )
+            .await
+    } else {
+        Ok(())
+    };
     let _ = client.execute("SELECT pg_advisory_unlock(74807232)", &[]).await;
     let _ = client
         .batch_execute("RESET statement_timeout; RESET lock_timeout")
         .await;
-    Ok(report?.applied_migrations().len())
+    let applied = report?.applied_migrations().len();
+    ensured.map_err(SetupError::database("make the tenant role"))?;
+    Ok(applied)
 }
 
 /// Drops every Stratus object and migrates from scratch.
@@ -194,6 +208,8 @@ pub async fn reset(pool: &Pool) -> Result<usize, SetupError> {
                 .await
                 .map_err(SetupError::database("drop the schema"))?;
         }
+        // The schema's tenant role may have another name now (a renamed database).
+        crate::tenancy::forget_connections();
         migrate_as_owner(pool).await
     })
     .await
