@@ -280,6 +280,8 @@ async fn bad_page_input_gets_a_friendly_page_not_a_500() {
         ("/no/such/page", 404),
         ("/work-pools/%FF", 400),
         ("/flow-runs/%E0%A4%A", 400),
+        ("/task-runs/not-a-uuid", 404),
+        ("/task-runs/00000000-0000-0000-0000-000000000000", 404),
     ] {
         let res = app.get(path).await;
         assert_eq!(res.status, status, "{path}: {}", res.text);
@@ -289,4 +291,82 @@ async fn bad_page_input_gets_a_friendly_page_not_a_500() {
     // A huge page number is simply empty.
     let far = app.get("/flow-runs?page=99999").await;
     assert_eq!(far.status, 200);
+}
+
+#[tokio::test]
+async fn a_task_run_page_shows_its_states_attempts_neighbours_cache_and_logs() {
+    let app = TestApp::spawn().await;
+    let run = flow_run(&app, "etl", json!([])).await;
+    let extract = task_run(&app, &run, "extract", "COMPLETED").await;
+    let load = app
+        .post(
+            "/api/task_runs/",
+            json!({"flow_run_id": run["id"], "task_key": "load", "dynamic_key": "0", "name": "load-<1>",
+                   "cache_key": "load-cache-key", "empirical_policy": {"retries": 3, "retry_delay": 0},
+                   "task_inputs": {"rows": [{"input_type": "task_run", "id": extract["id"]}]}}),
+        )
+        .await
+        .body;
+    set_state(&app, "task_runs", &load["id"], "RUNNING").await;
+    set_state(&app, "task_runs", &load["id"], "COMPLETED").await;
+    let logged = app
+        .post(
+            "/api/logs/",
+            json!([{"name": "prefect.task_runs", "level": 40, "message": "loading <rows>", "timestamp": "2026-12-05T00:00:00Z",
+                    "flow_run_id": run["id"], "task_run_id": load["id"]},
+                   {"name": "prefect.task_runs", "level": 20, "message": "extract own line", "timestamp": "2026-12-05T00:00:01Z",
+                    "flow_run_id": run["id"], "task_run_id": extract["id"]}]),
+        )
+        .await;
+    assert_eq!(logged.status, 201, "{}", logged.text);
+
+    let load_id = load["id"].as_str().unwrap();
+    let page = app.get(&format!("/task-runs/{load_id}")).await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    let text = html(&page);
+    assert!(
+        text.contains("load-&#60;1&#62;") && !text.contains("load-<1>"),
+        "names are escaped: {text}"
+    );
+    assert!(
+        text.contains(&format!("/flow-runs/{}", run["id"].as_str().unwrap())),
+        "it links its flow run"
+    );
+    assert!(text.contains("load-cache-key"));
+    assert!(text.contains("retries allowed: 3"));
+    for state in ["Running", "Completed"] {
+        assert!(text.contains(state), "{state} is in the history");
+    }
+    let upstream = text.split("id=\"upstream\"").nth(1).unwrap_or_default();
+    assert!(
+        upstream.contains(&format!("/task-runs/{}", extract["id"].as_str().unwrap())),
+        "{text}"
+    );
+    assert!(
+        text.contains("loading &#60;rows&#62;") && !text.contains("extract own line"),
+        "its own logs only"
+    );
+
+    let extract_res = app
+        .get(&format!("/task-runs/{}", extract["id"].as_str().unwrap()))
+        .await;
+    let extract_page = html(&extract_res);
+    let downstream = extract_page.split("id=\"downstream\"").nth(1).unwrap_or_default();
+    assert!(
+        downstream.contains(&format!("/task-runs/{load_id}")),
+        "{extract_page}"
+    );
+
+    // The flow run page links each task run, in the table and the graph.
+    let run_res = app
+        .get(&format!("/flow-runs/{}", run["id"].as_str().unwrap()))
+        .await;
+    let run_page = html(&run_res);
+    assert!(
+        run_page
+            .matches(&format!("href=\"/task-runs/{load_id}\""))
+            .count()
+            >= 2,
+        "{run_page}"
+    );
 }

@@ -20,13 +20,14 @@ use super::view::{self, RunRow};
 use super::{filters, flow_names, id_param, int_param, render, PageError, PagePath, PageResult, Params};
 
 pub struct StateRow {
-    class: String,
-    name: String,
-    when: String,
-    message: String,
+    pub(super) class: String,
+    pub(super) name: String,
+    pub(super) when: String,
+    pub(super) message: String,
 }
 
 pub struct TaskRow {
+    id: String,
     class: String,
     state_name: String,
     name: String,
@@ -38,10 +39,10 @@ pub struct TaskRow {
 }
 
 pub struct LogRow {
-    when: String,
-    level_name: String,
-    logger: String,
-    message: String,
+    pub(super) when: String,
+    pub(super) level_name: String,
+    pub(super) logger: String,
+    pub(super) message: String,
 }
 
 /// Most task runs listed, boxes drawn and log lines shown on one page, so a run with
@@ -195,6 +196,7 @@ pub async fn page(State(app): State<AppState>, PagePath(raw): PagePath, params: 
         tasks: tasks
             .iter()
             .map(|t| TaskRow {
+                id: t.id.to_string(),
                 class: view::state_class(t.timing.state_type.map(|k| k.as_str())),
                 state_name: t.timing.state_name.clone().unwrap_or_else(|| "—".into()),
                 name: t.name.clone(),
@@ -298,7 +300,8 @@ pub fn graph_svg(nodes: &[GraphOutlineNode]) -> String {
             .unwrap_or_else(|| "none".into());
         let label: String = n.name.chars().take(22).collect();
         svg.push_str(&format!(
-            "<g class=\"node node-{kind}\"><title>{}</title><rect x=\"{x}\" y=\"{y}\" width=\"{w}\" height=\"{h}\" rx=\"6\"/><text x=\"{}\" y=\"{}\">{}</text></g>",
+            "<a href=\"/task-runs/{}\"><g class=\"node node-{kind}\"><title>{}</title><rect x=\"{x}\" y=\"{y}\" width=\"{w}\" height=\"{h}\" rx=\"6\"/><text x=\"{}\" y=\"{}\">{}</text></g></a>",
+            n.id,
             escape(&n.name),
             x + 10,
             y + h / 2 + 4,

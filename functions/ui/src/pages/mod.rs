@@ -9,6 +9,7 @@ mod flow_run;
 mod flow_runs;
 mod resources;
 pub mod session;
+mod task_run;
 pub mod view;
 mod work_pools;
 
@@ -55,6 +56,7 @@ pub fn router() -> Router<AppState> {
         .route("/", get(dashboard::page))
         .route("/flow-runs", get(flow_runs::page))
         .route("/flow-runs/{id}", get(flow_run::page))
+        .route("/task-runs/{id}", get(task_run::page))
         .route("/flow-runs/flow-run/{id}", get(prefect_run_link))
         .route("/flows", get(deployments::flows))
         .route("/flows/{id}", get(deployments::flow))
