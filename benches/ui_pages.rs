@@ -57,6 +57,14 @@ async fn connect(url: &str) -> tokio_postgres::Client {
         .await
         .unwrap_or_else(|e| panic!("cannot connect to Postgres at {url}: {e}"));
     tokio::spawn(conn);
+    // The history is written straight into the default workspace, as the owner.
+    client
+        .execute(
+            "SELECT set_config('stratus.workspace', $1, false)",
+            &[&stratus_store::db::access::DEFAULT_WORKSPACE_ID.to_string()],
+        )
+        .await
+        .expect("the default workspace");
     client
 }
 
@@ -313,6 +321,25 @@ async fn main() {
         .expect("the wide run")
         .get(0);
 
+    // A task run of the busy run, and one in the middle of the wide run (whose page looks
+    // through the run's task runs for its neighbours).
+    let task_of = |run: uuid::Uuid| {
+        let db = &db;
+        async move {
+            let id: uuid::Uuid = db
+                .query_one(
+                    "SELECT id FROM task_run WHERE flow_run_id = $1 ORDER BY expected_start_time OFFSET \
+                     (SELECT count(*) / 2 FROM task_run WHERE flow_run_id = $1) LIMIT 1",
+                    &[&run],
+                )
+                .await
+                .expect("a task run")
+                .get(0);
+            id
+        }
+    };
+    let (busy_task, big_task) = (task_of(busy).await, task_of(big).await);
+
     let since = (chrono::Utc::now() - chrono::Duration::days(7)).to_rfc3339();
     let pages: Vec<(String, Option<Value>)> = vec![
         ("/".into(), None),
@@ -325,6 +352,8 @@ async fn main() {
         (format!("/flow-runs/{busy}"), None),
         (format!("/flow-runs/{busy}?level=40"), None),
         (format!("/flow-runs/{big}"), None),
+        (format!("/task-runs/{busy_task}"), None),
+        (format!("/task-runs/{big_task}"), None),
         ("/flows".into(), None),
         (format!("/flows/{}", flows[3]), None),
         ("/deployments".into(), None),
