@@ -87,6 +87,36 @@ struct FlowRunPage {
     last_log: String,
 }
 
+impl LogRow {
+    fn of(l: &logs::Log) -> LogRow {
+        LogRow {
+            when: l.timestamp.format("%H:%M:%S%.3f").to_string(),
+            level_name: level_name(l.level).to_string(),
+            logger: l.name.clone(),
+            message: l.message.clone(),
+        }
+    }
+}
+
+/// The latest `limit` lines `filter` matches, oldest first, and whether there are earlier
+/// ones.
+pub(super) async fn latest_logs(
+    c: &impl deadpool_postgres::GenericClient,
+    filter: &LogFilter,
+    limit: i64,
+) -> Result<(Vec<logs::Log>, bool), PageError> {
+    let mut rows = logs::filter(c, filter, LogSort::TimestampDesc, limit + 1, 0).await?;
+    let earlier = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    rows.reverse();
+    Ok((rows, earlier))
+}
+
+/// The page's rows of `logs`.
+pub(super) fn log_rows(logs: &[logs::Log]) -> Vec<LogRow> {
+    logs.iter().map(LogRow::of).collect()
+}
+
 pub fn level_name(level: i16) -> &'static str {
     match level {
         l if l >= 50 => "CRITICAL",
@@ -150,10 +180,7 @@ pub async fn page(State(app): State<AppState>, PagePath(raw): PagePath, params: 
         serde_json::from_value(json!({"flow_run_id": {"any_": [id]}, "level": {"ge_": level}}))
             .map_err(|e| PageError::Internal(e.to_string()))?;
     // The latest lines, oldest first; the live tail appends after them.
-    let mut log_rows = logs::filter(&c, &log_filter, LogSort::TimestampDesc, LOG_ROWS + 1, 0).await?;
-    let earlier_logs = log_rows.len() as i64 > LOG_ROWS;
-    log_rows.truncate(LOG_ROWS as usize);
-    log_rows.reverse();
+    let (latest, earlier_logs) = latest_logs(&c, &log_filter, LOG_ROWS).await?;
 
     let kind = run.timing.state_type.map(|k| k.as_str());
     let active = matches!(
@@ -215,19 +242,11 @@ pub async fn page(State(app): State<AppState>, PagePath(raw): PagePath, params: 
             (40, "Errors only"),
         ],
         level,
-        last_log: log_rows
+        last_log: latest
             .last()
             .map(|l| stratus_domain::time::format_ts(&l.timestamp))
             .unwrap_or_default(),
-        logs: log_rows
-            .iter()
-            .map(|l| LogRow {
-                when: l.timestamp.format("%H:%M:%S%.3f").to_string(),
-                level_name: level_name(l.level).to_string(),
-                logger: l.name.clone(),
-                message: l.message.clone(),
-            })
-            .collect(),
+        logs: log_rows(&latest),
     }))
 }
 

@@ -6,12 +6,12 @@ use axum::extract::State;
 use serde_json::json;
 use stratus_http::AppState;
 use stratus_store::db::flow_runs::{self, FlowRun};
-use stratus_store::db::logs::{self, LogFilter, LogSort};
+use stratus_store::db::logs::LogFilter;
 use stratus_store::db::runs::{self, RunTable};
 use stratus_store::db::task_runs::TaskRun;
 use uuid::Uuid;
 
-use super::flow_run::{level_name, LogRow, StateRow};
+use super::flow_run::{latest_logs, log_rows, LogRow, StateRow};
 use super::{id_param, render, view, PageError, PagePath, PageResult};
 
 /// Log lines shown; the page says when there are more.
@@ -113,10 +113,7 @@ pub async fn page(State(app): State<AppState>, PagePath(raw): PagePath) -> PageR
     };
     let log_filter: LogFilter = serde_json::from_value(json!({"task_run_id": {"any_": [id]}}))
         .map_err(|e| PageError::Internal(e.to_string()))?;
-    let mut log_rows = logs::filter(&c, &log_filter, LogSort::TimestampDesc, LOG_ROWS + 1, 0).await?;
-    let earlier_logs = log_rows.len() as i64 > LOG_ROWS;
-    log_rows.truncate(LOG_ROWS as usize);
-    log_rows.reverse();
+    let (logs, earlier_logs) = latest_logs(&c, &log_filter, LOG_ROWS).await?;
     let result = run
         .state
         .as_ref()
@@ -152,14 +149,6 @@ pub async fn page(State(app): State<AppState>, PagePath(raw): PagePath) -> PageR
         upstream,
         downstream,
         earlier_logs,
-        logs: log_rows
-            .iter()
-            .map(|l| LogRow {
-                when: l.timestamp.format("%H:%M:%S%.3f").to_string(),
-                level_name: level_name(l.level).to_string(),
-                logger: l.name.clone(),
-                message: l.message.clone(),
-            })
-            .collect(),
+        logs: log_rows(&logs),
     }))
 }
