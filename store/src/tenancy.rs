@@ -36,6 +36,15 @@ pub fn current() -> Option<Scope> {
     SCOPE.try_with(|s| *s).ok()
 }
 
+/// Runs `work` in a scope taken earlier with [`current`]: for work a request leaves behind
+/// (a response body streamed after its handler returned) that must still speak for it.
+pub async fn enter<F: Future>(scope: Option<Scope>, work: F) -> F::Output {
+    match scope {
+        Some(s) => SCOPE.scope(s, work).await,
+        None => work.await,
+    }
+}
+
 /// The workspace the work in progress is for, if it is for one.
 pub fn workspace() -> Option<Uuid> {
     match current() {

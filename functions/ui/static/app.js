@@ -40,36 +40,117 @@ async function call(spec, body) {
   return data;
 }
 
+// A form's JSON body: its named fields (numbers as numbers, `data-json` fields parsed,
+// `data-nullable` fields null and `data-blank` ones "" when empty, checkboxes true or false, `data-lists` as lists),
+// the value of each schema form inside it under its `data-into`, and `data-extra`.
 function formBody(form) {
-  if (form.id === "run-form") {
-    const raw = form.querySelector("textarea[name=parameters]").value.trim();
-    let parameters = {};
-    if (raw) {
-      parameters = JSON.parse(raw);
-      if (typeof parameters !== "object" || Array.isArray(parameters) || parameters === null) {
-        throw new Error("Parameters must be a JSON object.");
-      }
-    }
-    return { parameters };
-  }
-  const body = {};
-  const lists = (form.dataset.lists || "").split(" ").filter(Boolean);
+  const body = form.dataset.extra ? JSON.parse(form.dataset.extra) : {};
+  const words = (name) => (form.dataset[name] || "").split(" ").filter(Boolean);
+  const lists = words("lists"), json = words("json"), nullable = words("nullable"), blank = words("blank");
   const data = new FormData(form);
   for (const [k, v] of data.entries()) {
-    if (v === "" || lists.includes(k)) continue;
-    body[k] = form.elements[k].type === "number" ? Number(v) : v;
+    const input = form.elements[k];
+    if (lists.includes(k) || (input && input.type === "checkbox")) continue;
+    if (v === "") {
+      if (nullable.includes(k)) body[k] = null;
+      else if (blank.includes(k)) body[k] = "";
+      continue;
+    }
+    if (json.includes(k)) {
+      try { body[k] = JSON.parse(v); } catch (_) { throw new Error(k.replace(/_/g, " ") + ": not valid JSON"); }
+    } else {
+      body[k] = input && input.type === "number" ? Number(v) : v;
+    }
   }
+  for (const box of form.querySelectorAll("input[type=checkbox][name]")) body[box.name] = box.checked;
   // List fields: every selected option, or comma-separated text; [] when empty.
   for (const k of lists) {
     body[k] = data.getAll(k).flatMap((v) => v.split(",")).map((v) => v.trim()).filter(Boolean);
   }
+  if (form.dataset.shape === "schedule") return scheduleBody(form, body);
+  for (const host of form.querySelectorAll("[data-schema][data-into]")) {
+    const value = host.schemaValue();
+    if (typeof value !== "object" || Array.isArray(value) || value === null) {
+      throw new Error(host.dataset.into.replace(/_/g, " ") + " must be a JSON object.");
+    }
+    body[host.dataset.into] = value;
+  }
   return body;
 }
 
+// A schedule form's fields as the API takes them: `{schedule, active}`, in a list to add.
+function scheduleSpec(body) {
+  const schedule = {};
+  if (body.timezone) schedule.timezone = body.timezone;
+  if (body.kind === "interval") {
+    if (body.interval === undefined) throw new Error("Say how many seconds apart the runs are.");
+    schedule.interval = Number(body.interval);
+    if (body.anchor_date) schedule.anchor_date = body.anchor_date;
+  } else if (body.kind === "rrule") {
+    schedule.rrule = body.rrule || "";
+  } else {
+    schedule.cron = body.cron || "";
+    schedule.day_or = body.day_or;
+  }
+  return schedule;
+}
+
+function scheduleBody(form, body) {
+  const one = { schedule: scheduleSpec(body), active: body.active };
+  return form.dataset.wrap === "list" ? [one] : one;
+}
+
+function showKind(form) {
+  const select = form.querySelector("[data-kind-select]");
+  if (!select) return;
+  for (const group of form.querySelectorAll("[data-kind]")) group.hidden = group.dataset.kind !== select.value;
+}
+
+document.addEventListener("DOMContentLoaded", () => document.querySelectorAll("form.schedule-form").forEach(showKind));
+
+// The next runs of the schedule being written, computed by the server as the scheduler will.
+document.addEventListener("click", async (e) => {
+  const btn = e.target.closest("button[data-preview]");
+  if (!btn) return;
+  const form = btn.form;
+  const list = form.querySelector(".preview");
+  list.textContent = "";
+  try {
+    const data = new FormData(form);
+    const body = Object.fromEntries(data.entries());
+    for (const box of form.querySelectorAll("input[type=checkbox][name]")) body[box.name] = box.checked;
+    if (body.interval === "") delete body.interval;
+    const res = await fetch("/schedule-preview?schedule=" + encodeURIComponent(JSON.stringify(scheduleSpec(body))));
+    const answer = await res.json();
+    if (!res.ok) throw new Error(answer.detail || res.statusText);
+    if (!answer.times.length) list.appendChild(Object.assign(document.createElement("li"), { textContent: "It never fires." }));
+    for (const t of answer.times) list.appendChild(Object.assign(document.createElement("li"), { textContent: t }));
+  } catch (err) {
+    notice(err.message);
+  }
+});
+
+// Where a change leads: `go:/blocks/{id}` opens a page named by the answer, `back:/path`
+// opens a fixed one, anything else reloads this page.
 function after(then, data) {
   if (then === "open-run" && data && data.id) location.href = "/flow-runs/" + data.id;
   else if (then === "open-pool" && data && data.name) location.href = "/work-pools/" + encodeURIComponent(data.name);
+  else if (then && then.startsWith("go:") && data) {
+    location.href = then.slice(3).replace(/\{(\w+)\}/g, (_, k) => encodeURIComponent(data[k] ?? ""));
+  } else if (then && then.startsWith("back:")) location.href = then.slice(5);
   else location.reload();
+}
+
+window.addEventListener("stratus-notice", (e) => notice(e.detail));
+
+// An orchestration answer other than ACCEPT (a resume whose input is invalid, a state
+// change refused) is said on the page.
+function refused(result) {
+  // Pools and queues answer with a `status` of their own (READY); only these are refusals.
+  if (!result || !["REJECT", "ABORT", "WAIT"].includes(result.status)) return false;
+  const why = result.details && result.details.reason;
+  notice("Not done: " + (why || result.status));
+  return true;
 }
 
 document.addEventListener("click", async (e) => {
@@ -79,9 +160,7 @@ document.addEventListener("click", async (e) => {
   btn.disabled = true;
   try {
     const result = await call(btn.dataset.api, btn.dataset.body ? JSON.parse(btn.dataset.body) : undefined);
-    if (result && result.status && result.status !== "ACCEPT") {
-      const why = result.details && result.details.reason;
-      notice("Not done: " + (why || result.status));
+    if (refused(result)) {
       btn.disabled = false;
       return;
     }
@@ -99,7 +178,12 @@ document.addEventListener("submit", async (e) => {
   const submit = form.querySelector("button[type=submit]");
   if (submit) submit.disabled = true;
   try {
-    after(form.dataset.then, await call(form.dataset.api, formBody(form)));
+    const result = await call(form.dataset.api, formBody(form));
+    if (refused(result)) {
+      if (submit) submit.disabled = false;
+      return;
+    }
+    after(form.dataset.then, result);
   } catch (err) {
     notice(err.message);
     if (submit) submit.disabled = false;
@@ -150,7 +234,8 @@ async function tail() {
 document.addEventListener("DOMContentLoaded", tail);
 
 // Live regions: every 5 s while the tab is visible, the page is fetched again and each
-// element marked data-live is brought up to date, unless the user is working in it.
+// element marked data-live is brought up to date, unless the user is working in it (focus
+// or an open editor inside).
 function live() {
   if (!document.querySelector("[data-live][id]")) return;
   const tick = async () => {
@@ -161,7 +246,8 @@ function live() {
           const fresh = new DOMParser().parseFromString(await res.text(), "text/html");
           for (const el of document.querySelectorAll("[data-live][id]")) {
             const next = fresh.getElementById(el.id);
-            if (next && next.innerHTML !== el.innerHTML && !el.contains(document.activeElement)) {
+            const busy = el.contains(document.activeElement) || el.querySelector("details[open]");
+            if (next && next.innerHTML !== el.innerHTML && !busy) {
               el.innerHTML = next.innerHTML;
             }
           }
@@ -180,4 +266,5 @@ document.addEventListener("change", (e) => {
   if (el instanceof HTMLSelectElement && el.hasAttribute("data-autosubmit") && el.form) {
     el.form.submit();
   }
+  if (el instanceof HTMLSelectElement && el.hasAttribute("data-kind-select") && el.form) showKind(el.form);
 });

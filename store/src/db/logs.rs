@@ -197,6 +197,73 @@ pub async fn filter(
     rows::all(c.query(sql.as_str(), &q.params()).await?)
 }
 
+/// Where a page of one run's logs starts: at either end, or just past a line.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LogCursor {
+    First,
+    Last,
+    After(DateTime<Utc>, Uuid),
+    Before(DateTime<Utc>, Uuid),
+}
+
+/// Which of one flow run's lines a log page shows.
+#[derive(Debug, Clone, Default)]
+pub struct RunLogQuery {
+    pub flow_run_id: Uuid,
+    pub min_level: i16,
+    pub task_run_id: Option<Uuid>,
+    /// Lines whose message contains this, ignoring case.
+    pub text: Option<String>,
+}
+
+/// Up to `limit` of a run's lines from `cursor`, oldest first, and whether more lie beyond
+/// the page in the direction read. Pages by keyset on `(timestamp, id)` along the run's
+/// `(flow_run_id, timestamp)` index, so a page deep in a long run costs what the first does.
+pub async fn run_page(
+    c: &impl GenericClient,
+    query: &RunLogQuery,
+    cursor: LogCursor,
+    limit: i64,
+) -> Result<(Vec<Log>, bool), tokio_postgres::Error> {
+    let mut q = Query::default();
+    let mut cond = vec![
+        format!("flow_run_id = {}", q.bind(query.flow_run_id)),
+        format!("level >= {}", q.bind(query.min_level)),
+    ];
+    if let Some(task) = query.task_run_id {
+        cond.push(format!("task_run_id = {}", q.bind(task)));
+    }
+    if let Some(text) = query.text.as_ref().filter(|t| !t.is_empty()) {
+        cond.push(format!(
+            "strpos(lower(message), lower({})) > 0",
+            q.bind(text.clone())
+        ));
+    }
+    let backwards = matches!(cursor, LogCursor::Last | LogCursor::Before(..));
+    match cursor {
+        LogCursor::After(ts, id) => cond.push(format!("(timestamp, id) > ({}, {})", q.bind(ts), q.bind(id))),
+        LogCursor::Before(ts, id) => cond.push(format!("(timestamp, id) < ({}, {})", q.bind(ts), q.bind(id))),
+        LogCursor::First | LogCursor::Last => {}
+    }
+    let order = if backwards {
+        "timestamp DESC, id DESC"
+    } else {
+        "timestamp ASC, id ASC"
+    };
+    let sql = format!(
+        "SELECT {COLUMNS} FROM log WHERE {} ORDER BY {order} LIMIT {}",
+        cond.join(" AND "),
+        q.bind(limit + 1)
+    );
+    let mut rows: Vec<Log> = rows::all(c.query(sql.as_str(), &q.params()).await?)?;
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    if backwards {
+        rows.reverse();
+    }
+    Ok((rows, more))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,8 @@ use stratus_store::db::flow_runs::FlowRun;
 use stratus_store::db::flow_runs::FlowRunSort;
 use stratus_store::db::flows::{self, FlowSort};
 use stratus_store::db::runs;
+use stratus_store::db::work_pools as pools;
+use stratus_store::filters::WorkPoolFilter;
 
 use super::view::{self, RunRow};
 use super::{filters, flow_names, id_param, render, PageError, PagePath, PageResult};
@@ -146,6 +148,76 @@ pub async fn list(State(app): State<AppState>) -> PageResult {
     }))
 }
 
+/// A schedule's fields as its edit form shows them.
+pub struct ScheduleForm {
+    kind: &'static str,
+    timezone: String,
+    cron: String,
+    day_or: bool,
+    interval: String,
+    anchor: String,
+    rrule: String,
+    active: bool,
+}
+
+impl ScheduleForm {
+    fn new() -> Self {
+        ScheduleForm {
+            kind: "cron",
+            timezone: String::new(),
+            cron: String::new(),
+            day_or: true,
+            interval: String::new(),
+            anchor: String::new(),
+            rrule: String::new(),
+            active: true,
+        }
+    }
+
+    fn of(s: &Value, active: bool) -> Self {
+        let text = |k: &str| s.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+        let kind = if s.get("interval").is_some() {
+            "interval"
+        } else if s.get("rrule").is_some() {
+            "rrule"
+        } else {
+            "cron"
+        };
+        ScheduleForm {
+            kind,
+            timezone: text("timezone"),
+            cron: text("cron"),
+            day_or: s.get("day_or").and_then(Value::as_bool).unwrap_or(true),
+            interval: s
+                .get("interval")
+                .and_then(Value::as_f64)
+                .map(|n| n.to_string())
+                .unwrap_or_default(),
+            anchor: text("anchor_date"),
+            rrule: text("rrule"),
+            active,
+        }
+    }
+}
+
+pub struct ScheduleRow {
+    id: String,
+    form_id: String,
+    api: String,
+    text: String,
+    active: bool,
+    /// The next few times it fires, as a person reads them.
+    next: String,
+    form: ScheduleForm,
+}
+
+/// The next `count` times a schedule fires after now.
+pub fn next_times(schedule: &Value, count: usize) -> Result<Vec<chrono::DateTime<chrono::Utc>>, String> {
+    let now = chrono::Utc::now();
+    let end = now + chrono::TimeDelta::days(366 * 20);
+    stratus_domain::scheduling::dates(schedule, now, end, count).map_err(|e| e.to_string())
+}
+
 #[derive(Template)]
 #[template(path = "deployment.html")]
 struct DeploymentPage {
@@ -157,8 +229,13 @@ struct DeploymentPage {
     description: String,
     tags: Vec<String>,
     parameters: String,
-    /// (id, description, active)
-    schedules: Vec<(String, String, bool)>,
+    parameter_schema: String,
+    job_variables: String,
+    queue: String,
+    pools: Vec<String>,
+    schedules: Vec<ScheduleRow>,
+    new_schedule: ScheduleForm,
+    add_schedule_api: String,
     upcoming: Vec<RunRow>,
     recent: Vec<RunRow>,
 }
@@ -188,16 +265,72 @@ pub async fn page(State(app): State<AppState>, PagePath(raw): PagePath) -> PageR
         path: d.path.clone().unwrap_or_default(),
         description: d.description.clone().unwrap_or_default(),
         tags: view::tags(&d.tags),
-        parameters: view::pretty(&d.parameters),
+        parameters: d.parameters.to_string(),
+        parameter_schema: d
+            .parameter_openapi_schema
+            .clone()
+            .unwrap_or_else(|| json!({"type": "object", "properties": {}}))
+            .to_string(),
+        job_variables: view::pretty(&d.infra_overrides),
+        queue: d.work_queue_name.clone().unwrap_or_default(),
+        pools: pools::filter_pools(&c, &WorkPoolFilter::default(), 500, 0)
+            .await?
+            .into_iter()
+            .map(|p| p.name)
+            .collect(),
         schedules: d
             .schedules
             .iter()
-            .map(|s| (s.id.to_string(), describe_schedule(&s.schedule), s.active))
+            .map(|s| ScheduleRow {
+                id: s.id.to_string(),
+                form_id: format!("schedule-{}", s.id),
+                api: format!("PATCH /api/deployments/{id}/schedules/{}", s.id),
+                text: describe_schedule(&s.schedule),
+                active: s.active,
+                next: next_times(&s.schedule, 3)
+                    .map(|t| {
+                        t.into_iter()
+                            .map(|t| view::when(Some(t)))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
+                    .unwrap_or_default(),
+                form: ScheduleForm::of(&s.schedule, s.active),
+            })
             .collect(),
+        new_schedule: ScheduleForm::new(),
+        add_schedule_api: format!("POST /api/deployments/{id}/schedules"),
         upcoming: upcoming.iter().map(|r| RunRow::new(r, &flow_name)).collect(),
         recent: recent.iter().map(|r| RunRow::new(r, &flow_name)).collect(),
         d: row(&d, &flow_name),
     }))
+}
+
+/// `GET /schedule-preview?schedule={...}`: the next five times a schedule being written
+/// fires, checked as the API checks schedules, for the schedule forms' Preview button.
+pub async fn schedule_preview(
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let answer = q
+        .get("schedule")
+        .ok_or_else(|| "Give the schedule to preview.".to_string())
+        .and_then(|text| {
+            serde_json::from_str::<Value>(text).map_err(|_| "The schedule is not JSON.".to_string())
+        })
+        .and_then(|s| stratus_domain::schedules::validate(&s).map_err(|e| e.0))
+        .and_then(|s| next_times(&s, 5));
+    match answer {
+        Ok(times) => {
+            let times: Vec<String> = times.into_iter().map(|t| view::when(Some(t))).collect();
+            axum::Json(json!({"times": times})).into_response()
+        }
+        Err(detail) => (
+            axum::http::StatusCode::BAD_REQUEST,
+            axum::Json(json!({"detail": detail})),
+        )
+            .into_response(),
+    }
 }
 
 #[cfg(test)]

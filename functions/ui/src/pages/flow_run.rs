@@ -7,13 +7,13 @@ use stratus_store::db::task_runs::TaskRun;
 
 use askama::Template;
 use axum::extract::State;
-use serde_json::json;
+use serde_json::{json, Value};
 use stratus_http::AppState;
 use stratus_store::db::flow_runs::{self, FlowRunSort, GraphOutlineNode};
 use stratus_store::db::logs::{self, LogFilter, LogSort};
 use stratus_store::db::runs::{self, RunTable};
 use stratus_store::db::task_runs::TaskRunSort;
-use stratus_store::db::{deployments, flows};
+use stratus_store::db::{deployments, flow_run_inputs, flows, Client};
 use uuid::Uuid;
 
 use super::view::{self, RunRow};
@@ -51,6 +51,37 @@ const TASK_ROWS: usize = 200;
 const GRAPH_NODES: usize = 500;
 const LOG_ROWS: i64 = 500;
 
+/// The schema and description of the input a paused run waits for (Prefect 2.20's
+/// `pause_flow_run(wait_for_input=...)` stores both as flow run inputs named by the paused
+/// state's `run_input_keyset`), or None when it waits for nothing.
+async fn wanted_input(c: &Client, run: &FlowRun) -> Result<Option<(String, String)>, PageError> {
+    let Some(keyset) = run
+        .state
+        .as_ref()
+        .and_then(|s| s.state_details.run_input_keyset.as_ref())
+    else {
+        return Ok(None);
+    };
+    let key = |k: &str| keyset.get(k).and_then(Value::as_str).map(str::to_string);
+    let Some(schema_key) = key("schema") else {
+        return Ok(None);
+    };
+    let Some(schema) = flow_run_inputs::read(c, run.id, &schema_key).await? else {
+        return Ok(None);
+    };
+    let description = match key("description") {
+        Some(k) => flow_run_inputs::read(c, run.id, &k)
+            .await?
+            .map(|d| match serde_json::from_str::<Value>(&d.value) {
+                Ok(Value::String(text)) => text,
+                _ => d.value,
+            })
+            .unwrap_or_default(),
+        None => String::new(),
+    };
+    Ok(Some((schema.value, description)))
+}
+
 #[derive(Template)]
 #[template(path = "flow_run.html")]
 struct FlowRunPage {
@@ -68,6 +99,9 @@ struct FlowRunPage {
     can_cancel: bool,
     can_retry: bool,
     can_resume: bool,
+    /// What a run paused with `wait_for_input` waits for: the input's schema (JSON) and
+    /// its description.
+    wants_input: Option<(String, String)>,
     start: String,
     duration: String,
     run_count: i32,
@@ -116,6 +150,14 @@ pub(super) async fn latest_logs(
 pub(super) fn log_rows(logs: &[logs::Log]) -> Vec<LogRow> {
     logs.iter().map(LogRow::of).collect()
 }
+
+/// The log level filter's choices.
+pub const LEVELS: [(i64, &str); 4] = [
+    (0, "All"),
+    (20, "Info and above"),
+    (30, "Warnings and errors"),
+    (40, "Errors only"),
+];
 
 pub fn level_name(level: i16) -> &'static str {
     match level {
@@ -183,6 +225,10 @@ pub async fn page(State(app): State<AppState>, PagePath(raw): PagePath, params: 
     let (latest, earlier_logs) = latest_logs(&c, &log_filter, LOG_ROWS).await?;
 
     let kind = run.timing.state_type.map(|k| k.as_str());
+    let wants_input = match kind {
+        Some("PAUSED") => wanted_input(&c, &run).await?,
+        _ => None,
+    };
     let active = matches!(
         kind,
         Some("SCHEDULED" | "PENDING" | "RUNNING" | "CANCELLING" | "PAUSED")
@@ -204,6 +250,7 @@ pub async fn page(State(app): State<AppState>, PagePath(raw): PagePath, params: 
         can_retry: run.deployment_id.is_some()
             && matches!(kind, Some("FAILED" | "CRASHED" | "CANCELLED" | "COMPLETED")),
         can_resume: kind == Some("PAUSED"),
+        wants_input,
         start: view::when(run.timing.start_time.or(run.timing.expected_start_time)),
         duration: view::duration(run.timing.estimated_run_time.max(run.timing.total_run_time)),
         run_count: run.timing.run_count,
@@ -235,12 +282,7 @@ pub async fn page(State(app): State<AppState>, PagePath(raw): PagePath, params: 
             .collect(),
         subflows: subflows.iter().map(|r| RunRow::named(r, &names)).collect(),
         parameters: view::pretty(&run.parameters),
-        levels: vec![
-            (0, "All"),
-            (20, "Info and above"),
-            (30, "Warnings and errors"),
-            (40, "Errors only"),
-        ],
+        levels: LEVELS.to_vec(),
         level,
         last_log: latest
             .last()

@@ -3,11 +3,15 @@
 //! buttons, which call the same JSON API the Prefect client uses.
 
 mod api_keys;
+mod artifacts;
+mod blocks;
 mod dashboard;
 mod deployments;
 mod flow_run;
 mod flow_runs;
+mod markdown;
 mod resources;
+mod run_logs;
 pub mod session;
 mod task_run;
 pub mod view;
@@ -56,28 +60,37 @@ pub fn router() -> Router<AppState> {
         .route("/", get(dashboard::page))
         .route("/flow-runs", get(flow_runs::page))
         .route("/flow-runs/{id}", get(flow_run::page))
+        .route("/flow-runs/{id}/logs", get(run_logs::page))
+        .route("/flow-runs/{id}/logs.txt", get(run_logs::download))
         .route("/task-runs/{id}", get(task_run::page))
         .route("/flow-runs/flow-run/{id}", get(prefect_run_link))
         .route("/flows", get(deployments::flows))
         .route("/flows/{id}", get(deployments::flow))
         .route("/deployments", get(deployments::list))
         .route("/deployments/{id}", get(deployments::page))
+        .route("/schedule-preview", get(deployments::schedule_preview))
         .route("/work-pools", get(work_pools::list))
         .route("/work-pools/{name}", get(work_pools::page))
-        .route("/blocks", get(resources::blocks))
-        .route("/blocks/{id}", get(resources::block))
+        .route("/blocks", get(blocks::list))
+        .route("/blocks/catalog", get(blocks::catalog))
+        .route("/blocks/catalog/{slug}", get(blocks::create_form))
+        .route("/blocks/{id}", get(blocks::page))
         .route("/concurrency-limits", get(resources::concurrency))
         .route("/variables", get(resources::variables))
-        .route("/artifacts", get(resources::artifacts))
+        .route("/artifacts", get(artifacts::list))
+        .route("/artifacts/key/{key}", get(artifacts::by_key))
+        .route("/artifacts/{id}", get(artifacts::page))
         .route("/notifications", get(resources::notifications))
         .route("/ui-settings", get(ui_settings))
         .route("/ui-static/app.css", get(css))
         .route("/ui-static/app.js", get(js))
+        .route("/ui-static/schema-form.js", get(schema_form_js))
         .fallback(missing)
 }
 
 const CSS: &str = include_str!("../../static/app.css");
 const JS: &str = include_str!("../../static/app.js");
+const SCHEMA_FORM_JS: &str = include_str!("../../static/schema-form.js");
 
 async fn css() -> Response {
     (
@@ -91,12 +104,20 @@ async fn css() -> Response {
 }
 
 async fn js() -> Response {
+    script(JS)
+}
+
+async fn schema_form_js() -> Response {
+    script(SCHEMA_FORM_JS)
+}
+
+fn script(text: &'static str) -> Response {
     (
         [
             (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
             (header::CACHE_CONTROL, "public, max-age=300"),
         ],
-        JS,
+        text,
     )
         .into_response()
 }

@@ -1,11 +1,10 @@
-//! Blocks, concurrency limits, variables, artifacts and notification policies: lists to
-//! read, and a block to inspect (secret values hidden).
+//! Concurrency limits, variables, artifacts and notification policies: lists with the
+//! forms that create, edit and delete them.
 
 use askama::Template;
 use axum::extract::State;
 use serde_json::json;
 use stratus_http::AppState;
-use stratus_store::db::artifacts::{self, ArtifactFilter, ArtifactSort};
 use stratus_store::db::blocks::BlockDocumentFilter;
 use stratus_store::db::blocks::{self as docs, DocumentQuery, DocumentSort};
 use stratus_store::db::concurrency_limits as limits;
@@ -13,24 +12,24 @@ use stratus_store::db::notifications::{self, PolicyFilter};
 use stratus_store::db::variables::{self, VariableFilter, VariableSort};
 
 use super::view;
-use super::{filters, id_param, render, PageError, PagePath, PageResult};
+use super::{render, PageError, PageResult};
 
 pub struct Cell {
-    text: String,
-    href: Option<String>,
-    code: bool,
-    buttons: Vec<Button>,
+    pub(super) text: String,
+    pub(super) href: Option<String>,
+    pub(super) code: bool,
+    pub(super) buttons: Vec<Button>,
 }
 
 /// A button that calls the API (`app.js` reads its `data-api` and `data-body`).
 pub struct Button {
-    label: &'static str,
-    api: String,
-    body: String,
-    confirm: &'static str,
+    pub(super) label: &'static str,
+    pub(super) api: String,
+    pub(super) body: String,
+    pub(super) confirm: &'static str,
 }
 
-fn text(t: impl Into<String>) -> Cell {
+pub(super) fn text(t: impl Into<String>) -> Cell {
     Cell {
         text: t.into(),
         href: None,
@@ -39,14 +38,14 @@ fn text(t: impl Into<String>) -> Cell {
     }
 }
 
-fn link(t: impl Into<String>, href: String) -> Cell {
+pub(super) fn link(t: impl Into<String>, href: String) -> Cell {
     Cell {
         href: Some(href),
         ..text(t)
     }
 }
 
-fn code(t: impl Into<String>) -> Cell {
+pub(super) fn code(t: impl Into<String>) -> Cell {
     Cell {
         code: true,
         ..text(t)
@@ -58,28 +57,9 @@ fn buttons(buttons: Vec<Button>) -> Cell {
 }
 
 pub struct Table {
-    caption: String,
-    head: Vec<&'static str>,
-    rows: Vec<Vec<Cell>>,
-    empty: &'static str,
-}
-
-#[derive(Template)]
-#[template(path = "table.html")]
-struct TablePage {
-    nav: &'static str,
-    title: String,
-    tables: Vec<Table>,
-    detail: String,
-}
-
-fn page(nav: &'static str, title: &str, tables: Vec<Table>, detail: String) -> PageResult {
-    Ok(render(&TablePage {
-        nav,
-        title: title.to_string(),
-        tables,
-        detail,
-    }))
+    pub(super) head: Vec<&'static str>,
+    pub(super) rows: Vec<Vec<Cell>>,
+    pub(super) empty: &'static str,
 }
 
 /// The documents a page lists (at most 500, by type and name), secrets hidden.
@@ -100,141 +80,93 @@ async fn listed_blocks(
     .await?)
 }
 
-pub async fn blocks(State(app): State<AppState>) -> PageResult {
-    let c = app.client().await?;
-    let named: BlockDocumentFilter = serde_json::from_value(json!({"is_anonymous": {"eq_": false}}))
-        .map_err(|e| PageError::Internal(e.to_string()))?;
-    let query = DocumentQuery {
-        documents: Some(&named),
-        types: None,
-        schemas: None,
-    };
-    let rows = listed_blocks(&app, &c, &query).await?;
-    let table = Table {
-        caption: String::new(),
-        head: vec!["Block", "Type", "Updated"],
-        rows: rows
-            .iter()
-            .map(|d| {
-                vec![
-                    link(d.name.clone(), format!("/blocks/{}", d.id)),
-                    text(d.block_type_name.clone().unwrap_or_default()),
-                    text(view::when(Some(d.updated))),
-                ]
-            })
-            .collect(),
-        empty: "No blocks yet.",
-    };
-    page("blocks", "Blocks", vec![table], String::new())
+struct TagLimitRow {
+    name: String,
+    path: String,
+    limit: i32,
+    active: usize,
+    /// The body an edit sends besides the limit: creating a tag's limit again updates it.
+    extra: String,
 }
 
-pub async fn block(State(app): State<AppState>, PagePath(raw): PagePath) -> PageResult {
-    let id = id_param(&raw, "block")?;
-    let c = app.client().await?;
-    // Never with secrets: the page shows them obfuscated.
-    let d = docs::read_document(&c, &app.keyring, id, false)
-        .await?
-        .ok_or_else(|| PageError::NotFound(format!("There is no block {id}.")))?;
-    let title = format!("{} ({})", d.name, d.block_type_name.clone().unwrap_or_default());
-    page("blocks", &title, Vec::new(), view::pretty(&d.data))
+struct GlobalLimitRow {
+    id: String,
+    name: String,
+    limit: i32,
+    active: i32,
+    decay: f64,
+    on: bool,
+}
+
+#[derive(Template)]
+#[template(path = "concurrency.html")]
+struct ConcurrencyPage {
+    nav: &'static str,
+    tags: Vec<TagLimitRow>,
+    global: Vec<GlobalLimitRow>,
 }
 
 pub async fn concurrency(State(app): State<AppState>) -> PageResult {
     let c = app.client().await?;
     let tags = limits::filter_v1(&c, 500, 0).await?;
     let global = limits::filter_v2(&c, 500, 0).await?;
-    let tables = vec![
-        Table {
-            caption: "Tag limits".into(),
-            head: vec!["Tag", "Limit", "Active slots"],
-            rows: tags
-                .iter()
-                .map(|l| {
-                    let active = l.active_slots.as_array().map(Vec::len).unwrap_or(0);
-                    vec![
-                        code(l.tag.clone()),
-                        text(l.concurrency_limit.to_string()),
-                        text(active.to_string()),
-                    ]
-                })
-                .collect(),
-            empty: "No tag concurrency limits.",
-        },
-        Table {
-            caption: "Global limits".into(),
-            head: vec!["Name", "Limit", "Active slots", "Active"],
-            rows: global
-                .iter()
-                .map(|l| {
-                    vec![
-                        code(l.name.clone()),
-                        text(l.limit.to_string()),
-                        text(l.active_slots.to_string()),
-                        text(if l.active { "yes" } else { "no" }),
-                    ]
-                })
-                .collect(),
-            empty: "No global concurrency limits.",
-        },
-    ];
-    page("limits", "Concurrency limits", tables, String::new())
+    Ok(render(&ConcurrencyPage {
+        nav: "limits",
+        tags: tags
+            .iter()
+            .map(|l| TagLimitRow {
+                name: l.tag.clone(),
+                path: stratus_store::url::percent_encode(&l.tag),
+                limit: l.concurrency_limit,
+                active: l.active_slots.as_array().map(Vec::len).unwrap_or(0),
+                extra: json!({"tag": l.tag}).to_string(),
+            })
+            .collect(),
+        global: global
+            .iter()
+            .map(|l| GlobalLimitRow {
+                id: l.id.to_string(),
+                name: l.name.clone(),
+                limit: l.limit,
+                active: l.active_slots,
+                decay: l.slot_decay_per_second,
+                on: l.active,
+            })
+            .collect(),
+    }))
+}
+
+struct VariableRow {
+    name: String,
+    path: String,
+    value: String,
+    tags: Vec<String>,
+    updated: String,
+}
+
+#[derive(Template)]
+#[template(path = "variables.html")]
+struct VariablesPage {
+    nav: &'static str,
+    rows: Vec<VariableRow>,
 }
 
 pub async fn variables(State(app): State<AppState>) -> PageResult {
     let c = app.client().await?;
     let rows = variables::filter(&c, &VariableFilter::default(), VariableSort::NameAsc, 500, 0).await?;
-    let table = Table {
-        caption: String::new(),
-        head: vec!["Name", "Value", "Tags", "Updated"],
+    Ok(render(&VariablesPage {
+        nav: "variables",
         rows: rows
             .iter()
-            .map(|v| {
-                vec![
-                    code(v.name.clone()),
-                    code(v.value.clone()),
-                    text(view::tags(&v.tags).join(", ")),
-                    text(view::when(Some(v.updated))),
-                ]
+            .map(|v| VariableRow {
+                name: v.name.clone(),
+                path: stratus_store::url::percent_encode(&v.name),
+                value: v.value.clone(),
+                tags: view::tags(&v.tags),
+                updated: view::when(Some(v.updated)),
             })
             .collect(),
-        empty: "No variables yet.",
-    };
-    page("variables", "Variables", vec![table], String::new())
-}
-
-pub async fn artifacts(State(app): State<AppState>) -> PageResult {
-    let c = app.client().await?;
-    let rows = artifacts::filter(
-        &c,
-        false,
-        &ArtifactFilter::default(),
-        &filters(json!({}))?,
-        ArtifactSort::CreatedDesc,
-        200,
-        0,
-    )
-    .await?;
-    let table = Table {
-        caption: String::new(),
-        head: vec!["Key", "Type", "Description", "Flow run", "Created"],
-        rows: rows
-            .iter()
-            .map(|a| {
-                vec![
-                    code(a.key.clone().unwrap_or_else(|| "—".into())),
-                    text(a.kind.clone().unwrap_or_default()),
-                    text(a.description.clone().unwrap_or_default()),
-                    match a.flow_run_id {
-                        Some(r) => link(r.to_string(), format!("/flow-runs/{r}")),
-                        None => text("—"),
-                    },
-                    text(view::when(Some(a.created))),
-                ]
-            })
-            .collect(),
-        empty: "No artifacts yet.",
-    };
-    page("artifacts", "Artifacts", vec![table], String::new())
+    }))
 }
 
 /// "Failed, Crashed", or what an empty list means.
@@ -262,7 +194,6 @@ pub async fn notifications(State(app): State<AppState>) -> PageResult {
     };
     let blocks = listed_blocks(&app, &c, &query).await?;
     let table = Table {
-        caption: String::new(),
         head: vec![
             "Send through",
             "When runs enter",

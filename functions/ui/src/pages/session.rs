@@ -176,13 +176,14 @@ pub async fn switch_workspace(
 }
 
 /// No inline script, no framing, no sniffing: what a page could be made to do is bounded
-/// even if a value escaped its template.
+/// even if a value escaped its template. Images may come from https addresses: block
+/// types' logos and pictures in markdown artifacts live there.
 fn with_security_headers(mut res: Response) -> Response {
     let h = res.headers_mut();
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
-            "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; \
+            "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: https:; \
              object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
         ),
     );

@@ -31,6 +31,7 @@ pub struct Linked {
 #[template(path = "task_run.html")]
 struct TaskRunPage {
     nav: &'static str,
+    id: String,
     name: String,
     flow_run: Option<(String, String)>,
     state_class: String,
@@ -124,6 +125,7 @@ pub async fn page(State(app): State<AppState>, PagePath(raw): PagePath) -> PageR
         nav: "runs",
         name: run.name.clone(),
         flow_run,
+        id: id.to_string(),
         state_class: view::state_class(run.timing.state_type.map(|k| k.as_str())),
         state_name: run.timing.state_name.clone().unwrap_or_else(|| "—".into()),
         start: view::when(run.timing.start_time.or(run.timing.expected_start_time)),

@@ -75,6 +75,19 @@ pub async fn list(State(app): State<AppState>) -> PageResult {
     }))
 }
 
+struct QueueRow {
+    name: String,
+    path: String,
+    description: String,
+    priority: i32,
+    limit: String,
+    limit_value: String,
+    status: String,
+    paused: bool,
+    is_default: bool,
+    last_polled: String,
+}
+
 #[derive(Template)]
 #[template(path = "work_pool.html")]
 struct PoolPage {
@@ -82,7 +95,10 @@ struct PoolPage {
     p: PoolRow,
     paused: bool,
     backend: String,
-    queues: Vec<(String, i32, String, String, String)>,
+    description: String,
+    limit_value: String,
+    base_job_template: String,
+    queues: Vec<QueueRow>,
     workers: Vec<(String, String, String)>,
     runs: Vec<RunRow>,
 }
@@ -106,22 +122,29 @@ pub async fn page(State(app): State<AppState>, PagePath(name): PagePath) -> Page
         nav: "pools",
         paused: pool.is_paused,
         backend,
+        description: pool.description.clone().unwrap_or_default(),
+        limit_value: pool.concurrency_limit.map(|l| l.to_string()).unwrap_or_default(),
+        base_job_template: view::pretty(&pool.base_job_template),
         queues: queues
             .iter()
-            .map(|q| {
-                (
-                    q.name.clone(),
-                    q.priority,
-                    q.concurrency_limit
-                        .map(|l| l.to_string())
-                        .unwrap_or_else(|| "none".into()),
-                    if q.is_paused {
-                        "PAUSED".into()
-                    } else {
-                        q.status.replace('_', " ")
-                    },
-                    view::when(q.last_polled),
-                )
+            .map(|q| QueueRow {
+                name: q.name.clone(),
+                path: path_segment(&q.name),
+                description: q.description.clone(),
+                priority: q.priority,
+                limit: q
+                    .concurrency_limit
+                    .map(|l| l.to_string())
+                    .unwrap_or_else(|| "none".into()),
+                limit_value: q.concurrency_limit.map(|l| l.to_string()).unwrap_or_default(),
+                status: if q.is_paused {
+                    "PAUSED".into()
+                } else {
+                    q.status.replace('_', " ")
+                },
+                paused: q.is_paused,
+                is_default: pool.default_queue_id == Some(q.id),
+                last_polled: view::when(q.last_polled),
             })
             .collect(),
         workers: workers
