@@ -511,3 +511,111 @@ def test_a_run_paused_for_input_is_resumed_from_its_form(browser, stratus_server
         if proc.poll() is None:
             proc.kill()
     assert out == {"type": "COMPLETED", "result": {"approver": "ada", "copies": 3, "urgent": True}}, out
+
+
+LONG_RUN = """
+import json
+from prefect import flow, task, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact, create_link_artifact
+
+@task
+def chatty(n):
+    log = get_run_logger()
+    for i in range(n):
+        log.info("task line %04d", i)
+    return n
+
+@flow(name="{name}")
+def long_run():
+    log = get_run_logger()
+    for i in range(1100):
+        log.info("flow line %04d", i)
+    log.warning("the needle in the haystack")
+    chatty(150)
+    create_markdown_artifact(key="{name}-report", markdown={hostile!r})
+    create_table_artifact(key="{name}-table", table=[{{"city": "Lyon", "n": 3}}, {{"city": "<b>Oslo</b>", "n": 4}}])
+    create_link_artifact(key="{name}-link", link="https://docs.prefect.io", link_text="the docs")
+
+if __name__ == "__main__":
+    state = long_run(return_state=True)
+    print(json.dumps({{"flow_run_id": str(state.state_details.flow_run_id), "type": state.type.value}}))
+"""
+
+HOSTILE = ("# Weekly report\n\n<script>window.pwned = 1</script>\n\n<img src=x onerror=\"window.pwned = 2\">\n\n"
+           "[click me](javascript:window.pwned=3) [also](JaVaScRiPt:window.pwned=4) [docs](https://docs.prefect.io)\n\n"
+           "| a | b |\n|---|---|\n| 1 | 2 |\n")
+
+
+def test_a_long_run_s_logs_its_task_run_and_hostile_artifacts_are_read_in_the_browser(browser, stratus_server, run_flow):  # noqa: F811
+    api = stratus_server.url
+    name = f"f{uuid4().hex[:8]}-long"
+    out = run_flow(LONG_RUN.format(name=name, hostile=HOSTILE))
+    assert out["type"] == "COMPLETED", out
+    run_id = out["flow_run_id"]
+    # Prefect 2.20's client has no progress artifact; Prefect 3's UI shows them, and so does Stratus.
+    client_for(api)(lambda c: c._client.post("/artifacts/", json={"type": "progress", "data": 42.0, "flow_run_id": run_id}))
+    page = Page(browser, api)
+
+    # Every line, page by page, past the 500 the run page shows.
+    page.open(f"/flow-runs/{run_id}")
+    page.follow("Every line", "run-logs")
+    seen = []
+    while True:
+        seen += [td.text for td in page.css("#all-logs td.msg")]
+        later = page.css("a[rel=next]")
+        if not later:
+            break
+        page.navigate(later[0])
+    flow_lines = [m for m in seen if m.startswith("flow line")]
+    assert flow_lines == [f"flow line {i:04d}" for i in range(1100)], (len(flow_lines), flow_lines[:3])
+    assert len([m for m in seen if m.startswith("task line")]) == 150
+    # Searched, and filtered by level and by task.
+    form = browser.find_element("id", "log-filters")
+    fill(form, "q", "NEEDLE in the")
+    page.navigate(form.find_element("css selector", "button[type=submit]"), "run-logs-search")
+    assert [td.text for td in page.css("#all-logs td.msg")] == ["the needle in the haystack"]
+    page.open(f"/flow-runs/{run_id}/logs?level=30")
+    assert [td.text for td in page.css("#all-logs td.msg")] == ["the needle in the haystack"]
+    from selenium.webdriver.support.ui import Select
+
+    page.open(f"/flow-runs/{run_id}/logs")
+    form = browser.find_element("id", "log-filters")
+    Select(form.find_element("name", "task")).select_by_visible_text("chatty-0")
+    page.navigate(form.find_element("css selector", "button[type=submit]"))
+    of_task = [td.text for td in page.css("#all-logs td.msg")]
+    assert "task line 0000" in of_task and not [m for m in of_task if m.startswith("flow line")], of_task[:5]
+    # The download link names every line.
+    href = page.css(".actions a[download]")[0].get_attribute("href")
+    import urllib.request
+
+    with urllib.request.urlopen(href) as res:
+        text = res.read().decode()
+    assert len([l for l in text.splitlines() if "| task line " in l]) == 150 and "flow line" not in text
+
+    # The task run's page, reached from the run's table.
+    page.open(f"/flow-runs/{run_id}")
+    page.navigate(page.css("table a[href^='/task-runs/']")[0], "task-run")
+    assert "chatty-0" in page.text() and "Completed" in page.text()
+    page.follow("Every line of this task")
+    assert "task line 0000" in [td.text for td in page.css("#all-logs td.msg")]
+
+    # Artifacts: hostile markdown is inert, tables are tables, links and progress shown.
+    page.open("/artifacts").follow(f"{name}-report", "artifact-markdown")
+    assert page.css("#artifact-body h1")[0].text == "Weekly report"
+    assert browser.execute_script("return window.pwned") is None
+    assert not page.css("#artifact-body script, #artifact-body img[onerror], #artifact-body [onerror]")
+    hrefs = [a.get_attribute("href") for a in page.css("#artifact-body a")]
+    assert not [h for h in hrefs if h and h.lower().startswith("javascript")], hrefs
+    assert "https://docs.prefect.io/" in hrefs, hrefs
+    assert "<script>window.pwned = 1</script>" in page.text(), "the script is not shown as text"
+    assert page.css("#artifact-body table td")[0].text == "1"
+    page.open("/artifacts").follow(f"{name}-table", "artifact-table")
+    cells = [td.text for td in page.css("table.artifact-table td")]
+    assert cells == ["Lyon", "3", "<b>Oslo</b>", "4"], cells
+    page.open("/artifacts").follow(f"{name}-link")
+    assert page.css("#artifact-body a[href='https://docs.prefect.io']")[0].text == "the docs"
+    page.open("/artifacts")
+    progress = page.css("table a[href^='/artifacts/']:not([href^='/artifacts/key/'])")
+    assert progress, "the progress artifact is not listed"
+    page.navigate(progress[0], "artifact-progress")
+    assert page.css("progress")[0].get_attribute("value") == "42"

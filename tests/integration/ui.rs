@@ -370,3 +370,346 @@ async fn a_task_run_page_shows_its_states_attempts_neighbours_cache_and_logs() {
         "{run_page}"
     );
 }
+
+/// The href of the page's link marked `rel`, as a path to request.
+fn rel_link(page: &str, rel: &str) -> Option<String> {
+    let end = page.find(&format!("\" rel=\"{rel}\""))?;
+    let start = page[..end].rfind("href=\"")? + "href=\"".len();
+    Some(page[start..end].replace("&#38;", "&").replace("&amp;", "&"))
+}
+
+/// The messages of the log table, in page order.
+fn messages(page: &str) -> Vec<String> {
+    page.split("<td class=\"msg\">")
+        .skip(1)
+        .filter_map(|cell| cell.split("</td>").next())
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test]
+async fn every_log_line_of_a_run_is_reached_by_keyset_pages_filtered_searched_and_downloaded() {
+    let app = TestApp::spawn().await;
+    let run = flow_run(&app, "chatty", json!([])).await;
+    let task = task_run(&app, &run, "noisy", "COMPLETED").await;
+    // 1,250 lines, ten to a timestamp: pages must break ties by id, never skip or repeat.
+    let start = chrono::DateTime::parse_from_rfc3339("2026-12-05T00:00:00Z").unwrap();
+    let lines: Vec<Value> = (0..1250)
+        .map(|i| {
+            json!({"name": "prefect.flow_runs", "level": if i % 100 == 0 { 40 } else { 20 },
+                   "message": format!("line {i:04}{}", if i == 777 { " Needle_100%" } else { "" }),
+                   "timestamp": start + chrono::TimeDelta::milliseconds(i / 10),
+                   "flow_run_id": run["id"],
+                   "task_run_id": if i % 5 == 0 { task["id"].clone() } else { Value::Null }})
+        })
+        .collect();
+    for chunk in lines.chunks(500) {
+        let res = app.post("/api/logs/", json!(chunk)).await;
+        assert_eq!(res.status, 201, "{}", res.text);
+    }
+    let run_id = run["id"].as_str().unwrap();
+    let first = format!("/flow-runs/{run_id}/logs");
+
+    // Forwards from the first page, by the "Later" links.
+    let mut seen = Vec::new();
+    let mut next = Some(first.clone());
+    let mut pages = 0;
+    while let Some(path) = next {
+        let page = app.get(&path).await;
+        assert_eq!(page.status, 200, "{path}: {}", page.text);
+        let got = messages(html(&page));
+        assert!(got.len() <= 200, "{path} holds {} lines", got.len());
+        seen.extend(got);
+        next = rel_link(&page.text, "next");
+        pages += 1;
+        assert!(pages < 20, "the pages do not end");
+    }
+    let mut all: Vec<String> = (0..1250).map(|i| format!("line {i:04}")).collect();
+    all[777].push_str(" Needle_100%");
+    // Oldest first; lines of one timestamp come in id order, so only the timestamp (the
+    // line number's tens) must not go back.
+    let order = |lines: &[String]| {
+        lines
+            .iter()
+            .map(|m| m[5..9].parse::<u32>().unwrap() / 10)
+            .collect::<Vec<_>>()
+    };
+    let sorted = |lines: &[String]| {
+        let mut v = lines.to_vec();
+        v.sort();
+        v
+    };
+    assert!(order(&seen).is_sorted(), "forwards out of order");
+    assert_eq!(seen.len(), 1250, "forwards: every line once");
+    assert!(sorted(&seen) == all, "forwards: every line once");
+
+    // Backwards from the latest page, by the "Earlier" links.
+    let mut back = Vec::new();
+    let mut prev = Some(format!("{first}?before=end"));
+    while let Some(path) = prev {
+        let page = app.get(&path).await;
+        assert_eq!(page.status, 200, "{path}: {}", page.text);
+        let mut got = messages(&page.text);
+        got.extend(back);
+        back = got;
+        prev = rel_link(&page.text, "prev");
+    }
+    assert_eq!(back, seen, "backwards reads the same lines in the same order");
+
+    // Filtered by level, by task, by text (any case; % and _ are plain characters).
+    let errors = app.get(&format!("{first}?level=40")).await;
+    assert_eq!(messages(&errors.text).len(), 13, "{}", errors.text);
+    let of_task = app
+        .get(&format!("{first}?task={}", task["id"].as_str().unwrap()))
+        .await;
+    let task_lines = messages(&of_task.text);
+    assert_eq!(task_lines.len(), 200);
+    assert!(task_lines
+        .iter()
+        .all(|m| m[5..9].parse::<u32>().unwrap() % 5 == 0));
+    let found = app.get(&format!("{first}?q=needle_100%25")).await;
+    assert_eq!(messages(&found.text), vec!["line 0777 Needle_100%".to_string()]);
+    let none = app.get(&format!("{first}?q=needle_1000")).await;
+    assert!(messages(&none.text).is_empty() && none.text.contains("No log lines match."));
+
+    // The download holds every matching line, oldest first.
+    let file = app.get(&format!("/flow-runs/{run_id}/logs.txt")).await;
+    assert_eq!(file.status, 200);
+    assert!(file.headers["content-disposition"]
+        .to_str()
+        .unwrap()
+        .starts_with("attachment"));
+    let file_lines: Vec<&str> = file.text.lines().collect();
+    assert_eq!(file_lines.len(), 1250);
+    let file_messages: Vec<String> = file_lines
+        .iter()
+        .map(|l| l.split(" | ").nth(1).unwrap().to_string())
+        .collect();
+    assert!(
+        file_messages == seen,
+        "the file holds the pages' lines in their order"
+    );
+    assert!(file_lines.iter().filter(|l| l.contains(" ERROR ")).count() == 13);
+    let errors_file = app.get(&format!("/flow-runs/{run_id}/logs.txt?level=40")).await;
+    assert_eq!(errors_file.text.lines().count(), 13);
+
+    // Bad input is a friendly 400 or 404.
+    for (path, status) in [
+        (format!("{first}?after=yesterday"), 400),
+        (format!("{first}?before=2026-12-05T00:00:00Z_nope"), 400),
+        (format!("{first}?task=nope"), 400),
+        (format!("{first}?level=99"), 400),
+        (format!("/flow-runs/{}/logs", uuid::Uuid::new_v4()), 404),
+        (format!("/flow-runs/{}/logs.txt", uuid::Uuid::new_v4()), 404),
+    ] {
+        let res = app.get(&path).await;
+        assert_eq!(res.status, status, "{path}: {}", res.text);
+        html(&res);
+    }
+}
+
+#[tokio::test]
+async fn artifact_pages_render_markdown_inert_tables_as_tables_and_list_versions() {
+    let app = TestApp::spawn().await;
+    let run = flow_run(&app, "reporting", json!([])).await;
+    let hostile = "# Weekly\n\n<script>alert(1)</script>\n\n<img src=x onerror=alert(2)>\n\n\
+                   [click](javascript:alert(3)) [docs](https://docs.prefect.io)";
+    for (i, markdown) in ["# old version", hostile].iter().enumerate() {
+        let res = app
+            .post(
+                "/api/artifacts/",
+                json!({"key": "weekly-report", "type": "markdown", "data": markdown,
+                       "description": format!("version {i}"), "flow_run_id": run["id"]}),
+            )
+            .await;
+        assert_eq!(res.status, 201, "{}", res.text);
+    }
+    let table = app
+        .post(
+            "/api/artifacts/",
+            json!({"key": "rows", "type": "table", "data": "[{\"city\": \"Lyon\", \"n\": 3}, {\"city\": \"<b>Oslo</b>\", \"n\": 4}]"}),
+        )
+        .await
+        .body;
+    let progress = app
+        .post("/api/artifacts/", json!({"type": "progress", "data": 42.5}))
+        .await
+        .body;
+
+    let list = app.get("/artifacts").await;
+    assert_eq!(list.status, 200);
+    assert!(list.text.contains("/artifacts/key/weekly-report") && list.text.contains("/artifacts/key/rows"));
+    assert!(list
+        .text
+        .contains(&format!("/artifacts/{}", progress["id"].as_str().unwrap())));
+
+    let page = app.get("/artifacts/key/weekly-report").await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    let text = html(&page);
+    assert!(text.contains("<h1>Weekly</h1>"), "{text}");
+    assert!(
+        !text.contains("<script>alert") && text.contains("&lt;script&gt;"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("<img src=x") && !text.contains("href=\"javascript"),
+        "{text}"
+    );
+    assert!(
+        text.contains("<a href=\"https://docs.prefect.io\">docs</a>"),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("<a href=\"/artifacts/").count(),
+        2,
+        "two versions listed: {text}"
+    );
+    let old_id = rel_version(text, 1);
+    let old = app.get(&format!("/artifacts/{old_id}")).await;
+    assert!(old.text.contains("<h1>old version</h1>"), "{}", old.text);
+
+    let rows = app.get("/artifacts/key/rows").await;
+    assert!(
+        rows.text.contains("<th>city</th>") && rows.text.contains("<td>Lyon</td>"),
+        "{}",
+        rows.text
+    );
+    assert!(
+        rows.text.contains("&#60;b&#62;Oslo&#60;/b&#62;"),
+        "cells are escaped: {}",
+        rows.text
+    );
+    assert!(!rows.text.contains("<b>Oslo</b>"));
+    let _ = table;
+    let bar = app
+        .get(&format!("/artifacts/{}", progress["id"].as_str().unwrap()))
+        .await;
+    assert!(
+        bar.text.contains("<progress max=\"100\" value=\"42.5\">"),
+        "{}",
+        bar.text
+    );
+
+    for (path, status) in [
+        ("/artifacts/key/no-such-key".to_string(), 404),
+        (format!("/artifacts/{}", uuid::Uuid::new_v4()), 404),
+        ("/artifacts/not-a-uuid".to_string(), 404),
+    ] {
+        assert_eq!(app.get(&path).await.status, status, "{path}");
+    }
+}
+
+/// The id of the `n`th version listed on an artifact page (newest first).
+fn rel_version(page: &str, n: usize) -> String {
+    let part = page.split("<a href=\"/artifacts/").nth(n + 1).unwrap();
+    part[..36].to_string()
+}
+
+#[tokio::test]
+async fn the_schedule_preview_answers_the_next_times_or_why_not() {
+    let app = TestApp::spawn().await;
+    let preview = |s: Value| {
+        format!(
+            "/schedule-preview?schedule={}",
+            stratus_store::url::percent_encode(&s.to_string())
+        )
+    };
+    let daily = app
+        .get(&preview(
+            json!({"cron": "30 9 * * *", "timezone": "Europe/Paris"}),
+        ))
+        .await;
+    assert_eq!(daily.status, 200, "{}", daily.text);
+    let times = daily.body["times"].as_array().unwrap();
+    assert_eq!(times.len(), 5);
+    assert!(
+        times.iter().all(|t| t.as_str().unwrap().contains(":30:00 UTC")),
+        "{times:?}"
+    );
+    let every = app
+        .get(&preview(
+            json!({"interval": 5400, "anchor_date": "2026-01-01T00:30:00Z"}),
+        ))
+        .await;
+    let every: Vec<&str> = every.body["times"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert!(
+        every
+            .iter()
+            .all(|t| t.ends_with(":30:00 UTC") || t.ends_with(":00:00 UTC")),
+        "{every:?}"
+    );
+    let rrule = app.get(&preview(json!({"rrule": "FREQ=WEEKLY;BYDAY=MO"}))).await;
+    assert_eq!(rrule.body["times"].as_array().unwrap().len(), 5, "{}", rrule.text);
+    for bad in [
+        json!({"cron": "61 * * * *"}),
+        json!({"interval": -1}),
+        json!({"cron": "* * * * *", "timezone": "Mars/Base"}),
+    ] {
+        let res = app.get(&preview(bad.clone())).await;
+        assert_eq!(res.status, 400, "{bad}: {}", res.text);
+        assert!(
+            res.body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+            "{}",
+            res.text
+        );
+    }
+    assert_eq!(app.get("/schedule-preview").await.status, 400);
+    assert_eq!(app.get("/schedule-preview?schedule=%7Bnope").await.status, 400);
+}
+
+#[tokio::test]
+async fn block_pages_offer_the_catalog_and_forms_that_never_hold_a_secret() {
+    let app = TestApp::spawn().await;
+    let installed = app
+        .post("/api/block_types/install_system_block_types", json!({}))
+        .await;
+    assert_eq!(installed.status, 200, "{}", installed.text);
+    let kind = app.get("/api/block_types/slug/docker-registry").await.body;
+    let schema = app
+        .post(
+            "/api/block_schemas/filter",
+            json!({"block_schemas": {"block_type_id": {"any_": [kind["id"]]}}}),
+        )
+        .await
+        .body[0]
+        .clone();
+    let doc = app
+        .post(
+            "/api/block_documents/",
+            json!({"name": "registry", "block_type_id": kind["id"], "block_schema_id": schema["id"],
+                   "data": {"username": "u", "password": "s3cret-pass", "registry_url": "r", "reauth": true}}),
+        )
+        .await;
+    assert_eq!(doc.status, 201, "{}", doc.text);
+
+    let catalog = app.get("/blocks/catalog").await;
+    assert_eq!(catalog.status, 200);
+    assert!(
+        catalog.text.contains("/blocks/catalog/docker-registry") && catalog.text.contains("Docker Registry")
+    );
+    let create = app.get("/blocks/catalog/docker-registry").await;
+    assert_eq!(create.status, 200, "{}", create.text);
+    assert!(create.text.contains("data-schema=") && create.text.contains("POST /api/block_documents/"));
+    let container = app.get("/blocks/catalog/docker-container").await;
+    assert!(
+        container.text.contains("docker-registry") && container.text.contains("registry"),
+        "nested choices"
+    );
+    assert!(!container.text.contains("s3cret-pass"));
+
+    let page = app
+        .get(&format!("/blocks/{}", doc.body["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    assert!(!page.text.contains("s3cret-pass"), "the secret reached the page");
+    assert!(
+        page.text.contains("**********"),
+        "the secret is not shown obfuscated"
+    );
+    assert_eq!(app.get("/blocks/catalog/no-such-type").await.status, 404);
+}

@@ -92,7 +92,10 @@ mod tests {
         assert!(!html.contains("<script"), "{html}");
         assert!(!html.contains("<img src=x"), "{html}");
         // Escaped source text may mention `href="javascript:`; no element may carry it.
-        assert!(!html.to_ascii_lowercase().contains("<a href=\"javascript"), "{html}");
+        assert!(
+            !html.to_ascii_lowercase().contains("<a href=\"javascript"),
+            "{html}"
+        );
         assert!(html.contains("&lt;a href=\"javascript:alert(7)\"&gt;"), "{html}");
         assert!(!html.contains("src=\"data:"), "{html}");
         assert!(!html.contains("href=\"vbscript"), "{html}");

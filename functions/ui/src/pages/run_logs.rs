@@ -60,10 +60,13 @@ fn cursor(params: &Params) -> Result<LogCursor, PageError> {
 
 fn query(run: Uuid, params: &Params) -> Result<RunLogQuery, PageError> {
     let level = int_param(params, "level", 0, 0, 50)?;
-    let task_run_id = match param(params, "task") {
-        Some(raw) => Some(id_param(raw, "task run")?),
-        None => None,
-    };
+    let task_run_id =
+        match param(params, "task") {
+            Some(raw) => Some(Uuid::parse_str(raw).map_err(|_| {
+                PageError::BadRequest(format!("“task” must be a task run's id, not “{raw}”."))
+            })?),
+            None => None,
+        };
     let text = param(params, "q").map(str::to_string);
     if text
         .as_ref()
