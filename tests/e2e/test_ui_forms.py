@@ -556,6 +556,12 @@ def test_a_long_run_s_logs_its_task_run_and_hostile_artifacts_are_read_in_the_br
     client_for(api)(lambda c: c._client.post("/artifacts/", json={"type": "progress", "data": 42.0, "flow_run_id": run_id}))
     page = Page(browser, api)
 
+    # The run is a dot on the dashboard's scatter plot and on its flow's, linking to it.
+    page.open("/", "dashboard-scatter")
+    assert page.css(f"svg.scatter a[href='/flow-runs/{run_id}'] circle.dot-completed"), "no dot for the run"
+    page.open(f"/flow-runs/{run_id}").navigate(page.css(".crumbs a")[0], "flow-scatter")
+    assert page.css(f"svg.scatter a[href='/flow-runs/{run_id}'] circle")
+
     # Every line, page by page, past the 500 the run page shows.
     page.open(f"/flow-runs/{run_id}")
     page.follow("Every line", "run-logs")

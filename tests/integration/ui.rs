@@ -217,6 +217,15 @@ async fn pages_render_real_runs_and_link_to_each_other() {
 
     let dashboard = app.get("/").await;
     assert_eq!(dashboard.status, 200);
+    let dot = format!(
+        "<a href=\"/flow-runs/{}\"><circle class=\"dot dot-running\"",
+        run["id"].as_str().unwrap()
+    );
+    assert!(
+        dashboard.text.contains("<svg class=\"scatter\"") && dashboard.text.contains(&dot),
+        "{}",
+        dashboard.text
+    );
     assert!(html(&dashboard).contains("nightly-etl") || dashboard.text.contains("Running"));
 
     let list = app.get("/flow-runs").await;
@@ -240,6 +249,10 @@ async fn pages_render_real_runs_and_link_to_each_other() {
     assert!(!errors_only.text.contains("hello from the run"));
 
     let flow_id = run["flow_id"].as_str().unwrap();
+    assert!(
+        app.get(&format!("/flows/{flow_id}")).await.text.contains(&dot),
+        "no dot on the flow's plot"
+    );
     for page in [
         "/flows".to_string(),
         format!("/flows/{flow_id}"),

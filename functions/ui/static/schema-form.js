@@ -61,11 +61,20 @@
   }
 
   // A field: its element and a `get()` that returns the value, or undefined to leave it out.
+  // "image_pull_policy" → "Image Pull Policy": a field's own name beats the title of the
+  // model it refers to ("DockerRegistry").
+  function titled(key) {
+    return key.replace(/_/g, " ").replace(/\b\w/g, (c) => c.toUpperCase());
+  }
+
   function field(schema, value, ctx, path, required) {
+    const own = schema || {};
     schema = resolve(schema, ctx.root);
     schema = nonNull(schema, ctx.root) || schema;
-    const label = schema.title || path[path.length - 1] || "Value";
-    const help = schema.description ? el("small", { class: "muted", text: schema.description }) : null;
+    const key = path[path.length - 1];
+    const label = own.title || (key && !/^\d+$/.test(key) ? titled(key) : schema.title) || "Value";
+    const description = own.description || (schema.block_type_slug ? "" : schema.description);
+    const help = description ? el("small", { class: "muted", text: description }) : null;
     const start = value !== undefined ? value : schema.default;
     const name = path.join(".");
 

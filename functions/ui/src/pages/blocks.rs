@@ -205,7 +205,12 @@ pub async fn create_form(State(app): State<AppState>, PagePath(slug): PagePath) 
         title: format!("New {}", parts.kind.name),
         kind_name: parts.kind.name.clone(),
         kind_slug: stratus_store::url::percent_encode(&parts.kind.slug),
-        description: parts.kind.description.clone().unwrap_or_default(),
+        description: parts
+            .kind
+            .description
+            .as_deref()
+            .map(super::markdown::to_safe_html)
+            .unwrap_or_default(),
         docs_url: parts
             .kind
             .documentation_url

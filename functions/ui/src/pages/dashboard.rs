@@ -18,7 +18,7 @@ use stratus_store::filters::WorkPoolFilter;
 
 use super::view::{self, RunRow};
 use super::work_pools::{pool_row, PoolRow};
-use super::{filters, flow_names, int_param, render, PageResult, Params};
+use super::{filters, flow_names, int_param, render, scatter, PageResult, Params};
 
 /// The order the counts and chart segments are shown in.
 const STATES: [StateType; 9] = [
@@ -61,6 +61,7 @@ struct Dashboard {
     bars: Vec<Bar>,
     chart_start: String,
     chart_end: String,
+    scatter: String,
     failed: Vec<RunRow>,
     late: Vec<RunRow>,
     pools: Vec<PoolRow>,
@@ -75,6 +76,15 @@ pub async fn page(State(app): State<AppState>, params: Params) -> PageResult {
     let window = filters(json!({"flow_runs": {"expected_start_time": {"after_": start, "before_": end}}}))?;
     let step = (end - start).num_microseconds().unwrap_or(i64::MAX) / BARS;
     let history = runs::history(&c, RunTable::Flow, &window, start, end, step).await?;
+    let plotted = runs::filter::<FlowRun>(
+        &c,
+        &window,
+        FlowRunSort::ExpectedStartTimeDesc,
+        scatter::MAX_POINTS,
+        0,
+    )
+    .await?;
+    let points: Vec<scatter::Point> = plotted.iter().filter_map(scatter::Point::of).collect();
     let mut totals: HashMap<String, i64> = HashMap::new();
     let peak = history
         .iter()
@@ -153,6 +163,7 @@ pub async fn page(State(app): State<AppState>, params: Params) -> PageResult {
         bars,
         chart_start: view::when(Some(start)),
         chart_end: view::when(Some(end)),
+        scatter: scatter::svg(&points, start, end),
         failed: failed.iter().map(row).collect(),
         late: late.iter().map(row).collect(),
         pools: pool_rows,

@@ -14,7 +14,7 @@ use stratus_store::db::work_pools as pools;
 use stratus_store::filters::WorkPoolFilter;
 
 use super::view::{self, RunRow};
-use super::{filters, flow_names, id_param, render, PageError, PagePath, PageResult};
+use super::{filters, flow_names, id_param, render, scatter, PageError, PagePath, PageResult};
 
 pub struct DeploymentRow {
     id: String,
@@ -107,6 +107,7 @@ pub async fn flows(State(app): State<AppState>) -> PageResult {
 struct FlowPage {
     nav: &'static str,
     name: String,
+    scatter: String,
     deployment_rows: Vec<DeploymentRow>,
     runs: Vec<RunRow>,
 }
@@ -120,8 +121,18 @@ pub async fn flow(State(app): State<AppState>, PagePath(raw): PagePath) -> PageR
     let of_flow = filters(json!({"flows": {"id": {"any_": [id]}}}))?;
     let deps = deployments::filter(&c, &of_flow, DeploymentSort::NameAsc, 200, 0).await?;
     let runs = runs::filter::<FlowRun>(&c, &of_flow, FlowRunSort::ExpectedStartTimeDesc, 20, 0).await?;
+    let plotted = runs::filter::<FlowRun>(
+        &c,
+        &of_flow,
+        FlowRunSort::ExpectedStartTimeDesc,
+        scatter::MAX_POINTS,
+        0,
+    )
+    .await?;
+    let points: Vec<scatter::Point> = plotted.iter().filter_map(scatter::Point::of).collect();
     Ok(render(&FlowPage {
         nav: "flows",
+        scatter: scatter::svg_of(&points),
         deployment_rows: deps.iter().map(|d| row(d, &f.name)).collect(),
         runs: runs.iter().map(|r| RunRow::new(r, &f.name)).collect(),
         name: f.name,

@@ -12,6 +12,7 @@ mod flow_runs;
 mod markdown;
 mod resources;
 mod run_logs;
+mod scatter;
 pub mod session;
 mod task_run;
 pub mod view;
