@@ -131,6 +131,18 @@ async fn seed_through_api(app: &App) -> (Vec<uuid::Uuid>, Vec<uuid::Uuid>, Value
         )
         .await;
     }
+    // A keyed artifact with twenty versions, each a markdown table (the key's page lists them).
+    for v in 0..20 {
+        let rows: String = (0..50).map(|r| format!("| {r} | {} |\n", r * v)).collect();
+        api(
+            app,
+            Method::POST,
+            "/api/artifacts/",
+            json!({"key": "bench-notes", "type": "markdown",
+                   "data": format!("# Notes {v}\n\n[docs](https://docs.prefect.io)\n\n| row | value |\n|---|---|\n{rows}")}),
+        )
+        .await;
+    }
     let secret_type = api(app, Method::GET, "/api/block_types/slug/secret", Value::Null).await;
     let schemas = api(
         app,
@@ -340,6 +352,22 @@ async fn main() {
     };
     let (busy_task, big_task) = (task_of(busy).await, task_of(big).await);
 
+    // A place three quarters into the wide run's 2,000 log lines, as the logs page writes it.
+    let deep = db
+        .query_one(
+            "SELECT timestamp, id FROM log WHERE flow_run_id = $1 ORDER BY timestamp, id OFFSET 1500 LIMIT 1",
+            &[&big],
+        )
+        .await
+        .expect("a log line");
+    let deep_ts: chrono::DateTime<chrono::Utc> = deep.get(0);
+    let deep_id: uuid::Uuid = deep.get(1);
+    let deep_cursor = format!(
+        "{}_{deep_id}",
+        deep_ts.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    );
+    let preview = stratus_store::url::percent_encode(r#"{"cron": "0 9 * * 1-5", "timezone": "Europe/Paris"}"#);
+
     let since = (chrono::Utc::now() - chrono::Duration::days(7)).to_rfc3339();
     let pages: Vec<(String, Option<Value>)> = vec![
         ("/".into(), None),
@@ -352,6 +380,11 @@ async fn main() {
         (format!("/flow-runs/{busy}"), None),
         (format!("/flow-runs/{busy}?level=40"), None),
         (format!("/flow-runs/{big}"), None),
+        (format!("/flow-runs/{big}/logs"), None),
+        (format!("/flow-runs/{big}/logs?after={deep_cursor}"), None),
+        (format!("/flow-runs/{big}/logs?before=end&level=20"), None),
+        (format!("/flow-runs/{big}/logs?q=item%201999"), None),
+        (format!("/flow-runs/{big}/logs.txt"), None),
         (format!("/task-runs/{busy_task}"), None),
         (format!("/task-runs/{big_task}"), None),
         ("/flows".into(), None),
@@ -368,6 +401,10 @@ async fn main() {
         ("/concurrency-limits".into(), None),
         ("/variables".into(), None),
         ("/artifacts".into(), None),
+        ("/artifacts/key/bench-notes".into(), None),
+        ("/blocks/catalog".into(), None),
+        ("/blocks/catalog/docker-container".into(), None),
+        (format!("/schedule-preview?schedule={preview}"), None),
         ("/api/ui/flow_runs/history".into(), Some(json!({}))),
         ("/api/ui/task_runs/count".into(), Some(json!({}))),
         (

@@ -204,6 +204,22 @@ impl TaskRunSort {
 }
 
 /// Task runs per state type (`/ui/task_runs/count`).
+/// The ids and names of up to `limit` of a flow run's task runs, in start order: what a
+/// page offers to filter by, without reading whole rows.
+pub async fn names_in_flow_run(
+    c: &impl GenericClient,
+    flow_run_id: Uuid,
+    limit: i64,
+) -> Result<Vec<(Uuid, String)>, tokio_postgres::Error> {
+    let rows = c
+        .query(
+            "SELECT id, name FROM task_run WHERE flow_run_id = $1 ORDER BY expected_start_time, id LIMIT $2",
+            &[&flow_run_id, &limit],
+        )
+        .await?;
+    rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+}
+
 pub async fn count_by_state(
     c: &impl GenericClient,
     filters: &RunFilters,

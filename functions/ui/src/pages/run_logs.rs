@@ -11,11 +11,11 @@ use stratus_http::AppState;
 use stratus_store::db::flow_runs::FlowRun;
 use stratus_store::db::logs::{self, LogCursor, RunLogQuery};
 use stratus_store::db::runs;
-use stratus_store::db::task_runs::{TaskRun, TaskRunSort};
+use stratus_store::db::task_runs;
 use uuid::Uuid;
 
 use super::flow_run::{level_name, log_rows, LogRow};
-use super::{filters, id_param, int_param, param, render, PageError, PagePath, PageResult, Params};
+use super::{id_param, int_param, param, render, PageError, PagePath, PageResult, Params};
 
 /// Lines on one page.
 const PAGE: i64 = 200;
@@ -134,14 +134,7 @@ pub async fn page(State(app): State<AppState>, PagePath(raw): PagePath, params: 
         .await?
         .ok_or_else(|| PageError::NotFound(format!("There is no flow run {id}.")))?;
     let (rows, more) = logs::run_page(&c, &q, at, PAGE).await?;
-    let tasks = runs::filter::<TaskRun>(
-        &c,
-        &filters(serde_json::json!({"task_runs": {"flow_run_id": {"any_": [id]}}}))?,
-        TaskRunSort::ExpectedStartTimeAsc,
-        TASK_CHOICES,
-        0,
-    )
-    .await?;
+    let tasks = task_runs::names_in_flow_run(&c, id, TASK_CHOICES).await?;
     // Whether lines lie beyond each end of the page: the way read says so for one side;
     // the cursor that was followed says so for the other.
     let (older_exist, newer_exist) = match at {
@@ -164,7 +157,7 @@ pub async fn page(State(app): State<AppState>, PagePath(raw): PagePath, params: 
         name: run.name,
         levels: super::flow_run::LEVELS.to_vec(),
         level: q.min_level.into(),
-        tasks: tasks.into_iter().map(|t| (t.id.to_string(), t.name)).collect(),
+        tasks: tasks.into_iter().map(|(t, name)| (t.to_string(), name)).collect(),
         task: q.task_run_id.map(|t| t.to_string()).unwrap_or_default(),
         text: q.text.clone().unwrap_or_default(),
         logs: log_rows(&rows),
