@@ -366,7 +366,8 @@ async fn main() {
         "{}_{deep_id}",
         deep_ts.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
     );
-    let preview = stratus_store::url::percent_encode(r#"{"cron": "0 9 * * 1-5", "timezone": "Europe/Paris"}"#);
+    let preview =
+        stratus_store::url::percent_encode(r#"{"cron": "0 9 * * 1-5", "timezone": "Europe/Paris"}"#);
 
     let since = (chrono::Utc::now() - chrono::Duration::days(7)).to_rfc3339();
     let pages: Vec<(String, Option<Value>)> = vec![

@@ -695,3 +695,76 @@ async fn admins_make_and_revoke_keys_from_the_web_ui() {
     let stopped = with_key(&app, &auth, Method::POST, "/api/logs/", Some("[]")).await;
     assert_eq!(stopped.status, 401);
 }
+
+#[tokio::test]
+async fn pages_offer_only_the_changes_the_role_may_make() {
+    let app = hosted().await;
+    let developer = bearer(&key(&app, Role::Developer).await);
+    let runner = bearer(&key(&app, Role::Runner).await);
+    let viewer = bearer(&key(&app, Role::Viewer).await);
+    let call = |auth: &str, method: Method, path: &str, body: Option<serde_json::Value>| {
+        let (auth, path) = (auth.to_string(), path.to_string());
+        let app = &app;
+        async move { with_key(app, &auth, method, &path, body.map(|b| b.to_string()).as_deref()).await }
+    };
+    let pool = call(
+        &developer,
+        Method::POST,
+        "/api/work_pools/",
+        Some(json!({"name": "p", "type": "process"})),
+    )
+    .await;
+    assert_eq!(pool.status, 201, "{}", pool.text);
+    let flow = call(
+        &developer,
+        Method::POST,
+        "/api/flows/",
+        Some(json!({"name": "f"})),
+    )
+    .await;
+    let deployment = call(
+        &developer,
+        Method::POST,
+        "/api/deployments/",
+        Some(json!({"name": "d", "flow_id": flow.body["id"], "work_pool_name": "p"})),
+    )
+    .await;
+    assert_eq!(deployment.status, 201, "{}", deployment.text);
+    let run = call(
+        &developer,
+        Method::POST,
+        &format!(
+            "/api/deployments/{}/create_flow_run",
+            deployment.body["id"].as_str().unwrap()
+        ),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(run.status, 201, "{}", run.text);
+
+    let deployment_page = format!("/deployments/{}", deployment.body["id"].as_str().unwrap());
+    let run_page = format!("/flow-runs/{}", run.body["id"].as_str().unwrap());
+    // (page, what a writer gets, what a runner gets too)
+    let cases = [
+        ("/variables", "id=\"create-variable\"", false),
+        ("/concurrency-limits", "id=\"create-tag-limit\"", false),
+        ("/work-pools", "id=\"create-pool\"", false),
+        ("/work-pools/p", "id=\"edit-pool\"", false),
+        ("/blocks", "href=\"/blocks/catalog\"", false),
+        ("/notifications", "Create a notification", false),
+        (deployment_page.as_str(), "id=\"edit-deployment\"", false),
+        (deployment_page.as_str(), "id=\"run-form\"", true),
+        (run_page.as_str(), ">Cancel</button>", true),
+    ];
+    for (page, control, runners_too) in cases {
+        for (who, auth, offered) in [
+            ("developer", &developer, true),
+            ("runner", &runner, runners_too),
+            ("viewer", &viewer, false),
+        ] {
+            let res = call(auth, Method::GET, page, None).await;
+            assert_eq!(res.status, 200, "{who} {page}: {}", res.text);
+            assert_eq!(res.text.contains(control), offered, "{who} on {page}: {control}");
+        }
+    }
+}

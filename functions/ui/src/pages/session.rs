@@ -30,6 +30,10 @@ pub struct PageSession {
     /// Those the session may switch to: id, label, whether it is the current one.
     pub workspaces: Vec<(String, String, bool)>,
     pub csrf_token: String,
+    /// Whether the session's role may change what it sees (create, edit, delete), and start,
+    /// cancel or resume runs: the pages offer only what the API would allow.
+    pub may_write: bool,
+    pub may_run: bool,
 }
 
 /// The workspace an account-wide session (or an open server's visitor) chose last.
@@ -131,6 +135,8 @@ async fn in_workspace(
             .map(|w| (w.id.to_string(), label(w), w.id == current.id))
             .collect(),
         csrf_token: caller.csrf_token.clone().unwrap_or_default(),
+        may_write: caller.role.may(stratus_domain::access::Need::Write),
+        may_run: caller.role.may(stratus_domain::access::Need::Run),
     };
     Ok((caller, session))
 }
