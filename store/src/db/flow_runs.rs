@@ -67,6 +67,55 @@ fn columns() -> String {
 const FROM: &str = "flow_run fr LEFT JOIN flow_run_state s ON s.id = fr.state_id \
     LEFT JOIN work_queue wq ON wq.id = fr.work_queue_id LEFT JOIN work_pool wp ON wp.id = wq.work_pool_id";
 
+/// A run as the runs scatter plot draws it.
+#[derive(Debug, Clone)]
+pub struct ScatterPoint {
+    pub id: Uuid,
+    pub name: String,
+    pub state_type: Option<String>,
+    pub state_name: Option<String>,
+    /// When it started, or was expected to.
+    pub start: DateTime<Utc>,
+    /// How long it ran (so far, if it runs).
+    pub seconds: f64,
+}
+
+/// Up to `limit` of the runs `filters` match, newest expected start first, with only what
+/// the scatter plot draws: no joins, no JSON columns.
+pub async fn scatter(
+    c: &impl GenericClient,
+    filters: &RunFilters,
+    limit: i64,
+) -> Result<Vec<ScatterPoint>, tokio_postgres::Error> {
+    let mut q = Query::default();
+    let cond = RunTable::Flow.condition(filters, &mut q);
+    let sql = format!(
+        "SELECT fr.id, fr.name, fr.state_type, fr.state_name, \
+           coalesce(fr.start_time, fr.expected_start_time) AS start, \
+           {total} + CASE WHEN fr.state_type = 'RUNNING' AND fr.state_timestamp IS NOT NULL \
+             THEN greatest(0, {running}) ELSE 0 END AS micros \
+         FROM flow_run fr WHERE {cond} AND coalesce(fr.start_time, fr.expected_start_time) IS NOT NULL \
+         ORDER BY fr.expected_start_time DESC LIMIT {}",
+        q.bind(limit),
+        total = micros_sql("fr.total_run_time"),
+        running = micros_sql("(now() - fr.state_timestamp)"),
+    );
+    c.query(sql.as_str(), &q.params())
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(ScatterPoint {
+                id: r.try_get("id")?,
+                name: r.try_get("name")?,
+                state_type: r.try_get("state_type")?,
+                state_name: r.try_get("state_name")?,
+                start: r.try_get("start")?,
+                seconds: stratus_domain::time::seconds(r.try_get("micros")?),
+            })
+        })
+        .collect()
+}
+
 pub fn from_row(row: &Row, now: DateTime<Utc>) -> Result<FlowRun, tokio_postgres::Error> {
     let policy: Value = row.try_get("empirical_policy")?;
     let queue_name: Option<String> = row.try_get("queue_name")?;

@@ -76,15 +76,8 @@ pub async fn page(State(app): State<AppState>, params: Params) -> PageResult {
     let window = filters(json!({"flow_runs": {"expected_start_time": {"after_": start, "before_": end}}}))?;
     let step = (end - start).num_microseconds().unwrap_or(i64::MAX) / BARS;
     let history = runs::history(&c, RunTable::Flow, &window, start, end, step).await?;
-    let plotted = runs::filter::<FlowRun>(
-        &c,
-        &window,
-        FlowRunSort::ExpectedStartTimeDesc,
-        scatter::MAX_POINTS,
-        0,
-    )
-    .await?;
-    let points: Vec<scatter::Point> = plotted.iter().filter_map(scatter::Point::of).collect();
+    let plotted = stratus_store::db::flow_runs::scatter(&c, &window, scatter::MAX_POINTS).await?;
+    let points: Vec<scatter::Point> = plotted.iter().map(scatter::Point::of).collect();
     let mut totals: HashMap<String, i64> = HashMap::new();
     let peak = history
         .iter()

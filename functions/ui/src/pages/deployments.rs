@@ -121,15 +121,8 @@ pub async fn flow(State(app): State<AppState>, PagePath(raw): PagePath) -> PageR
     let of_flow = filters(json!({"flows": {"id": {"any_": [id]}}}))?;
     let deps = deployments::filter(&c, &of_flow, DeploymentSort::NameAsc, 200, 0).await?;
     let runs = runs::filter::<FlowRun>(&c, &of_flow, FlowRunSort::ExpectedStartTimeDesc, 20, 0).await?;
-    let plotted = runs::filter::<FlowRun>(
-        &c,
-        &of_flow,
-        FlowRunSort::ExpectedStartTimeDesc,
-        scatter::MAX_POINTS,
-        0,
-    )
-    .await?;
-    let points: Vec<scatter::Point> = plotted.iter().filter_map(scatter::Point::of).collect();
+    let plotted = stratus_store::db::flow_runs::scatter(&c, &of_flow, scatter::MAX_POINTS).await?;
+    let points: Vec<scatter::Point> = plotted.iter().map(scatter::Point::of).collect();
     Ok(render(&FlowPage {
         nav: "flows",
         scatter: scatter::svg_of(&points),

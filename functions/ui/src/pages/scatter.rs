@@ -2,7 +2,7 @@
 //! time (across) and duration (up), coloured by its state, linking to its page.
 
 use chrono::{DateTime, Utc};
-use stratus_store::db::flow_runs::FlowRun;
+use stratus_store::db::flow_runs::ScatterPoint;
 
 use super::view;
 
@@ -26,19 +26,19 @@ pub struct Point {
 }
 
 impl Point {
-    pub fn of(r: &FlowRun) -> Option<Point> {
-        Some(Point {
+    pub fn of(r: &ScatterPoint) -> Point {
+        Point {
             id: r.id.to_string(),
             name: r.name.clone(),
-            start: r.timing.start_time.or(r.timing.expected_start_time)?,
-            seconds: r.timing.estimated_run_time.max(r.timing.total_run_time).max(0.0),
+            start: r.start,
+            seconds: r.seconds.max(0.0),
             kind: r
-                .timing
                 .state_type
-                .map(|k| k.as_str().to_ascii_lowercase())
+                .as_deref()
+                .map(str::to_ascii_lowercase)
                 .unwrap_or_else(|| "none".into()),
-            state: r.timing.state_name.clone().unwrap_or_else(|| "—".into()),
-        })
+            state: r.state_name.clone().unwrap_or_else(|| "—".into()),
+        }
     }
 }
 
