@@ -254,7 +254,7 @@ def test_blocks_are_made_from_the_catalog_with_nested_blocks_and_secrets_never_s
     tag = f"f{uuid4().hex[:8]}"
     page = Page(browser, api)
     # Logos live on Prefect's CDN, which this machine may not reach.
-    page.ignore_console("Failed to load resource")
+    page.ignore_console("Failed to load resource: net::ERR_")
 
     page.open("/blocks").follow("Add a block", "block-catalog")
     names = [e.text for e in page.css(".catalog .type-name")]
@@ -625,3 +625,16 @@ def test_a_long_run_s_logs_its_task_run_and_hostile_artifacts_are_read_in_the_br
     assert progress, "the progress artifact is not listed"
     page.navigate(progress[0], "artifact-progress")
     assert page.css("progress")[0].get_attribute("value") == "42"
+
+    # The new pages are readable on a phone: nothing wider than the screen.
+    page.ignore_console("Failed to load resource: net::ERR_")  # block types' logos live on the internet
+    browser.set_window_size(390, 844)
+    try:
+        for path, shot in [(f"/flow-runs/{run_id}/logs", "phone-run-logs"), ("/blocks/catalog", "phone-block-catalog"),
+                           ("/blocks/catalog/docker-container", "phone-block-form"),
+                           (f"/artifacts/key/{name}-report", "phone-artifact"), ("/", "phone-dashboard-scatter"),
+                           ("/concurrency-limits", None), ("/variables", None)]:
+            page.open(path, shot)
+            assert page.fits_a_phone(), f"{path} is wider than a phone screen"
+    finally:
+        browser.set_window_size(1280, 1000)

@@ -76,11 +76,26 @@ struct CatalogPage {
     types: Vec<TypeCard>,
 }
 
-/// The first paragraph of a block type's description, which Prefect writes as markdown.
+/// The first paragraph of a block type's description, which Prefect writes as markdown,
+/// as plain text: a link keeps its words and loses its address.
 fn summary(description: Option<&str>) -> String {
     let text = description.unwrap_or_default().trim();
     let first = text.split("\n\n").next().unwrap_or_default();
-    first.split_whitespace().collect::<Vec<_>>().join(" ")
+    let mut plain = String::with_capacity(first.len());
+    let mut rest = first;
+    while let Some(open) = rest.find('[') {
+        let Some((words, after)) = rest[open + 1..].split_once("](") else {
+            break;
+        };
+        let Some(close) = after.find(')') else {
+            break;
+        };
+        plain.push_str(&rest[..open]);
+        plain.push_str(words);
+        rest = &after[close + 1..];
+    }
+    plain.push_str(rest);
+    plain.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// A logo the page may show: only an https address (the page's policy allows those).
@@ -311,5 +326,12 @@ mod tests {
         assert_eq!(logo(Some("javascript:alert(1)")), "");
         assert_eq!(logo(Some("https://x/y.png")), "https://x/y.png");
         assert_eq!(summary(Some("Stores a\nsecret.\n\nMore.")), "Stores a secret.");
+        assert_eq!(
+            summary(Some(
+                "Refer to the [boto3 docs](https://boto3.amazonaws.com/v1/x) for more."
+            )),
+            "Refer to the boto3 docs for more."
+        );
+        assert_eq!(summary(Some("a [b] c (d) [e](f")), "a [b] c (d) [e](f");
     }
 }
