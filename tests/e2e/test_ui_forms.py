@@ -249,7 +249,20 @@ def test_a_work_pool_and_its_queues_are_edited_from_the_ui(browser, stratus_serv
     assert pool not in page.text()
 
 
-def test_blocks_are_made_from_the_catalog_with_nested_blocks_and_secrets_never_shown(browser, stratus_server):  # noqa: F811
+ANONYMOUS_NESTED = """
+import json
+from prefect.infrastructure.container import DockerContainer, DockerRegistry
+
+block = DockerContainer(image="alpine", image_registry=DockerRegistry(
+    username="anon", password="hidden-{tag}", registry_url="r.example.com"))
+block.save("{tag}-anon-nested")
+print(json.dumps({{"id": str(block._block_document_id)}}))
+"""
+
+
+def test_blocks_are_made_from_the_catalog_with_nested_blocks_and_secrets_never_shown(  # noqa: F811
+    browser, stratus_server, run_flow  # noqa: F811
+):
     api, client = stratus_server.url, client_for(stratus_server.url)
     tag = f"f{uuid4().hex[:8]}"
     page = Page(browser, api)
@@ -328,6 +341,19 @@ def test_blocks_are_made_from_the_catalog_with_nested_blocks_and_secrets_never_s
     page.wait_for(lambda: browser.find_element("id", "notice").is_displayed(), "the error notice")
     page.forget_console()
     assert client(lambda c: c.read_block_document(uid(container_id))).data["env"] == {"STAGE": "prod"}
+
+    # A nested block the client saved inline (it was never saved by itself) survives an edit,
+    # its secret too.
+    anon = run_flow(ANONYMOUS_NESTED.format(tag=tag))["id"]
+    page.open(f"/blocks/{anon}")
+    assert f"hidden-{tag}" not in browser.page_source
+    field("image").clear()
+    field("image").send_keys("alpine:3")
+    submit(browser.find_element("id", "block-form"))
+    page.wait_for(lambda: client(lambda c: c.read_block_document(uid(anon))).data["image"] == "alpine:3", "the edit")
+    kept = client(lambda c: c.read_block_document(uid(anon), include_secrets=True))
+    assert kept.data["image_registry"]["username"] == "anon", kept.data
+    assert kept.data["image_registry"]["password"] == f"hidden-{tag}", kept.data
 
     # Deleted, with confirmation.
     page.open(f"/blocks/{container_id}")

@@ -741,6 +741,41 @@ async fn pages_offer_only_the_changes_the_role_may_make() {
     )
     .await;
     assert_eq!(run.status, 201, "{}", run.text);
+    let kind = call(
+        &developer,
+        Method::POST,
+        "/api/block_types/",
+        Some(json!({"name": "Hook", "slug": "slack-webhook"})),
+    )
+    .await;
+    let schema = call(
+        &developer,
+        Method::POST,
+        "/api/block_schemas/",
+        Some(
+            json!({"block_type_id": kind.body["id"], "fields": {"properties": {"url": {"type": "string"}}}}),
+        ),
+    )
+    .await;
+    let hook = call(
+        &developer,
+        Method::POST,
+        "/api/block_documents/",
+        Some(
+            json!({"name": "hook", "block_type_id": kind.body["id"], "block_schema_id": schema.body["id"],
+                    "data": {"url": "https://example.com"}}),
+        ),
+    )
+    .await;
+    assert_eq!(hook.status, 201, "{}", hook.text);
+    let policy = call(
+        &developer,
+        Method::POST,
+        "/api/flow_run_notification_policies/",
+        Some(json!({"block_document_id": hook.body["id"], "state_names": [], "tags": []})),
+    )
+    .await;
+    assert_eq!(policy.status, 201, "{}", policy.text);
 
     let deployment_page = format!("/deployments/{}", deployment.body["id"].as_str().unwrap());
     let run_page = format!("/flow-runs/{}", run.body["id"].as_str().unwrap());
@@ -752,6 +787,7 @@ async fn pages_offer_only_the_changes_the_role_may_make() {
         ("/work-pools/p", "id=\"edit-pool\"", false),
         ("/blocks", "href=\"/blocks/catalog\"", false),
         ("/notifications", "Create a notification", false),
+        ("/notifications", ">Pause</button>", false),
         (deployment_page.as_str(), "id=\"edit-deployment\"", false),
         (deployment_page.as_str(), "id=\"run-form\"", true),
         (run_page.as_str(), ">Cancel</button>", true),

@@ -246,9 +246,12 @@ function live() {
           const fresh = new DOMParser().parseFromString(await res.text(), "text/html");
           for (const el of document.querySelectorAll("[data-live][id]")) {
             const next = fresh.getElementById(el.id);
-            const busy = el.contains(document.activeElement) || el.querySelector("details[open]");
+            const edited = [...el.querySelectorAll("input, textarea")].some((i) =>
+              i.type === "checkbox" ? i.checked !== i.defaultChecked : i.value !== i.defaultValue);
+            const busy = el.contains(document.activeElement) || el.querySelector("details[open]") || edited;
             if (next && next.innerHTML !== el.innerHTML && !busy) {
               el.innerHTML = next.innerHTML;
+              el.querySelectorAll("form.schedule-form").forEach(showKind);
             }
           }
         }

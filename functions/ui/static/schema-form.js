@@ -83,6 +83,10 @@
     const type = typeOf(schema);
     if (type === "object" && schema.properties) return objectField(schema, start, ctx, path, label, help);
     if (type === "array" && schema.items && !Array.isArray(schema.items)) return arrayField(schema, start, ctx, path, label, help);
+    if (type === "boolean" && !required && start === undefined) {
+      // Optional with no default: unset, true or false.
+      return enumField({ enum: [true, false] }, undefined, label, help, false, name);
+    }
     if (type === "boolean") {
       const box = el("input", { type: "checkbox", "data-field": name });
       box.checked = start === true;
@@ -142,15 +146,29 @@
       if (id === current) opt.selected = true;
       select.appendChild(opt);
     }
+    // A nested block that is not one of the saved named ones (an unnamed document, or its
+    // values written inline, as the Prefect client saves a block it was given unsaved) stays
+    // chosen as it is, or saving would drop it. Its secrets come back obfuscated, and the
+    // server keeps their stored values.
+    const INLINE = "\u0000inline";
+    if (current && !saved.some(([id]) => id === current)) {
+      select.appendChild(el("option", { value: current, text: "the current one (unnamed)", selected: true }));
+    } else if (!current && start && typeof start === "object") {
+      select.appendChild(el("option", { value: INLINE, text: "the current one (set here)", selected: true }));
+    }
     return {
       node: el("label", {}, [el("span", { text: label + (required ? " *" : "") + " (block)" }), select, help]),
-      get: () => (select.value ? { $ref: { block_document_id: select.value } } : undefined),
+      get: () => {
+        if (select.value === INLINE) return start;
+        return select.value ? { $ref: { block_document_id: select.value } } : undefined;
+      },
     };
   }
 
   function objectField(schema, start, ctx, path, label, help) {
     const required = new Set(schema.required || []);
-    const values = start && typeof start === "object" && !Array.isArray(start) ? start : {};
+    const given = start && typeof start === "object" && !Array.isArray(start);
+    const values = given ? start : {};
     const props = Object.entries(schema.properties)
       .sort(([, a], [, b]) => (a.position ?? 0) - (b.position ?? 0));
     const fields = props.map(([key, sub]) => [key, field(sub, values[key], ctx, path.concat(key), required.has(key))]);
@@ -159,11 +177,15 @@
     return {
       node,
       get: () => {
+        // Keys the schema does not name are kept as they were, not dropped on save.
         const out = {};
+        for (const [key, v] of Object.entries(values)) if (!(key in schema.properties)) out[key] = v;
         for (const [key, f] of fields) {
           const v = f.get();
           if (v !== undefined) out[key] = v;
         }
+        // A nested object nobody filled in stays unset, as it was.
+        if (path.length && !given && Object.keys(out).length === 0) return undefined;
         return out;
       },
     };
@@ -189,7 +211,11 @@
     more.addEventListener("click", () => add(undefined));
     return {
       node: el("fieldset", {}, [el("legend", { text: label }), help, list, more]),
-      get: () => items.map((e) => e.f.get()).filter((v) => v !== undefined),
+      get: () => {
+        const list = items.map((e) => e.f.get()).filter((v) => v !== undefined);
+        // A list that was unset and stays empty stays unset.
+        return list.length === 0 && !Array.isArray(start) ? undefined : list;
+      },
     };
   }
 
@@ -224,7 +250,8 @@
     let form;
     const build = () => {
       const root = resolve(schema, schema);
-      form = root.properties ? objectField(root, value, ctx, [], "", null) : jsonField(value, "Value", null, false, "value");
+      const typed = root.properties && Object.keys(root.properties).length > 0;
+      form = typed ? objectField(root, value, ctx, [], "", null) : jsonField(value, "Values", null, false, "value");
       fieldsHost.textContent = "";
       fieldsHost.appendChild(form.node);
     };

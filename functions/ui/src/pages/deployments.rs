@@ -237,6 +237,7 @@ struct DeploymentPage {
     job_variables: String,
     queue: String,
     pools: Vec<String>,
+    has_pool: bool,
     schedules: Vec<ScheduleRow>,
     new_schedule: ScheduleForm,
     add_schedule_api: String,
@@ -277,6 +278,7 @@ pub async fn page(State(app): State<AppState>, PagePath(raw): PagePath) -> PageR
             .to_string(),
         job_variables: view::pretty(&d.infra_overrides),
         queue: d.work_queue_name.clone().unwrap_or_default(),
+        has_pool: d.work_pool_name.is_some(),
         pools: pools::filter_pools(&c, &WorkPoolFilter::default(), 500, 0)
             .await?
             .into_iter()

@@ -182,6 +182,7 @@ fn names_or(list: &serde_json::Value, empty: &str) -> String {
 pub async fn notifications(State(app): State<AppState>) -> PageResult {
     let c = app.client().await?;
     let policies = notifications::filter(&c, &PolicyFilter::default(), 500, 0).await?;
+    let may_write = super::session::current().may_write;
     let mut ids: Vec<_> = policies.iter().map(|p| p.block_document_id).collect();
     ids.sort();
     ids.dedup();
@@ -220,20 +221,24 @@ pub async fn notifications(State(app): State<AppState>) -> PageResult {
                         None => text("Prefect's default"),
                     },
                     text(if p.is_active { "yes" } else { "paused" }),
-                    buttons(vec![
-                        Button {
-                            label: if p.is_active { "Pause" } else { "Resume" },
-                            api: format!("PATCH {api}"),
-                            body: json!({"is_active": !p.is_active}).to_string(),
-                            confirm: "",
-                        },
-                        Button {
-                            label: "Delete",
-                            api: format!("DELETE {api}"),
-                            body: String::new(),
-                            confirm: "Delete this notification?",
-                        },
-                    ]),
+                    buttons(if may_write {
+                        vec![
+                            Button {
+                                label: if p.is_active { "Pause" } else { "Resume" },
+                                api: format!("PATCH {api}"),
+                                body: json!({"is_active": !p.is_active}).to_string(),
+                                confirm: "",
+                            },
+                            Button {
+                                label: "Delete",
+                                api: format!("DELETE {api}"),
+                                body: String::new(),
+                                confirm: "Delete this notification?",
+                            },
+                        ]
+                    } else {
+                        Vec::new()
+                    }),
                 ]
             })
             .collect(),

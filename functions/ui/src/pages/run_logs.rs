@@ -134,7 +134,11 @@ pub async fn page(State(app): State<AppState>, PagePath(raw): PagePath, params: 
         .await?
         .ok_or_else(|| PageError::NotFound(format!("There is no flow run {id}.")))?;
     let (rows, more) = logs::run_page(&c, &q, at, PAGE).await?;
-    let tasks = task_runs::names_in_flow_run(&c, id, TASK_CHOICES).await?;
+    let mut tasks = task_runs::names_in_flow_run(&c, id, TASK_CHOICES).await?;
+    // The task filtered by is offered even when it is not among the first ones listed.
+    if let Some(t) = q.task_run_id.filter(|t| !tasks.iter().any(|(id, _)| id == t)) {
+        tasks.push((t, t.to_string()));
+    }
     // Whether lines lie beyond each end of the page: the way read says so for one side;
     // the cursor that was followed says so for the other.
     let (older_exist, newer_exist) = match at {

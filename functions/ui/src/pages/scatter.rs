@@ -110,7 +110,7 @@ pub fn svg(points: &[Point], start: DateTime<Utc>, end: DateTime<Utc>) -> String
         out.push_str(&format!(
             "<a href=\"/flow-runs/{}\"><circle class=\"dot dot-{}\" cx=\"{:.1}\" cy=\"{:.1}\" r=\"4\"><title>{} · {} · {}</title></circle></a>",
             p.id,
-            p.kind,
+            xml_escape(&p.kind),
             x(p.start),
             y(p.seconds),
             xml_escape(&p.name),

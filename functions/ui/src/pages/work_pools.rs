@@ -76,8 +76,8 @@ pub async fn list(State(app): State<AppState>) -> PageResult {
 }
 
 struct QueueRow {
+    id: String,
     name: String,
-    path: String,
     description: String,
     priority: i32,
     limit: String,
@@ -128,8 +128,9 @@ pub async fn page(State(app): State<AppState>, PagePath(name): PagePath) -> Page
         queues: queues
             .iter()
             .map(|q| QueueRow {
+                // By id: a queue named ".." would otherwise address its pool.
+                id: q.id.to_string(),
                 name: q.name.clone(),
-                path: path_segment(&q.name),
                 description: q.description.clone(),
                 priority: q.priority,
                 limit: q
