@@ -664,3 +664,40 @@ def test_a_long_run_s_logs_its_task_run_and_hostile_artifacts_are_read_in_the_br
             assert page.fits_a_phone(), f"{path} is wider than a phone screen"
     finally:
         browser.set_window_size(1280, 1000)
+
+
+def test_a_run_s_state_is_changed_by_hand_and_the_run_deleted(browser, stratus_server, run_flow):  # noqa: F811
+    api, client = stratus_server.url, client_for(stratus_server.url)
+    name = f"f{uuid4().hex[:8]}-marked"
+    out = run_flow(f"""
+import json
+from prefect import flow
+
+@flow(name="{name}")
+def marked():
+    return 1
+
+if __name__ == "__main__":
+    state = marked(return_state=True)
+    print(json.dumps({{"flow_run_id": str(state.state_details.flow_run_id)}}))
+""")
+    run_id = out["flow_run_id"]
+    page = Page(browser, api)
+    page.open(f"/flow-runs/{run_id}")
+    browser.find_element("css selector", "#change-state summary").click()
+    form = browser.find_element("css selector", "#change-state form")
+    from selenium.webdriver.support.ui import Select
+
+    Select(form.find_element("name", "type")).select_by_visible_text("Failed")
+    fill(form, "message", "the numbers were wrong")
+    page.checked("change-state")
+    submit(form)
+    page.wait_for(lambda: page.run_state() == "Failed", "the new state")
+    state = client(lambda c: c.read_flow_run(uid(run_id))).state
+    assert (state.type.value, state.message) == ("FAILED", "the numbers were wrong")
+
+    [delete] = [b for b in page.css(".actions button.danger") if b.text == "Delete"]
+    delete.click()
+    confirm(browser)
+    page.wait_for(lambda: browser.current_url.endswith("/flow-runs"), "the runs list")
+    assert status_of(client, f"/flow_runs/{run_id}") == 404

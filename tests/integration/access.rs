@@ -791,6 +791,8 @@ async fn pages_offer_only_the_changes_the_role_may_make() {
         (deployment_page.as_str(), "id=\"edit-deployment\"", false),
         (deployment_page.as_str(), "id=\"run-form\"", true),
         (run_page.as_str(), ">Cancel</button>", true),
+        (run_page.as_str(), "id=\"change-state\"", true),
+        (run_page.as_str(), "data-api=\"DELETE /api/flow_runs/", false),
     ];
     for (page, control, runners_too) in cases {
         for (who, auth, offered) in [

@@ -68,6 +68,8 @@ function formBody(form) {
     body[k] = data.getAll(k).flatMap((v) => v.split(",")).map((v) => v.trim()).filter(Boolean);
   }
   if (form.dataset.shape === "schedule") return scheduleBody(form, body);
+  // A state set by hand is forced, as Prefect's UI forces it.
+  if (form.dataset.shape === "state") return { state: { type: body.type, message: body.message || null }, force: true };
   for (const host of form.querySelectorAll("[data-schema][data-into]")) {
     const value = host.schemaValue();
     if (typeof value !== "object" || Array.isArray(value) || value === null) {

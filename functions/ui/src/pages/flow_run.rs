@@ -151,6 +151,14 @@ pub(super) fn log_rows(logs: &[logs::Log]) -> Vec<LogRow> {
     logs.iter().map(LogRow::of).collect()
 }
 
+/// The states a person may put a run in by hand, as Prefect's UI offers them.
+pub const STATE_CHOICES: [(&str, &str); 4] = [
+    ("COMPLETED", "Completed"),
+    ("FAILED", "Failed"),
+    ("CANCELLED", "Cancelled"),
+    ("CRASHED", "Crashed"),
+];
+
 /// The log level filter's choices.
 pub const LEVELS: [(i64, &str); 4] = [
     (0, "All"),
