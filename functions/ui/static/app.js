@@ -238,8 +238,15 @@ document.addEventListener("DOMContentLoaded", tail);
 // Live regions: every 5 s while the tab is visible, the page is fetched again and each
 // element marked data-live is brought up to date, unless the user is working in it (focus
 // or an open editor inside).
+// What each input of a live region held when it was drawn: one that differs was typed in.
+const drawn = new WeakMap();
+function remember(region) {
+  for (const i of region.querySelectorAll("input, textarea")) drawn.set(i, i.type === "checkbox" ? i.checked : i.value);
+}
+
 function live() {
   if (!document.querySelector("[data-live][id]")) return;
+  document.querySelectorAll("[data-live][id]").forEach(remember);
   const tick = async () => {
     if (!document.hidden) {
       try {
@@ -249,11 +256,12 @@ function live() {
           for (const el of document.querySelectorAll("[data-live][id]")) {
             const next = fresh.getElementById(el.id);
             const edited = [...el.querySelectorAll("input, textarea")].some((i) =>
-              i.type === "checkbox" ? i.checked !== i.defaultChecked : i.value !== i.defaultValue);
+              drawn.has(i) && (i.type === "checkbox" ? i.checked : i.value) !== drawn.get(i));
             const busy = el.contains(document.activeElement) || el.querySelector("details[open]") || edited;
             if (next && next.innerHTML !== el.innerHTML && !busy) {
               el.innerHTML = next.innerHTML;
               el.querySelectorAll("form.schedule-form").forEach(showKind);
+              remember(el);
             }
           }
         }

@@ -78,12 +78,12 @@
     const start = value !== undefined ? value : schema.default;
     const name = path.join(".");
 
-    if (schema.block_type_slug) return blockField(schema, start, ctx, label, help, required, name);
+    if (schema.block_type_slug) return blockField(schema, value, ctx, label, help, required, name);
     if (Array.isArray(schema.enum)) return enumField(schema, start, label, help, required, name);
     const type = typeOf(schema);
-    if (type === "object" && schema.properties) return objectField(schema, start, ctx, path, label, help);
+    if (type === "object" && schema.properties) return objectField(schema, start, ctx, path, label, help, required);
     if (type === "array" && schema.items && !Array.isArray(schema.items)) return arrayField(schema, start, ctx, path, label, help);
-    if (type === "boolean" && !required && start === undefined) {
+    if (type === "boolean" && !required && start == null) {
       // Optional with no default: unset, true or false.
       return enumField({ enum: [true, false] }, undefined, label, help, false, name);
     }
@@ -136,6 +136,7 @@
   }
 
   // A nested block is chosen from the saved documents of its type, and stored as a reference.
+  // `start` is the stored value only (a default is no block).
   function blockField(schema, start, ctx, label, help, required, name) {
     const saved = ctx.blocks[schema.block_type_slug] || [];
     const current = start && start.$ref && start.$ref.block_document_id;
@@ -165,8 +166,9 @@
     };
   }
 
-  function objectField(schema, start, ctx, path, label, help) {
+  function objectField(schema, start, ctx, path, label, help, isRequired) {
     const required = new Set(schema.required || []);
+    const own = (o, k) => Object.prototype.hasOwnProperty.call(o, k);
     const given = start && typeof start === "object" && !Array.isArray(start);
     const values = given ? start : {};
     const props = Object.entries(schema.properties)
@@ -174,18 +176,23 @@
     const fields = props.map(([key, sub]) => [key, field(sub, values[key], ctx, path.concat(key), required.has(key))]);
     const nodes = fields.map(([, f]) => f.node);
     const node = path.length ? el("fieldset", {}, [el("legend", { text: label }), help, ...nodes]) : el("div", { class: "schema-fields" }, nodes);
+    let touched = false;
+    node.addEventListener("input", () => { touched = true; });
+    node.addEventListener("change", () => { touched = true; });
     return {
       node,
       get: () => {
         // Keys the schema does not name are kept as they were, not dropped on save.
         const out = {};
-        for (const [key, v] of Object.entries(values)) if (!(key in schema.properties)) out[key] = v;
+        const put = (key, v) => Object.defineProperty(out, key, { value: v, enumerable: true, writable: true, configurable: true });
+        for (const [key, v] of Object.entries(values)) if (!own(schema.properties, key)) put(key, v);
         for (const [key, f] of fields) {
           const v = f.get();
-          if (v !== undefined) out[key] = v;
+          if (v !== undefined) put(key, v);
         }
-        // A nested object nobody filled in stays unset, as it was.
-        if (path.length && !given && Object.keys(out).length === 0) return undefined;
+        // An optional nested object that was unset stays unset unless someone filled it in
+        // (its fields' defaults alone do not set it).
+        if (path.length && !given && !isRequired && !touched) return undefined;
         return out;
       },
     };
