@@ -64,6 +64,17 @@ async fn with_key(app: &TestApp, auth: &str, method: Method, path: &str, body: O
         .await
 }
 
+/// `method path` with `auth` as the Authorization header and `body` as JSON.
+async fn as_key(
+    app: &TestApp,
+    auth: &str,
+    method: Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Response {
+    with_key(app, auth, method, path, body.map(|b| b.to_string()).as_deref()).await
+}
+
 fn bearer(key: &str) -> String {
     format!("Bearer {key}")
 }
@@ -297,12 +308,8 @@ async fn viewers_never_see_secrets_and_runners_cannot_change_what_agents_run() {
     let admin = bearer(&key(&app, Role::Admin).await);
     let viewer = bearer(&key(&app, Role::Viewer).await);
     let runner = bearer(&key(&app, Role::Runner).await);
-    let as_ = |auth: &str, method: Method, path: &str, body: Option<serde_json::Value>| {
-        let (auth, path) = (auth.to_string(), path.to_string());
-        let app = &app;
-        async move { with_key(app, &auth, method, &path, body.map(|b| b.to_string()).as_deref()).await }
-    };
-    let block_type = as_(
+    let block_type = as_key(
+        &app,
         &admin,
         Method::POST,
         "/api/block_types/",
@@ -313,7 +320,8 @@ async fn viewers_never_see_secrets_and_runners_cannot_change_what_agents_run() {
     let fields = json!({"title": "Creds", "type": "object",
         "properties": {"password": {"type": "string", "format": "password", "writeOnly": true}},
         "block_type_slug": "creds", "secret_fields": ["password"], "block_schema_references": {}});
-    let schema = as_(
+    let schema = as_key(
+        &app,
         &admin,
         Method::POST,
         "/api/block_schemas/",
@@ -321,7 +329,8 @@ async fn viewers_never_see_secrets_and_runners_cannot_change_what_agents_run() {
     )
     .await;
     assert_eq!(schema.status, 201, "{}", schema.text);
-    let doc = as_(
+    let doc = as_key(
+        &app,
         &admin,
         Method::POST,
         "/api/block_documents/",
@@ -336,13 +345,21 @@ async fn viewers_never_see_secrets_and_runners_cannot_change_what_agents_run() {
     assert_eq!(doc.status, 201, "{}", doc.text);
     let id = doc.body["id"].as_str().unwrap();
     let path = format!("/api/block_documents/{id}?include_secrets=true");
-    let by_viewer = as_(&viewer, Method::GET, &path, None).await;
+    let by_viewer = as_key(&app, &viewer, Method::GET, &path, None).await;
     assert_eq!(by_viewer.status, 403, "{}", by_viewer.text);
     assert!(!by_viewer.text.contains("hunter2"));
-    let hidden = as_(&viewer, Method::GET, &format!("/api/block_documents/{id}"), None).await;
+    let hidden = as_key(
+        &app,
+        &viewer,
+        Method::GET,
+        &format!("/api/block_documents/{id}"),
+        None,
+    )
+    .await;
     assert_eq!(hidden.status, 200);
     assert!(!hidden.text.contains("hunter2"), "{}", hidden.text);
-    let filtered = as_(
+    let filtered = as_key(
+        &app,
         &viewer,
         Method::POST,
         "/api/block_documents/filter",
@@ -350,16 +367,24 @@ async fn viewers_never_see_secrets_and_runners_cannot_change_what_agents_run() {
     )
     .await;
     assert_eq!(filtered.status, 403, "{}", filtered.text);
-    let by_runner = as_(&runner, Method::GET, &path, None).await;
+    let by_runner = as_key(&app, &runner, Method::GET, &path, None).await;
     assert_eq!(by_runner.status, 200);
     assert!(
         by_runner.text.contains("hunter2"),
         "flows run by agents read their credentials"
     );
 
-    let flow = as_(&runner, Method::POST, "/api/flows/", Some(json!({"name": "f"}))).await;
+    let flow = as_key(
+        &app,
+        &runner,
+        Method::POST,
+        "/api/flows/",
+        Some(json!({"name": "f"})),
+    )
+    .await;
     assert_eq!(flow.status, 201, "{}", flow.text);
-    let run = as_(
+    let run = as_key(
+        &app,
         &runner,
         Method::POST,
         "/api/flow_runs/",
@@ -367,7 +392,8 @@ async fn viewers_never_see_secrets_and_runners_cannot_change_what_agents_run() {
     )
     .await;
     assert_eq!(run.status, 201, "{}", run.text);
-    let with_env = as_(
+    let with_env = as_key(
+        &app,
         &runner,
         Method::POST,
         "/api/flow_runs/",
@@ -375,7 +401,8 @@ async fn viewers_never_see_secrets_and_runners_cannot_change_what_agents_run() {
     )
     .await;
     assert_eq!(with_env.status, 403, "{}", with_env.text);
-    let patch = as_(
+    let patch = as_key(
+        &app,
         &runner,
         Method::PATCH,
         &format!("/api/flow_runs/{}", run.body["id"].as_str().unwrap()),
@@ -702,12 +729,8 @@ async fn pages_offer_only_the_changes_the_role_may_make() {
     let developer = bearer(&key(&app, Role::Developer).await);
     let runner = bearer(&key(&app, Role::Runner).await);
     let viewer = bearer(&key(&app, Role::Viewer).await);
-    let call = |auth: &str, method: Method, path: &str, body: Option<serde_json::Value>| {
-        let (auth, path) = (auth.to_string(), path.to_string());
-        let app = &app;
-        async move { with_key(app, &auth, method, &path, body.map(|b| b.to_string()).as_deref()).await }
-    };
-    let pool = call(
+    let pool = as_key(
+        &app,
         &developer,
         Method::POST,
         "/api/work_pools/",
@@ -715,14 +738,16 @@ async fn pages_offer_only_the_changes_the_role_may_make() {
     )
     .await;
     assert_eq!(pool.status, 201, "{}", pool.text);
-    let flow = call(
+    let flow = as_key(
+        &app,
         &developer,
         Method::POST,
         "/api/flows/",
         Some(json!({"name": "f"})),
     )
     .await;
-    let deployment = call(
+    let deployment = as_key(
+        &app,
         &developer,
         Method::POST,
         "/api/deployments/",
@@ -730,7 +755,8 @@ async fn pages_offer_only_the_changes_the_role_may_make() {
     )
     .await;
     assert_eq!(deployment.status, 201, "{}", deployment.text);
-    let run = call(
+    let run = as_key(
+        &app,
         &developer,
         Method::POST,
         &format!(
@@ -741,14 +767,16 @@ async fn pages_offer_only_the_changes_the_role_may_make() {
     )
     .await;
     assert_eq!(run.status, 201, "{}", run.text);
-    let kind = call(
+    let kind = as_key(
+        &app,
         &developer,
         Method::POST,
         "/api/block_types/",
         Some(json!({"name": "Hook", "slug": "slack-webhook"})),
     )
     .await;
-    let schema = call(
+    let schema = as_key(
+        &app,
         &developer,
         Method::POST,
         "/api/block_schemas/",
@@ -757,7 +785,8 @@ async fn pages_offer_only_the_changes_the_role_may_make() {
         ),
     )
     .await;
-    let hook = call(
+    let hook = as_key(
+        &app,
         &developer,
         Method::POST,
         "/api/block_documents/",
@@ -768,7 +797,8 @@ async fn pages_offer_only_the_changes_the_role_may_make() {
     )
     .await;
     assert_eq!(hook.status, 201, "{}", hook.text);
-    let policy = call(
+    let policy = as_key(
+        &app,
         &developer,
         Method::POST,
         "/api/flow_run_notification_policies/",
@@ -800,7 +830,7 @@ async fn pages_offer_only_the_changes_the_role_may_make() {
             ("runner", &runner, runners_too),
             ("viewer", &viewer, false),
         ] {
-            let res = call(auth, Method::GET, page, None).await;
+            let res = as_key(&app, auth, Method::GET, page, None).await;
             assert_eq!(res.status, 200, "{who} {page}: {}", res.text);
             assert_eq!(res.text.contains(control), offered, "{who} on {page}: {control}");
         }

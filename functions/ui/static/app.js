@@ -44,6 +44,22 @@ async function call(spec, body) {
 // `data-nullable` fields null and `data-blank` ones "" when empty, checkboxes true or false, `data-lists` as lists),
 // the value of each schema form inside it under its `data-into`, and `data-extra`.
 function formBody(form) {
+  const body = formFields(form);
+  if (form.dataset.shape === "schedule") return scheduleBody(form, body);
+  // A state set by hand is forced, as Prefect's UI forces it.
+  if (form.dataset.shape === "state") return { state: { type: body.type, message: body.message || null }, force: true };
+  for (const host of form.querySelectorAll("[data-schema][data-into]")) {
+    const value = host.schemaValue();
+    if (typeof value !== "object" || Array.isArray(value) || value === null) {
+      throw new Error(host.dataset.into.replace(/_/g, " ") + " must be a JSON object.");
+    }
+    body[host.dataset.into] = value;
+  }
+  return body;
+}
+
+// The form's named fields (and `data-extra`), typed as `formBody` says.
+function formFields(form) {
   const body = form.dataset.extra ? JSON.parse(form.dataset.extra) : {};
   const words = (name) => (form.dataset[name] || "").split(" ").filter(Boolean);
   const lists = words("lists"), json = words("json"), nullable = words("nullable"), blank = words("blank");
@@ -66,16 +82,6 @@ function formBody(form) {
   // List fields: every selected option, or comma-separated text; [] when empty.
   for (const k of lists) {
     body[k] = data.getAll(k).flatMap((v) => v.split(",")).map((v) => v.trim()).filter(Boolean);
-  }
-  if (form.dataset.shape === "schedule") return scheduleBody(form, body);
-  // A state set by hand is forced, as Prefect's UI forces it.
-  if (form.dataset.shape === "state") return { state: { type: body.type, message: body.message || null }, force: true };
-  for (const host of form.querySelectorAll("[data-schema][data-into]")) {
-    const value = host.schemaValue();
-    if (typeof value !== "object" || Array.isArray(value) || value === null) {
-      throw new Error(host.dataset.into.replace(/_/g, " ") + " must be a JSON object.");
-    }
-    body[host.dataset.into] = value;
   }
   return body;
 }
@@ -118,11 +124,8 @@ document.addEventListener("click", async (e) => {
   const list = form.querySelector(".preview");
   list.textContent = "";
   try {
-    const data = new FormData(form);
-    const body = Object.fromEntries(data.entries());
-    for (const box of form.querySelectorAll("input[type=checkbox][name]")) body[box.name] = box.checked;
-    if (body.interval === "") delete body.interval;
-    const res = await fetch("/schedule-preview?schedule=" + encodeURIComponent(JSON.stringify(scheduleSpec(body))));
+    const spec = scheduleSpec(formFields(form));
+    const res = await fetch("/schedule-preview?schedule=" + encodeURIComponent(JSON.stringify(spec)));
     const answer = await res.json();
     if (!res.ok) throw new Error(answer.detail || res.statusText);
     if (!answer.times.length) list.appendChild(Object.assign(document.createElement("li"), { textContent: "It never fires." }));
