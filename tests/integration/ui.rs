@@ -295,6 +295,10 @@ async fn bad_page_input_gets_a_friendly_page_not_a_500() {
         ("/flow-runs/%E0%A4%A", 400),
         ("/task-runs/not-a-uuid", 404),
         ("/task-runs/00000000-0000-0000-0000-000000000000", 404),
+        // A NUL can name nothing stored; asking Postgres for it would fail.
+        ("/work-pools/a%00b", 404),
+        ("/artifacts/key/%00", 404),
+        ("/blocks/catalog/%00", 404),
     ] {
         let res = app.get(path).await;
         assert_eq!(res.status, status, "{path}: {}", res.text);

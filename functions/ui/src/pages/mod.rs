@@ -219,6 +219,11 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PagePath {
         state: &S,
     ) -> Result<Self, Self::Rejection> {
         match axum::extract::Path::<String>::from_request_parts(parts, state).await {
+            // Postgres text cannot hold a NUL, so no name with one is stored: asking the
+            // database would only fail.
+            Ok(axum::extract::Path(raw)) if raw.contains('\0') => {
+                Err(PageError::NotFound("There is nothing here by that name.".into()))
+            }
             Ok(axum::extract::Path(raw)) => Ok(PagePath(raw)),
             Err(e) => Err(PageError::BadRequest(format!(
                 "That address is not valid: {}.",
