@@ -127,7 +127,7 @@ impl State {
     /// A new state of this type with the default name, stamped `now`.
     pub fn new(kind: StateType, now: DateTime<Utc>) -> Self {
         State {
-            id: Uuid::new_v4(),
+            id: Uuid::now_v7(),
             kind,
             name: kind.default_name(),
             timestamp: now,
@@ -185,7 +185,7 @@ impl StateCreate {
             details.scheduled_time = Some(now);
         }
         State {
-            id: Uuid::new_v4(),
+            id: Uuid::now_v7(),
             kind: self.kind,
             name: self
                 .name

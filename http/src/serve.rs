@@ -7,6 +7,8 @@ use axum::Router;
 use stratus_store::config::Settings;
 use tower::Layer;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
+use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
 
@@ -33,7 +35,23 @@ pub fn api(routes: Router<AppState>, state: AppState) -> Router {
         ))
         .layer(cors(&state.settings))
         .layer(CatchPanicLayer::custom(panic_response))
+        .layer(compression())
         .with_state(state)
+}
+
+/// Answers of 1,000 bytes or more are gzipped for clients that accept it, as Prefect's
+/// server does (`GZipMiddleware(minimum_size=1000)`): a page of runs shrinks about tenfold.
+/// Event streams are left alone (each event must reach the browser as it is sent). The
+/// fastest level: JSON compresses well at any level, and the CPU is the server's.
+fn compression() -> CompressionLayer<impl Predicate> {
+    CompressionLayer::new()
+        .quality(tower_http::CompressionLevel::Fastest)
+        .compress_when(
+            SizeAbove::new(1000)
+                .and(NotForContentType::GRPC)
+                .and(NotForContentType::IMAGES)
+                .and(NotForContentType::SSE),
+        )
 }
 
 /// Browsers may call the API from the origins `STRATUS_CORS_ORIGINS` names, and from no

@@ -168,6 +168,26 @@ pub struct StateFilter {
     pub name: Option<TextFilter>,
 }
 
+/// The ids of a filter that says nothing but `any_`.
+fn ids_only(f: &IdFilter) -> Option<&[Uuid]> {
+    match f {
+        IdFilter {
+            any_: Some(ids),
+            not_any_: None,
+            is_null_: None,
+        } => Some(ids),
+        _ => None,
+    }
+}
+
+/// `col` is one of `ids`; plain equality for one (see [`uuid_conds`]).
+fn column_in(col: &str, ids: &[Uuid], q: &mut Query) -> String {
+    match ids {
+        [one] => format!("{col} = {}::uuid", q.bind(*one)),
+        _ => format!("{col} = ANY({}::uuid[])", q.bind(ids.to_vec())),
+    }
+}
+
 fn uuid_conds(c: &mut Conds, q: &mut Query, col: &str, f: &Option<IdFilter>) {
     let Some(f) = f else { return };
     if let Some(any) = &f.any_ {
@@ -654,7 +674,34 @@ impl RunFilters {
         if let Some(f) = &self.flow_runs {
             parts.push(f.sql(q, "fr"));
         }
-        if let Some(f) = &self.flows {
+        // Flows or deployments named by id only are the run's own columns: the runs list of
+        // one flow or deployment then comes off its (id, expected start) index in order,
+        // which the planner cannot see through the EXISTS when its statistics are stale.
+        let flow_ids = self.flows.as_ref().and_then(|f| match f {
+            FlowFilter {
+                id: Some(id),
+                deployment: None,
+                name: None,
+                tags: None,
+                ..
+            } => ids_only(id),
+            _ => None,
+        });
+        let deployment_ids = self.deployments.as_ref().and_then(|d| match d {
+            DeploymentFilter {
+                id: Some(id),
+                name: None,
+                paused: None,
+                is_schedule_active: None,
+                tags: None,
+                work_queue_name: None,
+                ..
+            } => ids_only(id),
+            _ => None,
+        });
+        if let Some(ids) = flow_ids {
+            parts.push(column_in("fr.flow_id", ids, q));
+        } else if let Some(f) = &self.flows {
             parts.push(format!(
                 "EXISTS (SELECT 1 FROM flow f WHERE f.id = fr.flow_id AND {})",
                 f.sql(q, "f")
@@ -666,7 +713,9 @@ impl RunFilters {
                 f.sql(q, "tr")
             ));
         }
-        if let Some(f) = &self.deployments {
+        if let Some(ids) = deployment_ids {
+            parts.push(column_in("fr.deployment_id", ids, q));
+        } else if let Some(f) = &self.deployments {
             parts.push(format!(
                 "EXISTS (SELECT 1 FROM deployment d WHERE d.id = fr.deployment_id AND {})",
                 f.sql(q, "d")

@@ -748,3 +748,45 @@ async fn graph_v2_has_task_and_subflow_nodes_with_edges() {
         .await;
     assert_eq!(bad.status, 422);
 }
+
+/// Answers of 1,000 bytes or more are gzipped when the client accepts it (the stock client
+/// does), as Prefect's server does; smaller ones, and clients that do not, get plain JSON.
+#[tokio::test]
+async fn large_answers_are_gzipped_for_clients_that_accept_it() {
+    let app = TestApp::spawn().await;
+    let flow = app.post("/api/flows/", json!({"name": "zipped"})).await.body;
+    for i in 0..20 {
+        app.post(
+            "/api/flow_runs/",
+            json!({"flow_id": flow["id"], "name": format!("run-{i}")}),
+        )
+        .await;
+    }
+    let body = Some(json!({"limit": 20}).to_string());
+    let gzip = [("accept-encoding", "gzip, deflate")];
+    let zipped = app
+        .raw(http::Method::POST, "/api/flow_runs/filter", body.clone(), &gzip)
+        .await;
+    assert_eq!(zipped.status, 200);
+    assert_eq!(zipped.headers["content-encoding"], "gzip");
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&zipped.bytes[..]), &mut text).unwrap();
+    let runs: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(runs.as_array().unwrap().len(), 20);
+    assert!(
+        zipped.bytes.len() * 4 < text.len(),
+        "{} of {}",
+        zipped.bytes.len(),
+        text.len()
+    );
+
+    let plain = app
+        .raw(http::Method::POST, "/api/flow_runs/filter", body, &[])
+        .await;
+    assert!(plain.headers.get("content-encoding").is_none());
+    let ids = |v: &Value| -> Vec<Value> { v.as_array().unwrap().iter().map(|r| r["id"].clone()).collect() };
+    assert_eq!(ids(&plain.body), ids(&runs));
+    let small = app.raw(http::Method::GET, "/api/health", None, &gzip).await;
+    assert!(small.headers.get("content-encoding").is_none());
+    assert_eq!(small.body, json!(true));
+}

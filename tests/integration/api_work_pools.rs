@@ -306,13 +306,24 @@ async fn the_poll_hands_out_due_runs_by_priority_within_limits() {
     assert_eq!(queue["status"], "READY");
     assert!(queue["last_polled"].is_string());
 
-    let only_urgent = app
-        .post(
+    // What a poll handed out is not handed out again while its offer lasts; once it
+    // runs out, it is.
+    let only_urgent = || {
+        app.post(
             "/api/work_pools/local/get_scheduled_flow_runs",
             json!({"work_queue_names": ["urgent"], "scheduled_before": now}),
         )
-        .await;
-    assert_eq!(only_urgent.body.as_array().unwrap().len(), 1);
+    };
+    assert_eq!(only_urgent().await.body, json!([]));
+    app.db()
+        .await
+        .execute(
+            "UPDATE flow_run SET offered_until = now() - interval '1 second'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(only_urgent().await.body.as_array().unwrap().len(), 1);
     let missing = app
         .post(
             "/api/work_pools/local/get_scheduled_flow_runs",
@@ -467,6 +478,49 @@ async fn agent_claims_respect_pauses_and_concurrency_limits_exactly() {
         )
         .await;
     assert_eq!(missing.status, 404);
+}
+
+/// Workers polling at once each get runs no other poll got; a run whose state changed
+/// since it was handed out (say it was rescheduled) is handed out again at once.
+#[tokio::test]
+async fn concurrent_polls_never_hand_out_a_run_twice() {
+    let app = TestApp::spawn().await;
+    let p = pool(&app, "busy", json!({})).await;
+    let runs = scheduled_runs(&app, &p["default_queue_id"], 40).await;
+    let poll = || {
+        app.post(
+            "/api/work_pools/busy/get_scheduled_flow_runs",
+            json!({"scheduled_before": Utc::now().to_rfc3339(), "limit": 10}),
+        )
+    };
+    let answers = futures_util::future::join_all((0..8).map(|_| poll())).await;
+    let mut handed: Vec<String> = answers
+        .iter()
+        .flat_map(|a| {
+            assert_eq!(a.status, 200, "{}", a.text);
+            a.body.as_array().unwrap().clone()
+        })
+        .map(|r| r["flow_run"]["id"].as_str().unwrap().to_string())
+        .collect();
+    let all = handed.len();
+    handed.sort();
+    handed.dedup();
+    assert_eq!(handed.len(), all, "a run was handed out twice");
+    assert_eq!(all, 40, "every due run was handed out once");
+    assert_eq!(poll().await.body, json!([]));
+
+    let again = &runs[0]["id"];
+    let at = (Utc::now() - Duration::seconds(1)).to_rfc3339();
+    let res = app
+        .post(
+            &format!("/api/flow_runs/{}/set_state", again.as_str().unwrap()),
+            json!({"state": {"type": "SCHEDULED", "state_details": {"scheduled_time": at}}, "force": true}),
+        )
+        .await;
+    assert_eq!(res.status, 201, "{}", res.text);
+    let got = poll().await.body;
+    assert_eq!(got.as_array().unwrap().len(), 1, "{got}");
+    assert_eq!(&got[0]["flow_run"]["id"], again);
 }
 
 async fn scheduled_runs(app: &TestApp, queue_id: &Value, n: usize) -> Vec<Value> {

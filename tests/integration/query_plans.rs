@@ -7,12 +7,16 @@ use common::TestApp;
 use serde_json::{json, Value};
 use stratus_store::db::flow_runs::{FlowRun, FlowRunSort};
 use stratus_store::db::runs;
+use stratus_store::db::work_pools::{self, Poll};
 use stratus_store::filters::RunFilters;
 
 fn node_types(plan: &Value, out: &mut Vec<String>) {
     if let Some(kind) = plan.get("Node Type").and_then(Value::as_str) {
-        let index = plan.get("Index Name").and_then(Value::as_str).unwrap_or_default();
-        out.push(format!("{kind} {index}").trim().to_string());
+        let on = ["Index Name", "Relation Name"]
+            .iter()
+            .find_map(|k| plan.get(*k).and_then(Value::as_str))
+            .unwrap_or_default();
+        out.push(format!("{kind} {on}").trim().to_string());
     }
     for child in plan.get("Plans").and_then(Value::as_array).into_iter().flatten() {
         node_types(child, out);
@@ -41,21 +45,38 @@ async fn a_flows_runs_list_is_read_from_its_index_without_a_sort() {
         ..Default::default()
     };
     let client = app.default_workspace_client().await;
-    let plan = runs::filter_plan::<FlowRun>(&client, &filters, FlowRunSort::ExpectedStartTimeDesc, 50)
-        .await
-        .unwrap();
-    let mut nodes = Vec::new();
-    node_types(&plan[0]["Plan"], &mut nodes);
-    assert!(
-        !nodes.iter().any(|n| n.contains("Sort")),
-        "the page is sorted, not read in order: {nodes:?}"
-    );
-    assert!(
-        nodes
-            .iter()
-            .any(|n| n.contains("ix_flow_run__flow_id_expected_start_time")),
-        "{nodes:?}"
-    );
+    let read_in_order = |when: &'static str| {
+        let (client, filters) = (&client, &filters);
+        async move {
+            let plan = runs::filter_plan::<FlowRun>(client, filters, FlowRunSort::ExpectedStartTimeDesc, 50)
+                .await
+                .unwrap();
+            let mut nodes = Vec::new();
+            node_types(&plan[0]["Plan"], &mut nodes);
+            assert!(
+                !nodes.iter().any(|n| n.contains("Sort")),
+                "{when}: the page is sorted, not read in order: {nodes:?}"
+            );
+            assert!(
+                nodes
+                    .iter()
+                    .any(|n| n.contains("ix_flow_run__flow_id_expected_start_time")),
+                "{when}: {nodes:?}"
+            );
+        }
+    };
+    read_in_order("analyzed").await;
+    // A burst of runs the statistics have not seen (the planner still believes the flow
+    // has 300): the page still comes off the index in order.
+    let small_id: uuid::Uuid = small.as_str().unwrap().parse().unwrap();
+    db.execute(
+        "INSERT INTO flow_run (flow_id, name, expected_start_time) \
+         SELECT $1, 'burst-' || i, now() - interval '1 day' - i * interval '1 second' FROM generate_series(1, 20000) i",
+        &[&small_id],
+    )
+    .await
+    .unwrap();
+    read_in_order("after a burst").await;
     // And the route answers that page, newest first.
     let page = app
         .post(
@@ -72,4 +93,72 @@ async fn a_flows_runs_list_is_read_from_its_index_without_a_sort() {
         .collect();
     assert_eq!(names.len(), 50);
     assert_eq!(names[..3], ["run-1", "run-2", "run-3"]);
+}
+
+/// The work-pool poll reads each queue's due runs off the index of Scheduled runs, a page
+/// at a time, whether or not the table has statistics: never the queue's finished runs,
+/// nor its runs scheduled for later.
+#[tokio::test]
+async fn the_poll_reads_a_page_of_due_runs_off_its_index() {
+    let app = TestApp::spawn().await;
+    let pool = app
+        .post("/api/work_pools/", json!({"name": "big", "type": "process"}))
+        .await
+        .body;
+    let pool_id: uuid::Uuid = pool["id"].as_str().unwrap().parse().unwrap();
+    let queue: uuid::Uuid = pool["default_queue_id"].as_str().unwrap().parse().unwrap();
+    let flow = app.post("/api/flows/", json!({"name": "f"})).await.body["id"].clone();
+    let flow: uuid::Uuid = flow.as_str().unwrap().parse().unwrap();
+    let db = app.db().await;
+    // 30 due, 5,000 for later, 35,000 finished.
+    db.execute(
+        "INSERT INTO flow_run (flow_id, name, work_queue_id, state_type, state_name, next_scheduled_start_time, expected_start_time) \
+         SELECT $1, 'run-' || i, $2, CASE WHEN i <= 5030 THEN 'SCHEDULED' ELSE 'COMPLETED' END, 'x', \
+           CASE WHEN i <= 30 THEN now() - i * interval '1 second' ELSE now() + i * interval '1 minute' END, now() \
+         FROM generate_series(1, 40000) i",
+        &[&flow, &queue],
+    )
+    .await
+    .unwrap();
+    let poll = Poll {
+        queue_ids: vec![queue],
+        scheduled_before: Some(chrono::Utc::now()),
+        scheduled_after: None,
+        limit: 10,
+    };
+    let client = app.default_workspace_client().await;
+    for analyzed in [false, true] {
+        if analyzed {
+            db.batch_execute("ANALYZE flow_run").await.unwrap();
+        }
+        let plan = work_pools::poll_plan(&client, pool_id, &poll).await.unwrap();
+        let mut nodes = Vec::new();
+        node_types(&plan[0]["Plan"], &mut nodes);
+        assert!(
+            nodes
+                .iter()
+                .any(|n| n == "Index Scan ix_flow_run__work_queue_id_scheduled"),
+            "analyzed: {analyzed}: {nodes:?}"
+        );
+        assert!(
+            !nodes.iter().any(|n| n == "Seq Scan flow_run"),
+            "analyzed: {analyzed}: {nodes:?}"
+        );
+    }
+    // And it hands out the ten due soonest, soonest first.
+    let res = app
+        .post(
+            "/api/work_pools/big/get_scheduled_flow_runs",
+            json!({"scheduled_before": chrono::Utc::now().to_rfc3339(), "limit": 10}),
+        )
+        .await;
+    let names: Vec<&str> = res
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["flow_run"]["name"].as_str().unwrap())
+        .collect();
+    let want: Vec<String> = (21..=30).rev().map(|i| format!("run-{i}")).collect();
+    assert_eq!(names, want);
 }

@@ -21,7 +21,7 @@ pub fn cache_retrieval(t: &mut Transition<'_>) {
         return;
     };
     let mut copy = cached;
-    copy.id = Uuid::new_v4();
+    copy.id = Uuid::now_v7();
     copy.timestamp = t.stamp();
     copy.name = "Cached".to_string();
     // The bookkeeping points the copy's state_details at this run.

@@ -135,7 +135,7 @@ pub async fn insert_scheduled_runs(
             .await?;
         let Some(row) = row else { continue };
         let run_id: Uuid = row.get(0);
-        let state_id = Uuid::new_v4();
+        let state_id = Uuid::now_v7();
         let details = serde_json::json!({"flow_run_id": run_id, "scheduled_time": stratus_domain::time::format_ts(date)});
         let now = Utc::now();
         c.execute(
@@ -233,7 +233,7 @@ pub async fn set_flow_run_state(
     if let (Some(state), Some(parent_task)) = (&written, parent_task_run_id) {
         // The client never sets states on a subflow's parent task run: the server mirrors.
         let mut mirrored = state.clone();
-        mirrored.id = Uuid::new_v4();
+        mirrored.id = Uuid::now_v7();
         mirrored.state_details.child_flow_run_id = Some(run_id);
         mirrored.state_details.task_run_id = Some(parent_task);
         let mirror_opts = Options { force: true, ..opts };

@@ -1,6 +1,8 @@
 //! SQL for work pools, their queues and workers, and the poll that hands scheduled runs
 //! to workers and agents.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use serde::{Deserialize, Serialize};
@@ -628,97 +630,167 @@ pub struct Poll {
     pub limit: i64,
 }
 
+/// How long a run a poll handed out is kept from other polls, unless its state changes
+/// first: a worker proposes Pending at once (Prefect's own worker, within a second); one
+/// that died holding the offer delays its runs by this much.
+pub const OFFER_SECONDS: f64 = 10.0;
+
+/// The poll: each queue's due runs, soonest first, at most its room (`$5` or what its
+/// limit leaves), not held by another poll nor offered to one, marked offered.
+const POLL_SQL: &str = "WITH queues AS ( \
+       SELECT wq.id, wq.priority, \
+         CASE WHEN wq.concurrency_limit IS NULL THEN $5::bigint ELSE least($5::bigint, greatest(0, wq.concurrency_limit - \
+           (SELECT count(*) FROM flow_run r WHERE r.work_queue_id = wq.id AND r.state_type IN ('RUNNING','PENDING')))) END AS room \
+       FROM work_queue wq WHERE wq.work_pool_id = $1 AND NOT wq.is_paused AND wq.id = ANY($2) \
+     ), offered AS ( \
+       SELECT due.id, q.id AS queue_id FROM queues q CROSS JOIN LATERAL ( \
+         SELECT fr.id, fr.next_scheduled_start_time FROM flow_run fr \
+         WHERE fr.work_queue_id = q.id AND fr.state_type = 'SCHEDULED' \
+           AND coalesce(fr.empirical_policy->>'retry_type', '') <> 'in_process' \
+           AND fr.next_scheduled_start_time <= coalesce($3::timestamptz, 'infinity') \
+           AND fr.next_scheduled_start_time >= coalesce($4::timestamptz, '-infinity') \
+           AND (fr.offered_until IS NULL OR fr.offered_until < now() \
+             OR fr.offered_state_id IS DISTINCT FROM fr.state_id) \
+         ORDER BY fr.next_scheduled_start_time, fr.id LIMIT q.room \
+         FOR UPDATE OF fr SKIP LOCKED \
+       ) due \
+       ORDER BY q.priority, due.next_scheduled_start_time, due.id LIMIT $5::bigint \
+     ) \
+     UPDATE flow_run fr SET offered_state_id = fr.state_id, \
+       offered_until = now() + $6::float8 * interval '1 second' \
+     FROM offered o WHERE fr.id = o.id RETURNING fr.id, o.queue_id";
+
+/// The planner's plan of the poll's statement (`EXPLAIN`, nothing is run), for the test
+/// that checks it reads due runs off their index.
+pub async fn poll_plan(
+    c: &impl GenericClient,
+    pool_id: Uuid,
+    poll: &Poll,
+) -> Result<Value, tokio_postgres::Error> {
+    c.query_one(
+        format!("EXPLAIN (FORMAT JSON) {POLL_SQL}").as_str(),
+        &[
+            &pool_id,
+            &poll.queue_ids,
+            &poll.scheduled_before,
+            &poll.scheduled_after,
+            &poll.limit,
+            &OFFER_SECONDS,
+        ],
+    )
+    .await?
+    .try_get(0)
+}
+
 /// SCHEDULED runs in the given queues of an unpaused pool, by queue priority then time,
-/// within the pool's and each queue's concurrency limit, skipping rows other pollers hold.
-/// Marks the queues (and their deployments) polled and ready.
+/// within the pool's and each queue's concurrency limit, that no other poll was handed in
+/// the last [`OFFER_SECONDS`] (in the same state) or holds right now. Each queue's due
+/// runs are read soonest first off its index, at most a page of them; the runs handed
+/// out are marked offered. Marks the queues (and their deployments) polled and ready.
 pub async fn scheduled_runs(
     c: &impl GenericClient,
     pool: &WorkPool,
     poll: &Poll,
 ) -> Result<Vec<WorkerFlowRun>, tokio_postgres::Error> {
     let mut runs = Vec::new();
-    if !pool.is_paused {
-        let rows = c
+    let limit = match pool.concurrency_limit {
+        _ if pool.is_paused => 0,
+        None => poll.limit,
+        Some(cap) => {
+            let busy: i64 = c
+                .query_one(
+                    "SELECT count(*) FROM flow_run r JOIN work_queue wq ON wq.id = r.work_queue_id \
+                     WHERE wq.work_pool_id = $1 AND r.state_type IN ('RUNNING','PENDING')",
+                    &[&pool.id],
+                )
+                .await?
+                .get(0);
+            (i64::from(cap) - busy).clamp(0, poll.limit)
+        }
+    };
+    if limit > 0 {
+        let stmt = c.prepare_cached(POLL_SQL).await?;
+        let picked: HashMap<Uuid, Uuid> = c
             .query(
-                "WITH queues AS ( \
-                   SELECT wq.id, wq.priority, \
-                     CASE WHEN wq.concurrency_limit IS NULL THEN NULL ELSE greatest(0, wq.concurrency_limit - \
-                       (SELECT count(*) FROM flow_run r WHERE r.work_queue_id = wq.id AND r.state_type IN ('RUNNING','PENDING'))) END AS room \
-                   FROM work_queue wq WHERE wq.work_pool_id = $1 AND NOT wq.is_paused AND wq.id = ANY($2) \
-                 ), candidates AS ( \
-                   SELECT fr.id, q.id AS queue_id, q.priority, fr.next_scheduled_start_time, q.room, \
-                     row_number() OVER (PARTITION BY q.id ORDER BY fr.next_scheduled_start_time, fr.id) AS n \
-                   FROM flow_run fr JOIN queues q ON fr.work_queue_id = q.id \
-                   WHERE fr.state_type = 'SCHEDULED' \
-                     AND coalesce(fr.empirical_policy->>'retry_type', '') <> 'in_process' \
-                     AND ($3::timestamptz IS NULL OR fr.next_scheduled_start_time <= $3) \
-                     AND ($4::timestamptz IS NULL OR fr.next_scheduled_start_time >= $4) \
-                 ) \
-                 SELECT c.id, c.queue_id FROM candidates c \
-                 WHERE c.room IS NULL OR c.n <= c.room \
-                 ORDER BY c.priority, c.next_scheduled_start_time, c.id LIMIT $5",
-                &[&pool.id, &poll.queue_ids, &poll.scheduled_before, &poll.scheduled_after, &poll.limit],
-            )
-            .await?;
-        let pool_room = match pool.concurrency_limit {
-            None => usize::MAX,
-            Some(limit) => {
-                let busy: i64 = c
-                    .query_one(
-                        "SELECT count(*) FROM flow_run r JOIN work_queue wq ON wq.id = r.work_queue_id \
-                         WHERE wq.work_pool_id = $1 AND r.state_type IN ('RUNNING','PENDING')",
-                        &[&pool.id],
-                    )
-                    .await?
-                    .get(0);
-                (i64::from(limit) - busy).max(0) as usize
-            }
-        };
-        let picked: Vec<(Uuid, Uuid)> = rows
-            .iter()
-            .take(pool_room)
-            .map(|r| Ok((r.try_get("id")?, r.try_get("queue_id")?)))
-            .collect::<Result<_, tokio_postgres::Error>>()?;
-        let ids: Vec<Uuid> = picked.iter().map(|(id, _)| *id).collect();
-        // Lock what is handed out; rows another poller holds are skipped, not waited for.
-        let locked: std::collections::HashSet<Uuid> = c
-            .query(
-                "SELECT id FROM flow_run WHERE id = ANY($1) FOR UPDATE SKIP LOCKED",
-                &[&ids],
+                &stmt,
+                &[
+                    &pool.id,
+                    &poll.queue_ids,
+                    &poll.scheduled_before,
+                    &poll.scheduled_after,
+                    &limit,
+                    &OFFER_SECONDS,
+                ],
             )
             .await?
             .iter()
-            .map(|r| r.get(0))
-            .collect();
-        for (id, queue_id) in picked.into_iter().filter(|(id, _)| locked.contains(id)) {
-            if let Some(run) = crate::db::runs::read::<crate::db::flow_runs::FlowRun>(c, id).await? {
-                let mut value = serde_json::to_value(&run).unwrap_or(Value::Null);
-                if let Some(map) = value.as_object_mut() {
-                    // The poll's runs are the core FlowRun: no state, the raw queue name.
-                    map.insert("state".into(), Value::Null);
-                    map.remove("work_pool_id");
-                    map.remove("work_pool_name");
-                }
-                runs.push(WorkerFlowRun {
-                    work_pool_id: pool.id,
-                    work_queue_id: queue_id,
-                    flow_run: value,
-                });
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<_, tokio_postgres::Error>>()?;
+        let ids: Vec<Uuid> = picked.keys().copied().collect();
+        let mut read = crate::db::runs::read_many::<crate::db::flow_runs::FlowRun>(c, &ids).await?;
+        // In the poll's order: queue priority, then time (the update returned them unordered).
+        let priority = queue_priorities(c, &poll.queue_ids).await?;
+        read.sort_by_key(|run| {
+            let queue = picked.get(&run.id).copied().unwrap_or_default();
+            (
+                priority.get(&queue).copied().unwrap_or(i32::MAX),
+                run.timing.next_scheduled_start_time,
+                run.id,
+            )
+        });
+        for run in read {
+            let queue_id = picked.get(&run.id).copied().unwrap_or_default();
+            let mut value = serde_json::to_value(&run).unwrap_or(Value::Null);
+            if let Some(map) = value.as_object_mut() {
+                // The poll's runs are the core FlowRun: no state, the raw queue name.
+                map.insert("state".into(), Value::Null);
+                map.remove("work_pool_id");
+                map.remove("work_pool_name");
             }
+            runs.push(WorkerFlowRun {
+                work_pool_id: pool.id,
+                work_queue_id: queue_id,
+                flow_run: value,
+            });
         }
     }
+    mark_polled(c, &poll.queue_ids).await?;
+    Ok(runs)
+}
+
+async fn queue_priorities(
+    c: &impl GenericClient,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, i32>, tokio_postgres::Error> {
+    c.query("SELECT id, priority FROM work_queue WHERE id = ANY($1)", &[&ids])
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect()
+}
+
+/// Queues (and their deployments) polled now are READY with `last_polled` now. Pollers
+/// of one queue would queue up behind each other's row locks for this bookkeeping: a row
+/// another poll is marking, or one marked within the last second, is left as it is.
+async fn mark_polled(c: &impl GenericClient, queue_ids: &[Uuid]) -> Result<(), tokio_postgres::Error> {
     c.execute(
         "UPDATE work_queue SET last_polled = now(), status = CASE WHEN is_paused THEN 'PAUSED' ELSE 'READY' END \
-         WHERE id = ANY($1)",
-        &[&poll.queue_ids],
+         WHERE id IN (SELECT id FROM work_queue WHERE id = ANY($1) \
+           AND (last_polled IS NULL OR last_polled < now() - interval '1 second' \
+             OR status <> CASE WHEN is_paused THEN 'PAUSED' ELSE 'READY' END) \
+           FOR UPDATE SKIP LOCKED)",
+        &[&queue_ids],
     )
     .await?;
     c.execute(
-        "UPDATE deployment SET last_polled = now(), status = 'READY' WHERE work_queue_id = ANY($1)",
-        &[&poll.queue_ids],
+        "UPDATE deployment SET last_polled = now(), status = 'READY' \
+         WHERE id IN (SELECT id FROM deployment WHERE work_queue_id = ANY($1) \
+           AND (last_polled IS NULL OR last_polled < now() - interval '1 second' OR status <> 'READY') \
+           FOR UPDATE SKIP LOCKED)",
+        &[&queue_ids],
     )
     .await?;
-    Ok(runs)
+    Ok(())
 }
 
 pub async fn queue_ids(c: &impl GenericClient, pool_id: Uuid) -> Result<Vec<Uuid>, tokio_postgres::Error> {

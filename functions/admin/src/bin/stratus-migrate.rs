@@ -50,7 +50,7 @@ async fn migrate() -> Result<Value, String> {
     let sealed = stratus_store::db::blocks::reseal_all(&pool, &keyring)
         .await
         .map_err(|e| e.to_string())?;
-    tracing::info!(applied, types, sealed, "schema step done");
+    tracing::info!(applied, workspaces = types, sealed, "schema step done");
     Ok(json!({
         "Applied": applied,
         "SchemaVersion": stratus_store::db::required_schema_version(),
