@@ -83,6 +83,20 @@ impl Conn {
     }
 
     async fn send(&mut self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        match self.try_send(method, path, body).await {
+            Some(answer) => answer,
+            // The server closed the kept-alive connection while it was idle (uvicorn does
+            // after 5 s): once more on a new one.
+            None => {
+                *self = Conn::open(&self.target).await;
+                self.try_send(method, path, body)
+                    .await
+                    .expect("the server closed a new connection")
+            }
+        }
+    }
+
+    async fn try_send(&mut self, method: &str, path: &str, body: Option<&Value>) -> Option<(u16, Value)> {
         let body = body.map(Value::to_string).unwrap_or_default();
         let req = format!(
             "{method} {}{path} HTTP/1.1\r\nHost: {}\r\n{}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
@@ -92,9 +106,11 @@ impl Conn {
             body.len()
         );
         let stream = self.reader.get_mut();
-        stream.write_all(req.as_bytes()).await.expect("write");
+        stream.write_all(req.as_bytes()).await.ok()?;
         let mut line = String::new();
-        self.reader.read_line(&mut line).await.expect("status");
+        if self.reader.read_line(&mut line).await.ok()? == 0 {
+            return None;
+        }
         let status: u16 = line
             .split_whitespace()
             .nth(1)
@@ -132,7 +148,7 @@ impl Conn {
             buf.resize(length, 0);
             self.reader.read_exact(&mut buf).await.expect("body");
         }
-        (status, serde_json::from_slice(&buf).unwrap_or(Value::Null))
+        Some((status, serde_json::from_slice(&buf).unwrap_or(Value::Null)))
     }
 
     async fn post(&mut self, path: &str, body: &Value) -> (u16, Value) {
@@ -209,14 +225,24 @@ fn comm(pid: u32) -> String {
         .to_string()
 }
 
+/// CPU seconds of every local Postgres process, and of those that exited (a server that
+/// opens and closes connections leaves their time with the postmaster, which reaped them).
 fn postgres_cpu() -> f64 {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return 0.0;
     };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| comm(*pid) == "postgres")
-        .filter_map(cpu_seconds)
+        .filter_map(|pid| Some(cpu_seconds(pid)? + reaped_cpu_seconds(pid)?))
         .sum()
+}
+
+/// CPU seconds of a process's children that exited and were waited for (cutime + cstime).
+fn reaped_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    Some((fields.get(13)?.parse::<f64>().ok()? + fields.get(14)?.parse::<f64>().ok()?) / 100.0)
 }
 
 fn rss_mib(pid: u32) -> Option<f64> {

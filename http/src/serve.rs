@@ -40,7 +40,7 @@ pub fn api(routes: Router<AppState>, state: AppState) -> Router {
 }
 
 /// Answers of 1,000 bytes or more are gzipped for clients that accept it, as Prefect's
-/// server does (`GZipMiddleware(minimum_size=1000)`): a page of runs shrinks about tenfold.
+/// server does (`GZipMiddleware(minimum_size=1000)`): a page of runs is several times smaller.
 /// Event streams are left alone (each event must reach the browser as it is sent). The
 /// fastest level: JSON compresses well at any level, and the CPU is the server's.
 fn compression() -> CompressionLayer<impl Predicate> {
