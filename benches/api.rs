@@ -6,7 +6,7 @@
 //! figure at size to the empty one.
 //!
 //! ```text
-//! cargo bench --bench api -- [--scale 1] [--in-flight 16] [--database URL] [--keep] [--no-client] [--seed-only]
+//! cargo bench --bench api -- [--scale 1] [--in-flight 16] [--database URL] [--keep] [--no-client] [--seed-only] [--skip-empty]
 //! cargo bench --bench api -- --base http://127.0.0.1:4200/api [--server-pid PID] [--requests 0.25]
 //! ```
 //!
@@ -173,7 +173,7 @@ fn id_of(v: &Value) -> String {
 
 /// A run handed out by a poll must not be handed out again for this long (unless its
 /// state changes): Stratus's offer (`OFFER_SECONDS`); Prefect makes no such promise.
-const OFFER: Duration = Duration::from_secs(10);
+const OFFER: Duration = Duration::from_secs(3);
 
 // ---- what a phase measures ----------------------------------------------------------------
 
@@ -952,6 +952,7 @@ struct Args {
     in_flight: usize,
     keep: bool,
     seed_only: bool,
+    skip_empty: bool,
     client: bool,
     server_pid: Option<u32>,
 }
@@ -965,6 +966,7 @@ fn args() -> Args {
         in_flight: 16,
         keep: false,
         seed_only: false,
+        skip_empty: false,
         client: true,
         server_pid: None,
     };
@@ -980,6 +982,7 @@ fn args() -> Args {
             "--keep" => args.keep = true,
             "--no-client" => args.client = false,
             "--seed-only" => args.seed_only = true,
+            "--skip-empty" => args.skip_empty = true,
             other => panic!("unknown argument {other}"),
         }
     }
@@ -1014,7 +1017,7 @@ async fn main() {
 
     // The empty size: a database of its own, made for this run and dropped after it.
     let mut empty = None;
-    if !args.seed_only {
+    if !args.seed_only && !args.skip_empty {
         let (url, name) = new_database(&admin_url).await;
         // Start to healthy: the first start migrates the database; then it is migrated.
         let (server, first) = Server::start(&url).await;

@@ -714,7 +714,12 @@ impl RunFilters {
             ));
         }
         if let Some(ids) = deployment_ids {
-            parts.push(column_in("fr.deployment_id", ids, q));
+            // Runs outlive their deployment (the key is not enforced): a deleted one's id
+            // names no runs, as in Prefect.
+            parts.push(format!(
+                "{} AND EXISTS (SELECT 1 FROM deployment d WHERE d.id = fr.deployment_id)",
+                column_in("fr.deployment_id", ids, q)
+            ));
         } else if let Some(f) = &self.deployments {
             parts.push(format!(
                 "EXISTS (SELECT 1 FROM deployment d WHERE d.id = fr.deployment_id AND {})",

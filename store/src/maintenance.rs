@@ -2,6 +2,7 @@
 //! leftovers of cancelled flow runs, and pruning logs and states past their retention. Each pass does bounded work in short transactions,
 //! so it can run from a timer in the local server or from the scheduler function.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -10,6 +11,7 @@ use deadpool_postgres::Pool;
 use uuid::Uuid;
 
 use crate::config::Settings;
+use crate::db::runs::RunTable;
 use crate::db::work_pools::worker_timeout_seconds;
 use crate::error::StoreResult;
 use crate::runs_service::Runs;
@@ -54,18 +56,8 @@ pub async fn prune(pool: &Pool, retention: Retention) -> StoreResult<(u64, u64)>
     }
     let mut states = 0;
     if retention.state_days > 0 {
-        for (state_table, run_table, fk) in [
-            ("flow_run_state", "flow_run", "flow_run_id"),
-            ("task_run_state", "task_run", "task_run_id"),
-        ] {
-            let sql = format!(
-                "DELETE FROM {state_table} WHERE id IN (\
-                   SELECT s.id FROM {state_table} s JOIN {run_table} r ON r.id = s.{fk} \
-                   WHERE r.end_time < now() - $1 * interval '1 day' AND s.id <> r.state_id LIMIT $2)"
-            );
-            states += client
-                .execute(sql.as_str(), &[&(retention.state_days as f64), &PRUNE_BATCH_SIZE])
-                .await?;
+        for table in [RunTable::Flow, RunTable::Task] {
+            states += prune_states(&client, table, retention.state_days).await?;
         }
     }
     // Published outbox rows are only kept a day, for inspection; the Postgres queue keeps
@@ -100,6 +92,57 @@ pub async fn prune(pool: &Pool, retention: Retention) -> StoreResult<(u64, u64)>
         )
         .await?;
     Ok((logs, states))
+}
+
+/// Where each workspace's state pruning has got to in each run table: the end time and id
+/// of the last finished run it looked at. Runs end in time order, so the runs that pass the
+/// retention window later all come after it. Kept in the process (a restart walks the
+/// history again from its start, a bounded stretch a pass).
+type Cursor = (chrono::DateTime<Utc>, Uuid);
+/// A workspace (None: no scope) and a run table.
+type CursorKey = (Option<Uuid>, RunTable);
+static STATE_CURSORS: Mutex<Option<HashMap<CursorKey, Cursor>>> = Mutex::new(None);
+
+/// Deletes the superseded states of at most [`PRUNE_BATCH_SIZE`] finished runs that ended
+/// before the retention window, the next ones by end time after the last pass's. A pass
+/// reads a bounded stretch of the runs' `end_time` index, however long the history and
+/// however few of its runs have states left to prune (looking for them among every state
+/// took 9.5 s a pass over 10,000,000 task runs, again and again).
+async fn prune_states(c: &deadpool_postgres::Object, table: RunTable, days: i64) -> StoreResult<u64> {
+    let key = (crate::tenancy::workspace(), table);
+    let from = STATE_CURSORS
+        .lock()
+        .ok()
+        .and_then(|cursors| cursors.as_ref()?.get(&key).copied())
+        .unwrap_or((chrono::DateTime::<Utc>::UNIX_EPOCH, Uuid::nil()));
+    let sql = format!(
+        "WITH runs AS ( \
+           SELECT r.id, r.state_id, r.end_time FROM {run} r \
+           WHERE r.end_time < now() - $1 * interval '1 day' \
+             AND r.end_time >= $2 AND (r.end_time > $2 OR r.id > $3) \
+           ORDER BY r.end_time, r.id LIMIT $4 \
+         ), gone AS ( \
+           DELETE FROM {states} s USING runs WHERE s.{fk} = runs.id AND s.id <> runs.state_id \
+           RETURNING 1 \
+         ), last AS (SELECT end_time, id FROM runs ORDER BY end_time DESC, id DESC LIMIT 1) \
+         SELECT (SELECT count(*) FROM gone), (SELECT end_time FROM last), (SELECT id FROM last)",
+        run = table.run_table(),
+        states = table.state_table(),
+        fk = table.fk(),
+    );
+    let stmt = c.prepare_cached(&sql).await?;
+    let row = c
+        .query_one(&stmt, &[&(days as f64), &from.0, &from.1, &PRUNE_BATCH_SIZE])
+        .await?;
+    let pruned: i64 = row.try_get(0)?;
+    let last: Option<chrono::DateTime<Utc>> = row.try_get(1)?;
+    let last_id: Option<Uuid> = row.try_get(2)?;
+    if let (Some(at), Some(id)) = (last, last_id) {
+        if let Ok(mut cursors) = STATE_CURSORS.lock() {
+            cursors.get_or_insert_with(HashMap::new).insert(key, (at, id));
+        }
+    }
+    Ok(pruned as u64)
 }
 
 /// Since when this process's upkeep passes have run without a break: an agent's silence

@@ -52,8 +52,8 @@ fn describe(e: SchemaError) -> String {
 }
 
 /// Registers the bundled block types in every workspace that does not have this bundle
-/// yet, each in a transaction of its own; returns how many workspaces were brought up to
-/// date. A start with nothing to register reads one row per workspace: registering the
+/// yet (or lost one of its types), each in a transaction of its own; returns how many
+/// workspaces were brought up to date. A start with nothing to register reads one row per workspace: registering the
 /// whole bundle took most of `stratus server start`'s time.
 pub async fn install_everywhere(pool: &deadpool_postgres::Pool) -> Result<usize, SetupError> {
     let failed = |e: crate::error::StoreError| SetupError::Register {
@@ -64,8 +64,12 @@ pub async fn install_everywhere(pool: &deadpool_postgres::Pool) -> Result<usize,
     let current: std::collections::HashSet<uuid::Uuid> = crate::tenancy::system(async {
         let client = pool.get().await?;
         let rows = client
+            // This bundle, registered by this code, and none of its types deleted since.
             .query(
-                "SELECT workspace_id FROM configuration WHERE key = $1 AND value->>'checksum' = $2",
+                "SELECT c.workspace_id FROM configuration c WHERE c.key = $1 AND c.value->>'checksum' = $2 \
+                 AND (SELECT count(DISTINCT bt.slug) FROM block_type bt WHERE bt.workspace_id = c.workspace_id \
+                      AND bt.slug IN (SELECT jsonb_array_elements_text(c.value->'slugs'))) \
+                   = jsonb_array_length(c.value->'slugs')",
                 &[&MARKER, &checksum()],
             )
             .await?;
@@ -84,9 +88,16 @@ pub async fn install_everywhere(pool: &deadpool_postgres::Pool) -> Result<usize,
 /// The configuration key under which a workspace records the bundle it has.
 const MARKER: &str = "stratus.system_blocks";
 
+/// Raised when registering changes (how types and schemas are written), so that every
+/// workspace registers the bundle again on the next start.
+const REGISTRATION: &str = "1";
+
 fn checksum() -> String {
     use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(BUNDLED.as_bytes()))
+    let mut hash = sha2::Sha256::new();
+    hash.update(REGISTRATION.as_bytes());
+    hash.update(BUNDLED.as_bytes());
+    hex::encode(hash.finalize())
 }
 
 /// Registers the bundled block types in the workspace in scope, in one transaction, and
@@ -98,10 +109,18 @@ pub async fn install_in_scope(pool: &deadpool_postgres::Pool) -> Result<usize, S
         .await
         .map_err(SetupError::database("begin registering the core block types"))?;
     let types = install(&tx).await?;
+    let bundle: Bundle = serde_json::from_str(BUNDLED)?;
+    let slugs: Vec<&str> = bundle
+        .blocks
+        .iter()
+        .chain(&bundle.collections)
+        .map(|b| b.block_type.slug.as_str())
+        .collect();
     tx.execute(
-        "INSERT INTO configuration (key, value) VALUES ($1, jsonb_build_object('checksum', $2::text)) \
+        "INSERT INTO configuration (key, value) \
+         VALUES ($1, jsonb_build_object('checksum', $2::text, 'slugs', to_jsonb($3::text[]))) \
          ON CONFLICT (workspace_id, key) DO UPDATE SET value = EXCLUDED.value, updated = now()",
-        &[&MARKER, &checksum()],
+        &[&MARKER, &checksum(), &slugs],
     )
     .await
     .map_err(SetupError::database("record the core block types"))?;

@@ -523,6 +523,36 @@ async fn concurrent_polls_never_hand_out_a_run_twice() {
     assert_eq!(&got[0]["flow_run"]["id"], again);
 }
 
+/// Runs handed out and not yet Pending take their queue's and pool's room while their
+/// offer lasts: polls one after another, or at once, never hand out more than the limits.
+#[tokio::test]
+async fn runs_handed_out_count_against_concurrency_limits() {
+    let app = TestApp::spawn().await;
+    let p = pool(&app, "limited", json!({"concurrency_limit": 3})).await;
+    let q = app
+        .post(
+            "/api/work_pools/limited/queues",
+            json!({"name": "two", "concurrency_limit": 2}),
+        )
+        .await
+        .body;
+    scheduled_runs(&app, &q["id"], 5).await;
+    scheduled_runs(&app, &p["default_queue_id"], 5).await;
+    let poll = |queue: &'static str| {
+        app.post(
+            "/api/work_pools/limited/get_scheduled_flow_runs",
+            json!({"work_queue_names": [queue], "scheduled_before": Utc::now().to_rfc3339()}),
+        )
+    };
+    let answers = futures_util::future::join_all([poll("two"), poll("two"), poll("two")]).await;
+    let from_two: usize = answers.iter().map(|a| a.body.as_array().unwrap().len()).sum();
+    assert_eq!(from_two, 2, "the queue's limit");
+    let answers = futures_util::future::join_all([poll("default"), poll("default")]).await;
+    let from_default: usize = answers.iter().map(|a| a.body.as_array().unwrap().len()).sum();
+    assert_eq!(from_default, 1, "what the pool's limit leaves");
+    assert_eq!(poll("default").await.body, json!([]));
+}
+
 async fn scheduled_runs(app: &TestApp, queue_id: &Value, n: usize) -> Vec<Value> {
     let mut runs = Vec::new();
     for _ in 0..n {

@@ -13,7 +13,7 @@ use stratus_domain::states::{State, StateDetails, StateType};
 use stratus_domain::time::{ts, ts_opt};
 
 /// Which of the two run tables a query is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RunTable {
     Flow,
     Task,
@@ -276,11 +276,10 @@ pub async fn filter<R: RunRow>(
     offset: i64,
 ) -> Result<Vec<R>, tokio_postgres::Error> {
     let (sql, q) = filter_sql::<R>(filters, sort, limit, offset);
-    // Prepared once per connection and shape of filter: planning these joins (run, state,
-    // queue, pool, under row security) costs more than running them for a page.
-    let stmt = c.prepare_cached(&sql).await?;
+    // Not cached per connection: callers choose the shape of a filter, and each shape
+    // would stay prepared in every connection's backend.
     let now = Utc::now();
-    c.query(&stmt, &q.params())
+    c.query(sql.as_str(), &q.params())
         .await?
         .iter()
         .map(|r| R::from_row(r, now))

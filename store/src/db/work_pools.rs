@@ -631,16 +631,17 @@ pub struct Poll {
 }
 
 /// How long a run a poll handed out is kept from other polls, unless its state changes
-/// first: a worker proposes Pending at once (Prefect's own worker, within a second); one
-/// that died holding the offer delays its runs by this much.
-pub const OFFER_SECONDS: f64 = 10.0;
+/// first: Prefect's worker proposes Pending within a second of its poll. Short, because a
+/// worker at its `--limit` drops what it cannot take, and those runs wait this long.
+pub const OFFER_SECONDS: f64 = 3.0;
 
 /// The poll: each queue's due runs, soonest first, at most its room (`$5` or what its
 /// limit leaves), not held by another poll nor offered to one, marked offered.
 const POLL_SQL: &str = "WITH queues AS ( \
        SELECT wq.id, wq.priority, \
          CASE WHEN wq.concurrency_limit IS NULL THEN $5::bigint ELSE least($5::bigint, greatest(0, wq.concurrency_limit - \
-           (SELECT count(*) FROM flow_run r WHERE r.work_queue_id = wq.id AND r.state_type IN ('RUNNING','PENDING')))) END AS room \
+           (SELECT count(*) FROM flow_run r WHERE r.work_queue_id = wq.id AND (r.state_type IN ('RUNNING','PENDING') \
+             OR (r.state_type = 'SCHEDULED' AND r.offered_state_id = r.state_id AND r.offered_until > now()))))) END AS room \
        FROM work_queue wq WHERE wq.work_pool_id = $1 AND NOT wq.is_paused AND wq.id = ANY($2) \
      ), offered AS ( \
        SELECT due.id, q.id AS queue_id FROM queues q CROSS JOIN LATERAL ( \
@@ -693,14 +694,27 @@ pub async fn scheduled_runs(
     poll: &Poll,
 ) -> Result<Vec<WorkerFlowRun>, tokio_postgres::Error> {
     let mut runs = Vec::new();
+    // Where the pool or one of its queues has a limit, polls (and claims, `claim_check`)
+    // take turns on the pool's row: each then counts the runs the one before handed out.
+    if !pool.is_paused {
+        c.execute(
+            "SELECT 1 FROM work_pool p WHERE p.id = $1 AND (p.concurrency_limit IS NOT NULL \
+               OR EXISTS (SELECT 1 FROM work_queue q WHERE q.work_pool_id = p.id AND q.concurrency_limit IS NOT NULL)) \
+             FOR NO KEY UPDATE OF p",
+            &[&pool.id],
+        )
+        .await?;
+    }
     let limit = match pool.concurrency_limit {
         _ if pool.is_paused => 0,
         None => poll.limit,
         Some(cap) => {
+            // Runs handed out and not yet Pending count as busy while their offer lasts.
             let busy: i64 = c
                 .query_one(
                     "SELECT count(*) FROM flow_run r JOIN work_queue wq ON wq.id = r.work_queue_id \
-                     WHERE wq.work_pool_id = $1 AND r.state_type IN ('RUNNING','PENDING')",
+                     WHERE wq.work_pool_id = $1 AND (r.state_type IN ('RUNNING','PENDING') \
+                       OR (r.state_type = 'SCHEDULED' AND r.offered_state_id = r.state_id AND r.offered_until > now()))",
                     &[&pool.id],
                 )
                 .await?
@@ -778,7 +792,7 @@ async fn mark_polled(c: &impl GenericClient, queue_ids: &[Uuid]) -> Result<(), t
          WHERE id IN (SELECT id FROM work_queue WHERE id = ANY($1) \
            AND (last_polled IS NULL OR last_polled < now() - interval '1 second' \
              OR status <> CASE WHEN is_paused THEN 'PAUSED' ELSE 'READY' END) \
-           FOR UPDATE SKIP LOCKED)",
+           FOR NO KEY UPDATE SKIP LOCKED)",
         &[&queue_ids],
     )
     .await?;
@@ -786,7 +800,7 @@ async fn mark_polled(c: &impl GenericClient, queue_ids: &[Uuid]) -> Result<(), t
         "UPDATE deployment SET last_polled = now(), status = 'READY' \
          WHERE id IN (SELECT id FROM deployment WHERE work_queue_id = ANY($1) \
            AND (last_polled IS NULL OR last_polled < now() - interval '1 second' OR status <> 'READY') \
-           FOR UPDATE SKIP LOCKED)",
+           FOR NO KEY UPDATE SKIP LOCKED)",
         &[&queue_ids],
     )
     .await?;
