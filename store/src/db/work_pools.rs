@@ -631,7 +631,7 @@ pub struct Poll {
 }
 
 /// How long a run a poll handed out is kept from other polls, unless its state changes
-/// first: Prefect's worker proposes Pending within a second of its poll. Short, because a
+/// first (being marked Late, which the scheduler may do meanwhile, is no change here): Prefect's worker proposes Pending within a second of its poll. Short, because a
 /// worker at its `--limit` drops what it cannot take, and those runs wait this long.
 pub const OFFER_SECONDS: f64 = 3.0;
 
@@ -641,7 +641,7 @@ const POLL_SQL: &str = "WITH queues AS ( \
        SELECT wq.id, wq.priority, \
          CASE WHEN wq.concurrency_limit IS NULL THEN $5::bigint ELSE least($5::bigint, greatest(0, wq.concurrency_limit - \
            (SELECT count(*) FROM flow_run r WHERE r.work_queue_id = wq.id AND (r.state_type IN ('RUNNING','PENDING') \
-             OR (r.state_type = 'SCHEDULED' AND r.offered_state_id = r.state_id AND r.offered_until > now()))))) END AS room \
+             OR (r.state_type = 'SCHEDULED' AND (r.offered_state_id = r.state_id OR r.state_name = 'Late') AND r.offered_until > now()))))) END AS room \
        FROM work_queue wq WHERE wq.work_pool_id = $1 AND NOT wq.is_paused AND wq.id = ANY($2) \
      ), offered AS ( \
        SELECT due.id, q.id AS queue_id FROM queues q CROSS JOIN LATERAL ( \
@@ -651,7 +651,7 @@ const POLL_SQL: &str = "WITH queues AS ( \
            AND fr.next_scheduled_start_time <= coalesce($3::timestamptz, 'infinity') \
            AND fr.next_scheduled_start_time >= coalesce($4::timestamptz, '-infinity') \
            AND (fr.offered_until IS NULL OR fr.offered_until < now() \
-             OR fr.offered_state_id IS DISTINCT FROM fr.state_id) \
+             OR (fr.offered_state_id IS DISTINCT FROM fr.state_id AND fr.state_name <> 'Late')) \
          ORDER BY fr.next_scheduled_start_time, fr.id LIMIT q.room \
          FOR UPDATE OF fr SKIP LOCKED \
        ) due \
@@ -714,7 +714,7 @@ pub async fn scheduled_runs(
                 .query_one(
                     "SELECT count(*) FROM flow_run r JOIN work_queue wq ON wq.id = r.work_queue_id \
                      WHERE wq.work_pool_id = $1 AND (r.state_type IN ('RUNNING','PENDING') \
-                       OR (r.state_type = 'SCHEDULED' AND r.offered_state_id = r.state_id AND r.offered_until > now()))",
+                       OR (r.state_type = 'SCHEDULED' AND (r.offered_state_id = r.state_id OR r.state_name = 'Late') AND r.offered_until > now()))",
                     &[&pool.id],
                 )
                 .await?
