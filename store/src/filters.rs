@@ -180,7 +180,8 @@ fn ids_only(f: &IdFilter) -> Option<&[Uuid]> {
     }
 }
 
-/// `col` is one of `ids`; plain equality for one (see [`uuid_conds`]).
+/// `col` is one of `ids`. Plain equality for one lets Postgres (before 17) read a
+/// composite index in order, as for the task runs of one flow run sorted by start.
 fn column_in(col: &str, ids: &[Uuid], q: &mut Query) -> String {
     match ids {
         [one] => format!("{col} = {}::uuid", q.bind(*one)),
@@ -191,12 +192,7 @@ fn column_in(col: &str, ids: &[Uuid], q: &mut Query) -> String {
 fn uuid_conds(c: &mut Conds, q: &mut Query, col: &str, f: &Option<IdFilter>) {
     let Some(f) = f else { return };
     if let Some(any) = &f.any_ {
-        match any.as_slice() {
-            // Plain equality lets Postgres (before 17) read a composite index in order, as
-            // for the task runs of one flow run sorted by start.
-            [one] => c.push(format!("{col} = {}::uuid", q.bind(*one))),
-            _ => c.push(format!("{col} = ANY({}::uuid[])", q.bind(any.clone()))),
-        }
+        c.push(column_in(col, any, q));
     }
     if let Some(not_any) = &f.not_any_ {
         c.push(format!("NOT ({col} = ANY({}::uuid[]))", q.bind(not_any.clone())));
