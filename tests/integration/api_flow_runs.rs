@@ -790,3 +790,120 @@ async fn large_answers_are_gzipped_for_clients_that_accept_it() {
     assert!(small.headers.get("content-encoding").is_none());
     assert_eq!(small.body, json!(true));
 }
+
+/// The fields of a run that do not move with the clock (`estimated_*` do).
+fn settled(run: &Value) -> Value {
+    let mut run = run.clone();
+    let fields = run.as_object_mut().unwrap();
+    fields.remove("estimated_run_time");
+    fields.remove("estimated_start_time_delta");
+    run
+}
+
+#[tokio::test]
+async fn a_deployment_run_is_answered_as_it_reads_and_is_due_on_its_queue() {
+    let app = TestApp::spawn().await;
+    let flow_id = flow(&app, "f").await;
+    let pool = app
+        .post("/api/work_pools/", json!({"name": "p", "type": "process"}))
+        .await;
+    assert_eq!(pool.status, 201, "{}", pool.text);
+    let d = app
+        .post(
+            "/api/deployments/",
+            json!({"name": "d", "flow_id": flow_id, "work_pool_name": "p", "tags": ["x"]}),
+        )
+        .await
+        .body;
+    let when = (Utc::now() + Duration::hours(1)).to_rfc3339();
+    let created = app
+        .post(
+            &format!("/api/deployments/{}/create_flow_run", d["id"].as_str().unwrap()),
+            json!({"state": {"type": "SCHEDULED", "state_details": {"scheduled_time": when}}}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let id = created.body["id"].as_str().unwrap();
+    let read = app.get(&format!("/api/flow_runs/{id}")).await;
+    assert_eq!(settled(&created.body), settled(&read.body));
+    assert_eq!(read.body["work_pool_name"], "p");
+    assert_eq!(read.body["work_queue_name"], "default");
+    assert_eq!(read.body["state"]["type"], "SCHEDULED");
+    assert_eq!(
+        read.body["next_scheduled_start_time"],
+        read.body["expected_start_time"]
+    );
+    assert_eq!(read.body["tags"], json!(["x"]));
+
+    let db = app.db().await;
+    let row = db
+        .query_one(
+            "SELECT (SELECT count(*) FROM flow_run_state WHERE flow_run_id = $1), \
+                    (SELECT count(*) FROM outbox WHERE flow_run_id = $1)",
+            &[&uuid::Uuid::parse_str(id).unwrap()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, i64>(0), row.get::<_, i64>(1)),
+        (1, 1),
+        "one state, one message"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_creates_with_one_key_make_one_run_in_one_state() {
+    let app = TestApp::spawn().await;
+    let flow_id = flow(&app, "f").await;
+    let body = json!({"flow_id": flow_id, "idempotency_key": "once", "state": state("PENDING")});
+    let answers =
+        futures_util::future::join_all((0..8).map(|_| app.post("/api/flow_runs/", body.clone()))).await;
+    let created = answers.iter().filter(|a| a.status == 201).count();
+    assert_eq!(
+        created,
+        1,
+        "{:?}",
+        answers.iter().map(|a| a.status).collect::<Vec<_>>()
+    );
+    assert!(answers.iter().all(|a| a.status == 201 || a.status == 200));
+    let id = &answers[0].body["id"];
+    assert!(answers.iter().all(|a| &a.body["id"] == id));
+    let db = app.db().await;
+    let states: i64 = db
+        .query_one(
+            "SELECT count(*) FROM flow_run_state WHERE flow_run_id = $1",
+            &[&uuid::Uuid::parse_str(id.as_str().unwrap()).unwrap()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(states, 1);
+}
+
+#[tokio::test]
+async fn a_run_created_with_a_persisted_result_has_its_result_artifact() {
+    let app = TestApp::spawn().await;
+    let flow_id = flow(&app, "f").await;
+    let mut done = state("COMPLETED");
+    done["data"] = json!({"type": "reference", "serializer_type": "json", "storage_block_id": null,
+                          "storage_key": "k", "artifact_type": "result", "artifact_description": "made"});
+    let created = run(&app, json!({"flow_id": flow_id, "state": done})).await;
+    assert_eq!(created["state"]["type"], "COMPLETED");
+    assert_eq!(created["state"]["data"]["storage_key"], "k");
+    assert!(created["state"]["data"].get("artifact_type").is_none());
+    let artifacts = app
+        .post(
+            "/api/artifacts/filter",
+            json!({"artifacts": {"flow_run_id": {"any_": [created["id"]]}}}),
+        )
+        .await;
+    assert_eq!(artifacts.status, 200, "{}", artifacts.text);
+    let artifacts = artifacts.body.as_array().unwrap().clone();
+    assert_eq!(artifacts.len(), 1, "{artifacts:?}");
+    assert_eq!(artifacts[0]["type"], "result");
+    assert_eq!(artifacts[0]["description"], "made");
+    let read = app
+        .get(&format!("/api/flow_runs/{}", created["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(settled(&created), settled(&read.body));
+}

@@ -441,3 +441,73 @@ async fn a_deleted_newest_cache_entry_is_a_miss_not_a_fallback_to_an_older_one()
     let res = set(&app, &later["id"], running).await;
     assert_eq!(res.body["status"], "ACCEPT", "{}", res.text);
 }
+
+#[tokio::test]
+async fn an_autonomous_task_run_created_running_takes_a_cached_state() {
+    let app = TestApp::spawn().await;
+    let flow_run_id = running_flow_run(&app).await;
+    let first = task(&app, &flow_run_id, "cached", json!({})).await;
+    let mut running = state("RUNNING");
+    running["state_details"]["cache_key"] = json!("input-hash");
+    assert_eq!(
+        set(&app, &first["id"], running.clone()).await.body["status"],
+        "ACCEPT"
+    );
+    let mut done = state("COMPLETED");
+    done["state_details"]["cache_key"] = json!("input-hash");
+    done["data"] = json!({"type": "reference", "serializer_type": "pickle", "storage_block_id": null,
+                          "storage_key": "result-1"});
+    assert_eq!(set(&app, &first["id"], done).await.body["status"], "ACCEPT");
+
+    // Its first state is decided with the cache read, as any later Running would be.
+    let res = app
+        .post(
+            "/api/task_runs/",
+            json!({"name": "again", "flow_run_id": null, "task_key": "cached", "dynamic_key": "x",
+                   "tags": [], "task_inputs": {}, "state": running}),
+        )
+        .await;
+    assert_eq!(res.status, 201, "{}", res.text);
+    assert_eq!(res.body["state"]["type"], "COMPLETED", "{}", res.text);
+    assert_eq!(res.body["state"]["name"], "Cached");
+    assert_eq!(res.body["state"]["data"]["storage_key"], "result-1");
+}
+
+#[tokio::test]
+async fn concurrent_creates_of_one_task_make_one_run_in_one_state() {
+    let app = TestApp::spawn().await;
+    let flow_run_id = running_flow_run(&app).await;
+    let body = json!({
+        "flow_run_id": flow_run_id, "task_key": "same", "dynamic_key": "0", "name": "same-0",
+        "tags": ["a"], "task_inputs": {}, "state": state("PENDING")
+    });
+    let answers =
+        futures_util::future::join_all((0..8).map(|_| app.post("/api/task_runs/", body.clone()))).await;
+    let created = answers.iter().filter(|a| a.status == 201).count();
+    assert_eq!(
+        created,
+        1,
+        "{:?}",
+        answers.iter().map(|a| a.status).collect::<Vec<_>>()
+    );
+    assert!(answers.iter().all(|a| a.status == 201 || a.status == 200));
+    let id = answers[0].body["id"].clone();
+    assert!(answers.iter().all(|a| a.body["id"] == id));
+    let read = app
+        .get(&format!("/api/task_runs/{}", id.as_str().unwrap()))
+        .await
+        .body;
+    assert_eq!(read["state"]["type"], "PENDING");
+    assert_eq!(read["state_id"], read["state"]["id"]);
+    assert_eq!(read["tags"], json!(["a"]));
+    let db = app.db().await;
+    let states: i64 = db
+        .query_one(
+            "SELECT count(*) FROM task_run_state WHERE task_run_id = $1",
+            &[&uuid::Uuid::parse_str(id.as_str().unwrap()).unwrap()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(states, 1);
+}

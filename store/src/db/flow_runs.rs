@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use serde::Serialize;
 use serde_json::Value;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
@@ -175,51 +176,46 @@ pub struct NewFlowRun {
     pub job_variables: Option<Value>,
 }
 
-/// Inserts the run unless `(flow_id, idempotency_key)` exists. Returns the run's id and
-/// whether it was inserted.
-pub async fn insert(c: &impl GenericClient, run: &NewFlowRun) -> Result<(Uuid, bool), tokio_postgres::Error> {
-    let stmt = c
-        .prepare_cached(
-            "INSERT INTO flow_run (name, flow_id, deployment_id, flow_version, parameters, context, \
-             parent_task_run_id, infrastructure_document_id, empirical_policy, tags, idempotency_key, \
-             work_queue_name, job_variables, work_queue_id, deployment_version) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
-             ON CONFLICT (flow_id, idempotency_key) DO NOTHING RETURNING id",
-        )
-        .await?;
-    let policy = serde_json::to_value(&run.empirical_policy).unwrap_or(Value::Null);
-    let inserted = c
-        .query_opt(
-            &stmt,
-            &[
-                &run.name,
-                &run.flow_id,
-                &run.deployment_id,
-                &run.flow_version,
-                &run.parameters,
-                &run.context,
-                &run.parent_task_run_id,
-                &run.infrastructure_document_id,
-                &policy,
-                &run.tags,
-                &run.idempotency_key,
-                &run.work_queue_name,
-                &run.job_variables,
-                &run.work_queue_id,
-                &run.deployment_version,
-            ],
-        )
-        .await?;
-    if let Some(row) = inserted {
-        return Ok((row.get(0), true));
+impl NewFlowRun {
+    /// The columns of the run's own insert, beside its id, policy and state bookkeeping.
+    pub(crate) const COLUMNS: &'static str = "name, flow_id, deployment_id, flow_version, parameters, context, \
+        parent_task_run_id, infrastructure_document_id, tags, idempotency_key, work_queue_name, job_variables, \
+        work_queue_id, deployment_version";
+    /// The unique key a repeated create meets.
+    pub(crate) const CONFLICT: &'static str = "(flow_id, idempotency_key)";
+
+    /// The values of [`Self::COLUMNS`], in order.
+    pub(crate) fn values(&self) -> Vec<&(dyn ToSql + Sync)> {
+        vec![
+            &self.name,
+            &self.flow_id,
+            &self.deployment_id,
+            &self.flow_version,
+            &self.parameters,
+            &self.context,
+            &self.parent_task_run_id,
+            &self.infrastructure_document_id,
+            &self.tags,
+            &self.idempotency_key,
+            &self.work_queue_name,
+            &self.job_variables,
+            &self.work_queue_id,
+            &self.deployment_version,
+        ]
     }
-    let row = c
-        .query_one(
-            "SELECT id FROM flow_run WHERE flow_id = $1 AND idempotency_key = $2",
-            &[&run.flow_id, &run.idempotency_key],
-        )
-        .await?;
-    Ok((row.get(0), false))
+
+    /// The id of the run a create with this flow and idempotency key made before.
+    pub(crate) async fn existing(
+        &self,
+        c: &impl GenericClient,
+    ) -> Result<Option<Uuid>, tokio_postgres::Error> {
+        let stmt = c
+            .prepare_cached("SELECT id FROM flow_run WHERE flow_id = $1 AND idempotency_key = $2")
+            .await?;
+        Ok(c.query_opt(&stmt, &[&self.flow_id, &self.idempotency_key])
+            .await?
+            .map(|r| r.get(0)))
+    }
 }
 
 /// The keys of a `FlowRunUpdate` that were given.

@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use serde::Serialize;
 use serde_json::Value;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
@@ -96,59 +97,48 @@ pub struct NewTaskRun {
     pub task_inputs: Value,
 }
 
-/// Inserts the task run unless `(flow_run_id, task_key, dynamic_key)` exists; returns its
-/// id and whether it is new. Autonomous tasks (no flow run) are deduplicated here too.
-pub async fn insert(c: &impl GenericClient, run: &NewTaskRun) -> Result<(Uuid, bool), tokio_postgres::Error> {
-    if run.flow_run_id.is_none() {
-        let existing = c
-            .query_opt(
-                "SELECT id FROM task_run WHERE flow_run_id IS NULL AND task_key = $1 AND dynamic_key = $2",
-                &[&run.task_key, &run.dynamic_key],
-            )
+impl NewTaskRun {
+    /// The columns of the run's own insert, beside its id, policy and state bookkeeping.
+    pub(crate) const COLUMNS: &'static str = "name, flow_run_id, task_key, dynamic_key, cache_key, \
+        cache_expiration, task_version, tags, task_inputs";
+    /// The unique key a repeated create meets.
+    pub(crate) const CONFLICT: &'static str = "(flow_run_id, task_key, dynamic_key)";
+
+    /// The values of [`Self::COLUMNS`], in order.
+    pub(crate) fn values(&self) -> Vec<&(dyn ToSql + Sync)> {
+        vec![
+            &self.name,
+            &self.flow_run_id,
+            &self.task_key,
+            &self.dynamic_key,
+            &self.cache_key,
+            &self.cache_expiration,
+            &self.task_version,
+            &self.tags,
+            &self.task_inputs,
+        ]
+    }
+
+    /// The id of the run a create with this flow run, task key and dynamic key made before.
+    /// Autonomous tasks (no flow run) are matched too, which the unique key cannot do
+    /// (its NULLs are distinct).
+    pub(crate) async fn existing(
+        &self,
+        c: &impl GenericClient,
+    ) -> Result<Option<Uuid>, tokio_postgres::Error> {
+        // Two statements: `IS NOT DISTINCT FROM` would not be read off the unique index.
+        let stmt = c
+            .prepare_cached(match self.flow_run_id {
+                Some(_) => "SELECT id FROM task_run WHERE flow_run_id = $1 AND task_key = $2 AND dynamic_key = $3",
+                None => "SELECT id FROM task_run WHERE flow_run_id IS NULL AND $1::uuid IS NULL AND task_key = $2 AND dynamic_key = $3",
+            })
             .await?;
-        if let Some(row) = existing {
-            return Ok((row.get(0), false));
-        }
+        Ok(
+            c.query_opt(&stmt, &[&self.flow_run_id, &self.task_key, &self.dynamic_key])
+                .await?
+                .map(|r| r.get(0)),
+        )
     }
-    let stmt = c
-        .prepare_cached(
-            "INSERT INTO task_run (id, name, flow_run_id, task_key, dynamic_key, cache_key, \
-             cache_expiration, task_version, empirical_policy, tags, task_inputs) \
-             VALUES (coalesce($1, gen_random_uuid()), $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-             ON CONFLICT (flow_run_id, task_key, dynamic_key) DO NOTHING RETURNING id",
-        )
-        .await?;
-    let policy = serde_json::to_value(&run.empirical_policy).unwrap_or(Value::Null);
-    let inserted = c
-        .query_opt(
-            &stmt,
-            &[
-                &run.id,
-                &run.name,
-                &run.flow_run_id,
-                &run.task_key,
-                &run.dynamic_key,
-                &run.cache_key,
-                &run.cache_expiration,
-                &run.task_version,
-                &policy,
-                &run.tags,
-                &run.task_inputs,
-            ],
-        )
-        .await?;
-    if let Some(row) = inserted {
-        return Ok((row.get(0), true));
-    }
-    let stmt = c
-        .prepare_cached(
-            "SELECT id FROM task_run WHERE flow_run_id = $1 AND task_key = $2 AND dynamic_key = $3",
-        )
-        .await?;
-    let row = c
-        .query_one(&stmt, &[&run.flow_run_id, &run.task_key, &run.dynamic_key])
-        .await?;
-    Ok((row.get(0), false))
 }
 
 pub async fn rename(

@@ -7,9 +7,12 @@ use chrono::{DateTime, Duration, Utc};
 use deadpool_postgres::GenericClient;
 use serde::Serialize;
 use serde_json::Value;
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
-use crate::db::runs::{micros_sql, state_from_row, RunTable, STATE_COLUMNS};
+use crate::db::flow_runs::{FlowRun, NewFlowRun};
+use crate::db::runs::{self, micros_sql, state_from_row, RunRow, RunTable, STATE_COLUMNS};
+use crate::db::task_runs::{NewTaskRun, TaskRun};
 use crate::error::StoreResult;
 use stratus_domain::api_version::ApiVersion;
 use stratus_domain::orchestration::{
@@ -44,41 +47,262 @@ pub struct Options {
     pub tag_slot_wait_seconds: i64,
 }
 
-/// Inserts a flow run (idempotent on its flow and key) and, when it is new, applies its
-/// initial state with force, as Prefect does on create. Returns the run and, when it is
-/// new, the outcome of its first state (what to publish after commit).
+/// Creates a flow run (idempotent on its flow and key) in its initial state, forced, as
+/// Prefect does on create. Returns the run and, when it is new, the outcome of its first
+/// state (what to publish after commit).
 pub async fn create_flow_run(
     c: &impl GenericClient,
-    new: &crate::db::flow_runs::NewFlowRun,
+    new: &NewFlowRun,
     initial: State,
     opts: Options,
-) -> StoreResult<Option<(crate::db::flow_runs::FlowRun, Option<Outcome>)>> {
-    let (id, created) = crate::db::flow_runs::insert(c, new).await?;
-    let outcome = if created {
-        set_flow_run_state(c, id, initial, Options { force: true, ..opts }).await?
-    } else {
-        None
+) -> StoreResult<Option<(FlowRun, Option<Outcome>)>> {
+    let ctx = TransitionContext {
+        kind: RunKind::Flow,
+        force: true,
+        api_version: opts.api_version,
+        now: Utc::now(),
+        proposed: initial,
+        initial: None,
+        run: RunFacts {
+            id: Uuid::now_v7(),
+            deployment_id: new.deployment_id,
+            parent_task_run_id: new.parent_task_run_id,
+            infrastructure_pid: None,
+            flow_run_id: None,
+            tags: tags_of(new.tags.clone()),
+        },
+        book: new_run_book(new.empirical_policy.clone(), TaskRunPolicy::default()),
+        parent_flow_run: None,
+        cached_state: None,
+        tag_limits: Vec::new(),
+        tag_slot_wait_seconds: opts.tag_slot_wait_seconds,
     };
-    Ok(crate::db::runs::read::<crate::db::flow_runs::FlowRun>(c, id)
+    let decision = decide_flow_run(&ctx);
+    let insert = NewRun {
+        id: ctx.run.id,
+        columns: NewFlowRun::COLUMNS,
+        values: new.values(),
+        conflict: NewFlowRun::CONFLICT,
+    };
+    if let Some(first) = first_state(&decision) {
+        let policy = serde_json::to_value(&decision.book.flow_policy)?;
+        let Some(run) = insert_run::<FlowRun>(c, insert, &policy, Some((first, &decision.book))).await?
+        else {
+            return Ok(existing::<FlowRun>(c, new.existing(c).await?)
+                .await?
+                .map(|run| (run, None)));
+        };
+        let written = decision.state.clone();
+        let outcome =
+            after_flow_run_write(c, ctx, decision, written, new.work_queue_id.is_some(), opts).await?;
+        return Ok(Some((run, Some(outcome))));
+    }
+    // The first state needs its run's row first (a result artifact points at the run).
+    let policy = serde_json::to_value(&new.empirical_policy)?;
+    if insert_run::<FlowRun>(c, insert, &policy, None).await?.is_none() {
+        return Ok(existing::<FlowRun>(c, new.existing(c).await?)
+            .await?
+            .map(|run| (run, None)));
+    }
+    let outcome = set_flow_run_state(c, ctx.run.id, ctx.proposed, Options { force: true, ..opts }).await?;
+    Ok(runs::read::<FlowRun>(c, ctx.run.id)
         .await?
         .map(|run| (run, outcome)))
 }
 
-/// Inserts a task run (idempotent on its flow run and keys) and, when it is new, applies its
-/// initial state with force. Returns the run and whether it is new.
+/// Creates a task run (idempotent on its flow run and keys) in its initial state, forced.
+/// Returns the run and whether it is new.
 pub async fn create_task_run(
     c: &impl GenericClient,
-    new: &crate::db::task_runs::NewTaskRun,
+    new: &NewTaskRun,
     initial: State,
     opts: Options,
-) -> StoreResult<Option<(crate::db::task_runs::TaskRun, bool)>> {
-    let (id, created) = crate::db::task_runs::insert(c, new).await?;
-    if created {
-        set_task_run_state(c, id, initial, Options { force: true, ..opts }).await?;
+) -> StoreResult<Option<(TaskRun, bool)>> {
+    // The unique key does not see an autonomous task's repeat (its NULL flow run).
+    if new.flow_run_id.is_none() {
+        if let Some(id) = new.existing(c).await? {
+            return Ok(runs::read::<TaskRun>(c, id).await?.map(|run| (run, false)));
+        }
     }
-    Ok(crate::db::runs::read::<crate::db::task_runs::TaskRun>(c, id)
+    let ctx = TransitionContext {
+        kind: RunKind::Task,
+        force: true,
+        api_version: opts.api_version,
+        now: Utc::now(),
+        proposed: initial,
+        initial: None,
+        run: RunFacts {
+            id: new.id.unwrap_or_else(Uuid::now_v7),
+            deployment_id: None,
+            parent_task_run_id: None,
+            infrastructure_pid: None,
+            flow_run_id: new.flow_run_id,
+            tags: tags_of(new.tags.clone()),
+        },
+        book: new_run_book(FlowRunPolicy::default(), new.empirical_policy.clone()),
+        parent_flow_run: None,
+        cached_state: None,
+        tag_limits: Vec::new(),
+        tag_slot_wait_seconds: opts.tag_slot_wait_seconds,
+    };
+    let insert = NewRun {
+        id: ctx.run.id,
+        columns: NewTaskRun::COLUMNS,
+        values: new.values(),
+        conflict: NewTaskRun::CONFLICT,
+    };
+    // A run that starts Running needs what the policy reads under its lock (its flow run,
+    // the cache, its tags' slots): its first state goes the general way, as does one
+    // with a result artifact (which points at the run).
+    let decision = (initial_needs_no_reads(&ctx)).then(|| orchestrate(&ctx));
+    if let Some(decision) = decision.filter(|d| first_state(d).is_some()) {
+        let policy = serde_json::to_value(&decision.book.task_policy)?;
+        let first = decision.state.as_ref().map(|state| (state, &decision.book));
+        let Some(run) = insert_run::<TaskRun>(c, insert, &policy, first).await? else {
+            return Ok(existing::<TaskRun>(c, new.existing(c).await?)
+                .await?
+                .map(|run| (run, false)));
+        };
+        after_task_run_write(c, &decision, decision.state.as_ref()).await?;
+        return Ok(Some((run, true)));
+    }
+    let policy = serde_json::to_value(&new.empirical_policy)?;
+    if insert_run::<TaskRun>(c, insert, &policy, None).await?.is_none() {
+        return Ok(existing::<TaskRun>(c, new.existing(c).await?)
+            .await?
+            .map(|run| (run, false)));
+    }
+    set_task_run_state(c, ctx.run.id, ctx.proposed, Options { force: true, ..opts }).await?;
+    Ok(runs::read::<TaskRun>(c, ctx.run.id).await?.map(|run| (run, true)))
+}
+
+/// Whether a new task run's first state is decided by what the create carries alone: not
+/// Running, so the policy reads neither its flow run nor the cache, and a new run holds no
+/// tag slot to free.
+fn initial_needs_no_reads(ctx: &TransitionContext) -> bool {
+    ctx.proposed.kind != StateType::Running
+}
+
+/// A run before its first state, as its row is when inserted bare.
+fn new_run_book(flow_policy: FlowRunPolicy, task_policy: TaskRunPolicy) -> RunBook {
+    RunBook {
+        run_count: 0,
+        start_time: None,
+        end_time: None,
+        total_run_time_micros: 0,
+        expected_start_time: None,
+        next_scheduled_start_time: None,
+        flow_policy,
+        task_policy,
+        flow_run_run_count: 0,
+    }
+}
+
+/// The state a decision writes, when it can be written with its new run in one statement:
+/// one whose result needs no artifact row.
+fn first_state(decision: &Decision) -> Option<&State> {
+    decision
+        .state
+        .as_ref()
+        .filter(|state| stored_data(&state.data).is_none())
+}
+
+/// The run a repeated create names, read whole.
+async fn existing<R: RunRow>(c: &impl GenericClient, id: Option<Uuid>) -> StoreResult<Option<R>> {
+    Ok(match id {
+        Some(id) => runs::read::<R>(c, id).await?,
+        None => None,
+    })
+}
+
+/// A run to insert: its id, its own columns (beside its policy and state bookkeeping) with
+/// their values, and the unique key a repeated create meets.
+struct NewRun<'a> {
+    id: Uuid,
+    columns: &'static str,
+    values: Vec<&'a (dyn ToSql + Sync)>,
+    conflict: &'static str,
+}
+
+/// Inserts a new run unless its unique key names one already there (None then), and
+/// returns it as read. With `first`, the run is inserted in that state, with the
+/// bookkeeping the state gives it, and the state's row is written by the same statement:
+/// one write where a transition would insert, lock, read and update the run.
+async fn insert_run<R: RunRow>(
+    c: &impl GenericClient,
+    new: NewRun<'_>,
+    policy: &Value,
+    first: Option<(&State, &RunBook)>,
+) -> StoreResult<Option<R>> {
+    let table = R::TABLE;
+    let (run, states) = (table.run_table(), table.state_table());
+    let mut columns = format!("id, empirical_policy, {}", new.columns);
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&new.id, policy];
+    params.extend(new.values);
+    let (details, kind_name);
+    let mut state_cte = String::new();
+    if let Some((state, book)) = first {
+        kind_name = state.kind.as_str();
+        details = serde_json::to_value(&state.state_details)?;
+        let at = params.len() + 1;
+        columns.push_str(
+            ", state_id, state_type, state_name, state_timestamp, run_count, start_time, end_time, \
+             total_run_time, expected_start_time, next_scheduled_start_time",
+        );
+        params.extend::<[&(dyn ToSql + Sync); 10]>([
+            &state.id,
+            &kind_name,
+            &state.name,
+            &state.timestamp,
+            &book.run_count,
+            &book.start_time,
+            &book.end_time,
+            &book.total_run_time_micros,
+            &book.expected_start_time,
+            &book.next_scheduled_start_time,
+        ]);
+        if table == RunTable::Task {
+            columns.push_str(", flow_run_run_count");
+            params.push(&book.flow_run_run_count);
+        }
+        params.extend::<[&(dyn ToSql + Sync); 2]>([&state.message, &details]);
+        state_cte = format!(
+            ", {states} AS (INSERT INTO {states} (id, {fk}, type, timestamp, name, message, state_details) \
+             SELECT ${id}::uuid, id, ${kind}::text, ${ts}::timestamptz, ${name}::text, ${message}::text, ${details}::jsonb \
+             FROM {run} RETURNING *)",
+            fk = table.fk(),
+            id = at,
+            kind = at + 1,
+            name = at + 2,
+            ts = at + 3,
+            message = params.len() - 1,
+            details = params.len(),
+        );
+    }
+    let values: Vec<String> = columns
+        .split(',')
+        .map(str::trim)
+        .enumerate()
+        .map(|(i, column)| match column {
+            "total_run_time" => format!("${}::bigint * interval '1 microsecond'", i + 1),
+            _ => format!("${}", i + 1),
+        })
+        .collect();
+    // The CTEs are named after the tables they insert into, so the run's usual SELECT
+    // (`RunRow::select`) reads the rows just written: it is the same answer as a read.
+    let sql = format!(
+        "WITH {run} AS (INSERT INTO {run} ({columns}) VALUES ({values}) ON CONFLICT {conflict} DO NOTHING \
+         RETURNING *){state_cte} {select}",
+        values = values.join(", "),
+        conflict = new.conflict,
+        select = R::select(),
+    );
+    let stmt = c.prepare_cached(&sql).await?;
+    let now = Utc::now();
+    Ok(c.query_opt(&stmt, &params)
         .await?
-        .map(|run| (run, created)))
+        .map(|row| R::from_row(&row, now))
+        .transpose()?)
 }
 
 /// Inserts a deployment's runs for `dates`, Scheduled, each with its outbox message; returns
@@ -189,7 +413,6 @@ pub async fn set_flow_run_state(
     else {
         return Ok(None);
     };
-    let parent_task_run_id: Option<Uuid> = row.try_get("parent_task_run_id")?;
     let ctx = TransitionContext {
         kind: RunKind::Flow,
         force: opts.force,
@@ -200,7 +423,7 @@ pub async fn set_flow_run_state(
         run: RunFacts {
             id: run_id,
             deployment_id: row.try_get("deployment_id")?,
-            parent_task_run_id,
+            parent_task_run_id: row.try_get("parent_task_run_id")?,
             infrastructure_pid: row.try_get("infrastructure_pid")?,
             flow_run_id: None,
             tags: tags_of(row.try_get("tags")?),
@@ -211,7 +434,16 @@ pub async fn set_flow_run_state(
         tag_limits: Vec::new(),
         tag_slot_wait_seconds: opts.tag_slot_wait_seconds,
     };
-    let mut decision = orchestrate(&ctx);
+    let decision = decide_flow_run(&ctx);
+    let written = apply(c, RunKind::Flow, run_id, &ctx, &decision).await?;
+    Ok(Some(
+        after_flow_run_write(c, ctx, decision, written, true, opts).await?,
+    ))
+}
+
+/// The policy's decision for a flow run's transition.
+fn decide_flow_run(ctx: &TransitionContext) -> Decision {
+    let mut decision = orchestrate(ctx);
     // A forced reschedule (the UI's Retry) hands the run to the workers again: it is no
     // longer retrying in the process that ran it, which the workers' poll and the queue
     // would otherwise leave it to forever.
@@ -221,16 +453,30 @@ pub async fn set_flow_run_state(
             policy.retry_type = None;
         }
     }
-    let written = apply(c, RunKind::Flow, run_id, &ctx, &decision).await?;
+    decision
+}
+
+/// What follows a flow run's written state: its message to its pool's queue (when the
+/// run may have a queue), the mirrored state of a subflow's parent task run, and the
+/// notifications the state matches.
+async fn after_flow_run_write(
+    c: &impl GenericClient,
+    ctx: TransitionContext,
+    decision: Decision,
+    written: Option<State>,
+    may_have_queue: bool,
+    opts: Options,
+) -> StoreResult<Outcome> {
+    let run_id = ctx.run.id;
     // Marking a run Late changes nothing for the agents that already have its message.
     let enqueued = match &written {
-        Some(s) if s.kind == StateType::Scheduled && s.name != "Late" => {
+        Some(s) if may_have_queue && s.kind == StateType::Scheduled && s.name != "Late" => {
             crate::db::outbox::enqueue_run(c, run_id).await?
         }
         _ => false,
     };
 
-    if let (Some(state), Some(parent_task)) = (&written, parent_task_run_id) {
+    if let (Some(state), Some(parent_task)) = (&written, ctx.run.parent_task_run_id) {
         // The client never sets states on a subflow's parent task run: the server mirrors.
         let mut mirrored = state.clone();
         mirrored.id = Uuid::now_v7();
@@ -246,7 +492,7 @@ pub async fn set_flow_run_state(
         outcome.notified =
             crate::db::notifications::queue_for_state(c, run_id, state, &ctx.run.tags).await? > 0;
     }
-    Ok(Some(outcome))
+    Ok(outcome)
 }
 
 /// Sets a task run's state. Returns None when the run does not exist.
@@ -310,7 +556,17 @@ pub async fn set_task_run_state(
     };
     let decision = orchestrate(&ctx);
     let written = apply(c, RunKind::Task, run_id, &ctx, &decision).await?;
+    after_task_run_write(c, &decision, written.as_ref()).await?;
+    Ok(Some(outcome(ctx.initial, decision, written)))
+}
 
+/// What follows a task run's transition: the tag limits whose slots it changed, and the
+/// cache entry of its written state.
+async fn after_task_run_write(
+    c: &impl GenericClient,
+    decision: &Decision,
+    written: Option<&State>,
+) -> StoreResult<()> {
     for limit in &decision.tag_limits {
         let slots: Vec<String> = limit.active_slots.iter().map(Uuid::to_string).collect();
         c.execute(
@@ -319,7 +575,7 @@ pub async fn set_task_run_state(
         )
         .await?;
     }
-    if let (Some(state), Some((key, expiration))) = (&written, &decision.cache_insert) {
+    if let (Some(state), Some((key, expiration))) = (written, &decision.cache_insert) {
         let stmt = c
             .prepare_cached(
                 "INSERT INTO task_run_state_cache (cache_key, cache_expiration, task_run_state_id) VALUES ($1, $2, $3)",
@@ -327,7 +583,7 @@ pub async fn set_task_run_state(
             .await?;
         c.execute(&stmt, &[key, expiration, &state.id]).await?;
     }
-    Ok(Some(outcome(ctx.initial, decision, written)))
+    Ok(())
 }
 
 /// Locks a run and reads what every transition needs: its bookkeeping (columns 0 to 6),
