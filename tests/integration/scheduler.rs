@@ -68,6 +68,14 @@ async fn interval_schedules_get_distinct_runs_and_repeated_ticks_add_none() {
         run["state"]["state_details"]["scheduled_time"],
         run["next_scheduled_start_time"]
     );
+    assert_eq!(run["state"]["state_details"]["flow_run_id"], run["id"]);
+    assert_eq!(run["state"]["message"], "Flow run scheduled");
+    assert_eq!(run["state_id"], run["state"]["id"]);
+    assert_eq!(run["expected_start_time"], run["next_scheduled_start_time"]);
+    assert_eq!(
+        (run["run_count"].clone(), run["job_variables"].clone()),
+        (json!(0), json!({}))
+    );
 
     let again = scheduler::tick(&app.state.runs(), &limits, Duration::from_secs(5))
         .await

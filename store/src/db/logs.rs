@@ -69,8 +69,8 @@ pub async fn insert(c: &impl GenericClient, logs: &[LogCreate]) -> Result<(), to
     }
     let stmt = c
         .prepare_cached(
-            "INSERT INTO log (name, level, message, timestamp, flow_run_id, task_run_id) \
-             SELECT * FROM unnest($1::text[], $2::int2[], $3::text[], $4::timestamptz[], $5::uuid[], $6::uuid[])",
+            "INSERT INTO log (name, level, message, timestamp, flow_run_id, task_run_id, id) \
+             SELECT * FROM unnest($1::text[], $2::int2[], $3::text[], $4::timestamptz[], $5::uuid[], $6::uuid[], $7::uuid[])",
         )
         .await?;
     for chunk in logs.chunks(INSERT_CHUNK) {
@@ -82,9 +82,19 @@ pub async fn insert(c: &impl GenericClient, logs: &[LogCreate]) -> Result<(), to
         let timestamps: Vec<DateTime<Utc>> = chunk.iter().map(|l| l.timestamp).collect();
         let flow_runs: Vec<Option<Uuid>> = chunk.iter().map(|l| l.flow_run_id).collect();
         let task_runs: Vec<Option<Uuid>> = chunk.iter().map(|l| l.task_run_id).collect();
+        // Made here rather than by the column's default: a SQL function call per row.
+        let ids: Vec<Uuid> = chunk.iter().map(|_| Uuid::now_v7()).collect();
         c.execute(
             &stmt,
-            &[&names, &levels, &messages, &timestamps, &flow_runs, &task_runs],
+            &[
+                &names,
+                &levels,
+                &messages,
+                &timestamps,
+                &flow_runs,
+                &task_runs,
+                &ids,
+            ],
         )
         .await?;
     }

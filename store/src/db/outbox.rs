@@ -18,6 +18,11 @@ pub async fn enqueue_run(c: &impl GenericClient, run_id: Uuid) -> StoreResult<bo
         .prepare_cached("DELETE FROM outbox WHERE flow_run_id = $1 AND published IS NULL")
         .await?;
     c.execute(&drop_stale, &[&run_id]).await?;
+    enqueue_new_run(c, run_id).await
+}
+
+/// [`enqueue_run`] for a run created in this transaction, which has no message to replace.
+pub async fn enqueue_new_run(c: &impl GenericClient, run_id: Uuid) -> StoreResult<bool> {
     let insert = c
         .prepare_cached(
             "INSERT INTO outbox (work_pool_id, flow_run_id, due, body) \

@@ -93,8 +93,11 @@ pub async fn create_flow_run(
                 .map(|run| (run, None)));
         };
         let written = decision.state.clone();
-        let outcome =
-            after_flow_run_write(c, ctx, decision, written, new.work_queue_id.is_some(), opts).await?;
+        let age = match new.work_queue_id {
+            Some(_) => RunAge::NewWithQueue,
+            None => RunAge::NewWithoutQueue,
+        };
+        let outcome = after_flow_run_write(c, ctx, decision, written, age, opts).await?;
         return Ok(Some((run, Some(outcome))));
     }
     // The first state needs its run's row first (a result artifact points at the run).
@@ -325,57 +328,50 @@ pub async fn insert_scheduled_runs(
             .filter(|t| t != "auto-scheduled"),
     );
     let tags = Value::from(tags);
-    let insert = c
-        .prepare_cached(
-            "INSERT INTO flow_run (name, flow_id, deployment_id, deployment_version, work_queue_name, work_queue_id, \
-             parameters, infrastructure_document_id, tags, auto_scheduled, idempotency_key, empirical_policy, \
-             job_variables, expected_start_time, next_scheduled_start_time) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, true, $10, $11, '{}', $12, $12) \
-             ON CONFLICT (flow_id, idempotency_key) DO NOTHING RETURNING id",
-        )
-        .await?;
     let policy = serde_json::to_value(FlowRunPolicy::default())?;
+    let no_job_variables = Value::Object(Default::default());
     let mut created = Vec::new();
     for date in dates {
+        let id = Uuid::now_v7();
         let key = crate::scheduler::idempotency_key(d.id, *date);
-        let row = c
-            .query_opt(
-                &insert,
-                &[
-                    &stratus_domain::names::run_name(),
-                    &d.flow_id,
-                    &d.id,
-                    &d.version,
-                    &d.work_queue_name,
-                    &d.work_queue_id,
-                    &d.parameters,
-                    &d.infrastructure_document_id,
-                    &tags,
-                    &key,
-                    &policy,
-                    date,
-                ],
-            )
-            .await?;
-        let Some(row) = row else { continue };
-        let run_id: Uuid = row.get(0);
-        let state_id = Uuid::now_v7();
-        let details = serde_json::json!({"flow_run_id": run_id, "scheduled_time": stratus_domain::time::format_ts(date)});
-        let now = Utc::now();
-        c.execute(
-            "INSERT INTO flow_run_state (id, flow_run_id, type, timestamp, name, message, state_details) \
-             VALUES ($1, $2, 'SCHEDULED', $3, 'Scheduled', 'Flow run scheduled', $4)",
-            &[&state_id, &run_id, &now, &details],
-        )
-        .await?;
-        c.execute(
-            "UPDATE flow_run SET state_id = $2, state_type = 'SCHEDULED', state_name = 'Scheduled', state_timestamp = $3 \
-             WHERE id = $1",
-            &[&run_id, &state_id, &now],
-        )
-        .await?;
-        crate::db::outbox::enqueue_run(c, run_id).await?;
-        created.push(run_id);
+        let name = stratus_domain::names::run_name();
+        let mut state = State::new(StateType::Scheduled, Utc::now());
+        state.message = Some("Flow run scheduled".to_string());
+        state.state_details.flow_run_id = Some(id);
+        state.state_details.scheduled_time = Some(*date);
+        let book = RunBook {
+            expected_start_time: Some(*date),
+            next_scheduled_start_time: Some(*date),
+            ..new_run_book(FlowRunPolicy::default(), TaskRunPolicy::default())
+        };
+        let insert = NewRun {
+            id,
+            columns: "name, flow_id, deployment_id, deployment_version, work_queue_name, work_queue_id, \
+                      parameters, infrastructure_document_id, tags, auto_scheduled, idempotency_key, job_variables",
+            values: vec![
+                &name,
+                &d.flow_id,
+                &d.id,
+                &d.version,
+                &d.work_queue_name,
+                &d.work_queue_id,
+                &d.parameters,
+                &d.infrastructure_document_id,
+                &tags,
+                &true,
+                &key,
+                &no_job_variables,
+            ],
+            conflict: NewFlowRun::CONFLICT,
+        };
+        if insert_run::<FlowRun>(c, insert, &policy, Some((&state, &book)))
+            .await?
+            .is_none()
+        {
+            continue;
+        }
+        crate::db::outbox::enqueue_new_run(c, id).await?;
+        created.push(id);
     }
     Ok(created)
 }
@@ -437,7 +433,7 @@ pub async fn set_flow_run_state(
     let decision = decide_flow_run(&ctx);
     let written = apply(c, RunKind::Flow, run_id, &ctx, &decision).await?;
     Ok(Some(
-        after_flow_run_write(c, ctx, decision, written, true, opts).await?,
+        after_flow_run_write(c, ctx, decision, written, RunAge::Existing, opts).await?,
     ))
 }
 
@@ -456,23 +452,35 @@ fn decide_flow_run(ctx: &TransitionContext) -> Decision {
     decision
 }
 
-/// What follows a flow run's written state: its message to its pool's queue (when the
-/// run may have a queue), the mirrored state of a subflow's parent task run, and the
-/// notifications the state matches.
+/// Which run a written state is of, for its message to its pool's queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RunAge {
+    /// A run that was there: a message it has not sent yet gives way to the new one.
+    Existing,
+    /// A run created in this transaction, with a queue: it has no message yet.
+    NewWithQueue,
+    /// A run created in this transaction without a queue: no pool hears of it.
+    NewWithoutQueue,
+}
+
+/// What follows a flow run's written state: its message to its pool's queue, the mirrored
+/// state of a subflow's parent task run, and the notifications the state matches.
 async fn after_flow_run_write(
     c: &impl GenericClient,
     ctx: TransitionContext,
     decision: Decision,
     written: Option<State>,
-    may_have_queue: bool,
+    age: RunAge,
     opts: Options,
 ) -> StoreResult<Outcome> {
     let run_id = ctx.run.id;
     // Marking a run Late changes nothing for the agents that already have its message.
     let enqueued = match &written {
-        Some(s) if may_have_queue && s.kind == StateType::Scheduled && s.name != "Late" => {
-            crate::db::outbox::enqueue_run(c, run_id).await?
-        }
+        Some(s) if s.kind == StateType::Scheduled && s.name != "Late" => match age {
+            RunAge::Existing => crate::db::outbox::enqueue_run(c, run_id).await?,
+            RunAge::NewWithQueue => crate::db::outbox::enqueue_new_run(c, run_id).await?,
+            RunAge::NewWithoutQueue => false,
+        },
         _ => false,
     };
 
@@ -819,49 +827,35 @@ async fn apply(
     }
     let data = stored.map(|(d, _)| d);
     let details = serde_json::to_value(&state.state_details)?;
-    let (insert_state, update_run) = match kind {
-        RunKind::Flow => (
-            "INSERT INTO flow_run_state (id, flow_run_id, type, timestamp, name, message, state_details, data, result_artifact_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            "UPDATE flow_run SET state_id = $2, state_type = $3, state_name = $4, state_timestamp = $5, \
+    // One statement: the state row (a CTE) and the run's update. Its parameters are the
+    // update's, then the state row's own: message, details, data, artifact.
+    let sql = match kind {
+        RunKind::Flow => {
+            "WITH s AS (INSERT INTO flow_run_state (id, flow_run_id, type, timestamp, name, message, state_details, \
+               data, result_artifact_id) VALUES ($2, $1, $3, $5, $4, $13, $14, $15, $16)) \
+             UPDATE flow_run SET state_id = $2, state_type = $3, state_name = $4, state_timestamp = $5, \
              run_count = $6, start_time = $7, end_time = $8, total_run_time = $9::bigint * interval '1 microsecond', \
              expected_start_time = $10, next_scheduled_start_time = $11, empirical_policy = $12, updated = now() \
-             WHERE id = $1",
-        ),
-        RunKind::Task => (
-            "INSERT INTO task_run_state (id, task_run_id, type, timestamp, name, message, state_details, data, result_artifact_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            "UPDATE task_run SET state_id = $2, state_type = $3, state_name = $4, state_timestamp = $5, \
+             WHERE id = $1"
+        }
+        RunKind::Task => {
+            "WITH s AS (INSERT INTO task_run_state (id, task_run_id, type, timestamp, name, message, state_details, \
+               data, result_artifact_id) VALUES ($2, $1, $3, $5, $4, $14, $15, $16, $17)) \
+             UPDATE task_run SET state_id = $2, state_type = $3, state_name = $4, state_timestamp = $5, \
              run_count = $6, start_time = $7, end_time = $8, total_run_time = $9::bigint * interval '1 microsecond', \
              expected_start_time = $10, next_scheduled_start_time = $11, empirical_policy = $12, \
-             flow_run_run_count = $13, updated = now() WHERE id = $1",
-        ),
+             flow_run_run_count = $13, updated = now() WHERE id = $1"
+        }
     };
-    let stmt = c.prepare_cached(insert_state).await?;
-    c.execute(
-        &stmt,
-        &[
-            &state.id,
-            &run_id,
-            &state.kind.as_str(),
-            &state.timestamp,
-            &state.name,
-            &state.message,
-            &details,
-            &data,
-            &artifact_id,
-        ],
-    )
-    .await?;
     let book = &decision.book;
     let policy = match kind {
         RunKind::Flow => serde_json::to_value(&book.flow_policy)?,
         RunKind::Task => serde_json::to_value(&book.task_policy)?,
     };
-    let stmt = c.prepare_cached(update_run).await?;
+    let stmt = c.prepare_cached(sql).await?;
     let timestamp: DateTime<Utc> = state.timestamp;
     let kind_name = state.kind.as_str();
-    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![
         &run_id,
         &state.id,
         &kind_name,
@@ -878,6 +872,7 @@ async fn apply(
     if kind == RunKind::Task {
         params.push(&book.flow_run_run_count);
     }
+    params.extend::<[&(dyn ToSql + Sync); 4]>([&state.message, &details, &data, &artifact_id]);
     c.execute(&stmt, &params).await?;
     // The response echoes the proposal's data, unpersisted results included.
     Ok(Some(State {
