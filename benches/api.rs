@@ -678,7 +678,7 @@ fn print_ratios(empty: &[Phase], full: &[Phase]) {
 
 // ---- the stock client ---------------------------------------------------------------------
 
-fn client_timings(base: &str, wanted: bool) -> Vec<(String, String)> {
+fn client_timings(base: &str, server_pid: Option<u32>, wanted: bool) -> Vec<(String, String)> {
     if !wanted {
         return Vec::new();
     }
@@ -693,11 +693,15 @@ fn client_timings(base: &str, wanted: bool) -> Vec<(String, String)> {
     }
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/client_flows.py");
     let home = std::env::temp_dir().join(format!("stratus-bench-prefect-{}", std::process::id()));
-    let out = std::process::Command::new(&python)
+    let mut command = std::process::Command::new(&python);
+    command
         .arg(script)
         .env("PREFECT_API_URL", base)
-        .env("PREFECT_HOME", &home)
-        .output();
+        .env("PREFECT_HOME", &home);
+    if let Some(pid) = server_pid {
+        command.env("STRATUS_BENCH_SERVER_PID", pid.to_string());
+    }
+    let out = command.output();
     let _ = std::fs::remove_dir_all(&home);
     match out {
         Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout)
@@ -1007,7 +1011,7 @@ async fn main() {
         let target = Target::parse(base);
         let tag = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
         let phases = suite(&target, args.server_pid, args.in_flight, &sizes, &tag).await;
-        let client = client_timings(base, args.client);
+        let client = client_timings(base, args.server_pid, args.client);
         print_table(&format!("{base}, {} in flight", args.in_flight), &phases, &client);
         return;
     }
@@ -1049,7 +1053,7 @@ async fn main() {
             "empty",
         )
         .await;
-        rows.extend(client_timings(&base, args.client));
+        rows.extend(client_timings(&base, Some(server.child.id()), args.client));
         server.stop();
         drop_database(&admin_url, &name).await;
         print_table(
@@ -1089,7 +1093,7 @@ async fn main() {
         let (r, t, l): (i64, i64, i64) = (counts.get(0), counts.get(1), counts.get(2));
         let tag = format!("at-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         let phases = suite(&target, Some(server.child.id()), args.in_flight, &sizes, &tag).await;
-        let rows = client_timings(&base, args.client);
+        let rows = client_timings(&base, Some(server.child.id()), args.client);
         print_table(
             &format!(
                 "{r} flow runs, {t} task runs, {l} logs; {} in flight",

@@ -30,6 +30,44 @@ impl Query {
             .map(|p| p.as_ref() as &(dyn ToSql + Sync))
             .collect()
     }
+
+    /// Runs `sql` with these parameters. The statement is kept prepared on the connection
+    /// when its shape (its text) is one of the first [`PREPARED_SHAPES`] this process has
+    /// run: planning a runs list took longer than running it. Callers choose the shape of
+    /// a filter, so past that bound a shape is planned each time rather than kept in every
+    /// connection.
+    pub async fn rows(
+        &self,
+        c: &impl deadpool_postgres::GenericClient,
+        sql: &str,
+    ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+        if preparable(sql) {
+            let stmt = c.prepare_cached(sql).await?;
+            c.query(&stmt, &self.params()).await
+        } else {
+            c.query(sql, &self.params()).await
+        }
+    }
+}
+
+/// How many filter shapes a process keeps prepared: the client and the UI send a handful.
+pub const PREPARED_SHAPES: usize = 64;
+
+fn preparable(sql: &str) -> bool {
+    static SHAPES: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<String>>> =
+        std::sync::OnceLock::new();
+    let mut shapes = SHAPES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if shapes.contains(sql) {
+        return true;
+    }
+    if shapes.len() < PREPARED_SHAPES {
+        shapes.insert(sql.to_owned());
+        return true;
+    }
+    false
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
@@ -796,6 +834,16 @@ fn join_and(parts: Vec<String>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_first_shapes_are_kept_prepared() {
+        for i in 0..PREPARED_SHAPES {
+            assert!(preparable(&format!("SELECT {i}")));
+        }
+        assert!(!preparable("SELECT 'one shape too many'"));
+        assert!(!preparable("SELECT 'one shape too many'"));
+        assert!(preparable("SELECT 0"), "a kept shape stays kept");
+    }
 
     #[test]
     fn empty_filters_match_everything() {

@@ -129,10 +129,12 @@ async fn with_schedules(
         return Ok(deployments);
     }
     let ids: Vec<Uuid> = deployments.iter().map(|d| d.id).collect();
-    let sql = format!(
-        "SELECT {SCHEDULE_COLUMNS} FROM deployment_schedule WHERE deployment_id = ANY($1) ORDER BY updated DESC, id"
-    );
-    for row in &c.query(sql.as_str(), &[&ids]).await? {
+    let stmt = c
+        .prepare_cached(&format!(
+            "SELECT {SCHEDULE_COLUMNS} FROM deployment_schedule WHERE deployment_id = ANY($1) ORDER BY updated DESC, id"
+        ))
+        .await?;
+    for row in &c.query(&stmt, &[&ids]).await? {
         let s: Schedule = rows::one(row)?;
         if let Some(d) = deployments.iter_mut().find(|d| d.id == s.deployment_id) {
             d.schedules.push(s);
@@ -145,9 +147,11 @@ async fn with_schedules(
 }
 
 pub async fn read(c: &impl GenericClient, id: Uuid) -> Result<Option<Deployment>, tokio_postgres::Error> {
-    let sql = format!("SELECT {COLUMNS} FROM {FROM} WHERE d.id = $1");
+    let stmt = c
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM {FROM} WHERE d.id = $1"))
+        .await?;
     let found: Vec<Deployment> = c
-        .query(sql.as_str(), &[&id])
+        .query(&stmt, &[&id])
         .await?
         .iter()
         .map(from_row)

@@ -72,11 +72,10 @@ pub async fn mark_published(c: &impl GenericClient, ids: &[i64]) -> StoreResult<
     if ids.is_empty() {
         return Ok(());
     }
-    c.execute(
-        "UPDATE outbox SET published = now(), attempts = attempts + 1 WHERE id = ANY($1)",
-        &[&ids],
-    )
-    .await?;
+    let stmt = c
+        .prepare_cached("UPDATE outbox SET published = now(), attempts = attempts + 1 WHERE id = ANY($1)")
+        .await?;
+    c.execute(&stmt, &[&ids]).await?;
     Ok(())
 }
 

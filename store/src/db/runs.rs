@@ -276,10 +276,8 @@ pub async fn filter<R: RunRow>(
     offset: i64,
 ) -> Result<Vec<R>, tokio_postgres::Error> {
     let (sql, q) = filter_sql::<R>(filters, sort, limit, offset);
-    // Not cached per connection: callers choose the shape of a filter, and each shape
-    // would stay prepared in every connection's backend.
     let now = Utc::now();
-    c.query(sql.as_str(), &q.params())
+    q.rows(c, &sql)
         .await?
         .iter()
         .map(|r| R::from_row(r, now))
@@ -299,6 +297,16 @@ fn filter_sql<R: RunRow>(filters: &RunFilters, sort: R::Sort, limit: i64, offset
     (sql, q)
 }
 
+/// Which plan [`filter_plan`] shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanFor {
+    /// The plan for these values, as a statement's first executions get.
+    TheseValues,
+    /// The generic plan a kept statement may settle on after them, made without looking
+    /// at the values ([`crate::filters::Query::rows`] keeps runs lists prepared).
+    AnyValues,
+}
+
 /// The planner's plan (`EXPLAIN (FORMAT JSON)`) of the query [`filter`] runs with these
 /// arguments, for tests that check a list is read from an index in order.
 pub async fn filter_plan<R: RunRow>(
@@ -306,11 +314,46 @@ pub async fn filter_plan<R: RunRow>(
     filters: &RunFilters,
     sort: R::Sort,
     limit: i64,
+    plan: PlanFor,
 ) -> Result<Value, tokio_postgres::Error> {
     let (sql, q) = filter_sql::<R>(filters, sort, limit, 0);
-    c.query_one(format!("EXPLAIN (FORMAT JSON) {sql}").as_str(), &q.params())
-        .await?
-        .try_get(0)
+    if plan == PlanFor::TheseValues {
+        return c
+            .query_one(format!("EXPLAIN (FORMAT JSON) {sql}").as_str(), &q.params())
+            .await?
+            .try_get(0);
+    }
+    // EXPLAIN EXECUTE takes its arguments as SQL: each value is written as a literal of
+    // its parameter's type, by Postgres itself.
+    let stmt = c.prepare(&sql).await?;
+    let mut args = Vec::new();
+    for (ty, value) in stmt.params().iter().zip(q.params()) {
+        let show = c.prepare_typed("SELECT $1::text", std::slice::from_ref(ty)).await?;
+        let text: Option<String> = c.query_one(&show, &[value]).await?.try_get(0)?;
+        args.push(match text {
+            Some(text) => format!("'{}'::{}", text.replace('\'', "''"), ty.name()),
+            None => format!("NULL::{}", ty.name()),
+        });
+    }
+    let types: Vec<&str> = stmt.params().iter().map(|t| t.name()).collect();
+    c.batch_execute(&format!(
+        "SET plan_cache_mode = force_generic_plan; PREPARE stratus_filter_plan ({}) AS {sql}",
+        types.join(", ")
+    ))
+    .await?;
+    let plan = c
+        .query_one(
+            format!(
+                "EXPLAIN (FORMAT JSON) EXECUTE stratus_filter_plan ({})",
+                args.join(", ")
+            )
+            .as_str(),
+            &[],
+        )
+        .await;
+    c.batch_execute("DEALLOCATE stratus_filter_plan; RESET plan_cache_mode")
+        .await?;
+    plan?.try_get(0)
 }
 
 pub async fn count(
@@ -325,7 +368,8 @@ pub async fn count(
         table.run_table(),
         table.alias()
     );
-    Ok(c.query_one(sql.as_str(), &q.params()).await?.get(0))
+    let rows = q.rows(c, &sql).await?;
+    Ok(rows.first().map_or(0, |r| r.get(0)))
 }
 
 pub async fn delete(

@@ -177,8 +177,12 @@ pub async fn read_pool_by_name(
     c: &impl GenericClient,
     name: &str,
 ) -> Result<Option<WorkPool>, tokio_postgres::Error> {
-    let sql = format!("SELECT {POOL_COLUMNS} FROM work_pool wp WHERE wp.name = $1");
-    rows::maybe(c.query_opt(sql.as_str(), &[&name]).await?)
+    let stmt = c
+        .prepare_cached(&format!(
+            "SELECT {POOL_COLUMNS} FROM work_pool wp WHERE wp.name = $1"
+        ))
+        .await?;
+    rows::maybe(c.query_opt(&stmt, &[&name]).await?)
 }
 
 /// The pool, created (as an agent pool) if missing: `default-agent-pool` appears on demand.
@@ -697,13 +701,14 @@ pub async fn scheduled_runs(
     // Where the pool or one of its queues has a limit, polls (and claims, `claim_check`)
     // take turns on the pool's row: each then counts the runs the one before handed out.
     if !pool.is_paused {
-        c.execute(
-            "SELECT 1 FROM work_pool p WHERE p.id = $1 AND (p.concurrency_limit IS NOT NULL \
-               OR EXISTS (SELECT 1 FROM work_queue q WHERE q.work_pool_id = p.id AND q.concurrency_limit IS NOT NULL)) \
-             FOR NO KEY UPDATE OF p",
-            &[&pool.id],
-        )
-        .await?;
+        let stmt = c
+            .prepare_cached(
+                "SELECT 1 FROM work_pool p WHERE p.id = $1 AND (p.concurrency_limit IS NOT NULL \
+                   OR EXISTS (SELECT 1 FROM work_queue q WHERE q.work_pool_id = p.id AND q.concurrency_limit IS NOT NULL)) \
+                 FOR NO KEY UPDATE OF p",
+            )
+            .await?;
+        c.execute(&stmt, &[&pool.id]).await?;
     }
     let limit = match pool.concurrency_limit {
         _ if pool.is_paused => 0,
@@ -776,7 +781,10 @@ async fn queue_priorities(
     c: &impl GenericClient,
     ids: &[Uuid],
 ) -> Result<HashMap<Uuid, i32>, tokio_postgres::Error> {
-    c.query("SELECT id, priority FROM work_queue WHERE id = ANY($1)", &[&ids])
+    let stmt = c
+        .prepare_cached("SELECT id, priority FROM work_queue WHERE id = ANY($1)")
+        .await?;
+    c.query(&stmt, &[&ids])
         .await?
         .iter()
         .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
@@ -787,34 +795,38 @@ async fn queue_priorities(
 /// of one queue would queue up behind each other's row locks for this bookkeeping: a row
 /// another poll is marking, or one marked within the last second, is left as it is.
 async fn mark_polled(c: &impl GenericClient, queue_ids: &[Uuid]) -> Result<(), tokio_postgres::Error> {
-    c.execute(
-        "UPDATE work_queue SET last_polled = now(), status = CASE WHEN is_paused THEN 'PAUSED' ELSE 'READY' END \
-         WHERE id IN (SELECT id FROM work_queue WHERE id = ANY($1) \
-           AND (last_polled IS NULL OR last_polled < now() - interval '1 second' \
-             OR status <> CASE WHEN is_paused THEN 'PAUSED' ELSE 'READY' END) \
-           FOR NO KEY UPDATE SKIP LOCKED)",
-        &[&queue_ids],
-    )
-    .await?;
-    c.execute(
-        "UPDATE deployment SET last_polled = now(), status = 'READY' \
-         WHERE id IN (SELECT id FROM deployment WHERE work_queue_id = ANY($1) \
-           AND (last_polled IS NULL OR last_polled < now() - interval '1 second' OR status <> 'READY') \
-           FOR NO KEY UPDATE SKIP LOCKED)",
-        &[&queue_ids],
-    )
-    .await?;
+    let queues = c
+        .prepare_cached(
+            "UPDATE work_queue SET last_polled = now(), status = CASE WHEN is_paused THEN 'PAUSED' ELSE 'READY' END \
+             WHERE id IN (SELECT id FROM work_queue WHERE id = ANY($1) \
+               AND (last_polled IS NULL OR last_polled < now() - interval '1 second' \
+                 OR status <> CASE WHEN is_paused THEN 'PAUSED' ELSE 'READY' END) \
+               FOR NO KEY UPDATE SKIP LOCKED)",
+        )
+        .await?;
+    c.execute(&queues, &[&queue_ids]).await?;
+    let deployments = c
+        .prepare_cached(
+            "UPDATE deployment SET last_polled = now(), status = 'READY' \
+             WHERE id IN (SELECT id FROM deployment WHERE work_queue_id = ANY($1) \
+               AND (last_polled IS NULL OR last_polled < now() - interval '1 second' OR status <> 'READY') \
+               FOR NO KEY UPDATE SKIP LOCKED)",
+        )
+        .await?;
+    c.execute(&deployments, &[&queue_ids]).await?;
     Ok(())
 }
 
 pub async fn queue_ids(c: &impl GenericClient, pool_id: Uuid) -> Result<Vec<Uuid>, tokio_postgres::Error> {
-    Ok(
-        c.query("SELECT id FROM work_queue WHERE work_pool_id = $1", &[&pool_id])
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect(),
+    Ok(c.query(
+        &c.prepare_cached("SELECT id FROM work_queue WHERE work_pool_id = $1")
+            .await?,
+        &[&pool_id],
     )
+    .await?
+    .iter()
+    .map(|r| r.get(0))
+    .collect())
 }
 
 /// The legacy agent poll: SCHEDULED runs whose `work_queue_name` is the queue's name (runs

@@ -103,8 +103,14 @@ impl MessageQueue for PgQueue {
     fn send<'a>(&'a self, pool_id: Uuid, body: &'a Value, delay_seconds: u32) -> QueueFuture<'a, ()> {
         Box::pin(async move {
             let c = self.client().await?;
+            let stmt = c
+                .prepare_cached(
+                    "INSERT INTO queue_message (queue, body, visible_at) VALUES ($1, $2, now() + $3 * interval '1 second')",
+                )
+                .await
+                .map_err(db_error)?;
             c.execute(
-                "INSERT INTO queue_message (queue, body, visible_at) VALUES ($1, $2, now() + $3 * interval '1 second')",
+                &stmt,
                 &[&pool_id.to_string(), body, &f64::from(delay_seconds.min(900))],
             )
             .await
