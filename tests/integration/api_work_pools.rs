@@ -433,6 +433,26 @@ async fn agent_claims_respect_pauses_and_concurrency_limits_exactly() {
     assert_eq!(done.status, 201, "{}", done.text);
     assert_eq!(claim(&app, "capped", &q2).await["claimed"], true);
 
+    // Runs a stock worker's poll was handed out take room too, while their offer lasts.
+    let shared = pool(&app, "shared", json!({"concurrency_limit": 1})).await;
+    let polled = scheduled_run(&app, &shared["default_queue_id"], -5).await;
+    let claimed = scheduled_run(&app, &shared["default_queue_id"], -5).await;
+    let handed = app
+        .post(
+            "/api/work_pools/shared/get_scheduled_flow_runs",
+            json!({"limit": 1}),
+        )
+        .await;
+    assert_eq!(handed.body[0]["flow_run"]["id"], polled["id"], "{}", handed.text);
+    let held = claim(&app, "shared", &claimed).await;
+    assert_eq!(held["claimed"], false, "{held}");
+    assert!(held["reason"]
+        .as_str()
+        .unwrap()
+        .contains("work pool already runs its concurrency limit (1)"));
+    // The offered run itself may still be claimed: it does not count against itself.
+    assert_eq!(claim(&app, "shared", &polled).await["claimed"], true);
+
     // Paused: held back, whatever the room.
     let free = pool(&app, "free", json!({})).await;
     let r = scheduled_run(&app, &free["default_queue_id"], -5).await;

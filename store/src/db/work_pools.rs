@@ -639,13 +639,25 @@ pub struct Poll {
 /// worker at its `--limit` drops what it cannot take, and those runs wait this long.
 pub const OFFER_SECONDS: f64 = 3.0;
 
+/// A run (aliased `r`) that takes room under its queue's and pool's concurrency limits:
+/// Pending or Running, or handed out by a poll whose offer still lasts. A macro, so that
+/// the statements built from it stay constants.
+macro_rules! busy_run {
+    () => {
+        "(r.state_type IN ('RUNNING','PENDING') OR (r.state_type = 'SCHEDULED' \
+         AND (r.offered_state_id = r.state_id OR r.state_name = 'Late') AND r.offered_until > now()))"
+    };
+}
+
 /// The poll: each queue's due runs, soonest first, at most its room (`$5` or what its
 /// limit leaves), not held by another poll nor offered to one, marked offered.
-const POLL_SQL: &str = "WITH queues AS ( \
+const POLL_SQL: &str = concat!(
+    "WITH queues AS ( \
        SELECT wq.id, wq.priority, \
          CASE WHEN wq.concurrency_limit IS NULL THEN $5::bigint ELSE least($5::bigint, greatest(0, wq.concurrency_limit - \
-           (SELECT count(*) FROM flow_run r WHERE r.work_queue_id = wq.id AND (r.state_type IN ('RUNNING','PENDING') \
-             OR (r.state_type = 'SCHEDULED' AND (r.offered_state_id = r.state_id OR r.state_name = 'Late') AND r.offered_until > now()))))) END AS room \
+           (SELECT count(*) FROM flow_run r WHERE r.work_queue_id = wq.id AND ",
+    busy_run!(),
+    "))) END AS room \
        FROM work_queue wq WHERE wq.work_pool_id = $1 AND NOT wq.is_paused AND wq.id = ANY($2) \
      ), offered AS ( \
        SELECT due.id, q.id AS queue_id FROM queues q CROSS JOIN LATERAL ( \
@@ -663,7 +675,8 @@ const POLL_SQL: &str = "WITH queues AS ( \
      ) \
      UPDATE flow_run fr SET offered_state_id = fr.state_id, \
        offered_until = now() + $6::float8 * interval '1 second' \
-     FROM offered o WHERE fr.id = o.id RETURNING fr.id, o.queue_id";
+     FROM offered o WHERE fr.id = o.id RETURNING fr.id, o.queue_id"
+);
 
 /// The planner's plan of the poll's statement (`EXPLAIN`, nothing is run), for the test
 /// that checks it reads due runs off their index.
@@ -715,15 +728,14 @@ pub async fn scheduled_runs(
         None => poll.limit,
         Some(cap) => {
             // Runs handed out and not yet Pending count as busy while their offer lasts.
-            let busy: i64 = c
-                .query_one(
+            let stmt = c
+                .prepare_cached(concat!(
                     "SELECT count(*) FROM flow_run r JOIN work_queue wq ON wq.id = r.work_queue_id \
-                     WHERE wq.work_pool_id = $1 AND (r.state_type IN ('RUNNING','PENDING') \
-                       OR (r.state_type = 'SCHEDULED' AND (r.offered_state_id = r.state_id OR r.state_name = 'Late') AND r.offered_until > now()))",
-                    &[&pool.id],
-                )
-                .await?
-                .get(0);
+                     WHERE wq.work_pool_id = $1 AND ",
+                    busy_run!()
+                ))
+                .await?;
+            let busy: i64 = c.query_one(&stmt, &[&pool.id]).await?.get(0);
             (i64::from(cap) - busy).clamp(0, poll.limit)
         }
     };
@@ -868,16 +880,7 @@ pub async fn record_poll(
     queue: &WorkQueue,
     agent_id: Option<Uuid>,
 ) -> Result<(), tokio_postgres::Error> {
-    c.execute(
-        "UPDATE work_queue SET last_polled = now(), status = CASE WHEN is_paused THEN 'PAUSED' ELSE 'READY' END WHERE id = $1",
-        &[&queue.id],
-    )
-    .await?;
-    c.execute(
-        "UPDATE deployment SET last_polled = now(), status = 'READY' WHERE work_queue_id = $1",
-        &[&queue.id],
-    )
-    .await?;
+    mark_polled(c, std::slice::from_ref(&queue.id)).await?;
     if let Some(agent) = agent_id {
         c.execute(
             "INSERT INTO agent (id, name, work_queue_id, last_activity_time) VALUES ($1, $2, $3, now()) \
@@ -956,7 +959,8 @@ struct ClaimRow {
 
 /// Whether `run` may start now, as the workers' poll decides: it is not retrying in its
 /// own process, its pool and queue are not paused, and both are below their concurrency
-/// limits (runs Pending or Running count). When a limit applies the pool row is locked until the transaction
+/// limits (runs Pending or Running count, and those a poll handed out while its offer
+/// lasts). When a limit applies the pool row is locked until the transaction
 /// ends, so concurrent claims in one pool are counted one after the other. A run no longer
 /// Scheduled is never held. None when the run is in no work queue.
 pub async fn claim_check(
@@ -1016,14 +1020,17 @@ pub async fn claim_check(
         &[&pool_id],
     )
     .await?;
-    let busy = c
-        .query_one(
+    // Runs a poll handed out to workers count too, as the poll counts them; the run being
+    // claimed (which a poll may have offered too) does not count against itself.
+    let stmt = c
+        .prepare_cached(concat!(
             "SELECT count(*) FILTER (WHERE r.work_queue_id = $2) AS in_queue, count(*) AS in_pool \
              FROM flow_run r JOIN work_queue wq ON wq.id = r.work_queue_id \
-             WHERE wq.work_pool_id = $1 AND r.state_type IN ('RUNNING','PENDING')",
-            &[&pool_id, &queue_id],
-        )
+             WHERE wq.work_pool_id = $1 AND r.id <> $3 AND ",
+            busy_run!()
+        ))
         .await?;
+    let busy = c.query_one(&stmt, &[&pool_id, &queue_id, &run]).await?;
     let (in_queue, in_pool): (i64, i64) = (busy.try_get("in_queue")?, busy.try_get("in_pool")?);
     if let Some(limit) = queue_limit.filter(|l| in_queue >= i64::from(*l)) {
         return check(Some(Hold::QueueFull(limit)));
