@@ -45,8 +45,17 @@ impl Query {
             let stmt = c.prepare_cached(sql).await?;
             c.query(&stmt, &self.params()).await
         } else {
-            c.query(sql, &self.params()).await
+            self.rows_planned_once(c, sql).await
         }
+    }
+
+    /// Runs `sql` with these parameters, planned for them and kept nowhere.
+    pub async fn rows_planned_once(
+        &self,
+        c: &impl deadpool_postgres::GenericClient,
+        sql: &str,
+    ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+        c.query(sql, &self.params()).await
     }
 }
 

@@ -180,3 +180,43 @@ async fn the_poll_reads_a_page_of_due_runs_off_its_index() {
     let want: Vec<String> = (21..=30).rev().map(|i| format!("run-{i}")).collect();
     assert_eq!(names, want);
 }
+
+/// Runs lists are kept prepared per shape, up to a bound; paging (each offset another
+/// text) must not use that bound up, nor leave a statement per page on the connection.
+#[tokio::test]
+async fn paging_through_a_runs_list_keeps_only_its_first_page_prepared() {
+    let app = TestApp::spawn().await;
+    let flow = app.post("/api/flows/", json!({"name": "paged"})).await.body["id"].clone();
+    let filters = RunFilters {
+        flows: Some(serde_json::from_value(json!({"id": {"any_": [flow]}})).unwrap()),
+        ..Default::default()
+    };
+    let client = app.default_workspace_client().await;
+    let prepared = || async {
+        client
+            .query_one(
+                "SELECT count(*) FROM pg_prepared_statements \
+                 WHERE statement LIKE '%ORDER BY fr.expected_start_time%' AND statement NOT LIKE '%pg_prepared%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    for offset in 0..100 {
+        runs::filter::<FlowRun>(&client, &filters, FlowRunSort::ExpectedStartTimeDesc, 10, offset)
+            .await
+            .unwrap();
+    }
+    assert_eq!(prepared().await, 1, "the first page only");
+    for limit in 1..=100 {
+        runs::filter::<FlowRun>(&client, &filters, FlowRunSort::ExpectedStartTimeDesc, limit, 0)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        prepared().await,
+        stratus_store::filters::PREPARED_SHAPES as i64,
+        "no more shapes than the bound"
+    );
+}

@@ -277,11 +277,13 @@ pub async fn filter<R: RunRow>(
 ) -> Result<Vec<R>, tokio_postgres::Error> {
     let (sql, q) = filter_sql::<R>(filters, sort, limit, offset);
     let now = Utc::now();
-    q.rows(c, &sql)
-        .await?
-        .iter()
-        .map(|r| R::from_row(r, now))
-        .collect()
+    // Only first pages are kept prepared: each offset is another text, and paging through
+    // a list would use up the shapes a process keeps.
+    let rows = match offset {
+        0 => q.rows(c, &sql).await?,
+        _ => q.rows_planned_once(c, &sql).await?,
+    };
+    rows.iter().map(|r| R::from_row(r, now)).collect()
 }
 
 fn filter_sql<R: RunRow>(filters: &RunFilters, sort: R::Sort, limit: i64, offset: i64) -> (String, Query) {
@@ -339,23 +341,26 @@ pub async fn filter_plan<R: RunRow>(
         });
     }
     let types: Vec<&str> = stmt.params().iter().map(|t| t.name()).collect();
-    c.batch_execute(&format!(
-        "SET plan_cache_mode = force_generic_plan; PREPARE stratus_filter_plan ({}) AS {sql}",
-        types.join(", ")
-    ))
-    .await?;
-    let plan = c
-        .query_one(
-            format!(
+    let plan = match c
+        .batch_execute(&format!(
+            "SET plan_cache_mode = force_generic_plan; PREPARE stratus_filter_plan ({}) AS {sql}",
+            types.join(", ")
+        ))
+        .await
+    {
+        Ok(()) => {
+            let explain = format!(
                 "EXPLAIN (FORMAT JSON) EXECUTE stratus_filter_plan ({})",
                 args.join(", ")
-            )
-            .as_str(),
-            &[],
-        )
-        .await;
-    c.batch_execute("DEALLOCATE stratus_filter_plan; RESET plan_cache_mode")
-        .await?;
+            );
+            let plan = c.query_one(explain.as_str(), &[]).await;
+            c.batch_execute("DEALLOCATE stratus_filter_plan").await?;
+            plan
+        }
+        Err(e) => Err(e),
+    };
+    // Whatever happened, the connection goes back to the pool with its own plan mode.
+    c.batch_execute("RESET plan_cache_mode").await?;
     plan?.try_get(0)
 }
 
