@@ -96,6 +96,14 @@ impl Conn {
         }
     }
 
+    /// A GET of a path of the server's own, outside the API's prefix (a UI page).
+    async fn page(&mut self, path: &str) -> (u16, Value) {
+        let prefix = std::mem::take(&mut self.target.prefix);
+        let answer = self.send("GET", path, None).await;
+        self.target.prefix = prefix;
+        answer
+    }
+
     async fn try_send(&mut self, method: &str, path: &str, body: Option<&Value>) -> Option<(u16, Value)> {
         let body = body.map(Value::to_string).unwrap_or_default();
         let req = format!(
@@ -181,7 +189,12 @@ const OFFER: Duration = Duration::from_secs(3);
 #[derive(Clone)]
 enum Unit {
     Post(String, Value),
-    TaskRun { flow_run: String, n: usize },
+    /// A page of the web UI: a GET of a path of the server's own (not under the API).
+    Page(String),
+    TaskRun {
+        flow_run: String,
+        n: usize,
+    },
     Poll(String, Value),
 }
 
@@ -298,6 +311,11 @@ async fn drive(
                         let r = conn.post(path, body).await;
                         timed(r, t, &[200, 201]);
                     }
+                    Unit::Page(path) => {
+                        let t = Instant::now();
+                        let r = conn.page(path).await;
+                        timed(r, t, &[200]);
+                    }
                     Unit::Poll(path, body) => {
                         let t = Instant::now();
                         let r = conn.post(path, body).await;
@@ -388,6 +406,7 @@ struct Sizes {
     filters: usize,
     polls: usize,
     poll_supply: usize,
+    pages: usize,
 }
 
 /// Every route of the goals, in the order a busy server sees them built up.
@@ -397,6 +416,7 @@ async fn suite(
     in_flight: usize,
     sizes: &Sizes,
     tag: &str,
+    ui: bool,
 ) -> Vec<Phase> {
     let mut setup = Conn::open(target).await;
     let flow = setup
@@ -626,6 +646,63 @@ async fn suite(
     )
     .await;
     phases.push(poll);
+
+    // 7. The web UI's pages and its `/ui` routes, four at a time, when the server has them.
+    if !ui {
+        return phases;
+    }
+    let (_, page) = setup
+        .post(
+            "/flow_runs/filter",
+            &json!({"flows": {"id": {"any_": [flow_id]}}, "limit": 1}),
+        )
+        .await;
+    let run_id = id_of(&page[0]);
+    let week_ago = (chrono::Utc::now() - chrono::Duration::days(7)).to_rfc3339();
+    let pages: Vec<(String, Unit)> = vec![
+        ("/".into(), Unit::Page("/".into())),
+        ("/?hours=168".into(), Unit::Page("/?hours=168".into())),
+        ("/flow-runs".into(), Unit::Page("/flow-runs".into())),
+        (
+            "/flow-runs?state=FAILED".into(),
+            Unit::Page("/flow-runs?state=FAILED".into()),
+        ),
+        (
+            "/flow-runs/{id}".into(),
+            Unit::Page(format!("/flow-runs/{run_id}")),
+        ),
+        ("/flows".into(), Unit::Page("/flows".into())),
+        ("/flows/{id}".into(), Unit::Page(format!("/flows/{flow_id}"))),
+        ("/deployments".into(), Unit::Page("/deployments".into())),
+        (
+            "/deployments/{id}".into(),
+            Unit::Page(format!("/deployments/{deployment_id}")),
+        ),
+        ("/work-pools".into(), Unit::Page("/work-pools".into())),
+        (
+            "/work-pools/{name}".into(),
+            Unit::Page(format!("/work-pools/{pool}")),
+        ),
+        (
+            "POST /ui/flow_runs/history".into(),
+            Unit::Post("/ui/flow_runs/history".into(), json!({})),
+        ),
+        (
+            "POST /ui/task_runs/count".into(),
+            Unit::Post("/ui/task_runs/count".into(), json!({})),
+        ),
+        (
+            "POST /ui/task_runs/dashboard/counts (a week)".into(),
+            Unit::Post(
+                "/ui/task_runs/dashboard/counts".into(),
+                json!({"task_runs": {"start_time": {"after_": week_ago}}}),
+            ),
+        ),
+    ];
+    for (name, unit) in pages {
+        let units = (0..sizes.pages).map(|_| unit.clone()).collect();
+        phases.push(drive(target, server, &format!("UI {name}"), "pages", 4, units, None).await);
+    }
     phases
 }
 
@@ -1006,11 +1083,13 @@ async fn main() {
         filters: n(4_000.0),
         polls: n(3_000.0),
         poll_supply: n(10_000.0),
+        pages: n(200.0),
     };
     if let Some(base) = &args.base {
         let target = Target::parse(base);
         let tag = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
-        let phases = suite(&target, args.server_pid, args.in_flight, &sizes, &tag).await;
+        // Another server's web UI is not Stratus's: its routes only.
+        let phases = suite(&target, args.server_pid, args.in_flight, &sizes, &tag, false).await;
         let client = client_timings(base, args.server_pid, args.client);
         print_table(&format!("{base}, {} in flight", args.in_flight), &phases, &client);
         return;
@@ -1051,6 +1130,7 @@ async fn main() {
             args.in_flight,
             &sizes,
             "empty",
+            true,
         )
         .await;
         rows.extend(client_timings(&base, Some(server.child.id()), args.client));
@@ -1092,7 +1172,15 @@ async fn main() {
             .expect("counts");
         let (r, t, l): (i64, i64, i64) = (counts.get(0), counts.get(1), counts.get(2));
         let tag = format!("at-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-        let phases = suite(&target, Some(server.child.id()), args.in_flight, &sizes, &tag).await;
+        let phases = suite(
+            &target,
+            Some(server.child.id()),
+            args.in_flight,
+            &sizes,
+            &tag,
+            true,
+        )
+        .await;
         let rows = client_timings(&base, Some(server.child.id()), args.client);
         print_table(
             &format!(
