@@ -688,8 +688,11 @@ async fn suite(
             Unit::Post("/ui/flow_runs/history".into(), json!({})),
         ),
         (
-            "POST /ui/task_runs/count".into(),
-            Unit::Post("/ui/task_runs/count".into(), json!({})),
+            "POST /ui/task_runs/count (a week)".into(),
+            Unit::Post(
+                "/ui/task_runs/count".into(),
+                json!({"task_runs": {"start_time": {"after_": week_ago}}}),
+            ),
         ),
         (
             "POST /ui/task_runs/dashboard/counts (a week)".into(),

@@ -250,7 +250,12 @@ fn uuid_conds(c: &mut Conds, q: &mut Query, col: &str, f: &Option<IdFilter>) {
 fn text_conds(c: &mut Conds, q: &mut Query, col: &str, f: &Option<TextFilter>) {
     let Some(f) = f else { return };
     if let Some(any) = &f.any_ {
-        c.push(format!("{col} = ANY({}::text[])", q.bind(any.clone())));
+        // As `column_in`: one value is plain equality, which reads a composite index in
+        // order (the runs in one state, newest first).
+        c.push(match any.as_slice() {
+            [one] => format!("{col} = {}::text", q.bind(one.clone())),
+            _ => format!("{col} = ANY({}::text[])", q.bind(any.clone())),
+        });
     }
     if let Some(not_any) = &f.not_any_ {
         c.push(format!(
@@ -871,7 +876,7 @@ mod tests {
         .unwrap();
         let mut q = Query::default();
         let sql = f.sql(&mut q, "fr");
-        assert_eq!(sql, "(fr.name ILIKE $1 OR (fr.state_type = ANY($2::text[])))");
+        assert_eq!(sql, "(fr.name ILIKE $1 OR (fr.state_type = $2::text))");
         assert_eq!(q.params().len(), 2);
     }
 

@@ -907,3 +907,52 @@ async fn a_run_created_with_a_persisted_result_has_its_result_artifact() {
         .await;
     assert_eq!(settled(&created), settled(&read.body));
 }
+
+#[tokio::test]
+async fn history_puts_each_run_in_its_interval_edges_included() {
+    let app = TestApp::spawn().await;
+    let flow_id = flow(&app, "f").await;
+    let start = chrono::DateTime::from_timestamp((Utc::now() + Duration::days(1)).timestamp(), 0).unwrap();
+    for offset_ms in [0, 299_999, 300_000, 899_999, 1_200_000] {
+        let at = start + Duration::milliseconds(offset_ms);
+        run(
+            &app,
+            json!({"flow_id": flow_id, "state": {"type": "SCHEDULED", "state_details": {"scheduled_time": at.to_rfc3339()}}}),
+        )
+        .await;
+    }
+    let history = app
+        .post(
+            "/api/flow_runs/history",
+            json!({"history_start": start.to_rfc3339(), "history_end": (start + Duration::seconds(1200)).to_rfc3339(),
+                   "history_interval_seconds": 300.0}),
+        )
+        .await;
+    assert_eq!(history.status, 200, "{}", history.text);
+    let intervals = history.body.as_array().unwrap();
+    let counts: Vec<i64> = intervals
+        .iter()
+        .map(|i| {
+            i["states"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["count_runs"].as_i64().unwrap())
+                .sum()
+        })
+        .collect();
+    assert_eq!(
+        counts,
+        [2, 1, 1, 0],
+        "the end is not in the last interval: {intervals:?}"
+    );
+    let starts: Vec<String> = intervals
+        .iter()
+        .map(|i| i["interval_start"].as_str().unwrap().to_string())
+        .collect();
+    let expected: Vec<String> = (0..4)
+        .map(|k| stratus_domain::time::format_ts(&(start + Duration::seconds(300 * k))))
+        .collect();
+    assert_eq!(starts, expected);
+    assert_eq!(intervals[0]["states"][0]["state_type"], "SCHEDULED");
+}

@@ -220,3 +220,45 @@ async fn paging_through_a_runs_list_keeps_only_its_first_page_prepared() {
         "no more shapes than the bound"
     );
 }
+
+/// The runs in one state, newest first (the runs page filtered by state): read in order
+/// off the state's index, not found by walking every newer run in another state.
+#[tokio::test]
+async fn the_runs_in_one_state_are_read_from_its_index_in_order() {
+    let app = TestApp::spawn().await;
+    let flow: uuid::Uuid = app.post("/api/flows/", json!({"name": "states"})).await.body["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let db = app.db().await;
+    db.execute(
+        "INSERT INTO flow_run (flow_id, name, state_type, state_name, expected_start_time) \
+         SELECT $1, 'run-' || i, CASE WHEN i > 20000 THEN 'FAILED' ELSE 'COMPLETED' END, 'x', \
+           now() - i * interval '1 second' FROM generate_series(1, 20300) i",
+        &[&flow],
+    )
+    .await
+    .unwrap();
+    db.batch_execute("ANALYZE flow_run").await.unwrap();
+    let filters = RunFilters {
+        flow_runs: Some(serde_json::from_value(json!({"state": {"type": {"any_": ["FAILED"]}}})).unwrap()),
+        ..Default::default()
+    };
+    let client = app.default_workspace_client().await;
+    for kind in [PlanFor::TheseValues, PlanFor::AnyValues] {
+        let plan =
+            runs::filter_plan::<FlowRun>(&client, &filters, FlowRunSort::ExpectedStartTimeDesc, 50, kind)
+                .await
+                .unwrap();
+        let mut nodes = Vec::new();
+        node_types(&plan[0]["Plan"], &mut nodes);
+        assert!(!nodes.iter().any(|n| n.contains("Sort")), "{kind:?}: {nodes:?}");
+        assert!(
+            nodes
+                .iter()
+                .any(|n| n.contains("ix_flow_run__state_type_expected_start_time")),
+            "{kind:?}: {nodes:?}"
+        );
+    }
+}

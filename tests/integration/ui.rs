@@ -730,3 +730,91 @@ async fn block_pages_offer_the_catalog_and_forms_that_never_hold_a_secret() {
     );
     assert_eq!(app.get("/blocks/catalog/no-such-type").await.status, 404);
 }
+
+#[tokio::test]
+async fn the_runs_page_counts_no_further_than_its_pager_needs() {
+    let app = TestApp::spawn().await;
+    let first = flow_run(&app, "many", json!([])).await;
+    let flow: uuid::Uuid = first["flow_id"].as_str().unwrap().parse().unwrap();
+    app.db()
+        .await
+        .execute(
+            "INSERT INTO flow_run (flow_id, name, expected_start_time) \
+             SELECT $1, 'bulk-' || i, now() - i * interval '1 second' FROM generate_series(1, 10000) i",
+            &[&flow],
+        )
+        .await
+        .unwrap();
+    let page = app.get("/flow-runs").await;
+    assert_eq!(page.status, 200);
+    assert!(page.text.contains("more than 10000 matching"), "{}", page.text);
+    assert!(page.text.contains("page=2"), "a next page");
+    // Deep enough, the count covers every run again: 10,001 of them, and no page after.
+    let last = app.get("/flow-runs?page=201").await;
+    assert_eq!(last.status, 200);
+    assert!(last.text.contains("10001 matching"), "{}", last.text);
+    assert!(!last.text.contains("page=202"));
+    let narrow = app.get("/flow-runs?state=PENDING").await;
+    assert!(narrow.text.contains("1 matching"), "{}", narrow.text);
+}
+
+#[tokio::test]
+async fn a_pool_page_lists_the_runs_waiting_in_its_queues_soonest_first() {
+    let app = TestApp::spawn().await;
+    let pool = app
+        .post("/api/work_pools/", json!({"name": "waits", "type": "process"}))
+        .await;
+    assert_eq!(pool.status, 201, "{}", pool.text);
+    let other = app
+        .post("/api/work_pools/waits/queues", json!({"name": "other"}))
+        .await
+        .body;
+    let flow = app.post("/api/flows/", json!({"name": "f"})).await.body;
+    let run_in = |name: &'static str, queue: Value, minutes: i64, kind: &'static str| {
+        let (app, flow) = (&app, &flow);
+        async move {
+            let at = (chrono::Utc::now() + chrono::Duration::minutes(minutes)).to_rfc3339();
+            let run = app
+                .post(
+                    "/api/flow_runs/",
+                    json!({"flow_id": flow["id"], "name": name,
+                           "state": {"type": "SCHEDULED", "state_details": {"scheduled_time": at}}}),
+                )
+                .await
+                .body;
+            let id: uuid::Uuid = run["id"].as_str().unwrap().parse().unwrap();
+            let queue: uuid::Uuid = queue.as_str().unwrap().parse().unwrap();
+            app.db()
+                .await
+                .execute(
+                    "UPDATE flow_run SET work_queue_id = $2 WHERE id = $1",
+                    &[&id, &queue],
+                )
+                .await
+                .unwrap();
+            if kind != "SCHEDULED" {
+                set_state(app, "flow_runs", &run["id"], kind).await;
+            }
+        }
+    };
+    let default = pool.body["default_queue_id"].clone();
+    run_in("later-run", default.clone(), 60, "SCHEDULED").await;
+    run_in("sooner-run", other["id"].clone(), 5, "SCHEDULED").await;
+    run_in("started-run", other["id"].clone(), 1, "PENDING").await;
+    run_in("done-run", default, 2, "COMPLETED").await;
+    let page = app.get("/work-pools/waits").await;
+    assert_eq!(page.status, 200);
+    let at = |name: &str| page.text.find(name);
+    assert!(at("done-run").is_none(), "finished runs do not wait");
+    let (started, sooner, later) = (at("started-run"), at("sooner-run"), at("later-run"));
+    assert!(
+        started.is_some() && sooner.is_some() && later.is_some(),
+        "{}",
+        page.text
+    );
+    // Soonest first; a Pending run has no next scheduled time and comes after.
+    assert!(
+        sooner < later && later < started,
+        "{started:?} {sooner:?} {later:?}"
+    );
+}

@@ -539,6 +539,21 @@ pub async fn count(c: &impl GenericClient, filters: &RunFilters) -> Result<i64, 
     Ok(c.query_one(sql.as_str(), &q.params()).await?.get(0))
 }
 
+/// How many deployments each of `flows` has (those with none are left out).
+pub async fn count_by_flow(
+    c: &impl GenericClient,
+    flows: &[Uuid],
+) -> Result<std::collections::HashMap<Uuid, i64>, tokio_postgres::Error> {
+    let stmt = c
+        .prepare_cached("SELECT flow_id, count(*) FROM deployment WHERE flow_id = ANY($1) GROUP BY flow_id")
+        .await?;
+    c.query(&stmt, &[&flows])
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect()
+}
+
 /// SCHEDULED runs of the deployments due by `before`, soonest first (for `flow.serve()`
 /// runners); marks the deployments polled and ready.
 pub async fn scheduled_runs(

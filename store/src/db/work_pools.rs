@@ -678,6 +678,39 @@ const POLL_SQL: &str = concat!(
      FROM offered o WHERE fr.id = o.id RETURNING fr.id, o.queue_id"
 );
 
+/// Up to `limit` of a pool's runs waiting for a worker (Scheduled or Pending), soonest
+/// first: each queue's Scheduled runs off the poll's index, its Pending ones off the busy
+/// runs' index, so the page reads a few runs per queue however long the history. (As a
+/// runs filter on the pool, it walked the table's `next_scheduled_start_time` index past
+/// every finished run: half a second at a million runs.)
+pub async fn waiting_runs(
+    c: &impl GenericClient,
+    pool_id: Uuid,
+    limit: i64,
+) -> Result<Vec<crate::db::flow_runs::FlowRun>, tokio_postgres::Error> {
+    let stmt = c
+        .prepare_cached(
+            "SELECT w.id FROM work_queue wq CROSS JOIN LATERAL ( \
+               (SELECT fr.id, fr.next_scheduled_start_time FROM flow_run fr \
+                WHERE fr.work_queue_id = wq.id AND fr.state_type = 'SCHEDULED' \
+                ORDER BY fr.next_scheduled_start_time, fr.id LIMIT $2) \
+               UNION ALL \
+               (SELECT fr.id, fr.next_scheduled_start_time FROM flow_run fr \
+                WHERE fr.work_queue_id = wq.id AND fr.state_type = 'PENDING' \
+                ORDER BY fr.next_scheduled_start_time, fr.id LIMIT $2) \
+             ) w WHERE wq.work_pool_id = $1 \
+             ORDER BY w.next_scheduled_start_time NULLS LAST, w.id LIMIT $2",
+        )
+        .await?;
+    let ids: Vec<Uuid> = c
+        .query(&stmt, &[&pool_id, &limit])
+        .await?
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<Result<_, _>>()?;
+    crate::db::runs::read_many(c, &ids).await
+}
+
 /// The planner's plan of the poll's statement (`EXPLAIN`, nothing is run), for the test
 /// that checks it reads due runs off their index.
 pub async fn poll_plan(

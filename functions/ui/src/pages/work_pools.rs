@@ -3,16 +3,12 @@
 
 use askama::Template;
 use axum::extract::State;
-use serde_json::json;
 use stratus_http::AppState;
-use stratus_store::db::flow_runs::FlowRun;
-use stratus_store::db::flow_runs::FlowRunSort;
-use stratus_store::db::runs;
 use stratus_store::db::work_pools::{self as pools, WorkPool, WorkerFilter};
 use stratus_store::filters::{WorkPoolFilter, WorkQueueFilter};
 
 use super::view::{self, RunRow};
-use super::{filters, flow_names, render, PageError, PagePath, PageResult};
+use super::{flow_names, render, PageError, PagePath, PageResult};
 
 /// A pool name as a URL path segment.
 pub fn path_segment(name: &str) -> String {
@@ -110,9 +106,7 @@ pub async fn page(State(app): State<AppState>, PagePath(name): PagePath) -> Page
         .ok_or_else(|| PageError::NotFound(format!("There is no work pool named “{name}”.")))?;
     let (row, workers) = pool_row(&c, &pool).await?;
     let queues = pools::filter_queues(&c, Some(pool.id), &WorkQueueFilter::default(), 200, 0).await?;
-    let waiting_f = filters(json!({"work_pools": {"name": {"any_": [pool.name]}},
-                                   "flow_runs": {"state": {"type": {"any_": ["SCHEDULED", "PENDING"]}}}}))?;
-    let runs = runs::filter::<FlowRun>(&c, &waiting_f, FlowRunSort::NextScheduledStartTimeAsc, 50, 0).await?;
+    let runs = pools::waiting_runs(&c, pool.id, 50).await?;
     let names = flow_names(&c, runs.iter().map(|r| r.flow_id)).await?;
     let backend = match &app.settings.sqs_endpoint {
         Some(_) => format!("SQS ({}{})", app.settings.queue_prefix, pool.id),
