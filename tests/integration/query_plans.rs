@@ -6,7 +6,7 @@ use crate::common;
 use common::TestApp;
 use serde_json::{json, Value};
 use stratus_store::db::flow_runs::{FlowRun, FlowRunSort};
-use stratus_store::db::runs::{self, PlanFor};
+use stratus_store::db::runs::{self, PlanFor, RunTable};
 use stratus_store::db::work_pools::{self, Poll};
 use stratus_store::filters::RunFilters;
 
@@ -209,14 +209,31 @@ async fn paging_through_a_runs_list_keeps_only_its_first_page_prepared() {
             .unwrap();
     }
     assert_eq!(prepared().await, 1, "the first page only");
+    // A capped count: kept at its usual cap only, whatever page a pager asks it for.
+    for cap in [runs::COUNTED_UP_TO, 10_050, 10_100, 12_500] {
+        runs::count_up_to(&client, RunTable::Flow, &filters, cap)
+            .await
+            .unwrap();
+    }
+    let counts: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE '%FROM (SELECT 1 FROM flow_run%' \
+             AND statement NOT LIKE '%pg_prepared%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(counts, 1, "the usual cap only");
     for limit in 1..=100 {
         runs::filter::<FlowRun>(&client, &filters, FlowRunSort::ExpectedStartTimeDesc, limit, 0)
             .await
             .unwrap();
     }
+    // The bound counts every kept shape: the count above holds one of them.
     assert_eq!(
         prepared().await,
-        stratus_store::filters::PREPARED_SHAPES as i64,
+        stratus_store::filters::PREPARED_SHAPES as i64 - 1,
         "no more shapes than the bound"
     );
 }

@@ -364,6 +364,10 @@ pub async fn filter_plan<R: RunRow>(
     plan?.try_get(0)
 }
 
+/// The cap of [`count_up_to`] whose statements are kept prepared: each cap is another
+/// statement text, and a pager's deep pages must not use up the shapes a process keeps.
+pub const COUNTED_UP_TO: i64 = 10_000;
+
 /// [`count`], counting no further than `cap + 1`: a page that only says "more than" a
 /// number reads at most that many rows, however many match.
 pub async fn count_up_to(
@@ -380,7 +384,10 @@ pub async fn count_up_to(
         table.alias(),
         cap.saturating_add(1)
     );
-    let rows = q.rows(c, &sql).await?;
+    let rows = match cap {
+        COUNTED_UP_TO => q.rows(c, &sql).await?,
+        _ => q.rows_planned_once(c, &sql).await?,
+    };
     Ok(rows.first().map_or(0, |r| r.get(0)))
 }
 

@@ -17,8 +17,6 @@ use super::view::RunRow;
 use super::{filters, flow_names, int_param, param, render, PageError, PageResult, Params};
 
 const PAGE_SIZE: i64 = 50;
-/// How many matching runs the page counts before it says "more than".
-const COUNTED_UP_TO: i64 = 10_000;
 
 fn state_options() -> Vec<String> {
     StateType::ALL.iter().map(|t| t.as_str().to_string()).collect()
@@ -111,7 +109,7 @@ pub async fn page(State(app): State<AppState>, params: Params) -> PageResult {
     let c = app.client().await?;
     // Counted no further than needed to say whether a next page exists, and at least to
     // COUNTED_UP_TO: counting a million runs took longer than showing fifty of them.
-    let cap = COUNTED_UP_TO.max(page * PAGE_SIZE);
+    let cap = runs::COUNTED_UP_TO.max(page * PAGE_SIZE);
     let counted = runs::count_up_to(&c, RunTable::Flow, &f, cap).await?;
     let runs = runs::filter::<FlowRun>(
         &c,
