@@ -523,7 +523,12 @@ def test_a_run_paused_for_input_is_resumed_from_its_form(browser, stratus_server
         assert "copies" in browser.find_element("id", "notice").text
         assert client(lambda c: c.read_flow_run(run.id)).state.type.value == "PAUSED"
         form.find_element("css selector", "details.raw summary").click()  # back to the fields
-        assert form.find_element("css selector", "[data-field='approver']").get_attribute("value") == "ada"
+        # The fields are rebuilt from the JSON on the details' `toggle` event, which fires
+        # after the click returns: the field found first may be the one being replaced.
+        page.wait_for(
+            lambda: form.find_element("css selector", "[data-field='approver']").get_attribute("value") == "ada",
+            "the fields rebuilt from the JSON",
+        )
         form.find_element("css selector", "[data-field='approver']").clear()
 
         form.find_element("css selector", "[data-field='approver']").send_keys("ada")
