@@ -118,6 +118,23 @@ pub struct RunBook {
     pub flow_run_run_count: i32,
 }
 
+impl RunBook {
+    /// A run before its first state, as its row is when inserted bare.
+    pub fn before_first_state(flow_policy: FlowRunPolicy, task_policy: TaskRunPolicy) -> Self {
+        RunBook {
+            run_count: 0,
+            start_time: None,
+            end_time: None,
+            total_run_time_micros: 0,
+            expected_start_time: None,
+            next_scheduled_start_time: None,
+            flow_policy,
+            task_policy,
+            flow_run_run_count: 0,
+        }
+    }
+}
+
 /// What the run is, beyond its bookkeeping.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunFacts {

@@ -32,17 +32,7 @@ fn named(kind: StateType, name: &str) -> State {
 }
 
 fn book() -> RunBook {
-    RunBook {
-        run_count: 0,
-        start_time: None,
-        end_time: None,
-        total_run_time_micros: 0,
-        expected_start_time: None,
-        next_scheduled_start_time: None,
-        flow_policy: FlowRunPolicy::default(),
-        task_policy: TaskRunPolicy::default(),
-        flow_run_run_count: 0,
-    }
+    RunBook::before_first_state(FlowRunPolicy::default(), TaskRunPolicy::default())
 }
 
 fn ctx(kind: RunKind, initial: Option<State>, proposed: State) -> TransitionContext {

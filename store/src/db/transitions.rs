@@ -56,14 +56,10 @@ pub async fn create_flow_run(
     initial: State,
     opts: Options,
 ) -> StoreResult<Option<(FlowRun, Option<Outcome>)>> {
-    let ctx = TransitionContext {
-        kind: RunKind::Flow,
-        force: true,
-        api_version: opts.api_version,
-        now: Utc::now(),
-        proposed: initial,
-        initial: None,
-        run: RunFacts {
+    let ctx = new_run_context(
+        RunKind::Flow,
+        initial,
+        RunFacts {
             id: Uuid::now_v7(),
             deployment_id: new.deployment_id,
             parent_task_run_id: new.parent_task_run_id,
@@ -71,12 +67,9 @@ pub async fn create_flow_run(
             flow_run_id: None,
             tags: tags_of(new.tags.clone()),
         },
-        book: new_run_book(new.empirical_policy.clone(), TaskRunPolicy::default()),
-        parent_flow_run: None,
-        cached_state: None,
-        tag_limits: Vec::new(),
-        tag_slot_wait_seconds: opts.tag_slot_wait_seconds,
-    };
+        RunBook::before_first_state(new.empirical_policy.clone(), TaskRunPolicy::default()),
+        opts,
+    );
     let decision = decide_flow_run(&ctx);
     let insert = NewRun {
         id: ctx.run.id,
@@ -127,14 +120,10 @@ pub async fn create_task_run(
             return Ok(runs::read::<TaskRun>(c, id).await?.map(|run| (run, false)));
         }
     }
-    let ctx = TransitionContext {
-        kind: RunKind::Task,
-        force: true,
-        api_version: opts.api_version,
-        now: Utc::now(),
-        proposed: initial,
-        initial: None,
-        run: RunFacts {
+    let ctx = new_run_context(
+        RunKind::Task,
+        initial,
+        RunFacts {
             id: new.id.unwrap_or_else(Uuid::now_v7),
             deployment_id: None,
             parent_task_run_id: None,
@@ -142,12 +131,9 @@ pub async fn create_task_run(
             flow_run_id: new.flow_run_id,
             tags: tags_of(new.tags.clone()),
         },
-        book: new_run_book(FlowRunPolicy::default(), new.empirical_policy.clone()),
-        parent_flow_run: None,
-        cached_state: None,
-        tag_limits: Vec::new(),
-        tag_slot_wait_seconds: opts.tag_slot_wait_seconds,
-    };
+        RunBook::before_first_state(FlowRunPolicy::default(), new.empirical_policy.clone()),
+        opts,
+    );
     let insert = NewRun {
         id: ctx.run.id,
         columns: NewTaskRun::COLUMNS,
@@ -179,26 +165,36 @@ pub async fn create_task_run(
     Ok(runs::read::<TaskRun>(c, ctx.run.id).await?.map(|run| (run, true)))
 }
 
+/// A new run's first transition: forced, as Prefect's create is, from no state, with
+/// nothing loaded beside the run (the general path loads what a task starting Running needs).
+fn new_run_context(
+    kind: RunKind,
+    initial: State,
+    run: RunFacts,
+    book: RunBook,
+    opts: Options,
+) -> TransitionContext {
+    TransitionContext {
+        kind,
+        force: true,
+        api_version: opts.api_version,
+        now: Utc::now(),
+        proposed: initial,
+        initial: None,
+        run,
+        book,
+        parent_flow_run: None,
+        cached_state: None,
+        tag_limits: Vec::new(),
+        tag_slot_wait_seconds: opts.tag_slot_wait_seconds,
+    }
+}
+
 /// Whether a new task run's first state is decided by what the create carries alone: not
 /// Running, so the policy reads neither its flow run nor the cache, and a new run holds no
 /// tag slot to free.
 fn initial_needs_no_reads(ctx: &TransitionContext) -> bool {
     ctx.proposed.kind != StateType::Running
-}
-
-/// A run before its first state, as its row is when inserted bare.
-fn new_run_book(flow_policy: FlowRunPolicy, task_policy: TaskRunPolicy) -> RunBook {
-    RunBook {
-        run_count: 0,
-        start_time: None,
-        end_time: None,
-        total_run_time_micros: 0,
-        expected_start_time: None,
-        next_scheduled_start_time: None,
-        flow_policy,
-        task_policy,
-        flow_run_run_count: 0,
-    }
 }
 
 /// The state a decision writes, when it can be written with its new run in one statement:
@@ -342,7 +338,7 @@ pub async fn insert_scheduled_runs(
         let book = RunBook {
             expected_start_time: Some(*date),
             next_scheduled_start_time: Some(*date),
-            ..new_run_book(FlowRunPolicy::default(), TaskRunPolicy::default())
+            ..RunBook::before_first_state(FlowRunPolicy::default(), TaskRunPolicy::default())
         };
         let insert = NewRun {
             id,
