@@ -182,6 +182,8 @@ fn id_of(v: &Value) -> String {
 /// A run handed out by a poll must not be handed out again for this long (unless its
 /// state changes): Stratus's offer (`OFFER_SECONDS`); Prefect makes no such promise.
 const OFFER: Duration = Duration::from_secs(3);
+/// Connections proposing Pending for the runs the polls hand out.
+const SUBMITTERS: usize = 4;
 
 // ---- what a phase measures ----------------------------------------------------------------
 
@@ -282,15 +284,41 @@ async fn drive(
     let twice = Arc::new(AtomicUsize::new(0));
     let (cpu0, pg0) = (server.and_then(cpu_seconds), postgres_cpu());
     let started = Instant::now();
+    // The poll's runs are proposed Pending by submitters of their own, as the stock
+    // worker does in a task group: its poll loop does not wait for them.
+    let (submit, submitted) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let submitted = Arc::new(tokio::sync::Mutex::new(submitted));
+    let pending = Arc::new(AtomicUsize::new(0));
+    let submitters: Vec<_> = (0..if handed_out.is_some() { SUBMITTERS } else { 0 })
+        .map(|_| {
+            let (target, submitted, pending) = (target.clone(), submitted.clone(), pending.clone());
+            tokio::spawn(async move {
+                let mut conn = Conn::open(&target).await;
+                loop {
+                    let Some(id) = submitted.lock().await.recv().await else {
+                        break;
+                    };
+                    let (status, _) = conn
+                        .post(&format!("/flow_runs/{id}/set_state"), &state("PENDING"))
+                        .await;
+                    if status == 201 {
+                        pending.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    let submit = handed_out.is_some().then_some(submit);
     let mut workers = Vec::new();
     for _ in 0..in_flight {
-        let (target, units, next, refused, handed_out, twice) = (
+        let (target, units, next, refused, handed_out, twice, submit) = (
             target.clone(),
             units.clone(),
             next.clone(),
             refused.clone(),
             handed_out.clone(),
             twice.clone(),
+            submit.clone(),
         );
         workers.push(tokio::spawn(async move {
             let mut conn = Conn::open(&target).await;
@@ -320,11 +348,12 @@ async fn drive(
                         let t = Instant::now();
                         let r = conn.post(path, body).await;
                         let answer = timed(r, t, &[200]);
-                        // As a worker: each run handed out is proposed Pending (not timed).
+                        // As the stock worker: each run handed out is proposed Pending
+                        // by a task of its own while the poll loop goes on.
                         for run in answer.as_array().into_iter().flatten() {
-                            let id = id_of(&run["flow_run"]);
-                            conn.post(&format!("/flow_runs/{id}/set_state"), &state("PENDING"))
-                                .await;
+                            if let Some(submit) = &submit {
+                                submit.send(id_of(&run["flow_run"])).ok();
+                            }
                         }
                         if let Some(tally) = &handed_out {
                             let mut tally = tally.lock().expect("tally");
@@ -368,6 +397,12 @@ async fn drive(
         latencies.extend(w.await.expect("worker"));
     }
     let elapsed = started.elapsed();
+    let (server_cpu, pg_cpu) = (server.and_then(cpu_seconds), postgres_cpu());
+    drop(submit);
+    for s in submitters {
+        s.await.expect("submitter");
+    }
+    let drained = started.elapsed();
     latencies.sort();
     let secs = elapsed.as_secs_f64();
     let refused = refused.load(Ordering::Relaxed);
@@ -379,8 +414,11 @@ async fn drive(
     if let Some(tally) = &handed_out {
         let runs = tally.lock().expect("tally").len();
         extra.push(format!(
-            "{runs} runs handed out, {twice} of them again within {}s",
-            OFFER.as_secs()
+            "{runs} runs handed out, {twice} of them again within {}s; {} made Pending by {SUBMITTERS} \
+             submitters, the last {:.1}s after the last poll",
+            OFFER.as_secs(),
+            pending.load(Ordering::Relaxed),
+            (drained - elapsed).as_secs_f64()
         ));
     }
     Phase {
@@ -389,8 +427,10 @@ async fn drive(
         units: units.len(),
         elapsed,
         latencies,
-        server_cpu: server.and_then(|pid| Some((cpu_seconds(pid)? - cpu0?) / secs * 100.0)),
-        pg_cpu: (postgres_cpu() - pg0) / secs * 100.0,
+        server_cpu: server_cpu
+            .zip(cpu0)
+            .map(|(now, then)| (now - then) / secs * 100.0),
+        pg_cpu: (pg_cpu - pg0) / secs * 100.0,
         rss_mib: server.and_then(rss_mib),
         extra: extra.join(", "),
     }

@@ -649,8 +649,36 @@ macro_rules! busy_run {
     };
 }
 
+/// Marks the queues whose ids are the array at the given placeholder (and their
+/// deployments) polled now: READY, `last_polled` now. Pollers of one queue would queue up
+/// behind each other's row locks for this bookkeeping: a row another poll is marking, or
+/// one marked within the last second, is left as it is. Two statements, or two CTEs of
+/// the poll's.
+macro_rules! mark_polled {
+    (queues: $ids:literal) => {
+        concat!(
+            "UPDATE work_queue SET last_polled = now(), status = CASE WHEN is_paused THEN 'PAUSED' ELSE 'READY' END \
+             WHERE id IN (SELECT id FROM work_queue WHERE id = ANY(",
+            $ids,
+            ") AND (last_polled IS NULL OR last_polled < now() - interval '1 second' \
+                 OR status <> CASE WHEN is_paused THEN 'PAUSED' ELSE 'READY' END) \
+               FOR NO KEY UPDATE SKIP LOCKED)"
+        )
+    };
+    (deployments: $ids:literal) => {
+        concat!(
+            "UPDATE deployment SET last_polled = now(), status = 'READY' \
+             WHERE id IN (SELECT id FROM deployment WHERE work_queue_id = ANY(",
+            $ids,
+            ") AND (last_polled IS NULL OR last_polled < now() - interval '1 second' OR status <> 'READY') \
+               FOR NO KEY UPDATE SKIP LOCKED)"
+        )
+    };
+}
+
 /// The poll: each queue's due runs, soonest first, at most its room (`$5` or what its
-/// limit leaves), not held by another poll nor offered to one, marked offered.
+/// limit leaves), not held by another poll nor offered to one, marked offered, in the
+/// order they are handed out (queue priority, then time); the queues marked polled.
 const POLL_SQL: &str = concat!(
     "WITH queues AS ( \
        SELECT wq.id, wq.priority, \
@@ -660,7 +688,7 @@ const POLL_SQL: &str = concat!(
     "))) END AS room \
        FROM work_queue wq WHERE wq.work_pool_id = $1 AND NOT wq.is_paused AND wq.id = ANY($2) \
      ), offered AS ( \
-       SELECT due.id, q.id AS queue_id FROM queues q CROSS JOIN LATERAL ( \
+       SELECT due.id, q.id AS queue_id, q.priority, due.next_scheduled_start_time FROM queues q CROSS JOIN LATERAL ( \
          SELECT fr.id, fr.next_scheduled_start_time FROM flow_run fr \
          WHERE fr.work_queue_id = q.id AND fr.state_type = 'SCHEDULED' \
            AND coalesce(fr.empirical_policy->>'retry_type', '') <> 'in_process' \
@@ -672,10 +700,15 @@ const POLL_SQL: &str = concat!(
          FOR UPDATE OF fr SKIP LOCKED \
        ) due \
        ORDER BY q.priority, due.next_scheduled_start_time, due.id LIMIT $5::bigint \
-     ) \
-     UPDATE flow_run fr SET offered_state_id = fr.state_id, \
-       offered_until = now() + $6::float8 * interval '1 second' \
-     FROM offered o WHERE fr.id = o.id RETURNING fr.id, o.queue_id"
+     ), handed AS ( \
+       UPDATE flow_run fr SET offered_state_id = fr.state_id, \
+         offered_until = now() + $6::float8 * interval '1 second' \
+       FROM offered o WHERE fr.id = o.id RETURNING fr.id, o.queue_id, o.priority, o.next_scheduled_start_time \
+     ), polled_queues AS (",
+    mark_polled!(queues: "$2"),
+    "), polled_deployments AS (",
+    mark_polled!(deployments: "$2"),
+    ") SELECT id, queue_id FROM handed ORDER BY priority, next_scheduled_start_time, id"
 );
 
 /// Up to `limit` of a pool's runs waiting for a worker (Scheduled or Pending), soonest
@@ -743,7 +776,6 @@ pub async fn scheduled_runs(
     pool: &WorkPool,
     poll: &Poll,
 ) -> Result<Vec<WorkerFlowRun>, tokio_postgres::Error> {
-    let mut runs = Vec::new();
     // Where the pool or one of its queues has a limit, polls (and claims, `claim_check`)
     // take turns on the pool's row: each then counts the runs the one before handed out.
     if !pool.is_paused {
@@ -772,92 +804,57 @@ pub async fn scheduled_runs(
             (i64::from(cap) - busy).clamp(0, poll.limit)
         }
     };
-    if limit > 0 {
-        let stmt = c.prepare_cached(POLL_SQL).await?;
-        let picked: HashMap<Uuid, Uuid> = c
-            .query(
-                &stmt,
-                &[
-                    &pool.id,
-                    &poll.queue_ids,
-                    &poll.scheduled_before,
-                    &poll.scheduled_after,
-                    &limit,
-                    &OFFER_SECONDS,
-                ],
-            )
-            .await?
-            .iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-            .collect::<Result<_, tokio_postgres::Error>>()?;
-        let ids: Vec<Uuid> = picked.keys().copied().collect();
-        let mut read = crate::db::runs::read_many::<crate::db::flow_runs::FlowRun>(c, &ids).await?;
-        // In the poll's order: queue priority, then time (the update returned them unordered).
-        let priority = queue_priorities(c, &poll.queue_ids).await?;
-        read.sort_by_key(|run| {
-            let queue = picked.get(&run.id).copied().unwrap_or_default();
-            (
-                priority.get(&queue).copied().unwrap_or(i32::MAX),
-                run.timing.next_scheduled_start_time,
-                run.id,
-            )
-        });
-        for run in read {
-            let queue_id = picked.get(&run.id).copied().unwrap_or_default();
-            let mut value = serde_json::to_value(&run).unwrap_or(Value::Null);
-            if let Some(map) = value.as_object_mut() {
-                // The poll's runs are the core FlowRun: no state, the raw queue name.
-                map.insert("state".into(), Value::Null);
-                map.remove("work_pool_id");
-                map.remove("work_pool_name");
-            }
-            runs.push(WorkerFlowRun {
-                work_pool_id: pool.id,
-                work_queue_id: queue_id,
-                flow_run: value,
-            });
-        }
+    if limit == 0 {
+        mark_polled(c, &poll.queue_ids).await?;
+        return Ok(Vec::new());
     }
-    mark_polled(c, &poll.queue_ids).await?;
-    Ok(runs)
-}
-
-async fn queue_priorities(
-    c: &impl GenericClient,
-    ids: &[Uuid],
-) -> Result<HashMap<Uuid, i32>, tokio_postgres::Error> {
-    let stmt = c
-        .prepare_cached("SELECT id, priority FROM work_queue WHERE id = ANY($1)")
-        .await?;
-    c.query(&stmt, &[&ids])
+    let stmt = c.prepare_cached(POLL_SQL).await?;
+    let picked: Vec<(Uuid, Uuid)> = c
+        .query(
+            &stmt,
+            &[
+                &pool.id,
+                &poll.queue_ids,
+                &poll.scheduled_before,
+                &poll.scheduled_after,
+                &limit,
+                &OFFER_SECONDS,
+            ],
+        )
         .await?
         .iter()
         .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-        .collect()
+        .collect::<Result<_, tokio_postgres::Error>>()?;
+    if picked.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = picked.iter().map(|(id, _)| *id).collect();
+    let mut runs = Vec::with_capacity(ids.len());
+    let queue_of: HashMap<Uuid, Uuid> = picked.into_iter().collect();
+    // In the poll's order, which `read_many` keeps.
+    for run in crate::db::runs::read_many::<crate::db::flow_runs::FlowRun>(c, &ids).await? {
+        let queue_id = queue_of.get(&run.id).copied().unwrap_or_default();
+        let mut value = serde_json::to_value(&run).unwrap_or(Value::Null);
+        if let Some(map) = value.as_object_mut() {
+            // The poll's runs are the core FlowRun: no state, the raw queue name.
+            map.insert("state".into(), Value::Null);
+            map.remove("work_pool_id");
+            map.remove("work_pool_name");
+        }
+        runs.push(WorkerFlowRun {
+            work_pool_id: pool.id,
+            work_queue_id: queue_id,
+            flow_run: value,
+        });
+    }
+    Ok(runs)
 }
 
-/// Queues (and their deployments) polled now are READY with `last_polled` now. Pollers
-/// of one queue would queue up behind each other's row locks for this bookkeeping: a row
-/// another poll is marking, or one marked within the last second, is left as it is.
+/// Queues (and their deployments) polled now are marked so ([`mark_polled!`]).
 async fn mark_polled(c: &impl GenericClient, queue_ids: &[Uuid]) -> Result<(), tokio_postgres::Error> {
-    let queues = c
-        .prepare_cached(
-            "UPDATE work_queue SET last_polled = now(), status = CASE WHEN is_paused THEN 'PAUSED' ELSE 'READY' END \
-             WHERE id IN (SELECT id FROM work_queue WHERE id = ANY($1) \
-               AND (last_polled IS NULL OR last_polled < now() - interval '1 second' \
-                 OR status <> CASE WHEN is_paused THEN 'PAUSED' ELSE 'READY' END) \
-               FOR NO KEY UPDATE SKIP LOCKED)",
-        )
-        .await?;
+    let queues = c.prepare_cached(mark_polled!(queues: "$1")).await?;
     c.execute(&queues, &[&queue_ids]).await?;
-    let deployments = c
-        .prepare_cached(
-            "UPDATE deployment SET last_polled = now(), status = 'READY' \
-             WHERE id IN (SELECT id FROM deployment WHERE work_queue_id = ANY($1) \
-               AND (last_polled IS NULL OR last_polled < now() - interval '1 second' OR status <> 'READY') \
-               FOR NO KEY UPDATE SKIP LOCKED)",
-        )
-        .await?;
+    let deployments = c.prepare_cached(mark_polled!(deployments: "$1")).await?;
     c.execute(&deployments, &[&queue_ids]).await?;
     Ok(())
 }
