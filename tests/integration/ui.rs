@@ -818,3 +818,41 @@ async fn a_pool_page_lists_the_runs_waiting_in_its_queues_soonest_first() {
         "{started:?} {sooner:?} {later:?}"
     );
 }
+
+/// The dashboard's Failed runs are the window's Failed and Crashed runs, newest first (each
+/// state is read off its index, then the two are merged).
+#[tokio::test]
+async fn the_dashboard_lists_the_windows_failed_and_crashed_runs_newest_first() {
+    let app = TestApp::spawn().await;
+    let flow = app.post("/api/flows/", json!({"name": "flaky"})).await.body;
+    for (name, hours_ago, end) in [
+        ("failed-long-ago", 72, "FAILED"),
+        ("failed-older", 3, "FAILED"),
+        ("crashed-newer", 2, "CRASHED"),
+        ("failed-newest", 1, "FAILED"),
+        ("completed-now", 0, "COMPLETED"),
+    ] {
+        let at = chrono::Utc::now() - chrono::Duration::hours(hours_ago);
+        let run = app
+            .post(
+                "/api/flow_runs/",
+                json!({"flow_id": flow["id"], "name": name,
+                       "state": {"type": "SCHEDULED", "state_details": {"scheduled_time": at}}}),
+            )
+            .await;
+        assert_eq!(run.status, 201, "{}", run.text);
+        set_state(&app, "flow_runs", &run.body["id"], end).await;
+    }
+    let page = app.get("/").await;
+    assert_eq!(page.status, 200);
+    let text = html(&page);
+    let failed = &text[text.find("Failed runs").unwrap()..text.find("Late runs").unwrap()];
+    let at = |name: &str| failed.find(name);
+    assert!(
+        at("failed-long-ago").is_none() && at("completed-now").is_none(),
+        "{failed}"
+    );
+    let order = [at("failed-newest"), at("crashed-newer"), at("failed-older")];
+    assert!(order.iter().all(Option::is_some), "{failed}");
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "newest first: {failed}");
+}
