@@ -397,14 +397,15 @@ async fn drive(
         latencies.extend(w.await.expect("worker"));
     }
     let elapsed = started.elapsed();
-    let (server_cpu, pg_cpu) = (server.and_then(cpu_seconds), postgres_cpu());
     drop(submit);
     for s in submitters {
         s.await.expect("submitter");
     }
     let drained = started.elapsed();
     latencies.sort();
-    let secs = elapsed.as_secs_f64();
+    // CPU over the phase and the Pendings still queued after it, which are its work.
+    let secs = drained.as_secs_f64();
+    let (server_cpu, pg_cpu) = (server.and_then(cpu_seconds), postgres_cpu());
     let refused = refused.load(Ordering::Relaxed);
     let twice = twice.load(Ordering::Relaxed);
     let mut extra: Vec<String> = Vec::new();

@@ -251,8 +251,18 @@ async fn the_runs_in_one_state_are_read_from_its_index_in_order() {
     let db = app.db().await;
     db.execute(
         "INSERT INTO flow_run (flow_id, name, state_type, state_name, expected_start_time) \
-         SELECT $1, 'run-' || i, CASE WHEN i > 20000 THEN 'FAILED' ELSE 'COMPLETED' END, 'x', \
-           now() - i * interval '1 second' FROM generate_series(1, 20300) i",
+         SELECT $1, 'run-' || i, CASE WHEN i > 20000 THEN 'FAILED' ELSE 'COMPLETED' END, \
+           CASE WHEN i <= 30 THEN 'Late' ELSE 'x' END, now() - i * interval '1 second' \
+         FROM generate_series(1, 20300) i",
+        &[&flow],
+    )
+    .await
+    .unwrap();
+    // And a day of runs due tomorrow, newer than any Failed one.
+    db.execute(
+        "INSERT INTO flow_run (flow_id, name, state_type, state_name, expected_start_time) \
+         SELECT $1, 'due-' || i, 'SCHEDULED', 'Scheduled', now() + interval '1 day' + i * interval '4 seconds' \
+         FROM generate_series(1, 20000) i",
         &[&flow],
     )
     .await
@@ -283,6 +293,26 @@ async fn the_runs_in_one_state_are_read_from_its_index_in_order() {
             nodes
                 .iter()
                 .any(|n| n.contains("ix_flow_run__state_type_expected_start_time")),
+            "{kind:?}: {nodes:?}"
+        );
+    }
+    // The dashboard's Late runs, soonest first, the newest runs of the table: walking the
+    // time index from the oldest reached them last.
+    let late = RunFilters {
+        flow_runs: Some(serde_json::from_value(json!({"state": {"name": {"any_": ["Late"]}}})).unwrap()),
+        ..Default::default()
+    };
+    for kind in [PlanFor::TheseValues, PlanFor::AnyValues] {
+        let plan = runs::filter_plan::<FlowRun>(&client, &late, FlowRunSort::ExpectedStartTimeAsc, 10, kind)
+            .await
+            .unwrap();
+        let mut nodes = Vec::new();
+        node_types(&plan[0]["Plan"], &mut nodes);
+        assert!(!nodes.iter().any(|n| n.contains("Sort")), "{kind:?}: {nodes:?}");
+        assert!(
+            nodes
+                .iter()
+                .any(|n| n.contains("ix_flow_run__state_name_expected_start_time")),
             "{kind:?}: {nodes:?}"
         );
     }

@@ -819,20 +819,37 @@ async fn a_pool_page_lists_the_runs_waiting_in_its_queues_soonest_first() {
     );
 }
 
-/// The dashboard's Failed runs are the window's Failed and Crashed runs, newest first (each
-/// state is read off its index, then the two are merged).
+/// The dashboard's Failed runs are the window's Failed and Crashed runs, newest first, then
+/// by id, ten of them (each state is read off its index, then the two are merged).
 #[tokio::test]
 async fn the_dashboard_lists_the_windows_failed_and_crashed_runs_newest_first() {
     let app = TestApp::spawn().await;
     let flow = app.post("/api/flows/", json!({"name": "flaky"})).await.body;
-    for (name, hours_ago, end) in [
-        ("failed-long-ago", 72, "FAILED"),
-        ("failed-older", 3, "FAILED"),
-        ("crashed-newer", 2, "CRASHED"),
-        ("failed-newest", 1, "FAILED"),
-        ("completed-now", 0, "COMPLETED"),
-    ] {
-        let at = chrono::Utc::now() - chrono::Duration::hours(hours_ago);
+    let now = chrono::Utc::now();
+    let mut runs = vec![
+        (
+            "failed-long-ago".to_string(),
+            now - chrono::Duration::hours(72),
+            "FAILED",
+        ),
+        ("completed-now".to_string(), now, "COMPLETED"),
+        // The same expected start: by id, the first made first.
+        (
+            "tie-first".to_string(),
+            now - chrono::Duration::hours(1),
+            "CRASHED",
+        ),
+        (
+            "tie-second".to_string(),
+            now - chrono::Duration::hours(1),
+            "FAILED",
+        ),
+    ];
+    for h in 2..=13 {
+        let end = if h % 2 == 0 { "FAILED" } else { "CRASHED" };
+        runs.push((format!("older-{h:02}"), now - chrono::Duration::hours(h), end));
+    }
+    for (name, at, end) in &runs {
         let run = app
             .post(
                 "/api/flow_runs/",
@@ -847,12 +864,23 @@ async fn the_dashboard_lists_the_windows_failed_and_crashed_runs_newest_first() 
     assert_eq!(page.status, 200);
     let text = html(&page);
     let failed = &text[text.find("Failed runs").unwrap()..text.find("Late runs").unwrap()];
-    let at = |name: &str| failed.find(name);
+    let at = |name: &str| failed.find(&format!(" {name}</a>"));
+    for absent in [
+        "failed-long-ago",
+        "completed-now",
+        "older-10",
+        "older-11",
+        "older-12",
+        "older-13",
+    ] {
+        assert!(at(absent).is_none(), "{absent}: {failed}");
+    }
+    let mut shown = vec!["tie-first".to_string(), "tie-second".to_string()];
+    shown.extend((2..=9).map(|h| format!("older-{h:02}")));
+    let order: Vec<Option<usize>> = shown.iter().map(|n| at(n)).collect();
+    assert!(order.iter().all(Option::is_some), "{shown:?}: {failed}");
     assert!(
-        at("failed-long-ago").is_none() && at("completed-now").is_none(),
-        "{failed}"
+        order.windows(2).all(|w| w[0] < w[1]),
+        "newest first, then by id: {failed}"
     );
-    let order = [at("failed-newest"), at("crashed-newer"), at("failed-older")];
-    assert!(order.iter().all(Option::is_some), "{failed}");
-    assert!(order.windows(2).all(|w| w[0] < w[1]), "newest first: {failed}");
 }

@@ -84,6 +84,8 @@ async fn newest_failed(
     }
     // As the list's own order: newest expected start first, then id.
     found.sort_by(|a, b| (b.timing.expected_start_time, a.id).cmp(&(a.timing.expected_start_time, b.id)));
+    // Read apart, a run that went from Failed to Crashed between the two can be in both.
+    found.dedup_by_key(|r| r.id);
     found.truncate(usize::try_from(limit).unwrap_or(0));
     Ok(found)
 }
