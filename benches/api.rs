@@ -182,8 +182,6 @@ fn id_of(v: &Value) -> String {
 /// A run handed out by a poll must not be handed out again for this long (unless its
 /// state changes): Stratus's offer (`OFFER_SECONDS`); Prefect makes no such promise.
 const OFFER: Duration = Duration::from_secs(3);
-/// Connections proposing Pending for the runs the polls hand out.
-const SUBMITTERS: usize = 4;
 
 // ---- what a phase measures ----------------------------------------------------------------
 
@@ -289,7 +287,8 @@ async fn drive(
     let (submit, submitted) = tokio::sync::mpsc::unbounded_channel::<String>();
     let submitted = Arc::new(tokio::sync::Mutex::new(submitted));
     let pending = Arc::new(AtomicUsize::new(0));
-    let submitters: Vec<_> = (0..if handed_out.is_some() { SUBMITTERS } else { 0 })
+    // One submitting connection beside each polling one: a worker and its task group.
+    let submitters: Vec<_> = (0..if handed_out.is_some() { in_flight } else { 0 })
         .map(|_| {
             let (target, submitted, pending) = (target.clone(), submitted.clone(), pending.clone());
             tokio::spawn(async move {
@@ -415,7 +414,7 @@ async fn drive(
     if let Some(tally) = &handed_out {
         let runs = tally.lock().expect("tally").len();
         extra.push(format!(
-            "{runs} runs handed out, {twice} of them again within {}s; {} made Pending by {SUBMITTERS} \
+            "{runs} runs handed out, {twice} of them again within {}s; {} made Pending by {in_flight} \
              submitters, the last {:.1}s after the last poll",
             OFFER.as_secs(),
             pending.load(Ordering::Relaxed),
