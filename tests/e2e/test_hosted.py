@@ -188,6 +188,9 @@ def test_the_web_ui_signs_in_works_refuses_a_form_without_its_token_and_signs_ou
     pause.click()
     page.wait_for(lambda: http(hosted, "GET", f"/flow_run_notification_policies/{policy['id']}", developer)[1]["is_active"] is False,
                   "the policy to be paused")
+    # The button reloads the page once its call returns: wait for the reloaded page (it
+    # offers Resume), or the reload lands after the form below and hides its answer.
+    page.wait_for(lambda: any(b.text == "Resume" for b in page.css("button[data-api]")), "the reloaded page")
 
     # The same form without its token is refused, and the session stays.
     browser.execute_script(
