@@ -180,8 +180,9 @@ pub async fn mark_late_runs(runs: &Runs, limits: &Limits) -> StoreResult<usize> 
         let client = runs.db().get().await?;
         client
             .query(
-                // A run a poll just handed out is left to its worker (marking it Late would
-                // end the offer): it is marked at a later tick if it stays Scheduled.
+                // A run a poll just handed out is left to its worker while the offer lasts
+                // (a Late mark would keep the offer, but the worker is about to move it): it
+                // is marked at a later tick if it stays Scheduled.
                 "SELECT id, next_scheduled_start_time FROM flow_run WHERE state_type = 'SCHEDULED' \
                  AND state_name = 'Scheduled' AND next_scheduled_start_time <= now() - $1 * interval '1 second' \
                  AND (offered_until IS NULL OR offered_until < now()) \

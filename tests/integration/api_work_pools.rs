@@ -538,9 +538,38 @@ async fn concurrent_polls_never_hand_out_a_run_twice() {
         )
         .await;
     assert_eq!(res.status, 201, "{}", res.text);
+    let cleared: Option<chrono::DateTime<Utc>> = app
+        .db()
+        .await
+        .query_one(
+            "SELECT offered_until FROM flow_run WHERE id = $1",
+            &[&again.as_str().unwrap().parse::<uuid::Uuid>().unwrap()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(cleared, None, "the new state ended the offer");
     let got = poll().await.body;
     assert_eq!(got.as_array().unwrap().len(), 1, "{got}");
     assert_eq!(&got[0]["flow_run"]["id"], again);
+    // A Late mark (the scheduler's, while the worker proposes Pending) does not end the
+    // offer: the run stays with the worker it was handed to.
+    let res = app
+        .post(
+            &format!("/api/flow_runs/{}/set_state", again.as_str().unwrap()),
+            json!({"state": {"type": "SCHEDULED", "name": "Late", "state_details": {"scheduled_time": at}},
+                   "force": true}),
+        )
+        .await;
+    assert_eq!(res.status, 201, "{}", res.text);
+    let got = poll().await.body;
+    assert!(
+        got.as_array()
+            .unwrap()
+            .iter()
+            .all(|r| &r["flow_run"]["id"] != again),
+        "{got}"
+    );
 }
 
 /// Runs handed out and not yet Pending take their queue's and pool's room while their

@@ -138,6 +138,18 @@ async fn the_poll_reads_a_page_of_due_runs_off_its_index() {
     )
     .await
     .unwrap();
+    // And 2,000 due sooner than all of them, handed out to workers that have not yet
+    // proposed Pending: a poll does not walk past them.
+    db.execute(
+        "INSERT INTO flow_run (flow_id, name, work_queue_id, state_type, state_name, next_scheduled_start_time, \
+           expected_start_time, offered_until) \
+         SELECT $1, 'offered-' || i, $2, 'SCHEDULED', 'Scheduled', now() - interval '1 hour' - i * interval '1 second', \
+           now(), now() + interval '1 hour' \
+         FROM generate_series(1, 2000) i",
+        &[&flow, &queue],
+    )
+    .await
+    .unwrap();
     let poll = Poll {
         queue_ids: vec![queue],
         scheduled_before: Some(chrono::Utc::now()),
@@ -155,7 +167,14 @@ async fn the_poll_reads_a_page_of_due_runs_off_its_index() {
         assert!(
             nodes
                 .iter()
-                .any(|n| n == "Index Scan ix_flow_run__work_queue_id_scheduled"),
+                .any(|n| n == "Index Scan ix_flow_run__work_queue_id_due"),
+            "analyzed: {analyzed}: {nodes:?}"
+        );
+        // Offers that ended come off the index of runs on offer, by their end.
+        assert!(
+            nodes
+                .iter()
+                .any(|n| n.contains("ix_flow_run__work_queue_id_offered")),
             "analyzed: {analyzed}: {nodes:?}"
         );
         assert!(
@@ -163,7 +182,7 @@ async fn the_poll_reads_a_page_of_due_runs_off_its_index() {
             "analyzed: {analyzed}: {nodes:?}"
         );
     }
-    // And it hands out the ten due soonest, soonest first.
+    // And it hands out the ten due soonest that are not on offer, soonest first.
     let res = app
         .post(
             "/api/work_pools/big/get_scheduled_flow_runs",

@@ -824,14 +824,17 @@ async fn apply(
     let data = stored.map(|(d, _)| d);
     let details = serde_json::to_value(&state.state_details)?;
     // One statement: the state row (a CTE) and the run's update. Its parameters are the
-    // update's, then the state row's own: message, details, data, artifact.
+    // update's, then the state row's own: message, details, data, artifact. A flow run's
+    // new state ends a poll's offer of it, unless it is a Late mark (`work_pools::busy_run!`).
     let sql = match kind {
         RunKind::Flow => {
             "WITH s AS (INSERT INTO flow_run_state (id, flow_run_id, type, timestamp, name, message, state_details, \
                data, result_artifact_id) VALUES ($2, $1, $3, $5, $4, $13, $14, $15, $16)) \
              UPDATE flow_run SET state_id = $2, state_type = $3, state_name = $4, state_timestamp = $5, \
              run_count = $6, start_time = $7, end_time = $8, total_run_time = $9::bigint * interval '1 microsecond', \
-             expected_start_time = $10, next_scheduled_start_time = $11, empirical_policy = $12, updated = now() \
+             expected_start_time = $10, next_scheduled_start_time = $11, empirical_policy = $12, updated = now(), \
+             offered_state_id = CASE WHEN $4 = 'Late' THEN offered_state_id END, \
+             offered_until = CASE WHEN $4 = 'Late' THEN offered_until END \
              WHERE id = $1"
         }
         RunKind::Task => {

@@ -640,12 +640,12 @@ pub struct Poll {
 pub const OFFER_SECONDS: f64 = 3.0;
 
 /// A run (aliased `r`) that takes room under its queue's and pool's concurrency limits:
-/// Pending or Running, or handed out by a poll whose offer still lasts. A macro, so that
-/// the statements built from it stay constants.
+/// Pending or Running, or handed out by a poll whose offer still lasts (a state change
+/// other than a Late mark clears the offer, `transitions::apply`). A macro, so that the
+/// statements built from it stay constants.
 macro_rules! busy_run {
     () => {
-        "(r.state_type IN ('RUNNING','PENDING') OR (r.state_type = 'SCHEDULED' \
-         AND (r.offered_state_id = r.state_id OR r.state_name = 'Late') AND r.offered_until > now()))"
+        "(r.state_type IN ('RUNNING','PENDING') OR (r.state_type = 'SCHEDULED' AND r.offered_until > now()))"
     };
 }
 
@@ -678,7 +678,12 @@ macro_rules! mark_polled {
 
 /// The poll: each queue's due runs, soonest first, at most its room (`$5` or what its
 /// limit leaves), not held by another poll nor offered to one, marked offered, in the
-/// order they are handed out (queue priority, then time); the queues marked polled.
+/// order they are handed out (queue priority, then time); the queues marked polled. Runs
+/// never offered (or whose offer a state change cleared) and runs whose offer ended are
+/// read off two indexes, so live offers are never walked past (`V16`). Each of the two
+/// locks up to a page; what the page leaves out stays locked until the poll commits, and
+/// a poll meanwhile hands out later runs instead. `offered_state_id` records the state an
+/// offer was made in; `offered_until` alone says whether it lasts.
 const POLL_SQL: &str = concat!(
     "WITH queues AS ( \
        SELECT wq.id, wq.priority, \
@@ -689,15 +694,26 @@ const POLL_SQL: &str = concat!(
        FROM work_queue wq WHERE wq.work_pool_id = $1 AND NOT wq.is_paused AND wq.id = ANY($2) \
      ), offered AS ( \
        SELECT due.id, q.id AS queue_id, q.priority, due.next_scheduled_start_time FROM queues q CROSS JOIN LATERAL ( \
-         SELECT fr.id, fr.next_scheduled_start_time FROM flow_run fr \
-         WHERE fr.work_queue_id = q.id AND fr.state_type = 'SCHEDULED' \
-           AND coalesce(fr.empirical_policy->>'retry_type', '') <> 'in_process' \
-           AND fr.next_scheduled_start_time <= coalesce($3::timestamptz, 'infinity') \
-           AND fr.next_scheduled_start_time >= coalesce($4::timestamptz, '-infinity') \
-           AND (fr.offered_until IS NULL OR fr.offered_until < now() \
-             OR (fr.offered_state_id IS DISTINCT FROM fr.state_id AND fr.state_name <> 'Late')) \
-         ORDER BY fr.next_scheduled_start_time, fr.id LIMIT q.room \
-         FOR UPDATE OF fr SKIP LOCKED \
+         SELECT never.id, never.next_scheduled_start_time FROM ( \
+           SELECT fr.id, fr.next_scheduled_start_time FROM flow_run fr \
+           WHERE fr.work_queue_id = q.id AND fr.state_type = 'SCHEDULED' AND fr.offered_until IS NULL \
+             AND coalesce(fr.empirical_policy->>'retry_type', '') <> 'in_process' \
+             AND fr.next_scheduled_start_time <= coalesce($3::timestamptz, 'infinity') \
+             AND fr.next_scheduled_start_time >= coalesce($4::timestamptz, '-infinity') \
+           ORDER BY fr.next_scheduled_start_time, fr.id LIMIT q.room \
+           FOR UPDATE OF fr SKIP LOCKED \
+         ) never \
+         UNION ALL \
+         SELECT ended.id, ended.next_scheduled_start_time FROM ( \
+           SELECT fr.id, fr.next_scheduled_start_time FROM flow_run fr \
+           WHERE fr.work_queue_id = q.id AND fr.state_type = 'SCHEDULED' AND fr.offered_until < now() \
+             AND coalesce(fr.empirical_policy->>'retry_type', '') <> 'in_process' \
+             AND fr.next_scheduled_start_time <= coalesce($3::timestamptz, 'infinity') \
+             AND fr.next_scheduled_start_time >= coalesce($4::timestamptz, '-infinity') \
+           ORDER BY fr.next_scheduled_start_time, fr.id LIMIT q.room \
+           FOR UPDATE OF fr SKIP LOCKED \
+         ) ended \
+         ORDER BY 2, 1 LIMIT q.room \
        ) due \
        ORDER BY q.priority, due.next_scheduled_start_time, due.id LIMIT $5::bigint \
      ), handed AS ( \
@@ -712,8 +728,10 @@ const POLL_SQL: &str = concat!(
 );
 
 /// Up to `limit` of a pool's runs waiting for a worker (Scheduled or Pending), soonest
-/// first: each queue's Scheduled runs off the poll's index, its Pending ones off the busy
-/// runs' index, so the page reads a few runs per queue however long the history. (As a
+/// first: each queue's Scheduled runs off the poll's two indexes (those on offer, handed
+/// out in the last seconds or dropped by their worker, are few and sorted here), its
+/// Pending ones off the busy runs' index, so the page reads a few runs per queue however
+/// long the history. (As a
 /// runs filter on the pool, it walked the table's `next_scheduled_start_time` index past
 /// every finished run: half a second at a million runs.)
 pub async fn waiting_runs(
@@ -725,7 +743,11 @@ pub async fn waiting_runs(
         .prepare_cached(
             "SELECT w.id FROM work_queue wq CROSS JOIN LATERAL ( \
                (SELECT fr.id, fr.next_scheduled_start_time FROM flow_run fr \
-                WHERE fr.work_queue_id = wq.id AND fr.state_type = 'SCHEDULED' \
+                WHERE fr.work_queue_id = wq.id AND fr.state_type = 'SCHEDULED' AND fr.offered_until IS NULL \
+                ORDER BY fr.next_scheduled_start_time, fr.id LIMIT $2) \
+               UNION ALL \
+               (SELECT fr.id, fr.next_scheduled_start_time FROM flow_run fr \
+                WHERE fr.work_queue_id = wq.id AND fr.state_type = 'SCHEDULED' AND fr.offered_until IS NOT NULL \
                 ORDER BY fr.next_scheduled_start_time, fr.id LIMIT $2) \
                UNION ALL \
                (SELECT fr.id, fr.next_scheduled_start_time FROM flow_run fr \
@@ -768,9 +790,9 @@ pub async fn poll_plan(
 
 /// SCHEDULED runs in the given queues of an unpaused pool, by queue priority then time,
 /// within the pool's and each queue's concurrency limit, that no other poll was handed in
-/// the last [`OFFER_SECONDS`] (in the same state) or holds right now. Each queue's due
-/// runs are read soonest first off its index, at most a page of them; the runs handed
-/// out are marked offered. Marks the queues (and their deployments) polled and ready.
+/// the last [`OFFER_SECONDS`] (unless its state changed since, a Late mark excepted) or
+/// holds right now. Each queue's due runs are read soonest first off its indexes, at most
+/// a page of them; the runs handed out are marked offered. Marks the queues (and their deployments) polled and ready.
 pub async fn scheduled_runs(
     c: &impl GenericClient,
     pool: &WorkPool,
