@@ -288,52 +288,45 @@ async fn the_runs_in_one_state_are_read_from_its_index_in_order() {
     .unwrap();
     db.batch_execute("ANALYZE flow_run").await.unwrap();
     let client = app.default_workspace_client().await;
-    // Alone, and within a window (the dashboard's Failed runs of the last day).
+    // Failed alone, and within a window (the dashboard's Failed runs of the last day);
+    // and the dashboard's Late runs, soonest first: the newest runs of the table, which
+    // walking the time index from the oldest reached last.
     let day_ago = (chrono::Utc::now() - chrono::Duration::days(1)).to_rfc3339();
-    for (filter, kind) in [
-        json!({"state": {"type": {"any_": ["FAILED"]}}}),
-        json!({"state": {"type": {"any_": ["FAILED"]}}, "expected_start_time": {"after_": day_ago}}),
-    ]
-    .into_iter()
-    .flat_map(|f| [(f.clone(), PlanFor::TheseValues), (f, PlanFor::AnyValues)])
-    {
+    let by_type = "ix_flow_run__state_type_expected_start_time";
+    let cases = [
+        (
+            json!({"state": {"type": {"any_": ["FAILED"]}}}),
+            FlowRunSort::ExpectedStartTimeDesc,
+            50,
+            by_type,
+        ),
+        (
+            json!({"state": {"type": {"any_": ["FAILED"]}}, "expected_start_time": {"after_": day_ago}}),
+            FlowRunSort::ExpectedStartTimeDesc,
+            50,
+            by_type,
+        ),
+        (
+            json!({"state": {"name": {"any_": ["Late"]}}}),
+            FlowRunSort::ExpectedStartTimeAsc,
+            10,
+            "ix_flow_run__state_name_expected_start_time",
+        ),
+    ];
+    for (filter, sort, limit, index) in cases {
         let filters = RunFilters {
             flow_runs: Some(serde_json::from_value(filter).unwrap()),
             ..Default::default()
         };
-        let plan =
-            runs::filter_plan::<FlowRun>(&client, &filters, FlowRunSort::ExpectedStartTimeDesc, 50, kind)
+        for kind in [PlanFor::TheseValues, PlanFor::AnyValues] {
+            let plan = runs::filter_plan::<FlowRun>(&client, &filters, sort, limit, kind)
                 .await
                 .unwrap();
-        let mut nodes = Vec::new();
-        node_types(&plan[0]["Plan"], &mut nodes);
-        assert!(!nodes.iter().any(|n| n.contains("Sort")), "{kind:?}: {nodes:?}");
-        assert!(
-            nodes
-                .iter()
-                .any(|n| n.contains("ix_flow_run__state_type_expected_start_time")),
-            "{kind:?}: {nodes:?}"
-        );
-    }
-    // The dashboard's Late runs, soonest first, the newest runs of the table: walking the
-    // time index from the oldest reached them last.
-    let late = RunFilters {
-        flow_runs: Some(serde_json::from_value(json!({"state": {"name": {"any_": ["Late"]}}})).unwrap()),
-        ..Default::default()
-    };
-    for kind in [PlanFor::TheseValues, PlanFor::AnyValues] {
-        let plan = runs::filter_plan::<FlowRun>(&client, &late, FlowRunSort::ExpectedStartTimeAsc, 10, kind)
-            .await
-            .unwrap();
-        let mut nodes = Vec::new();
-        node_types(&plan[0]["Plan"], &mut nodes);
-        assert!(!nodes.iter().any(|n| n.contains("Sort")), "{kind:?}: {nodes:?}");
-        assert!(
-            nodes
-                .iter()
-                .any(|n| n.contains("ix_flow_run__state_name_expected_start_time")),
-            "{kind:?}: {nodes:?}"
-        );
+            let mut nodes = Vec::new();
+            node_types(&plan[0]["Plan"], &mut nodes);
+            assert!(!nodes.iter().any(|n| n.contains("Sort")), "{kind:?}: {nodes:?}");
+            assert!(nodes.iter().any(|n| n.contains(index)), "{kind:?}: {nodes:?}");
+        }
     }
 }
 

@@ -676,6 +676,24 @@ macro_rules! mark_polled {
     };
 }
 
+/// A page of queue `q`'s Scheduled runs in the poll's window (`$3`, `$4`) whose offer
+/// `$offer` picks, soonest first, locked (those another poll holds are skipped): the poll
+/// reads the runs never offered and those whose offer ended alike, each off its index.
+macro_rules! due_runs {
+    ($offer:literal) => {
+        concat!(
+            "SELECT fr.id, fr.next_scheduled_start_time FROM flow_run fr \
+             WHERE fr.work_queue_id = q.id AND fr.state_type = 'SCHEDULED' AND ",
+            $offer,
+            " AND coalesce(fr.empirical_policy->>'retry_type', '') <> 'in_process' \
+               AND fr.next_scheduled_start_time <= coalesce($3::timestamptz, 'infinity') \
+               AND fr.next_scheduled_start_time >= coalesce($4::timestamptz, '-infinity') \
+             ORDER BY fr.next_scheduled_start_time, fr.id LIMIT q.room \
+             FOR UPDATE OF fr SKIP LOCKED"
+        )
+    };
+}
+
 /// The poll: each queue's due runs, soonest first, at most its room (`$5` or what its
 /// limit leaves), not held by another poll nor offered to one, marked offered, in the
 /// order they are handed out (queue priority, then time); the queues marked polled. Runs
@@ -694,25 +712,11 @@ const POLL_SQL: &str = concat!(
        FROM work_queue wq WHERE wq.work_pool_id = $1 AND NOT wq.is_paused AND wq.id = ANY($2) \
      ), offered AS ( \
        SELECT due.id, q.id AS queue_id, q.priority, due.next_scheduled_start_time FROM queues q CROSS JOIN LATERAL ( \
-         SELECT never.id, never.next_scheduled_start_time FROM ( \
-           SELECT fr.id, fr.next_scheduled_start_time FROM flow_run fr \
-           WHERE fr.work_queue_id = q.id AND fr.state_type = 'SCHEDULED' AND fr.offered_until IS NULL \
-             AND coalesce(fr.empirical_policy->>'retry_type', '') <> 'in_process' \
-             AND fr.next_scheduled_start_time <= coalesce($3::timestamptz, 'infinity') \
-             AND fr.next_scheduled_start_time >= coalesce($4::timestamptz, '-infinity') \
-           ORDER BY fr.next_scheduled_start_time, fr.id LIMIT q.room \
-           FOR UPDATE OF fr SKIP LOCKED \
-         ) never \
-         UNION ALL \
-         SELECT ended.id, ended.next_scheduled_start_time FROM ( \
-           SELECT fr.id, fr.next_scheduled_start_time FROM flow_run fr \
-           WHERE fr.work_queue_id = q.id AND fr.state_type = 'SCHEDULED' AND fr.offered_until < now() \
-             AND coalesce(fr.empirical_policy->>'retry_type', '') <> 'in_process' \
-             AND fr.next_scheduled_start_time <= coalesce($3::timestamptz, 'infinity') \
-             AND fr.next_scheduled_start_time >= coalesce($4::timestamptz, '-infinity') \
-           ORDER BY fr.next_scheduled_start_time, fr.id LIMIT q.room \
-           FOR UPDATE OF fr SKIP LOCKED \
-         ) ended \
+         SELECT never.id, never.next_scheduled_start_time FROM (",
+    due_runs!("fr.offered_until IS NULL"),
+    ") never UNION ALL SELECT ended.id, ended.next_scheduled_start_time FROM (",
+    due_runs!("fr.offered_until < now()"),
+    ") ended \
          ORDER BY 2, 1 LIMIT q.room \
        ) due \
        ORDER BY q.priority, due.next_scheduled_start_time, due.id LIMIT $5::bigint \
@@ -792,7 +796,8 @@ pub async fn poll_plan(
 /// within the pool's and each queue's concurrency limit, that no other poll was handed in
 /// the last [`OFFER_SECONDS`] (unless its state changed since, a Late mark excepted) or
 /// holds right now. Each queue's due runs are read soonest first off its indexes, at most
-/// a page of them; the runs handed out are marked offered. Marks the queues (and their deployments) polled and ready.
+/// a page of them; the runs handed out are marked offered. Marks the queues (and their
+/// deployments) polled and ready.
 pub async fn scheduled_runs(
     c: &impl GenericClient,
     pool: &WorkPool,
